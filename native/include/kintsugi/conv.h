@@ -1,0 +1,40 @@
+// 2-D convolution, NCHW activations and [C_out, C_in/groups, KH, KW] weights, forward and
+// backward (data, weights, bias). Outputs are overwritten, never accumulated.
+#pragma once
+#include <cstdint>
+
+namespace kintsugi {
+
+struct Conv2dParams {
+  int64_t n = 1, c_in = 1, h = 1, w = 1;     // input
+  int64_t c_out = 1, kh = 1, kw = 1;          // filters
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t groups = 1;
+
+  int64_t out_h() const { return (h + 2 * pad_h - dilation_h * (kh - 1) - 1) / stride_h + 1; }
+  int64_t out_w() const { return (w + 2 * pad_w - dilation_w * (kw - 1) - 1) / stride_w + 1; }
+  int64_t input_size() const { return n * c_in * h * w; }
+  int64_t weight_size() const { return c_out * (c_in / groups) * kh * kw; }
+  int64_t output_size() const { return n * c_out * out_h() * out_w(); }
+  // Multiply-adds x 2 of the forward pass.
+  double flops() const { return 2.0 * double(output_size()) * double(c_in / groups) * double(kh * kw); }
+};
+
+// Throws Range errors for non-positive sizes, groups that do not divide the channels, or an
+// empty output (kernel larger than the padded input).
+void check_conv2d(const Conv2dParams& p);
+
+void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias /*nullable*/,
+                    float* y);
+void conv2d_backward_data(const Conv2dParams& p, const float* dy, const float* w, float* dx);
+void conv2d_backward_weight(const Conv2dParams& p, const float* x, const float* dy, float* dw,
+                            float* db /*nullable*/);
+
+// Direct loops with double accumulation: the oracle for tests.
+void conv2d_forward_reference(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y);
+void conv2d_backward_data_reference(const Conv2dParams& p, const float* dy, const float* w, float* dx);
+void conv2d_backward_weight_reference(const Conv2dParams& p, const float* x, const float* dy, float* dw, float* db);
+
+}  // namespace kintsugi

@@ -1,0 +1,48 @@
+// Single-precision GEMM with BLAS semantics: C = alpha * op(A) * op(B) + beta * C.
+// When beta == 0, C is written without being read (NaN/Inf already in C do not propagate).
+#pragma once
+#include <cstdint>
+#include <memory>
+
+namespace kintsugi {
+
+enum class Layout { RowMajor, ColMajor };
+enum class Transpose { No, Yes };
+
+struct SgemmArgs {
+  Layout layout = Layout::RowMajor;
+  Transpose trans_a = Transpose::No, trans_b = Transpose::No;
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.0f;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  float beta = 0.0f;
+  float* c = nullptr;
+  int64_t ldc = 0;
+};
+
+// Throws Range errors for negative sizes, leading dimensions too small for the layout, or
+// buffers (given as element counts) too short for the extents they must hold.
+void check_sgemm(const SgemmArgs& args, int64_t a_len, int64_t b_len, int64_t c_len);
+
+// Fast path (packed, blocked, multi-threaded, ISA-dispatched).
+void sgemm(const SgemmArgs& args);
+// The naive triple loop with double accumulation: the oracle for tests.
+void sgemm_reference(const SgemmArgs& args);
+
+// op(B) (k x n) packed once into the micro-kernel's panel format; multiply many times.
+// Inference weights are constant, so their packing cost is paid once.
+class PackedMatrix;
+struct PackedMatrixDeleter { void operator()(PackedMatrix* p) const; };
+using PackedMatrixPtr = std::unique_ptr<PackedMatrix, PackedMatrixDeleter>;
+
+// Pack op(B) where B is given as in SgemmArgs (layout, trans_b, k, n, b, ldb).
+PackedMatrixPtr pack_b(Layout layout, Transpose trans_b, int64_t k, int64_t n, const float* b, int64_t ldb);
+int64_t packed_rows(const PackedMatrix& p);  // k
+int64_t packed_cols(const PackedMatrix& p);  // n
+// C (m x n) = alpha * op(A) * packed + beta * C; a/c use args' layout/trans_a/lda/ldc.
+void sgemm_packed(const SgemmArgs& args, const PackedMatrix& packed_b);
+
+}  // namespace kintsugi

@@ -1,0 +1,21 @@
+// A process-wide thread pool sized to the usable cores (KINTSUGI_NUM_THREADS overrides).
+// parallel_for may be called from many threads at once (several AsyncWorkers, worker_threads);
+// jobs then run one after another. Calls from inside a pool task run inline, so nesting is safe.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace kintsugi {
+
+// Threads a parallel region uses, the calling thread included.
+int num_threads();
+// Resize the pool (n >= 1). Takes effect for the next job.
+void set_num_threads(int n);
+
+// Split [0, n) into chunks of at least `grain` items and run fn(begin, end) on them in parallel.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+// Run fn(thread_index, thread_count) once on each of `threads` threads (<= num_threads()).
+void parallel_run(int threads, const std::function<void(int, int)>& fn);
+
+}  // namespace kintsugi
