@@ -1,0 +1,575 @@
+// The addon's exports. Each function reads and checks its arguments on the JS thread (args.h),
+// captures plain C++ values in a Job, and runs the kernel inline (*Sync in TS) or on libuv's
+// pool (Promise). Functions taking `async` as their first argument support both.
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "call.h"
+#include "kintsugi/checksum.h"
+#include "kintsugi/conv.h"
+#include "kintsugi/cpu.h"
+#include "kintsugi/device.h"
+#include "kintsugi/embedding.h"
+#include "kintsugi/gemm.h"
+#include "kintsugi/parity.h"
+#include "kintsugi/threadpool.h"
+
+namespace kintsugi::binding {
+namespace {
+
+constexpr int64_t kMaxDim = 2147483647;  // keeps every extent product inside int64
+
+// The PackedMatrix constructor of this environment (each worker_thread has its own).
+Napi::FunctionReference& packed_ctor(Napi::Env env);
+
+// ---- A packed GEMM operand: a native handle with an explicit dispose() ----
+class PackedMatrixHandle : public Napi::ObjectWrap<PackedMatrixHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "PackedMatrix",
+                       {InstanceMethod<&PackedMatrixHandle::Dispose>("dispose"),
+                        InstanceAccessor<&PackedMatrixHandle::Rows>("rows"),
+                        InstanceAccessor<&PackedMatrixHandle::Cols>("cols"),
+                        InstanceAccessor<&PackedMatrixHandle::Disposed>("disposed")});
+  }
+  explicit PackedMatrixHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PackedMatrixHandle>(info) {}
+
+  void set(std::shared_ptr<PackedMatrix> packed, int64_t rows, int64_t cols) {
+    packed_ = std::move(packed);
+    rows_ = rows;
+    cols_ = cols;
+  }
+  // In-flight async calls hold their own reference, so dispose() during a call is safe.
+  std::shared_ptr<PackedMatrix> get(const std::string& name) const {
+    if (!packed_) throw_expected(ErrorKind::Type, "a live PackedMatrix", name, "a disposed PackedMatrix");
+    return packed_;
+  }
+
+ private:
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    packed_.reset();
+    return info.Env().Undefined();
+  }
+  Napi::Value Rows(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(rows_)); }
+  Napi::Value Cols(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(cols_)); }
+  Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !packed_); }
+
+  std::shared_ptr<PackedMatrix> packed_;
+  int64_t rows_ = 0, cols_ = 0;
+};
+
+Layout read_layout(const Args& a, size_t i) { return a.choice(i, "layout", {"row", "col"}) == "row" ? Layout::RowMajor : Layout::ColMajor; }
+Transpose read_trans(const Args& a, size_t i, const char* name) { return a.boolean(i, name) ? Transpose::Yes : Transpose::No; }
+
+int64_t int_field(const Napi::Object& o, const char* name, int64_t min, int64_t max) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsNumber()) throw_expected(ErrorKind::Type, "an integer", std::string("params.") + name, describe(v));
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || std::floor(d) != d) throw_expected(ErrorKind::Type, "an integer", std::string("params.") + name, describe(v));
+  if (d < double(min) || d > double(max))
+    throw_expected(ErrorKind::Range, "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]", std::string("params.") + name, describe(v));
+  return int64_t(d);
+}
+
+Conv2dParams read_conv_params(const Args& a, size_t i) {
+  Napi::Value v = a.value(i);
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) throw_expected(ErrorKind::Type, "a conv2d parameter object", "params", describe(v));
+  auto o = v.As<Napi::Object>();
+  Conv2dParams p;
+  p.n = int_field(o, "n", 1, kMaxDim);
+  p.c_in = int_field(o, "cIn", 1, kMaxDim);
+  p.h = int_field(o, "h", 1, kMaxDim);
+  p.w = int_field(o, "w", 1, kMaxDim);
+  p.c_out = int_field(o, "cOut", 1, kMaxDim);
+  p.kh = int_field(o, "kh", 1, 65535);
+  p.kw = int_field(o, "kw", 1, 65535);
+  p.stride_h = int_field(o, "strideH", 1, 65535);
+  p.stride_w = int_field(o, "strideW", 1, 65535);
+  p.pad_h = int_field(o, "padH", 0, 65535);
+  p.pad_w = int_field(o, "padW", 0, 65535);
+  p.dilation_h = int_field(o, "dilationH", 1, 65535);
+  p.dilation_w = int_field(o, "dilationW", 1, 65535);
+  p.groups = int_field(o, "groups", 1, kMaxDim);
+  // Products in double first: an int64 product of unchecked sizes could overflow.
+  double in = double(p.n) * double(p.c_in) * double(p.h) * double(p.w);
+  double weights = double(p.c_out) * double(p.c_in) * double(p.kh) * double(p.kw);
+  if (in > 9.0e15 || weights > 9.0e15) throw_expected(ErrorKind::Range, "tensor sizes below 2^53 elements", "params", "larger sizes");
+  check_conv2d(p);
+  return p;
+}
+
+// ---- devices, CPU information, threads ----
+Napi::Value Devices(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    auto list = list_devices();
+    Napi::Array out = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      const DeviceInfo& d = list[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("kind", d.kind == DeviceKind::Cpu ? "cpu" : "cuda");
+      o.Set("index", d.index);
+      o.Set("name", d.name);
+      o.Set("totalMemory", double(d.total_memory));
+      o.Set("threads", d.threads);
+      o.Set("multiprocessors", d.multiprocessors);
+      o.Set("isa", d.isa);
+      if (d.kind == DeviceKind::Cuda) {
+        o.Set("clockKHz", d.clock_khz);
+        o.Set("computeCapability", std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor));
+      }
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  });
+}
+
+Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string why;
+  int count = cuda::device_count(&why);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("compiled", cuda::compiled());
+  o.Set("deviceCount", count);
+  o.Set("reason", why);
+  return o;
+}
+
+Napi::Value CpuInfoValue(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CpuInfo& c = cpu_info();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("brand", c.brand);
+  o.Set("logicalCores", c.logical_cores);
+  o.Set("bestIsa", isa_name(best_isa()));
+  o.Set("activeIsa", isa_name(active_isa()));
+  o.Set("avx2", c.avx2);
+  o.Set("fma", c.fma);
+  o.Set("avx512", best_isa() == Isa::Avx512);
+  o.Set("l1dBytes", double(c.l1d_bytes));
+  o.Set("l2Bytes", double(c.l2_bytes));
+  o.Set("l3Bytes", double(c.l3_bytes));
+  return o;
+}
+
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    set_num_threads(int(Args(info).integer(0, "threads", 1, 1024)));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value SetIsaLimit(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    std::string isa = Args(info).choice(0, "isa", {"portable", "avx2", "avx512"});
+    set_isa_limit(isa == "portable" ? Isa::Portable : isa == "avx2" ? Isa::Avx2 : Isa::Avx512);
+    return Napi::String::New(info.Env(), isa_name(active_isa()));
+  });
+}
+
+bool read_async(const Napi::CallbackInfo& info) { return info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value(); }
+
+// ---- GEMM ----
+// sgemm(async, layout, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    SgemmArgs g;
+    g.layout = read_layout(a, 0);
+    g.trans_a = read_trans(a, 1, "transA");
+    g.trans_b = read_trans(a, 2, "transB");
+    g.m = a.integer(3, "m", 0, kMaxDim);
+    g.n = a.integer(4, "n", 0, kMaxDim);
+    g.k = a.integer(5, "k", 0, kMaxDim);
+    g.alpha = float(a.number(6, "alpha"));
+    auto A = a.array<float>(7, "a");
+    g.lda = a.integer(8, "lda", 1, kMaxDim);
+    auto B = a.array<float>(9, "b");
+    g.ldb = a.integer(10, "ldb", 1, kMaxDim);
+    g.beta = float(a.number(11, "beta"));
+    auto C = a.array<float>(12, "c");
+    g.ldc = a.integer(13, "ldc", 1, kMaxDim);
+    check_no_overlap(C, A);
+    check_no_overlap(C, B);
+    g.a = A.data;
+    g.b = B.data;
+    g.c = C.data;
+    check_sgemm(g, A.length, B.length, C.length);
+    return Job{[g] { sgemm(g); }, C.value, {A.value, B.value, C.value}};
+  });
+}
+
+// packB(layout, transB, k, n, b, ldb) -> PackedMatrix
+Napi::Value PackB(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Args a(info);
+    Layout layout = read_layout(a, 0);
+    Transpose tb = read_trans(a, 1, "transB");
+    int64_t k = a.integer(2, "k", 0, kMaxDim), n = a.integer(3, "n", 0, kMaxDim);
+    auto B = a.array<float>(4, "b");
+    int64_t ldb = a.integer(5, "ldb", 1, kMaxDim);
+    // Validate B's extent through check_sgemm with a 1-row A and C that are never touched.
+    SgemmArgs g;
+    g.layout = layout;
+    g.trans_b = tb;
+    g.m = 0;
+    g.n = n;
+    g.k = k;
+    g.lda = layout == Layout::RowMajor ? std::max<int64_t>(1, k) : 1;
+    g.ldb = ldb;
+    g.ldc = layout == Layout::RowMajor ? std::max<int64_t>(1, n) : 1;
+    check_sgemm(g, 0, B.length, 0);
+    std::shared_ptr<PackedMatrix> packed(pack_b(layout, tb, k, n, B.data, ldb).release(), PackedMatrixDeleter());
+    Napi::Object handle = packed_ctor(info.Env()).New({});
+    PackedMatrixHandle::Unwrap(handle)->set(std::move(packed), k, n);
+    return handle;
+  });
+}
+
+PackedMatrixHandle* read_packed(const Args& a, size_t i, const char* name) {
+  Napi::Value v = a.value(i);
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(packed_ctor(a.env()).Value()))
+    throw_expected(ErrorKind::Type, "a PackedMatrix", name, describe(v));
+  return PackedMatrixHandle::Unwrap(v.As<Napi::Object>());
+}
+
+// sgemmPacked(async, layout, transA, m, alpha, a, lda, packed, beta, c, ldc)
+Napi::Value SgemmPacked(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    SgemmArgs g;
+    g.layout = read_layout(a, 0);
+    g.trans_a = read_trans(a, 1, "transA");
+    g.m = a.integer(2, "m", 0, kMaxDim);
+    g.alpha = float(a.number(3, "alpha"));
+    auto A = a.array<float>(4, "a");
+    g.lda = a.integer(5, "lda", 1, kMaxDim);
+    std::shared_ptr<PackedMatrix> packed = read_packed(a, 6, "packed")->get("packed");
+    g.beta = float(a.number(7, "beta"));
+    auto C = a.array<float>(8, "c");
+    g.ldc = a.integer(9, "ldc", 1, kMaxDim);
+    check_no_overlap(C, A);
+    g.k = packed_rows(*packed);
+    g.n = packed_cols(*packed);
+    g.a = A.data;
+    g.c = C.data;
+    // B is the packed operand: validate A and C only, with a B extent that always fits.
+    SgemmArgs shape = g;
+    shape.trans_b = Transpose::No;
+    shape.ldb = g.layout == Layout::RowMajor ? std::max<int64_t>(1, g.n) : std::max<int64_t>(1, g.k);
+    check_sgemm(shape, A.length, int64_t(9.0e15), C.length);
+    return Job{[g, packed] { sgemm_packed(g, *packed); }, C.value, {A.value, C.value, a.value(6)}};
+  });
+}
+
+// ---- convolution ----
+// conv2dForward(async, params, x, w, bias|null, y)
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    Conv2dParams p = read_conv_params(a, 0);
+    auto X = a.array<float>(1, "x"), W = a.array<float>(2, "w"), Bias = a.array<float>(3, "bias", true), Y = a.array<float>(4, "y");
+    check_min_length(X, p.input_size());
+    check_min_length(W, p.weight_size());
+    if (Bias.present()) check_min_length(Bias, p.c_out);
+    check_min_length(Y, p.output_size());
+    check_no_overlap(Y, X);
+    check_no_overlap(Y, W);
+    check_no_overlap(Y, Bias);
+    const float *x = X.data, *w = W.data, *bias = Bias.data;
+    float* y = Y.data;
+    return Job{[p, x, w, bias, y] { conv2d_forward(p, x, w, bias, y); }, Y.value, {X.value, W.value, Y.value, a.value(3)}};
+  });
+}
+
+// conv2dBackwardData(async, params, dy, w, dx)
+Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    Conv2dParams p = read_conv_params(a, 0);
+    auto DY = a.array<float>(1, "dy"), W = a.array<float>(2, "w"), DX = a.array<float>(3, "dx");
+    check_min_length(DY, p.output_size());
+    check_min_length(W, p.weight_size());
+    check_min_length(DX, p.input_size());
+    check_no_overlap(DX, DY);
+    check_no_overlap(DX, W);
+    const float *dy = DY.data, *w = W.data;
+    float* dx = DX.data;
+    return Job{[p, dy, w, dx] { conv2d_backward_data(p, dy, w, dx); }, DX.value, {DY.value, W.value, DX.value}};
+  });
+}
+
+// conv2dBackwardWeight(async, params, x, dy, dw, db|null)
+Napi::Value Conv2dBackwardWeight(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    Conv2dParams p = read_conv_params(a, 0);
+    auto X = a.array<float>(1, "x"), DY = a.array<float>(2, "dy"), DW = a.array<float>(3, "dw"), DB = a.array<float>(4, "db", true);
+    check_min_length(X, p.input_size());
+    check_min_length(DY, p.output_size());
+    check_min_length(DW, p.weight_size());
+    if (DB.present()) check_min_length(DB, p.c_out);
+    for (auto* out : {&DW}) {
+      check_no_overlap(*out, X);
+      check_no_overlap(*out, DY);
+    }
+    check_no_overlap(DB, X);
+    check_no_overlap(DB, DY);
+    check_no_overlap(DB, DW);
+    const float *x = X.data, *dy = DY.data;
+    float *dw = DW.data, *db = DB.data;
+    return Job{[p, x, dy, dw, db] { conv2d_backward_weight(p, x, dy, dw, db); }, DW.value, {X.value, DY.value, DW.value, a.value(4)}};
+  });
+}
+
+// ---- checksums ----
+// checksum(async, kind, a, m, n, ld, weights|null, out) with a Float32Array or Float64Array `a`.
+template <typename T>
+Job checksum_job(const Args& a, const std::string& kind, int64_t m, int64_t n, int64_t ld, const Array<double>& out) {
+  auto A = a.array<T>(1, "a");
+  bool weighted = kind == "weightedRow" || kind == "weightedCol";
+  auto Wt = a.array<T>(5, "weights", !weighted);
+  if (!weighted && Wt.present()) throw_expected(ErrorKind::Type, "null", "weights", "weights for an unweighted checksum");
+  int64_t min_ld = std::max<int64_t>(1, n);
+  if (ld < min_ld) throw_expected(ErrorKind::Range, "a leading dimension >= " + std::to_string(min_ld), "ld", std::to_string(ld));
+  check_min_length(A, m == 0 || n == 0 ? 0 : (m - 1) * ld + n);
+  bool rows = kind == "row" || kind == "weightedRow";
+  check_min_length(out, rows ? m : n);
+  if (weighted) check_min_length(Wt, kind == "weightedRow" ? n : m);
+  check_no_overlap(out, A);
+  const T *x = A.data, *w = Wt.data;
+  double* o = out.data;
+  std::function<void()> work;
+  if (kind == "row") work = [=] { row_sums<T>(x, m, n, ld, o); };
+  else if (kind == "col") work = [=] { col_sums<T>(x, m, n, ld, o); };
+  else if (kind == "weightedRow") work = [=] { weighted_row_sums<T>(x, m, n, ld, w, o); };
+  else work = [=] { weighted_col_sums<T>(x, m, n, ld, w, o); };
+  return Job{work, out.value, {A.value, out.value, a.value(5)}};
+}
+
+Napi::Value Checksum(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    std::string kind = a.choice(0, "kind", {"row", "col", "weightedRow", "weightedCol"});
+    int64_t m = a.integer(2, "m", 0, kMaxDim), n = a.integer(3, "n", 0, kMaxDim), ld = a.integer(4, "ld", 1, kMaxDim);
+    auto out = a.array<double>(6, "out");
+    Napi::Value v = a.value(1);
+    if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array)
+      return checksum_job<double>(a, kind, m, n, ld, out);
+    return checksum_job<float>(a, kind, m, n, ld, out);
+  });
+}
+
+// ---- parity coding ----
+// xorEncode(async, blocks: Uint8Array[], parity)
+Napi::Value XorEncode(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto blocks = a.array_list<uint8_t>(0, "blocks", 1);
+    auto P = a.array<uint8_t>(1, "parity");
+    if (P.length != blocks[0].length)
+      throw_expected(ErrorKind::Range, std::to_string(blocks[0].length) + " bytes (the block length)", "parity", std::to_string(P.length) + " bytes");
+    Job job;
+    std::vector<const uint8_t*> ptrs;
+    for (auto& b : blocks) {
+      check_no_overlap(P, b);
+      ptrs.push_back(b.data);
+      job.keep_alive.push_back(b.value);
+    }
+    uint8_t* p = P.data;
+    size_t len = size_t(P.length);
+    job.work = [ptrs, p, len] { xor_encode(ptrs.data(), int(ptrs.size()), len, p); };
+    job.result = P.value;
+    job.keep_alive.push_back(P.value);
+    return job;
+  });
+}
+
+// xorInto(async, dst, src)
+Napi::Value XorInto(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto D = a.array<uint8_t>(0, "dst"), S = a.array<uint8_t>(1, "src");
+    if (D.length != S.length) throw_expected(ErrorKind::Range, std::to_string(D.length) + " bytes (as dst)", "src", std::to_string(S.length) + " bytes");
+    check_no_overlap(D, S);
+    uint8_t* d = D.data;
+    const uint8_t* s = S.data;
+    size_t len = size_t(D.length);
+    return Job{[d, s, len] { xor_into(d, s, len); }, D.value, {D.value, S.value}};
+  });
+}
+
+// sumEncode(async, blocks: Float32Array[], coeffs|null, parity)
+Napi::Value SumEncode(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto blocks = a.array_list<float>(0, "blocks", 1);
+    auto coeffs = a.array<float>(1, "coeffs", true);
+    auto P = a.array<float>(2, "parity");
+    if (coeffs.present() && coeffs.length != int64_t(blocks.size()))
+      throw_expected(ErrorKind::Range, std::to_string(blocks.size()) + " coefficients (one per block)", "coeffs", std::to_string(coeffs.length));
+    if (P.length != blocks[0].length)
+      throw_expected(ErrorKind::Range, std::to_string(blocks[0].length) + " elements (the block length)", "parity", std::to_string(P.length));
+    Job job;
+    std::vector<const float*> ptrs;
+    for (auto& b : blocks) {
+      check_no_overlap(P, b);
+      ptrs.push_back(b.data);
+      job.keep_alive.push_back(b.value);
+    }
+    std::vector<float> c(coeffs.present() ? coeffs.data : nullptr, coeffs.present() ? coeffs.data + coeffs.length : nullptr);
+    float* p = P.data;
+    size_t len = size_t(P.length);
+    job.work = [ptrs, c, p, len] { sum_encode(ptrs.data(), c.empty() ? nullptr : c.data(), int(ptrs.size()), len, p); };
+    job.result = P.value;
+    job.keep_alive.push_back(P.value);
+    return job;
+  });
+}
+
+// sumDecode(async, parity, available: Float32Array[], coeffs, missingCoeff, out)
+Napi::Value SumDecode(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto P = a.array<float>(0, "parity");
+    auto blocks = a.array_list<float>(1, "available", 0);
+    auto coeffs = a.array<float>(2, "coeffs");
+    double missing = a.number(3, "missingCoeff");
+    if (missing == 0.0) throw_expected(ErrorKind::Range, "a non-zero coefficient", "missingCoeff", "0");
+    auto O = a.array<float>(4, "out");
+    if (coeffs.length != int64_t(blocks.size()))
+      throw_expected(ErrorKind::Range, std::to_string(blocks.size()) + " coefficients (one per available block)", "coeffs", std::to_string(coeffs.length));
+    if (O.length != P.length) throw_expected(ErrorKind::Range, std::to_string(P.length) + " elements (as parity)", "out", std::to_string(O.length));
+    Job job;
+    std::vector<const float*> ptrs;
+    for (auto& b : blocks) {
+      if (b.length != P.length) throw_expected(ErrorKind::Range, std::to_string(P.length) + " elements (as parity)", b.name, std::to_string(b.length));
+      check_no_overlap(O, b);
+      ptrs.push_back(b.data);
+      job.keep_alive.push_back(b.value);
+    }
+    check_no_overlap(O, P);
+    std::vector<float> c(coeffs.data, coeffs.data + coeffs.length);
+    const float* p = P.data;
+    float* o = O.data;
+    float mc = float(missing);
+    size_t len = size_t(P.length);
+    job.work = [p, ptrs, c, mc, o, len] { sum_decode(p, ptrs.data(), c.data(), int(ptrs.size()), mc, len, o); };
+    job.result = O.value;
+    job.keep_alive.insert(job.keep_alive.end(), {P.value, O.value});
+    return job;
+  });
+}
+
+// ---- embedding bags ----
+// Reads (rows, dim, indices, offsets, weights|null, mode) starting at argument `i` and checks them.
+struct BagInputs {
+  EmbeddingBagArgs args;
+  Napi::Value indices, offsets, weights;
+};
+
+BagInputs read_bag(const Args& a, size_t i) {
+  BagInputs in;
+  EmbeddingBagArgs& e = in.args;
+  e.rows = a.integer(i, "rows", 1, kMaxDim);
+  e.dim = a.integer(i + 1, "dim", 1, kMaxDim);
+  if (double(e.rows) * double(e.dim) > 9.0e15) throw_expected(ErrorKind::Range, "a table below 2^53 elements", "rows x dim", "larger");
+  auto I = a.array<int32_t>(i + 2, "indices"), O = a.array<int32_t>(i + 3, "offsets");
+  auto W = a.array<float>(i + 4, "weights", true);
+  e.mode = a.choice(i + 5, "mode", {"sum", "mean"}) == "sum" ? BagMode::Sum : BagMode::Mean;
+  if (O.length < 1) throw_expected(ErrorKind::Range, "at least 1 offset (bags + 1)", "offsets", "0 offsets");
+  e.indices = I.data;
+  e.nnz = I.length;
+  e.offsets = O.data;
+  e.bags = O.length - 1;
+  if (W.present() && W.length != I.length)
+    throw_expected(ErrorKind::Range, std::to_string(I.length) + " weights (one per index)", "weights", std::to_string(W.length));
+  e.weights = W.data;
+  check_embedding_bag(e);
+  in.indices = I.value;
+  in.offsets = O.value;
+  in.weights = a.value(i + 4);
+  return in;
+}
+
+// embeddingBagForward(async, table, rows, dim, indices, offsets, weights|null, mode, out)
+Napi::Value EmbeddingBagForward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto T = a.array<float>(0, "table");
+    BagInputs in = read_bag(a, 1);
+    auto O = a.array<float>(7, "out");
+    check_min_length(T, in.args.rows * in.args.dim);
+    check_min_length(O, in.args.bags * in.args.dim);
+    check_no_overlap(O, T);
+    EmbeddingBagArgs e = in.args;
+    const float* t = T.data;
+    float* o = O.data;
+    return Job{[e, t, o] { embedding_bag_forward(e, t, o); }, O.value, {T.value, in.indices, in.offsets, in.weights, O.value}};
+  });
+}
+
+// embeddingBagBackward(async, gradOut, rows, dim, indices, offsets, weights|null, mode, scale, gradTable)
+Napi::Value EmbeddingBagBackward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto G = a.array<float>(0, "gradOut");
+    BagInputs in = read_bag(a, 1);
+    float scale = float(a.number(7, "scale"));
+    auto T = a.array<float>(8, "gradTable");
+    check_min_length(G, in.args.bags * in.args.dim);
+    check_min_length(T, in.args.rows * in.args.dim);
+    check_no_overlap(T, G);
+    EmbeddingBagArgs e = in.args;
+    const float* g = G.data;
+    float* t = T.data;
+    return Job{[e, g, scale, t] { embedding_bag_backward(e, g, scale, t); }, T.value, {G.value, in.indices, in.offsets, in.weights, T.value}};
+  });
+}
+
+// Test-only: raise each kind of native error so the JS error mapping can be checked.
+Napi::Value ThrowNativeError(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    std::string kind = Args(info).choice(0, "kind", {"type", "range", "unsupported", "device", "oom", "internal"});
+    ErrorKind k = kind == "type" ? ErrorKind::Type : kind == "range" ? ErrorKind::Range : kind == "unsupported" ? ErrorKind::Unsupported
+                  : kind == "device" ? ErrorKind::Device : kind == "oom" ? ErrorKind::OutOfMemory : ErrorKind::Internal;
+    throw Error(k, "test error of kind " + kind);
+  });
+}
+
+class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
+ public:
+  KintsugiAddon(Napi::Env env, Napi::Object exports) {
+    packed_ctor_ = Napi::Persistent(PackedMatrixHandle::Define(env));
+    exports.Set("PackedMatrix", packed_ctor_.Value());
+    struct Entry { const char* name; Napi::Function::Callback fn; };
+    const Entry entries[] = {
+        {"devices", Devices}, {"cudaStatus", CudaStatus}, {"cpuInfo", CpuInfoValue},
+        {"numThreads", GetNumThreads}, {"setNumThreads", SetNumThreads}, {"setIsaLimit", SetIsaLimit},
+        {"sgemm", Sgemm}, {"packB", PackB}, {"sgemmPacked", SgemmPacked},
+        {"conv2dForward", Conv2dForward}, {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
+        {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
+        {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward},
+        {"_throwNativeError", ThrowNativeError},
+    };
+    for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
+    exports.Set("version", Napi::String::New(env, "0.1.0"));
+    exports.Set("cudaCompiled", Napi::Boolean::New(env, cuda::compiled()));
+  }
+  Napi::FunctionReference packed_ctor_;
+};
+
+Napi::FunctionReference& packed_ctor(Napi::Env env) { return env.GetInstanceData<KintsugiAddon>()->packed_ctor_; }
+
+}  // namespace
+}  // namespace kintsugi::binding
+
+using kintsugi::binding::KintsugiAddon;
+NODE_API_ADDON(KintsugiAddon)

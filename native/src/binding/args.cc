@@ -1,0 +1,73 @@
+#include "args.h"
+
+#include <cmath>
+#include <sstream>
+
+namespace kintsugi::binding {
+
+std::string describe(const Napi::Value& v) {
+  if (v.IsEmpty() || v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "true" : "false";
+  if (v.IsNumber()) {
+    std::ostringstream s;
+    s << v.As<Napi::Number>().DoubleValue();
+    return s.str();
+  }
+  if (v.IsBigInt()) return "a bigint";
+  if (v.IsString()) {
+    std::string text = v.As<Napi::String>().Utf8Value();
+    if (text.size() > 40) text = text.substr(0, 40) + "...";
+    return "\"" + text + "\"";
+  }
+  if (v.IsTypedArray()) {
+    static const char* names[] = {"Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array", "Int32Array",
+                                  "Uint32Array", "Float32Array", "Float64Array", "BigInt64Array", "BigUint64Array"};
+    auto t = v.As<Napi::TypedArray>();
+    int type = int(t.TypedArrayType());
+    std::string name = type >= 0 && type < 11 ? names[type] : "TypedArray";
+    return "a " + name + " of length " + std::to_string(t.ElementLength());
+  }
+  if (v.IsArrayBuffer()) return "an ArrayBuffer";
+  if (v.IsArray()) return "an array of length " + std::to_string(v.As<Napi::Array>().Length());
+  if (v.IsFunction()) return "a function";
+  if (v.IsSymbol()) return "a symbol";
+  return "an object";
+}
+
+bool Args::boolean(size_t i, const char* name) const {
+  Napi::Value v = value(i);
+  if (!v.IsBoolean()) throw_expected(ErrorKind::Type, "a boolean", name, describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+double Args::number(size_t i, const char* name) const {
+  Napi::Value v = value(i);
+  if (!v.IsNumber()) throw_expected(ErrorKind::Type, "a number", name, describe(v));
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throw_expected(ErrorKind::Range, "a finite number", name, describe(v));
+  return d;
+}
+
+int64_t Args::integer(size_t i, const char* name, int64_t min, int64_t max) const {
+  Napi::Value v = value(i);
+  if (!v.IsNumber()) throw_expected(ErrorKind::Type, "an integer", name, describe(v));
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || std::floor(d) != d) throw_expected(ErrorKind::Type, "an integer", name, describe(v));
+  if (d < double(min) || d > double(max))
+    throw_expected(ErrorKind::Range, "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]", name, describe(v));
+  return int64_t(d);
+}
+
+std::string Args::choice(size_t i, const char* name, const std::vector<std::string>& options) const {
+  Napi::Value v = value(i);
+  std::string expected;
+  for (size_t j = 0; j < options.size(); ++j) expected += (j ? " | '" : "'") + options[j] + "'";
+  if (!v.IsString()) throw_expected(ErrorKind::Type, "one of " + expected, name, describe(v));
+  std::string s = v.As<Napi::String>().Utf8Value();
+  for (auto& o : options)
+    if (o == s) return s;
+  throw_expected(ErrorKind::Range, "one of " + expected, name, describe(v));
+}
+
+}  // namespace kintsugi::binding
