@@ -1,0 +1,609 @@
+// 2-D convolution on the CPU: im2col + sgemm in general, a plain GEMM for pointwise (1x1, stride 1,
+// no padding) layers and direct loops for depthwise layers (one input channel per group).
+//
+// Threading uses one level only: with at least as many images as threads each pool task takes
+// whole images (sgemm then runs inline in the task); otherwise images run one after another and
+// sgemm / im2col parallelise inside each image.
+#include "kintsugi/conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels_internal.h"
+#include "kintsugi/error.h"
+#include "kintsugi/gemm.h"
+#include "kintsugi/threadpool.h"
+
+namespace kintsugi {
+namespace {
+
+// Column buffers are split into chunks of output pixels so that one chunk stays about this size:
+// large images do not need a K*KH*KW x OH*OW buffer, and a chunk is still read back from cache.
+constexpr int64_t kColumnBudgetBytes = int64_t(4) << 20;
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// Output positions o in [lo, hi) whose input position o * stride + off lies in [0, in).
+void valid_range(int64_t off, int64_t stride, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
+  lo = std::max<int64_t>(0, ceil_div(-off, stride));
+  hi = std::min<int64_t>(out, floor_div(in - 1 - off, stride) + 1);
+  if (hi < lo) hi = lo;
+}
+
+struct Geometry {
+  int64_t oh = 0, ow = 0, ohw = 0, hw = 0;
+  int64_t cg = 0, kg = 0;  // input / output channels per group
+  int64_t kk = 0;          // kh * kw
+  int64_t krows = 0;       // rows of the column matrix: cg * kh * kw
+  bool pointwise = false;  // 1x1, stride 1, no padding: the image is its own column matrix
+  bool depthwise = false;  // one input channel per group and few outputs per group: direct loops
+};
+
+Geometry geometry(const Conv2dParams& p) {
+  Geometry g;
+  g.oh = p.out_h();
+  g.ow = p.out_w();
+  g.ohw = g.oh * g.ow;
+  g.hw = p.h * p.w;
+  g.cg = p.c_in / p.groups;
+  g.kg = p.c_out / p.groups;
+  g.kk = p.kh * p.kw;
+  g.krows = g.cg * g.kk;
+  g.pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+  // With one input channel per group the GEMM would have k = KH*KW only; direct loops win unless a
+  // group has many outputs (then it is a small dense layer, e.g. a first layer on 1-channel input).
+  g.depthwise = g.cg == 1 && g.kg <= 8 && !g.pointwise;
+  return g;
+}
+
+int64_t column_chunk(const Geometry& g) {
+  int64_t max_cols = kColumnBudgetBytes / int64_t(sizeof(float)) / g.krows;
+  if (g.ohw <= max_cols) return g.ohw;
+  return std::max<int64_t>(64, max_cols / 16 * 16);
+}
+
+std::vector<float> scratch(int64_t floats) { return std::vector<float>(size_t(std::max<int64_t>(floats, 0))); }
+
+// Rows [r0, r1) of the column matrix for output pixels [c0, c1) of one group of one image:
+// col[r * (c1 - c0) + (q - c0)] = x[c, oh * sh - ph + i * dh, ow * sw - pw + j * dw] (0 outside),
+// with r = (c, i, j) and q = oh * OW + ow.
+void im2col(const Conv2dParams& p, const Geometry& g, const float* x, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+            float* col) {
+  const int64_t ncols = c1 - c0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / g.kk, i = (r / p.kw) % p.kh, j = r % p.kw;
+    const float* plane = x + c * g.hw;
+    const int64_t off_w = j * p.dilation_w - p.pad_w;
+    int64_t lo, hi;
+    valid_range(off_w, p.stride_w, p.w, g.ow, lo, hi);
+    for (int64_t oh = c0 / g.ow; oh * g.ow < c1; ++oh) {
+      const int64_t base = oh * g.ow;
+      const int64_t ob = std::max<int64_t>(c0 - base, 0), oe = std::min<int64_t>(c1 - base, g.ow);
+      float* d = col + r * ncols + (base + ob - c0);  // d[o - ob] is output column o of this row
+      const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+      if (ih < 0 || ih >= p.h) {
+        std::fill(d, d + (oe - ob), 0.0f);
+        continue;
+      }
+      const int64_t a = std::min(std::max(lo, ob), oe), b = std::min(std::max(hi, a), oe);
+      std::fill(d, d + (a - ob), 0.0f);
+      const float* src = plane + ih * p.w;
+      if (p.stride_w == 1) {
+        if (b > a) std::memcpy(d + (a - ob), src + (a + off_w), size_t(b - a) * sizeof(float));
+      } else {
+        for (int64_t o = a; o < b; ++o) d[o - ob] = src[o * p.stride_w + off_w];
+      }
+      std::fill(d + (b - ob), d + (oe - ob), 0.0f);
+    }
+  }
+}
+
+// The adjoint of im2col for channels [ch0, ch1): dx[c, ih, iw] += col[r, q] (dx planes of one group).
+void col2im(const Conv2dParams& p, const Geometry& g, const float* col, int64_t ch0, int64_t ch1, int64_t c0, int64_t c1,
+            float* dx) {
+  const int64_t ncols = c1 - c0;
+  for (int64_t r = ch0 * g.kk; r < ch1 * g.kk; ++r) {
+    const int64_t c = r / g.kk, i = (r / p.kw) % p.kh, j = r % p.kw;
+    float* plane = dx + c * g.hw;
+    const int64_t off_w = j * p.dilation_w - p.pad_w;
+    int64_t lo, hi;
+    valid_range(off_w, p.stride_w, p.w, g.ow, lo, hi);
+    for (int64_t oh = c0 / g.ow; oh * g.ow < c1; ++oh) {
+      const int64_t base = oh * g.ow;
+      const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+      if (ih < 0 || ih >= p.h) continue;
+      const int64_t ob = std::max<int64_t>(c0 - base, 0), oe = std::min<int64_t>(c1 - base, g.ow);
+      const int64_t a = std::min(std::max(lo, ob), oe), b = std::min(std::max(hi, a), oe);
+      if (a >= b) continue;
+      const float* s = col + r * ncols + (base + a - c0);  // s[o - a] is output column o of this row
+      float* d = plane + ih * p.w;
+      if (p.stride_w == 1) {
+        float* dd = d + (a + off_w);
+        for (int64_t o = 0; o < b - a; ++o) dd[o] += s[o];
+      } else {
+        for (int64_t o = a; o < b; ++o) d[o * p.stride_w + off_w] += s[o - a];
+      }
+    }
+  }
+}
+
+void gemm(Transpose ta, Transpose tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+          int64_t ldb, float beta, float* c, int64_t ldc) {
+  SgemmArgs args;
+  args.trans_a = ta;
+  args.trans_b = tb;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.a = a;
+  args.lda = lda;
+  args.b = b;
+  args.ldb = ldb;
+  args.beta = beta;
+  args.c = c;
+  args.ldc = ldc;
+  sgemm(args);
+}
+
+// Runs fn(image, scratch) for every image: whole images per pool task when there are enough of
+// them, else one after another (and fn's own sgemm / parallel_for calls use the pool).
+template <typename F> void for_each_image(int64_t n, int64_t scratch_floats, const F& fn) {
+  const int threads = num_threads();
+  if (threads > 1 && n >= threads) {
+    parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      std::vector<float> buf = scratch(scratch_floats);
+      for (int64_t i = b; i < e; ++i) fn(i, buf.data());
+    });
+  } else {
+    std::vector<float> buf = scratch(scratch_floats);
+    for (int64_t i = 0; i < n; ++i) fn(i, buf.data());
+  }
+}
+
+// Parallel im2col over rows of the column matrix (inline inside a pool task).
+void im2col_parallel(const Conv2dParams& p, const Geometry& g, const float* x, int64_t c0, int64_t c1, float* col) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / (c1 - c0));
+  parallel_for(g.krows, grain, [&](int64_t r0, int64_t r1) { im2col(p, g, x, r0, r1, c0, c1, col); });
+}
+
+void col2im_parallel(const Conv2dParams& p, const Geometry& g, const float* col, int64_t c0, int64_t c1, float* dx) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / ((c1 - c0) * g.kk));
+  parallel_for(g.cg, grain, [&](int64_t ch0, int64_t ch1) { col2im(p, g, col, ch0, ch1, c0, c1, dx); });
+}
+
+// ---- depthwise: direct loops, vectorisable along output rows when stride_w == 1 ----
+
+void depthwise_forward(const Conv2dParams& p, const Geometry& g, const float* x, const float* w, const float* bias,
+                       float* y) {
+  const int64_t planes = p.n * p.c_out;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, g.ohw * g.kk));
+  parallel_for(planes, grain, [&](int64_t t0, int64_t t1) {
+    std::vector<int64_t> lo(size_t(p.kw)), hi(size_t(p.kw));
+    for (int64_t j = 0; j < p.kw; ++j) valid_range(j * p.dilation_w - p.pad_w, p.stride_w, p.w, g.ow, lo[size_t(j)], hi[size_t(j)]);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t img = t / p.c_out, oc = t % p.c_out, c = oc / g.kg;
+      const float* xp = x + (img * p.c_in + c) * g.hw;
+      const float* wk = w + oc * g.kk;
+      float* yp = y + t * g.ohw;
+      const float b0 = bias ? bias[oc] : 0.0f;
+      for (int64_t oh = 0; oh < g.oh; ++oh) {
+        float* yr = yp + oh * g.ow;
+        std::fill(yr, yr + g.ow, b0);
+        for (int64_t i = 0; i < p.kh; ++i) {
+          const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+          if (ih < 0 || ih >= p.h) continue;
+          const float* xr = xp + ih * p.w;
+          for (int64_t j = 0; j < p.kw; ++j) {
+            const float wv = wk[i * p.kw + j];
+            const int64_t off = j * p.dilation_w - p.pad_w, a = lo[size_t(j)], b = hi[size_t(j)];
+            if (a >= b) continue;
+            if (p.stride_w == 1) {
+              const float* xs = xr + (a + off);
+              float* ys = yr + a;
+              for (int64_t o = 0; o < b - a; ++o) ys[o] += wv * xs[o];
+            } else {
+              for (int64_t o = a; o < b; ++o) yr[o] += wv * xr[o * p.stride_w + off];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+void depthwise_backward_data(const Conv2dParams& p, const Geometry& g, const float* dy, const float* w, float* dx) {
+  const int64_t planes = p.n * p.c_in;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, g.ohw * g.kk * g.kg));
+  parallel_for(planes, grain, [&](int64_t t0, int64_t t1) {
+    std::vector<int64_t> lo(size_t(p.kw)), hi(size_t(p.kw));
+    for (int64_t j = 0; j < p.kw; ++j) valid_range(j * p.dilation_w - p.pad_w, p.stride_w, p.w, g.ow, lo[size_t(j)], hi[size_t(j)]);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t img = t / p.c_in, c = t % p.c_in;
+      float* dxp = dx + t * g.hw;
+      std::fill(dxp, dxp + g.hw, 0.0f);
+      for (int64_t m = 0; m < g.kg; ++m) {
+        const int64_t oc = c * g.kg + m;
+        const float* dyp = dy + (img * p.c_out + oc) * g.ohw;
+        const float* wk = w + oc * g.kk;
+        for (int64_t oh = 0; oh < g.oh; ++oh) {
+          const float* dyr = dyp + oh * g.ow;
+          for (int64_t i = 0; i < p.kh; ++i) {
+            const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+            if (ih < 0 || ih >= p.h) continue;
+            float* dxr = dxp + ih * p.w;
+            for (int64_t j = 0; j < p.kw; ++j) {
+              const float wv = wk[i * p.kw + j];
+              const int64_t off = j * p.dilation_w - p.pad_w, a = lo[size_t(j)], b = hi[size_t(j)];
+              if (a >= b) continue;
+              if (p.stride_w == 1) {
+                float* xs = dxr + (a + off);
+                const float* ds = dyr + a;
+                for (int64_t o = 0; o < b - a; ++o) xs[o] += wv * ds[o];
+              } else {
+                for (int64_t o = a; o < b; ++o) dxr[o * p.stride_w + off] += wv * dyr[o];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+void depthwise_backward_weight(const Conv2dParams& p, const Geometry& g, const float* x, const float* dy, float* dw) {
+  // Per output channel: one double row buffer per kernel tap, accumulated along output rows
+  // (vectorisable, no reduction in the inner loop), summed once at the end.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, p.n * g.ohw * g.kk));
+  parallel_for(p.c_out, grain, [&](int64_t oc0, int64_t oc1) {
+    std::vector<int64_t> lo(size_t(p.kw)), hi(size_t(p.kw));
+    for (int64_t j = 0; j < p.kw; ++j) valid_range(j * p.dilation_w - p.pad_w, p.stride_w, p.w, g.ow, lo[size_t(j)], hi[size_t(j)]);
+    std::vector<double> acc(size_t(g.kk * g.ow));
+    for (int64_t oc = oc0; oc < oc1; ++oc) {
+      const int64_t c = oc / g.kg;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t img = 0; img < p.n; ++img) {
+        const float* xp = x + (img * p.c_in + c) * g.hw;
+        const float* dyp = dy + (img * p.c_out + oc) * g.ohw;
+        for (int64_t oh = 0; oh < g.oh; ++oh) {
+          const float* dyr = dyp + oh * g.ow;
+          for (int64_t i = 0; i < p.kh; ++i) {
+            const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+            if (ih < 0 || ih >= p.h) continue;
+            const float* xr = xp + ih * p.w;
+            for (int64_t j = 0; j < p.kw; ++j) {
+              double* ar = acc.data() + (i * p.kw + j) * g.ow;
+              const int64_t off = j * p.dilation_w - p.pad_w, a = lo[size_t(j)], b = hi[size_t(j)];
+              if (a >= b) continue;
+              if (p.stride_w == 1) {
+                const float* xs = xr + (a + off);
+                const float* ds = dyr + a;
+                double* as = ar + a;
+                for (int64_t o = 0; o < b - a; ++o) as[o] += double(ds[o]) * double(xs[o]);
+              } else {
+                for (int64_t o = a; o < b; ++o) ar[o] += double(dyr[o]) * double(xr[o * p.stride_w + off]);
+              }
+            }
+          }
+        }
+      }
+      for (int64_t t = 0; t < g.kk; ++t) {
+        double s = 0;
+        const double* ar = acc.data() + t * g.ow;
+        for (int64_t o = 0; o < g.ow; ++o) s += ar[o];
+        dw[oc * g.kk + t] = float(s);
+      }
+    }
+  });
+}
+
+void add_bias(const Conv2dParams& p, const Geometry& g, const float* bias, float* y_image) {
+  for (int64_t oc = 0; oc < p.c_out; ++oc) {
+    float* plane = y_image + oc * g.ohw;
+    const float b = bias[oc];
+    for (int64_t q = 0; q < g.ohw; ++q) plane[q] += b;
+  }
+}
+
+void forward_impl(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  const Geometry g = geometry(p);
+  if (p.n == 0) return;
+  if (g.depthwise) {
+    depthwise_forward(p, g, x, w, bias, y);
+    return;
+  }
+  const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
+  for_each_image(p.n, g.pointwise ? 0 : g.krows * chunk, [&](int64_t img, float* col) {
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      const float* xg = x + (img * p.c_in + grp * g.cg) * g.hw;
+      const float* wg = w + grp * g.kg * g.krows;
+      float* yg = y + (img * p.c_out + grp * g.kg) * g.ohw;
+      if (g.pointwise) {
+        gemm(Transpose::No, Transpose::No, g.kg, g.ohw, g.cg, wg, g.cg, xg, g.hw, 0.0f, yg, g.ohw);
+        continue;
+      }
+      for (int64_t c0 = 0; c0 < g.ohw; c0 += chunk) {
+        const int64_t c1 = std::min(g.ohw, c0 + chunk);
+        im2col_parallel(p, g, xg, c0, c1, col);
+        gemm(Transpose::No, Transpose::No, g.kg, c1 - c0, g.krows, wg, g.krows, col, c1 - c0, 0.0f, yg + c0, g.ohw);
+      }
+    }
+    if (bias) add_bias(p, g, bias, y + img * p.c_out * g.ohw);
+  });
+}
+
+void backward_data_impl(const Conv2dParams& p, const float* dy, const float* w, float* dx) {
+  const Geometry g = geometry(p);
+  if (p.n == 0) return;
+  if (g.depthwise) {
+    depthwise_backward_data(p, g, dy, w, dx);
+    return;
+  }
+  const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
+  for_each_image(p.n, g.pointwise ? 0 : g.krows * chunk, [&](int64_t img, float* col) {
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      const float* dyg = dy + (img * p.c_out + grp * g.kg) * g.ohw;
+      const float* wg = w + grp * g.kg * g.krows;
+      float* dxg = dx + (img * p.c_in + grp * g.cg) * g.hw;
+      if (g.pointwise) {
+        // dx_g (cg x hw) = W_g^T (cg x kg) . dy_g (kg x hw)
+        gemm(Transpose::Yes, Transpose::No, g.cg, g.hw, g.kg, wg, g.cg, dyg, g.ohw, 0.0f, dxg, g.hw);
+        continue;
+      }
+      std::fill(dxg, dxg + g.cg * g.hw, 0.0f);
+      for (int64_t c0 = 0; c0 < g.ohw; c0 += chunk) {
+        const int64_t c1 = std::min(g.ohw, c0 + chunk);
+        // col (krows x nc) = W_g^T (krows x kg) . dy_g[:, c0:c1] (kg x nc)
+        gemm(Transpose::Yes, Transpose::No, g.krows, c1 - c0, g.kg, wg, g.krows, dyg + c0, g.ohw, 0.0f, col, c1 - c0);
+        col2im_parallel(p, g, col, c0, c1, dxg);
+      }
+    }
+  });
+}
+
+// dw (+)= sum over images [i0, i1) of dy_g . im2col(x_g)^T; the first product overwrites.
+void accumulate_weight_grad(const Conv2dParams& p, const Geometry& g, const float* x, const float* dy, int64_t i0,
+                            int64_t i1, int64_t chunk, float* col, float* dw) {
+  for (int64_t img = i0; img < i1; ++img) {
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      const float* xg = x + (img * p.c_in + grp * g.cg) * g.hw;
+      const float* dyg = dy + (img * p.c_out + grp * g.kg) * g.ohw;
+      float* dwg = dw + grp * g.kg * g.krows;
+      if (g.pointwise) {
+        gemm(Transpose::No, Transpose::Yes, g.kg, g.cg, g.hw, dyg, g.ohw, xg, g.hw, img == i0 ? 0.0f : 1.0f, dwg, g.krows);
+        continue;
+      }
+      for (int64_t c0 = 0; c0 < g.ohw; c0 += chunk) {
+        const int64_t c1 = std::min(g.ohw, c0 + chunk);
+        im2col_parallel(p, g, xg, c0, c1, col);
+        const float beta = (img == i0 && c0 == 0) ? 0.0f : 1.0f;
+        gemm(Transpose::No, Transpose::Yes, g.kg, g.krows, c1 - c0, dyg + c0, g.ohw, col, c1 - c0, beta, dwg, g.krows);
+      }
+    }
+  }
+}
+
+void backward_weight_impl(const Conv2dParams& p, const float* x, const float* dy, float* dw, float* db) {
+  const Geometry g = geometry(p);
+  if (db) {
+    parallel_for(p.c_out, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, p.n * g.ohw)), [&](int64_t k0, int64_t k1) {
+      for (int64_t oc = k0; oc < k1; ++oc) {
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int64_t img = 0; img < p.n; ++img) {
+          const float* plane = dy + (img * p.c_out + oc) * g.ohw;
+          int64_t q = 0;
+          for (; q + 4 <= g.ohw; q += 4) {
+            s0 += plane[q];
+            s1 += plane[q + 1];
+            s2 += plane[q + 2];
+            s3 += plane[q + 3];
+          }
+          for (; q < g.ohw; ++q) s0 += plane[q];
+        }
+        db[oc] = float((s0 + s1) + (s2 + s3));
+      }
+    });
+  }
+  const int64_t wsize = p.weight_size();
+  if (p.n == 0) {
+    std::fill(dw, dw + wsize, 0.0f);
+    return;
+  }
+  if (g.depthwise) {
+    depthwise_backward_weight(p, g, x, dy, dw);
+    return;
+  }
+  const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
+  const int64_t col_floats = g.pointwise ? 0 : g.krows * chunk;
+  const int threads = num_threads();
+  if (threads > 1 && p.n >= threads) {
+    // Whole images per thread, each into its own partial gradient; partials summed in thread order.
+    std::vector<float> partials = scratch(int64_t(threads - 1) * wsize);
+    int used = 1;
+    parallel_run(threads, [&](int t, int count) {
+      if (t == 0) used = count;
+      std::vector<float> col = scratch(col_floats);
+      const int64_t i0 = p.n * t / count, i1 = p.n * (t + 1) / count;
+      float* target = t == 0 ? dw : partials.data() + int64_t(t - 1) * wsize;
+      accumulate_weight_grad(p, g, x, dy, i0, i1, chunk, col.data(), target);
+    });
+    if (used > 1) {
+      parallel_for(wsize, 16384, [&](int64_t e0, int64_t e1) {
+        for (int t = 1; t < used; ++t) {
+          const float* part = partials.data() + int64_t(t - 1) * wsize;
+          for (int64_t e = e0; e < e1; ++e) dw[e] += part[e];
+        }
+      });
+    }
+    return;
+  }
+  std::vector<float> col = scratch(col_floats);
+  accumulate_weight_grad(p, g, x, dy, 0, p.n, chunk, col.data(), dw);
+}
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+void check_at_most(int64_t v, int64_t limit, const char* name) {
+  if (v > limit) throw_expected(ErrorKind::Range, "at most " + str(limit), name, str(v));
+}
+
+// a * b, or a Range error naming `what` when the product passes `limit`.
+int64_t checked_mul(int64_t a, int64_t b, int64_t limit, const char* what) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r) || r > limit)
+    throw_expected(ErrorKind::Range, "a tensor of at most " + str(limit) + " elements", what, "a larger shape");
+  return r;
+}
+
+}  // namespace
+
+void check_conv2d(const Conv2dParams& p) {
+  // Each size stays below 2^31 and each tensor below 2^46 elements, so no index arithmetic overflows.
+  constexpr int64_t kMaxSize = (int64_t(1) << 31) - 1, kMaxElements = int64_t(1) << 46;
+  if (p.n < 0) throw_expected(ErrorKind::Range, "a non-negative batch size", "n", str(p.n));
+  const struct {
+    int64_t v;
+    const char* name;
+  } positive[] = {{p.c_in, "c_in"},         {p.h, "h"},
+                  {p.w, "w"},               {p.c_out, "c_out"},
+                  {p.kh, "kh"},             {p.kw, "kw"},
+                  {p.stride_h, "stride_h"}, {p.stride_w, "stride_w"},
+                  {p.dilation_h, "dilation_h"}, {p.dilation_w, "dilation_w"},
+                  {p.groups, "groups"}};
+  for (const auto& f : positive)
+    if (f.v <= 0) throw_expected(ErrorKind::Range, "a positive integer", f.name, str(f.v));
+  if (p.pad_h < 0) throw_expected(ErrorKind::Range, "a non-negative integer", "pad_h", str(p.pad_h));
+  if (p.pad_w < 0) throw_expected(ErrorKind::Range, "a non-negative integer", "pad_w", str(p.pad_w));
+  check_at_most(p.n, kMaxSize, "n");
+  for (const auto& f : positive) check_at_most(f.v, kMaxSize, f.name);
+  check_at_most(p.pad_h, kMaxSize, "pad_h");
+  check_at_most(p.pad_w, kMaxSize, "pad_w");
+  if (p.c_in % p.groups != 0)
+    throw_expected(ErrorKind::Range, "a divisor of c_in (" + str(p.c_in) + ")", "groups", str(p.groups));
+  if (p.c_out % p.groups != 0)
+    throw_expected(ErrorKind::Range, "a divisor of c_out (" + str(p.c_out) + ")", "groups", str(p.groups));
+  const int64_t span_h = p.dilation_h * (p.kh - 1) + 1, span_w = p.dilation_w * (p.kw - 1) + 1;
+  if (p.h + 2 * p.pad_h < span_h)
+    throw_expected(ErrorKind::Range,
+                   "a padded height h + 2*pad_h of at least the dilated kernel height " + str(span_h), "h",
+                   str(p.h) + " with pad_h " + str(p.pad_h));
+  if (p.w + 2 * p.pad_w < span_w)
+    throw_expected(ErrorKind::Range,
+                   "a padded width w + 2*pad_w of at least the dilated kernel width " + str(span_w), "w",
+                   str(p.w) + " with pad_w " + str(p.pad_w));
+  const int64_t oh = p.out_h(), ow = p.out_w();
+  checked_mul(checked_mul(checked_mul(p.n, p.c_in, kMaxElements, "x"), p.h, kMaxElements, "x"), p.w, kMaxElements, "x");
+  checked_mul(checked_mul(checked_mul(p.c_out, p.c_in / p.groups, kMaxElements, "w"), p.kh, kMaxElements, "w"), p.kw,
+              kMaxElements, "w");
+  checked_mul(checked_mul(checked_mul(p.n, p.c_out, kMaxElements, "y"), oh, kMaxElements, "y"), ow, kMaxElements, "y");
+}
+
+void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  check_conv2d(p);
+  detail::translate_bad_alloc("conv2d_forward", [&] { forward_impl(p, x, w, bias, y); });
+}
+
+void conv2d_backward_data(const Conv2dParams& p, const float* dy, const float* w, float* dx) {
+  check_conv2d(p);
+  detail::translate_bad_alloc("conv2d_backward_data", [&] { backward_data_impl(p, dy, w, dx); });
+}
+
+void conv2d_backward_weight(const Conv2dParams& p, const float* x, const float* dy, float* dw, float* db) {
+  check_conv2d(p);
+  detail::translate_bad_alloc("conv2d_backward_weight", [&] { backward_weight_impl(p, x, dy, dw, db); });
+}
+
+// ---- references: direct loops, double accumulation ----
+
+void conv2d_forward_reference(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  check_conv2d(p);
+  const int64_t oh_n = p.out_h(), ow_n = p.out_w(), cg = p.c_in / p.groups, kg = p.c_out / p.groups;
+  for (int64_t img = 0; img < p.n; ++img)
+    for (int64_t oc = 0; oc < p.c_out; ++oc) {
+      const int64_t grp = oc / kg;
+      for (int64_t oh = 0; oh < oh_n; ++oh)
+        for (int64_t ow = 0; ow < ow_n; ++ow) {
+          double acc = bias ? double(bias[oc]) : 0.0;
+          for (int64_t ci = 0; ci < cg; ++ci) {
+            const int64_t c = grp * cg + ci;
+            for (int64_t i = 0; i < p.kh; ++i) {
+              const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+              if (ih < 0 || ih >= p.h) continue;
+              for (int64_t j = 0; j < p.kw; ++j) {
+                const int64_t iw = ow * p.stride_w - p.pad_w + j * p.dilation_w;
+                if (iw < 0 || iw >= p.w) continue;
+                acc += double(x[((img * p.c_in + c) * p.h + ih) * p.w + iw]) *
+                       double(w[((oc * cg + ci) * p.kh + i) * p.kw + j]);
+              }
+            }
+          }
+          y[((img * p.c_out + oc) * oh_n + oh) * ow_n + ow] = float(acc);
+        }
+    }
+}
+
+void conv2d_backward_data_reference(const Conv2dParams& p, const float* dy, const float* w, float* dx) {
+  check_conv2d(p);
+  const int64_t oh_n = p.out_h(), ow_n = p.out_w(), cg = p.c_in / p.groups, kg = p.c_out / p.groups;
+  for (int64_t img = 0; img < p.n; ++img)
+    for (int64_t c = 0; c < p.c_in; ++c) {
+      const int64_t grp = c / cg, ci = c % cg;
+      for (int64_t ih = 0; ih < p.h; ++ih)
+        for (int64_t iw = 0; iw < p.w; ++iw) {
+          double acc = 0;
+          for (int64_t m = 0; m < kg; ++m) {
+            const int64_t oc = grp * kg + m;
+            for (int64_t i = 0; i < p.kh; ++i) {
+              const int64_t th = ih + p.pad_h - i * p.dilation_h;
+              if (th < 0 || th % p.stride_h != 0 || th / p.stride_h >= oh_n) continue;
+              const int64_t oh = th / p.stride_h;
+              for (int64_t j = 0; j < p.kw; ++j) {
+                const int64_t tw = iw + p.pad_w - j * p.dilation_w;
+                if (tw < 0 || tw % p.stride_w != 0 || tw / p.stride_w >= ow_n) continue;
+                const int64_t ow = tw / p.stride_w;
+                acc += double(dy[((img * p.c_out + oc) * oh_n + oh) * ow_n + ow]) *
+                       double(w[((oc * cg + ci) * p.kh + i) * p.kw + j]);
+              }
+            }
+          }
+          dx[((img * p.c_in + c) * p.h + ih) * p.w + iw] = float(acc);
+        }
+    }
+}
+
+void conv2d_backward_weight_reference(const Conv2dParams& p, const float* x, const float* dy, float* dw, float* db) {
+  check_conv2d(p);
+  const int64_t oh_n = p.out_h(), ow_n = p.out_w(), cg = p.c_in / p.groups, kg = p.c_out / p.groups;
+  for (int64_t oc = 0; oc < p.c_out; ++oc) {
+    const int64_t grp = oc / kg;
+    for (int64_t ci = 0; ci < cg; ++ci) {
+      const int64_t c = grp * cg + ci;
+      for (int64_t i = 0; i < p.kh; ++i)
+        for (int64_t j = 0; j < p.kw; ++j) {
+          double acc = 0;
+          for (int64_t img = 0; img < p.n; ++img)
+            for (int64_t oh = 0; oh < oh_n; ++oh) {
+              const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+              if (ih < 0 || ih >= p.h) continue;
+              for (int64_t ow = 0; ow < ow_n; ++ow) {
+                const int64_t iw = ow * p.stride_w - p.pad_w + j * p.dilation_w;
+                if (iw < 0 || iw >= p.w) continue;
+                acc += double(dy[((img * p.c_out + oc) * oh_n + oh) * ow_n + ow]) *
+                       double(x[((img * p.c_in + c) * p.h + ih) * p.w + iw]);
+              }
+            }
+          dw[((oc * cg + ci) * p.kh + i) * p.kw + j] = float(acc);
+        }
+    }
+    if (db) {
+      double acc = 0;
+      for (int64_t img = 0; img < p.n; ++img)
+        for (int64_t q = 0; q < oh_n * ow_n; ++q) acc += double(dy[(img * p.c_out + oc) * oh_n * ow_n + q]);
+      db[oc] = float(acc);
+    }
+  }
+}
+
+}  // namespace kintsugi

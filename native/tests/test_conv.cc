@@ -1,0 +1,270 @@
+// conv2d forward / backward against the direct double-accumulating reference.
+//
+// Tolerances: the fast paths accumulate in float (im2col + sgemm, or direct loops), the reference in
+// double. With inputs in [-1, 1] the float error of a dot product of length L stays far below
+// L * 2^-24 * sum|terms| <= L^2 * 6e-8, so each output is checked against
+//   atol = 1e-6 * L, rtol = 1e-5
+// where L is the reduction length of that output (cg*kh*kw forward, kg*kh*kw backward-data,
+// n*oh*ow backward-weight). Small-integer fills make every sum exact, and those runs are compared
+// bit for bit. NaN must match NaN and infinities must match exactly (harness::worst_error).
+#include <cstring>
+#include <limits>
+
+#include "harness.h"
+#include "kintsugi/conv.h"
+#include "kintsugi/error.h"
+#include "kintsugi/threadpool.h"
+
+using kintsugi::Conv2dParams;
+
+namespace {
+
+Conv2dParams make(int64_t n, int64_t c_in, int64_t h, int64_t w, int64_t c_out, int64_t kh, int64_t kw, int64_t sh = 1,
+                  int64_t sw = 1, int64_t ph = 0, int64_t pw = 0, int64_t dh = 1, int64_t dw = 1, int64_t groups = 1) {
+  Conv2dParams p;
+  p.n = n;
+  p.c_in = c_in;
+  p.h = h;
+  p.w = w;
+  p.c_out = c_out;
+  p.kh = kh;
+  p.kw = kw;
+  p.stride_h = sh;
+  p.stride_w = sw;
+  p.pad_h = ph;
+  p.pad_w = pw;
+  p.dilation_h = dh;
+  p.dilation_w = dw;
+  p.groups = groups;
+  return p;
+}
+
+std::string describe(const Conv2dParams& p) {
+  std::ostringstream s;
+  s << "n=" << p.n << " c_in=" << p.c_in << " h=" << p.h << " w=" << p.w << " c_out=" << p.c_out << " k=" << p.kh << "x"
+    << p.kw << " stride=" << p.stride_h << "," << p.stride_w << " pad=" << p.pad_h << "," << p.pad_w
+    << " dil=" << p.dilation_h << "," << p.dilation_w << " groups=" << p.groups;
+  return s.str();
+}
+
+constexpr size_t kGuard = 17;
+constexpr float kGuardValue = 777.25f;
+
+// Output buffer pre-filled with NaN (so "overwritten, not accumulated" is checked) plus a guard tail.
+std::vector<float> output_buffer(int64_t n) {
+  std::vector<float> v(size_t(n) + kGuard, std::numeric_limits<float>::quiet_NaN());
+  for (size_t i = 0; i < kGuard; ++i) v[size_t(n) + i] = kGuardValue;
+  return v;
+}
+
+bool guard_intact(const std::vector<float>& v, int64_t n) {
+  for (size_t i = 0; i < kGuard; ++i)
+    if (v[size_t(n) + i] != kGuardValue) return false;
+  return true;
+}
+
+void expect_close(const char* what, const Conv2dParams& p, const std::vector<float>& got, const std::vector<float>& want,
+                  int64_t n, double reduction, bool exact) {
+  size_t where = 0;
+  double atol = exact ? 1e-30 : 1e-6 * reduction, rtol = exact ? 0.0 : 1e-5;
+  double err = harness::worst_error(got.data(), want.data(), size_t(n), atol, rtol, &where);
+  CHECK(err <= 1.0) << what << " " << describe(p) << " worst error " << err << " at " << where << ": got "
+                    << got[where] << " want " << want[where];
+  CHECK(guard_intact(got, n)) << what << " wrote past its output: " << describe(p);
+}
+
+void check_all(const Conv2dParams& p, uint32_t seed, bool with_bias = true, bool exact = false) {
+  kintsugi::check_conv2d(p);
+  const int64_t xs = p.input_size(), ws = p.weight_size(), ys = p.output_size();
+  auto gen = [&](int64_t n, uint32_t s) {
+    return exact ? harness::random_small_ints(size_t(n), s, -3, 3) : harness::random_floats(size_t(n), s);
+  };
+  std::vector<float> x = gen(xs, seed), w = gen(ws, seed + 1), b = gen(p.c_out, seed + 2), dy = gen(ys, seed + 3);
+  const float* bias = with_bias ? b.data() : nullptr;
+  const double cg = double(p.c_in / p.groups), kg = double(p.c_out / p.groups), kk = double(p.kh * p.kw);
+
+  std::vector<float> y = output_buffer(ys), y_ref = output_buffer(ys);
+  kintsugi::conv2d_forward(p, x.data(), w.data(), bias, y.data());
+  kintsugi::conv2d_forward_reference(p, x.data(), w.data(), bias, y_ref.data());
+  expect_close("forward", p, y, y_ref, ys, cg * kk + 1, exact);
+
+  std::vector<float> dx = output_buffer(xs), dx_ref = output_buffer(xs);
+  kintsugi::conv2d_backward_data(p, dy.data(), w.data(), dx.data());
+  kintsugi::conv2d_backward_data_reference(p, dy.data(), w.data(), dx_ref.data());
+  expect_close("backward_data", p, dx, dx_ref, xs, kg * kk, exact);
+
+  std::vector<float> dw = output_buffer(ws), dw_ref = output_buffer(ws);
+  std::vector<float> db = output_buffer(p.c_out), db_ref = output_buffer(p.c_out);
+  kintsugi::conv2d_backward_weight(p, x.data(), dy.data(), dw.data(), with_bias ? db.data() : nullptr);
+  kintsugi::conv2d_backward_weight_reference(p, x.data(), dy.data(), dw_ref.data(), with_bias ? db_ref.data() : nullptr);
+  const double nq = double(p.n * p.out_h() * p.out_w());
+  expect_close("backward_weight", p, dw, dw_ref, ws, nq, exact);
+  if (with_bias) expect_close("backward_bias", p, db, db_ref, p.c_out, nq, exact);
+}
+
+// Shapes that exercise every path: pointwise, strided / padded 1x1, general im2col, groups,
+// depthwise (with channel multipliers), dilation, padding >= kernel, stride > kernel, asymmetric.
+std::vector<Conv2dParams> edge_shapes() {
+  return {
+      make(1, 1, 1, 1, 1, 1, 1),                          // 1x1 everything
+      make(2, 8, 5, 7, 6, 1, 1),                          // pointwise
+      make(2, 8, 5, 7, 6, 1, 1, 1, 1, 0, 0, 1, 1, 2),     // pointwise grouped
+      make(2, 4, 9, 9, 5, 1, 1, 2, 2),                    // 1x1 strided: a gather
+      make(1, 3, 4, 4, 2, 1, 1, 1, 1, 1, 1),              // 1x1 padded
+      make(1, 3, 7, 5, 4, 1, 1, 3, 2, 2, 1, 3, 1),        // 1x1 strided, padded, dilation irrelevant
+      make(2, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1),              // 3x3 same padding
+      make(1, 2, 11, 10, 3, 2, 2, 3, 3),                  // stride > kernel
+      make(1, 2, 3, 4, 3, 2, 2, 1, 1, 2, 3),              // padding >= kernel
+      make(1, 2, 2, 2, 3, 3, 3, 2, 3, 2, 2),              // padding >= kernel, tiny input, big stride
+      make(1, 3, 9, 8, 4, 3, 3, 1, 1, 2, 2, 2, 3),        // dilation
+      make(2, 6, 7, 7, 9, 3, 3, 2, 1, 1, 1, 1, 1, 3),     // groups
+      make(2, 5, 8, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 5),     // depthwise
+      make(1, 4, 9, 10, 4, 3, 5, 2, 2, 2, 1, 1, 1, 4),    // depthwise strided, asymmetric kernel
+      make(1, 3, 6, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3),     // depthwise, channel multiplier 2
+      make(1, 3, 5, 5, 9, 3, 3, 1, 2, 3, 2, 2, 1, 3),     // depthwise, multiplier 3, dilation, pad > kernel
+      make(1, 3, 5, 7, 6, 1, 3, 1, 1, 0, 4, 1, 1, 3),     // depthwise 1x3 with large pad
+      make(2, 1, 12, 12, 16, 5, 5, 1, 1, 2, 2),           // one input channel, many outputs (im2col)
+      make(1, 4, 10, 6, 3, 1, 5, 1, 2, 0, 2),             // asymmetric kernel / stride / pad
+      make(1, 3, 5, 5, 2, 5, 5),                          // kernel = whole input: 1x1 output
+      make(3, 2, 1, 9, 2, 1, 3, 1, 2, 0, 1),              // height 1
+      make(1, 7, 13, 11, 5, 4, 2, 3, 1, 1, 0, 2, 2),      // odd everything
+  };
+}
+
+Conv2dParams random_shape(std::mt19937& rng) {
+  auto r = [&](int lo, int hi) { return int64_t(std::uniform_int_distribution<int>(lo, hi)(rng)); };
+  for (;;) {
+    int64_t groups = r(1, 3);
+    Conv2dParams p = make(r(1, 3), groups * r(1, 3), r(1, 12), r(1, 12), groups * r(1, 3), r(1, 4), r(1, 4), r(1, 3),
+                          r(1, 3), r(0, 3), r(0, 3), r(1, 2), r(1, 2), groups);
+    if (p.h + 2 * p.pad_h >= p.dilation_h * (p.kh - 1) + 1 && p.w + 2 * p.pad_w >= p.dilation_w * (p.kw - 1) + 1) return p;
+  }
+}
+
+}  // namespace
+
+TEST(edge_shapes_match_reference) {
+  uint32_t seed = 1;
+  for (const auto& p : edge_shapes()) {
+    check_all(p, seed += 10, true);
+    check_all(p, seed += 10, false);
+  }
+}
+
+TEST(small_integer_fills_are_exact) {
+  uint32_t seed = 500;
+  for (const auto& p : edge_shapes()) check_all(p, seed += 10, true, true);
+}
+
+TEST(random_shapes_match_reference) {
+  std::mt19937 rng(42);
+  for (int t = 0; t < 60; ++t) check_all(random_shape(rng), 1000 + uint32_t(t) * 7, t % 2 == 0);
+}
+
+TEST(batch_parallel_and_serial_image_paths) {
+  // n >= num_threads() takes the per-image path (and per-thread weight-gradient partials); n below
+  // it runs images one after another with parallel im2col / sgemm inside. (Uses the default pool:
+  // resizing it after jobs have run is unsafe in threadpool.cc at the time of writing.)
+  const int64_t t = kintsugi::num_threads();
+  for (int64_t n : {int64_t(1), t, t + 1, 2 * t + 1}) {
+    check_all(make(n, 6, 9, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 2), 77, true);
+    check_all(make(n, 8, 6, 6, 8, 1, 1), 78, true);                          // pointwise
+    check_all(make(n, 6, 9, 9, 6, 3, 3, 2, 2, 1, 1, 1, 1, 6), 79, true);     // depthwise
+    check_all(make(n, 6, 9, 8, 8, 3, 3, 1, 1, 1, 1), 81, true, true);        // exact
+  }
+}
+
+TEST(large_layers_take_chunked_and_parallel_paths) {
+  // c_in*kh*kw*oh*ow*4 bytes > 4 MiB, so the column buffer is split into chunks of output pixels.
+  check_all(make(1, 64, 48, 48, 16, 3, 3, 1, 1, 1, 1), 901, true);
+  check_all(make(2, 32, 40, 40, 8, 3, 3, 1, 1, 1, 1), 902, true, true);  // exact, chunked, batch-parallel
+  check_all(make(2, 64, 32, 32, 64, 1, 1), 903, true);                    // pointwise, larger
+  check_all(make(2, 32, 40, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32), 904, true);  // depthwise, larger
+}
+
+TEST(nan_and_inf_propagate_through_forward) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const auto& p : {make(2, 4, 8, 8, 5, 3, 3, 1, 1, 1, 1), make(2, 4, 8, 8, 6, 1, 1),
+                        make(2, 4, 8, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4), make(1, 4, 8, 8, 6, 3, 3, 2, 2, 1, 1, 1, 1, 2)}) {
+    std::vector<float> x = harness::random_floats(size_t(p.input_size()), 5);
+    std::vector<float> w = harness::random_floats(size_t(p.weight_size()), 6, 0.1f, 1.0f);  // positive: no Inf - Inf
+    x[3] = nan;
+    x[size_t(p.input_size() - 5)] = inf;
+    x[size_t(p.h * p.w + 20)] = -inf;
+    std::vector<float> y = output_buffer(p.output_size()), y_ref = output_buffer(p.output_size());
+    kintsugi::conv2d_forward(p, x.data(), w.data(), nullptr, y.data());
+    kintsugi::conv2d_forward_reference(p, x.data(), w.data(), nullptr, y_ref.data());
+    int64_t nans = 0, infs = 0;
+    for (int64_t i = 0; i < p.output_size(); ++i) {
+      nans += std::isnan(y_ref[size_t(i)]);
+      infs += std::isinf(y_ref[size_t(i)]);
+    }
+    CHECK(nans > 0 && infs > 0) << describe(p);
+    expect_close("forward with NaN/Inf", p, y, y_ref, p.output_size(), double(p.c_in * 9), false);
+  }
+}
+
+TEST(zero_batch_is_a_no_op) {
+  Conv2dParams p = make(0, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1);
+  kintsugi::check_conv2d(p);
+  CHECK(p.output_size() == 0);
+  std::vector<float> w(size_t(p.weight_size()), 1.0f), dw(size_t(p.weight_size()), 5.0f), db(4, 5.0f);
+  kintsugi::conv2d_forward(p, nullptr, w.data(), nullptr, nullptr);
+  kintsugi::conv2d_backward_data(p, nullptr, w.data(), nullptr);
+  kintsugi::conv2d_backward_weight(p, nullptr, nullptr, dw.data(), db.data());
+  for (float v : dw) CHECK(v == 0.0f);
+  for (float v : db) CHECK(v == 0.0f);
+}
+
+namespace {
+void expect_range_error(const Conv2dParams& p, const std::string& fragment) {
+  bool thrown = false;
+  try {
+    kintsugi::check_conv2d(p);
+  } catch (const kintsugi::Error& e) {
+    thrown = true;
+    std::string msg = e.what();
+    CHECK(e.kind() == kintsugi::ErrorKind::Range) << msg;
+    CHECK(msg.rfind("Expected ", 0) == 0 && msg.find(" but received ") != std::string::npos) << msg;
+    CHECK(msg.find(fragment) != std::string::npos) << "'" << msg << "' should mention '" << fragment << "'";
+  }
+  CHECK(thrown) << "expected a RangeError for " << describe(p);
+  // The kernels check too, before touching any pointer.
+  CHECK_THROWS_KIND(kintsugi::conv2d_forward(p, nullptr, nullptr, nullptr, nullptr), kintsugi::ErrorKind::Range);
+  CHECK_THROWS_KIND(kintsugi::conv2d_backward_data(p, nullptr, nullptr, nullptr), kintsugi::ErrorKind::Range);
+  CHECK_THROWS_KIND(kintsugi::conv2d_backward_weight(p, nullptr, nullptr, nullptr, nullptr), kintsugi::ErrorKind::Range);
+}
+}  // namespace
+
+TEST(invalid_parameters_raise_range_errors) {
+  Conv2dParams ok = make(1, 4, 5, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  kintsugi::check_conv2d(ok);
+  auto with = [&](auto edit) {
+    Conv2dParams p = ok;
+    edit(p);
+    return p;
+  };
+  expect_range_error(with([](Conv2dParams& p) { p.n = -1; }), "for n but received -1");
+  expect_range_error(with([](Conv2dParams& p) { p.c_in = 0; }), "for c_in but received 0");
+  expect_range_error(with([](Conv2dParams& p) { p.h = 0; }), "Expected a positive integer for h but received 0");
+  expect_range_error(with([](Conv2dParams& p) { p.w = -3; }), "for w but received -3");
+  expect_range_error(with([](Conv2dParams& p) { p.c_out = 0; }), "for c_out");
+  expect_range_error(with([](Conv2dParams& p) { p.kh = 0; }), "for kh");
+  expect_range_error(with([](Conv2dParams& p) { p.kw = -1; }), "for kw");
+  expect_range_error(with([](Conv2dParams& p) { p.stride_h = 0; }), "for stride_h but received 0");
+  expect_range_error(with([](Conv2dParams& p) { p.stride_w = -2; }), "for stride_w");
+  expect_range_error(with([](Conv2dParams& p) { p.dilation_h = 0; }), "for dilation_h");
+  expect_range_error(with([](Conv2dParams& p) { p.dilation_w = 0; }), "for dilation_w");
+  expect_range_error(with([](Conv2dParams& p) { p.pad_h = -1; }), "a non-negative integer for pad_h but received -1");
+  expect_range_error(with([](Conv2dParams& p) { p.pad_w = -1; }), "for pad_w");
+  expect_range_error(with([](Conv2dParams& p) { p.groups = 0; }), "for groups but received 0");
+  expect_range_error(with([](Conv2dParams& p) { p.groups = 3; }), "a divisor of c_in (4) for groups but received 3");
+  expect_range_error(with([](Conv2dParams& p) { p.c_out = 5; }), "a divisor of c_out (5) for groups but received 2");
+  // Kernel larger than the padded input: empty output.
+  expect_range_error(with([](Conv2dParams& p) { p.pad_h = 0; p.kh = 6; }), "dilated kernel height 6 for h but received 5");
+  expect_range_error(with([](Conv2dParams& p) { p.dilation_w = 3; p.pad_w = 0; }), "dilated kernel width 7");
+  expect_range_error(with([](Conv2dParams& p) { p.h = int64_t(1) << 40; }), "for h");
+  expect_range_error(with([](Conv2dParams& p) { p.n = 1 << 30; p.c_in = 1 << 20; p.groups = 1; }), "for x");
+}
+
+TEST_MAIN()
