@@ -1,0 +1,101 @@
+// Loads the native addon with node-gyp-build: the package's own prebuilds/ and build/ first
+// (an installed package), then the workspace's native/build (a source checkout). Every failure
+// is collected so the final error says what was tried and how to fix it.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type Layout = 'row' | 'col';
+export type ChecksumKind = 'row' | 'col' | 'weightedRow' | 'weightedCol';
+export type BagMode = 'sum' | 'mean';
+
+export interface NativeConvParams {
+  n: number; cIn: number; h: number; w: number; cOut: number; kh: number; kw: number;
+  strideH: number; strideW: number; padH: number; padW: number; dilationH: number; dilationW: number; groups: number;
+}
+
+export interface NativeDevice {
+  kind: 'cpu' | 'cuda';
+  index: number;
+  name: string;
+  totalMemory: number;
+  threads: number;
+  multiprocessors: number;
+  isa: string;
+  clockKHz?: number;
+  computeCapability?: string;
+}
+
+export interface NativePackedMatrix {
+  readonly rows: number;
+  readonly cols: number;
+  readonly disposed: boolean;
+  dispose(): void;
+}
+
+type Maybe<T> = T | null;
+// Functions whose first argument is `async` return a Promise when it is true.
+type Call<Args extends unknown[], R> = {
+  (async: true, ...args: Args): Promise<R>;
+  (async: false, ...args: Args): R;
+};
+
+export interface NativeAddon {
+  version: string;
+  cudaCompiled: boolean;
+  PackedMatrix: new () => NativePackedMatrix;
+  devices(): NativeDevice[];
+  cudaStatus(): { compiled: boolean; deviceCount: number; reason: string };
+  cpuInfo(): {
+    brand: string; logicalCores: number; bestIsa: string; activeIsa: string; avx2: boolean; fma: boolean; avx512: boolean;
+    l1dBytes: number; l2Bytes: number; l3Bytes: number;
+  };
+  numThreads(): number;
+  setNumThreads(threads: number): void;
+  setIsaLimit(isa: 'portable' | 'avx2' | 'avx512'): string;
+  sgemm: Call<[Layout, boolean, boolean, number, number, number, number, Float32Array, number, Float32Array, number, number, Float32Array, number], Float32Array>;
+  packB(layout: Layout, transB: boolean, k: number, n: number, b: Float32Array, ldb: number): NativePackedMatrix;
+  sgemmPacked: Call<[Layout, boolean, number, number, Float32Array, number, NativePackedMatrix, number, Float32Array, number], Float32Array>;
+  conv2dForward: Call<[NativeConvParams, Float32Array, Float32Array, Maybe<Float32Array>, Float32Array], Float32Array>;
+  conv2dBackwardData: Call<[NativeConvParams, Float32Array, Float32Array, Float32Array], Float32Array>;
+  conv2dBackwardWeight: Call<[NativeConvParams, Float32Array, Float32Array, Float32Array, Maybe<Float32Array>], Float32Array>;
+  checksum: Call<[ChecksumKind, Float32Array | Float64Array, number, number, number, Maybe<Float32Array | Float64Array>, Float64Array], Float64Array>;
+  xorEncode: Call<[Uint8Array[], Uint8Array], Uint8Array>;
+  xorInto: Call<[Uint8Array, Uint8Array], Uint8Array>;
+  sumEncode: Call<[Float32Array[], Maybe<Float32Array>, Float32Array], Float32Array>;
+  sumDecode: Call<[Float32Array, Float32Array[], Float32Array, number, Float32Array], Float32Array>;
+  embeddingBagForward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, Float32Array], Float32Array>;
+  embeddingBagBackward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, number, Float32Array], Float32Array>;
+  _throwNativeError(kind: string): never;
+}
+
+const require = createRequire(import.meta.url);
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+function load(): NativeAddon {
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
+  const candidates = [packageRoot, resolve(packageRoot, '../../native')];
+  const failures: string[] = [];
+  for (const dir of candidates) {
+    if (!existsSync(dir)) continue;
+    try {
+      return nodeGypBuild(dir);
+    } catch (err) {
+      failures.push(`  ${dir}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new Error(
+    [
+      `Could not load the Kintsugi native addon for ${process.platform}-${process.arch} (Node ${process.version}).`,
+      'Tried:',
+      ...failures,
+      'Possible solutions:',
+      '- Install a published package: prebuilt binaries ship for linux-x64 in prebuilds/.',
+      '- From a source checkout, run "npx -y pnpm@10.34.9 install" at the repository root (needs cmake and g++).',
+      '- Set KINTSUGI_CUDA=off to build without the CUDA backend if nvcc fails.',
+    ].join('\n'),
+  );
+}
+
+export const native: NativeAddon = load();

@@ -1,0 +1,101 @@
+// 2-D convolution on NCHW float32 tensors, forward and backward.
+import { native, type NativeConvParams } from './addon.js';
+import { checkTensor, Tensor } from './tensor.js';
+import { boolean, integer, pair, plainObject, rangeError } from './validate.js';
+
+export interface Conv2dOptions {
+  stride?: number | [number, number];
+  padding?: number | [number, number];
+  dilation?: number | [number, number];
+  groups?: number;
+}
+
+/** Shape arithmetic and FLOPs of a convolution, without running it. */
+export function conv2dParams(inputShape: readonly number[], weightShape: readonly number[], options?: Conv2dOptions): NativeConvParams & { outH: number; outW: number; flops: number } {
+  const o = plainObject(options, 'options') as Conv2dOptions;
+  const [strideH, strideW] = pair(o.stride, 'options.stride', 1, 1);
+  const [padH, padW] = pair(o.padding, 'options.padding', 0, 0);
+  const [dilationH, dilationW] = pair(o.dilation, 'options.dilation', 1, 1);
+  const groups = o.groups === undefined ? 1 : integer(o.groups, 'options.groups', 1, 2 ** 31 - 1);
+  const [n, cIn, h, w] = inputShape;
+  const [cOut, cPerGroup, kh, kw] = weightShape;
+  if (cIn % groups !== 0) throw rangeError('options.groups', `a divisor of the ${cIn} input channels`, groups);
+  if (cOut % groups !== 0) throw rangeError('options.groups', `a divisor of the ${cOut} output channels`, groups);
+  if (cPerGroup !== cIn / groups) throw rangeError('w', `${cIn / groups} input channels per group (shape [${cOut}, ${cIn / groups}, kh, kw])`, `shape [${weightShape}]`, true);
+  const outH = Math.floor((h + 2 * padH - dilationH * (kh - 1) - 1) / strideH) + 1;
+  const outW = Math.floor((w + 2 * padW - dilationW * (kw - 1) - 1) / strideW) + 1;
+  if (outH < 1 || outW < 1) throw rangeError('w', `a kernel that fits the padded ${h}x${w} input`, `a ${kh}x${kw} kernel with dilation ${dilationH}x${dilationW}`, true);
+  const flops = 2 * n * cOut * outH * outW * cPerGroup * kh * kw;
+  return { n, cIn, h, w, cOut, kh, kw, strideH, strideW, padH, padW, dilationH, dilationW, groups, outH, outW, flops };
+}
+
+function plan(x: unknown, w: unknown, bias: unknown, options: unknown) {
+  const X = checkTensor(x, 'x', ['float32'], 4);
+  const W = checkTensor(w, 'w', ['float32'], 4);
+  const p = conv2dParams(X.shape, W.shape, options as Conv2dOptions);
+  let B: Tensor<'float32'> | null = null;
+  if (bias !== undefined && bias !== null) {
+    B = checkTensor(bias, 'bias', ['float32'], 1);
+    if (B.shape[0] !== p.cOut) throw rangeError('bias', `shape [${p.cOut}]`, `shape [${B.shape}]`, true);
+  }
+  const y = Tensor.zeros([p.n, p.cOut, p.outH, p.outW], 'float32');
+  return { p, x: X.contiguousData(), w: W.contiguousData(), b: B ? B.contiguousData() : null, y };
+}
+
+/** y = conv2d(x, w) + bias, x: [N, C, H, W], w: [Cout, C/groups, KH, KW]. */
+export async function conv2d(x: Tensor<'float32'>, w: Tensor<'float32'>, bias?: Tensor<'float32'> | null, options?: Conv2dOptions): Promise<Tensor<'float32'>> {
+  const q = plan(x, w, bias, options);
+  await native.conv2dForward(true, q.p, q.x, q.w, q.b, q.y.data);
+  return q.y;
+}
+export function conv2dSync(x: Tensor<'float32'>, w: Tensor<'float32'>, bias?: Tensor<'float32'> | null, options?: Conv2dOptions): Tensor<'float32'> {
+  const q = plan(x, w, bias, options);
+  native.conv2dForward(false, q.p, q.x, q.w, q.b, q.y.data);
+  return q.y;
+}
+
+export interface Conv2dGradients {
+  dx?: Tensor<'float32'>;
+  dw?: Tensor<'float32'>;
+  db?: Tensor<'float32'>;
+}
+export interface Conv2dBackwardOptions extends Conv2dOptions {
+  /** Which gradients to compute (all by default). */
+  input?: boolean;
+  weight?: boolean;
+  bias?: boolean;
+}
+
+function backwardPlan(x: unknown, w: unknown, dy: unknown, options: unknown) {
+  const X = checkTensor(x, 'x', ['float32'], 4);
+  const W = checkTensor(w, 'w', ['float32'], 4);
+  const DY = checkTensor(dy, 'dy', ['float32'], 4);
+  const o = plainObject(options, 'options') as Conv2dBackwardOptions;
+  const p = conv2dParams(X.shape, W.shape, o);
+  const expected = [p.n, p.cOut, p.outH, p.outW];
+  if (DY.shape.some((d, i) => d !== expected[i])) throw rangeError('dy', `shape [${expected}]`, `shape [${DY.shape}]`, true);
+  const want = (key: 'input' | 'weight' | 'bias') => (o[key] === undefined ? true : boolean(o[key], `options.${key}`));
+  const grads: Conv2dGradients = {};
+  if (want('input')) grads.dx = Tensor.zeros(X.shape, 'float32');
+  if (want('weight')) grads.dw = Tensor.zeros(W.shape, 'float32');
+  if (want('bias')) grads.db = Tensor.zeros([p.cOut], 'float32');
+  return { p, x: X.contiguousData(), w: W.contiguousData(), dy: DY.contiguousData(), grads };
+}
+
+/** Gradients of conv2d with respect to its input, weights and bias. */
+export async function conv2dBackward(x: Tensor<'float32'>, w: Tensor<'float32'>, dy: Tensor<'float32'>, options?: Conv2dBackwardOptions): Promise<Conv2dGradients> {
+  const q = backwardPlan(x, w, dy, options);
+  const { dx, dw, db } = q.grads;
+  await Promise.all([
+    dx ? native.conv2dBackwardData(true, q.p, q.dy, q.w, dx.data) : undefined,
+    dw || db ? native.conv2dBackwardWeight(true, q.p, q.x, q.dy, dw ? dw.data : new Float32Array(q.w.length), db ? db.data : null) : undefined,
+  ]);
+  return q.grads;
+}
+export function conv2dBackwardSync(x: Tensor<'float32'>, w: Tensor<'float32'>, dy: Tensor<'float32'>, options?: Conv2dBackwardOptions): Conv2dGradients {
+  const q = backwardPlan(x, w, dy, options);
+  const { dx, dw, db } = q.grads;
+  if (dx) native.conv2dBackwardData(false, q.p, q.dy, q.w, dx.data);
+  if (dw || db) native.conv2dBackwardWeight(false, q.p, q.x, q.dy, dw ? dw.data : new Float32Array(q.w.length), db ? db.data : null);
+  return q.grads;
+}

@@ -1,0 +1,32 @@
+// Devices, the CPU's capabilities and the native thread pool.
+import { native, type NativeDevice } from './addon.js';
+import { integer, oneOf } from './validate.js';
+
+export type Device = NativeDevice;
+
+/** The CPU (always first) and every usable CUDA GPU. */
+export function devices(): Device[] {
+  return native.devices();
+}
+
+/** Why there is or is not a GPU: whether the CUDA backend was compiled and what the driver said. */
+export function cudaStatus(): { compiled: boolean; deviceCount: number; reason: string } {
+  return native.cudaStatus();
+}
+
+export function cpuInfo(): ReturnType<typeof native.cpuInfo> {
+  return native.cpuInfo();
+}
+
+/** Threads the native kernels use (KINTSUGI_NUM_THREADS sets the initial value). */
+export function numThreads(): number {
+  return native.numThreads();
+}
+export function setNumThreads(threads: number): void {
+  native.setNumThreads(integer(threads, 'threads', 1, 1024));
+}
+
+/** Limit the instruction set the CPU kernels use (to compare paths); returns the one now active. */
+export function setIsaLimit(isa: 'portable' | 'avx2' | 'avx512'): string {
+  return native.setIsaLimit(oneOf(isa, 'isa', ['portable', 'avx2', 'avx512'] as const));
+}

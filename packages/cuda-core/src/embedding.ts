@@ -1,0 +1,86 @@
+// Embedding bags (the sparse side of recommendation models): gather-sum forward and the
+// scatter-add backward, with CSR-style offsets (bags + 1 entries, first 0, last = indices.length).
+import { native, type BagMode } from './addon.js';
+import { checkTensor, Tensor } from './tensor.js';
+import { finiteNumber, oneOf, plainObject, rangeError, typeError } from './validate.js';
+
+export interface EmbeddingBagOptions {
+  mode?: BagMode;
+  /** One weight per index (per-sample weights). */
+  weights?: Float32Array;
+}
+
+function common(indices: unknown, offsets: unknown, options: unknown) {
+  if (!(indices instanceof Int32Array)) throw typeError('indices', 'an Int32Array', indices);
+  if (!(offsets instanceof Int32Array)) throw typeError('offsets', 'an Int32Array', offsets);
+  if (offsets.length < 1) throw rangeError('offsets', 'bags + 1 offsets (at least 1)', offsets);
+  const o = plainObject(options, 'options') as EmbeddingBagOptions & { scale?: number; rows?: number };
+  const mode = o.mode === undefined ? 'sum' : oneOf(o.mode, 'options.mode', ['sum', 'mean'] as const);
+  let weights: Float32Array | null = null;
+  if (o.weights !== undefined) {
+    if (!(o.weights instanceof Float32Array)) throw typeError('options.weights', 'a Float32Array', o.weights);
+    weights = o.weights;
+  }
+  return { mode, weights, bags: offsets.length - 1, o };
+}
+
+function forwardPlan(table: unknown, indices: unknown, offsets: unknown, options: unknown) {
+  const T = checkTensor(table, 'table', ['float32'], 2);
+  const c = common(indices, offsets, options);
+  const [rows, dim] = T.shape;
+  const out = Tensor.zeros([c.bags, dim], 'float32');
+  return { args: [T.contiguousData(), rows, dim, indices as Int32Array, offsets as Int32Array, c.weights, c.mode, out.data] as const, out };
+}
+
+/** out[b] = Σ (or mean) over bag b's rows of weight · table[row]. table: [rows, dim]. */
+export async function embeddingBag(table: Tensor<'float32'>, indices: Int32Array, offsets: Int32Array, options?: EmbeddingBagOptions): Promise<Tensor<'float32'>> {
+  const p = forwardPlan(table, indices, offsets, options);
+  await native.embeddingBagForward(true, ...p.args);
+  return p.out;
+}
+export function embeddingBagSync(table: Tensor<'float32'>, indices: Int32Array, offsets: Int32Array, options?: EmbeddingBagOptions): Tensor<'float32'> {
+  const p = forwardPlan(table, indices, offsets, options);
+  native.embeddingBagForward(false, ...p.args);
+  return p.out;
+}
+
+export interface EmbeddingBagBackwardOptions extends EmbeddingBagOptions {
+  /** Multiplies every contribution (e.g. -learningRate for a fused SGD step). Default 1. */
+  scale?: number;
+  /** Accumulate into this [rows, dim] tensor (e.g. the table itself); a zero one is made otherwise. */
+  into?: Tensor<'float32'>;
+  /** Rows of the table; required when `into` is absent. */
+  rows?: number;
+}
+
+function backwardPlan(gradOut: unknown, indices: unknown, offsets: unknown, options: unknown) {
+  const G = checkTensor(gradOut, 'gradOut', ['float32'], 2);
+  const c = common(indices, offsets, options);
+  const o = c.o as EmbeddingBagBackwardOptions;
+  if (G.shape[0] !== c.bags) throw rangeError('gradOut', `${c.bags} rows (one per bag)`, `shape [${G.shape}]`, true);
+  const dim = G.shape[1];
+  const scale = o.scale === undefined ? 1 : finiteNumber(o.scale, 'options.scale');
+  let into: Tensor<'float32'>;
+  if (o.into !== undefined) {
+    into = checkTensor(o.into, 'options.into', ['float32'], 2);
+    if (into.shape[1] !== dim) throw rangeError('options.into', `${dim} columns`, `shape [${into.shape}]`, true);
+    if (!into.isContiguous) throw rangeError('options.into', 'a contiguous Tensor', `strides [${into.strides}]`, true);
+  } else {
+    if (o.rows === undefined) throw typeError('options.rows', 'the number of table rows (or options.into)', undefined);
+    into = Tensor.zeros([o.rows, dim], 'float32');
+  }
+  const rows = into.shape[0];
+  return { args: [G.contiguousData(), rows, dim, indices as Int32Array, offsets as Int32Array, c.weights, c.mode, scale, into.contiguousData()] as const, into };
+}
+
+/** gradTable[row] += scale · weight · gradOut[bag] for every index (repeated rows accumulate). */
+export async function embeddingBagBackward(gradOut: Tensor<'float32'>, indices: Int32Array, offsets: Int32Array, options: EmbeddingBagBackwardOptions): Promise<Tensor<'float32'>> {
+  const p = backwardPlan(gradOut, indices, offsets, options);
+  await native.embeddingBagBackward(true, ...p.args);
+  return p.into;
+}
+export function embeddingBagBackwardSync(gradOut: Tensor<'float32'>, indices: Int32Array, offsets: Int32Array, options: EmbeddingBagBackwardOptions): Tensor<'float32'> {
+  const p = backwardPlan(gradOut, indices, offsets, options);
+  native.embeddingBagBackward(false, ...p.args);
+  return p.into;
+}
