@@ -1,15 +1,37 @@
-// Placeholder sgemm: correct, not yet fast. Replaced by the packed BLIS-style implementation.
+// sgemm in the BLIS style: the loops around the micro-kernel (NC -> KC -> MC -> NR -> MR),
+// packing and threading are written once here; each ISA adds only a register-tile kernel
+// (gemm_avx512.cc, gemm_avx2.cc, gemm_portable.cc) chosen at run time via active_isa().
+//
+//   for jc in N step NC          B block: KC x NC packed into NR-column micro-panels (L3)
+//     for pc in K step KC
+//       for ic in M step MC      A block: MC x KC packed into MR-row micro-panels (L2)
+//         for jr in NC step NR   B micro-panel KC x NR stays in L1
+//           for ir in MC step MR micro-kernel: MR x NR register tile
+//
+// Small M (the inference case): packing B costs about as much as multiplying it, so when op(B)
+// rows are contiguous B is streamed in place (b_stride = ldb) through wide few-row tiles.
+// Threads split C into column (or row) ranges, each thread running the loops above on its own
+// range with its own packing buffers (thread-local, kept between calls), so there is no
+// synchronisation inside a call.
 #include "kintsugi/gemm.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <string>
-#include <vector>
 
+#include "gemm_internal.h"
+#include "kintsugi/cpu.h"
 #include "kintsugi/error.h"
 #include "kintsugi/threadpool.h"
 
 namespace kintsugi {
 
+using namespace gemm_internal;
+
 namespace {
+
 int64_t extent(int64_t rows, int64_t cols, int64_t ld) { return rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols; }
 
 // Element (i, j) of op(X) for a matrix stored row-major with leading dimension ld.
@@ -30,7 +52,329 @@ SgemmArgs as_row_major(const SgemmArgs& a) {
   r.trans_b = a.trans_a;
   return r;
 }
+
+// A buffer aligned to 64 bytes that only grows; one per thread and role, kept between calls
+// because faulting fresh pages in costs more than small multiplies.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer() { std::free(data_); }
+  float* get(size_t count) {
+    if (count > capacity_) {
+      std::free(data_);
+      data_ = nullptr;
+      capacity_ = 0;
+      size_t want = std::max(count, capacity_ + capacity_ / 2);
+      size_t bytes = (want * sizeof(float) + 63) / 64 * 64;
+      void* p = nullptr;
+      if (posix_memalign(&p, 64, bytes) != 0 || !p)
+        throw Error(ErrorKind::OutOfMemory, "sgemm could not allocate " + std::to_string(bytes) + " bytes of packing buffer");
+      data_ = static_cast<float*>(p);
+      capacity_ = want;
+    }
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+thread_local AlignedBuffer t_a_buffer, t_b_buffer;
+
 }  // namespace
+
+class PackedMatrix {
+ public:
+  ~PackedMatrix() { std::free(data); }
+  int64_t k = 0, n = 0;
+  int nr = 0;             // panel width: panel q holds columns [q*nr, q*nr + nr) for all k rows
+  float* data = nullptr;  // ceil(n / nr) panels of k * nr floats, zero-padded
+};
+
+void PackedMatrixDeleter::operator()(PackedMatrix* p) const { delete p; }
+
+namespace {
+
+// The problem in row-major terms: C (m x n) = alpha * op(A) (m x k) * op(B) (k x n) + beta * C.
+struct Problem {
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  bool ta = false;  // op(A)(i, p) = ta ? a[p * lda + i] : a[i * lda + p]
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  bool tb = false;
+  const PackedMatrix* packed = nullptr;  // instead of b
+  float* c = nullptr;
+  int64_t ldc = 0;
+  bool c_trans = false;  // C(i, j) at c[j * ldc + i] (column-major C of sgemm_packed)
+};
+
+Blocking g_override;
+
+const KernelSet& kernels_for(Isa isa) {
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+  if (isa == Isa::Avx512) return *avx512_kernels();
+  if (isa == Isa::Avx2) return *avx2_kernels();
+#endif
+  (void)isa;
+  return *portable_kernels();
+}
+
+int max_nr(const KernelSet& ks, int rows) { return rows < 8 ? ks.wide_nr[rows] : ks.nr; }
+
+struct Config {
+  const KernelSet* ks;
+  int mr, nr;
+  int64_t kc, mc, nc, small_m;
+};
+
+int64_t round_down(int64_t v, int64_t unit) { return std::max(unit, v / unit * unit); }
+
+Config make_config() {
+  Config cfg;
+  cfg.ks = &kernels_for(active_isa());
+  const KernelSet& ks = *cfg.ks;
+  cfg.mr = ks.mr;
+  cfg.nr = ks.nr;
+  if (g_override.mr > 0 && g_override.mr <= ks.max_rows) cfg.mr = g_override.mr;
+  if (g_override.nr > 0 && g_override.nr <= max_nr(ks, cfg.mr) && g_override.nr <= ks.nr * 4) cfg.nr = g_override.nr;
+  const CpuInfo& ci = cpu_info();
+  // KC: one KC x NR micro-panel of B fills about half of L1, leaving room for the A panel
+  // streaming through (Zen 4's L2 feeds the A side easily).
+  int64_t kc = ci.l1d_bytes / 2 / (int64_t(cfg.nr) * 4);
+  cfg.kc = std::min<int64_t>(512, std::max<int64_t>(128, kc / 16 * 16));
+  // MC: the MC x KC block of A takes about half of L2.
+  cfg.mc = round_down(std::min<int64_t>(ci.l2_bytes / 2 / (cfg.kc * 4), 1024), cfg.mr);
+  // NC: the KC x NC block of B takes a share of L3 per thread.
+  int64_t l3_share = ci.l3_bytes / 2 / std::max(1, num_threads());
+  cfg.nc = round_down(std::min<int64_t>(l3_share / (cfg.kc * 4), 4096), cfg.nr);
+  cfg.small_m = cfg.mr;
+  if (g_override.kc > 0) cfg.kc = g_override.kc;
+  if (g_override.mc > 0) cfg.mc = round_down(g_override.mc, cfg.mr);
+  if (g_override.nc > 0) cfg.nc = round_down(g_override.nc, cfg.nr);
+  if (g_override.small_m >= 0) cfg.small_m = g_override.small_m;
+  return cfg;
+}
+
+// Packs rows [i0, i0 + mc) x cols [p0, p0 + kc) of op(A) into MR-row micro-panels: panel r holds
+// A(i0 + r*MR + i, p0 + p) at dst[r*kc*MR + p*MR + i], rows past mc zero.
+void pack_a(const Problem& P, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr, float* dst) {
+  for (int64_t r0 = 0; r0 < mc; r0 += mr) {
+    const int rows = int(std::min<int64_t>(mr, mc - r0));
+    float* d = dst + (r0 / mr) * kc * mr;
+    if (P.ta) {
+      for (int64_t p = 0; p < kc; ++p) {
+        const float* s = P.a + (p0 + p) * P.lda + i0 + r0;
+        float* dp = d + p * mr;
+        for (int i = 0; i < rows; ++i) dp[i] = s[i];
+        for (int i = rows; i < mr; ++i) dp[i] = 0.0f;
+      }
+    } else {
+      for (int i = 0; i < rows; ++i) {
+        const float* s = P.a + (i0 + r0 + i) * P.lda + p0;
+        float* di = d + i;
+        for (int64_t p = 0; p < kc; ++p) di[p * mr] = s[p];
+      }
+      if (rows < mr)
+        for (int64_t p = 0; p < kc; ++p)
+          for (int i = rows; i < mr; ++i) d[p * mr + i] = 0.0f;
+    }
+  }
+}
+
+// Packs rows [p0, p0 + kc) x cols [j0, j0 + nc) of op(B) into NR-column micro-panels: panel q
+// holds B(p0 + p, j0 + q*NR + j) at dst[q*panel_stride + p*NR + j], columns past nc zero.
+void pack_b_block(const float* b, int64_t ldb, bool tb, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr,
+                  int64_t panel_stride, float* dst) {
+  for (int64_t q0 = 0; q0 < nc; q0 += nr) {
+    const int cols = int(std::min<int64_t>(nr, nc - q0));
+    float* d = dst + (q0 / nr) * panel_stride;
+    if (!tb) {
+      for (int64_t p = 0; p < kc; ++p) {
+        const float* s = b + (p0 + p) * ldb + j0 + q0;
+        float* dp = d + p * nr;
+        std::memcpy(dp, s, sizeof(float) * size_t(cols));
+        for (int j = cols; j < nr; ++j) dp[j] = 0.0f;
+      }
+    } else {
+      for (int j = 0; j < cols; ++j) {
+        const float* s = b + (j0 + q0 + j) * ldb + p0;
+        float* dj = d + j;
+        for (int64_t p = 0; p < kc; ++p) dj[p * nr] = s[p];
+      }
+      if (cols < nr)
+        for (int64_t p = 0; p < kc; ++p)
+          for (int j = cols; j < nr; ++j) d[p * nr + j] = 0.0f;
+    }
+  }
+}
+
+// The B operand of one KC x NC block as the micro-kernel sees it.
+struct BView {
+  const float* b;
+  int64_t panel_stride;  // distance between W-column panels
+  int64_t k_stride;      // distance between rows of a panel
+  int64_t width;         // W
+};
+
+// C(i, j) = alpha * t(i, j) + beta * C(i, j) for a column-major C, from a row-major tile t.
+void store_transposed(const float* t, int64_t ldt, int mr, int nr, float* c, int64_t ldc, float alpha, float beta) {
+  for (int j = 0; j < nr; ++j) {
+    float* cj = c + j * ldc;
+    if (beta == 0.0f)
+      for (int i = 0; i < mr; ++i) cj[i] = alpha * t[i * ldt + j];
+    else
+      for (int i = 0; i < mr; ++i) cj[i] = alpha * t[i * ldt + j] + beta * cj[i];
+  }
+}
+
+// The jr / ir loops over one packed MC x KC block of A and one KC x NC block of B.
+void run_block(const Problem& P, const Config& cfg, const float* apack, int64_t ic, int64_t mc, int64_t kc, const BView& bv,
+               int64_t jc, int64_t nc, float beta) {
+  const KernelSet& ks = *cfg.ks;
+  const int mr_pack = cfg.mr;
+  int64_t tw = mc <= mr_pack && mc < 8 ? max_nr(ks, int(mc)) : cfg.nr;
+  tw = std::min(tw, bv.width);
+  MicroTile t;
+  t.k = kc;
+  t.a_stride = mr_pack;
+  t.b_stride = bv.k_stride;
+  t.alpha = P.alpha;
+  t.beta = beta;
+  alignas(64) float tmp[16 * 128];
+  for (int64_t q = 0; q * bv.width < nc; ++q) {
+    const int64_t panel_cols = std::min(bv.width, nc - q * bv.width);
+    const float* bq = bv.b + q * bv.panel_stride;
+    for (int64_t jr = 0; jr < panel_cols; jr += tw) {
+      t.nr = int(std::min(tw, panel_cols - jr));
+      t.b = bq + jr;
+      const int64_t j = jc + q * bv.width + jr;
+      for (int64_t ir = 0; ir < mc; ir += mr_pack) {
+        t.mr = int(std::min<int64_t>(mr_pack, mc - ir));
+        t.a = apack + (ir / mr_pack) * kc * mr_pack;
+        const int64_t i = ic + ir;
+        if (!P.c_trans) {
+          t.c = P.c + i * P.ldc + j;
+          t.ldc = P.ldc;
+          ks.micro(t);
+        } else {
+          MicroTile u = t;
+          u.c = tmp;
+          u.ldc = t.nr;
+          u.alpha = 1.0f;
+          u.beta = 0.0f;
+          ks.micro(u);
+          store_transposed(tmp, t.nr, t.mr, t.nr, P.c + j * P.ldc + i, P.ldc, P.alpha, beta);
+        }
+      }
+    }
+  }
+}
+
+// The whole loop nest over C rows [m0, m1) x columns [n0, n1) on the calling thread.
+void gemm_range(const Problem& P, const Config& cfg, bool direct, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (m0 >= m1 || n0 >= n1) return;
+  const int mr = cfg.mr, nr = cfg.nr;
+  const int64_t k = P.k;
+  for (int64_t jc = n0; jc < n1; jc += cfg.nc) {
+    const int64_t nc = std::min(cfg.nc, n1 - jc);
+    for (int64_t pc = 0; pc < k; pc += cfg.kc) {
+      const int64_t kc = std::min(cfg.kc, k - pc);
+      const float beta = pc == 0 ? P.beta : 1.0f;
+      BView bv;
+      if (P.packed) {
+        const int64_t w = P.packed->nr;
+        bv.b = P.packed->data + (jc / w) * k * w + pc * w;  // jc is a multiple of w
+        bv.panel_stride = k * w;
+        bv.k_stride = w;
+        bv.width = w;
+      } else if (direct) {
+        bv.b = P.b + pc * P.ldb + jc;
+        bv.panel_stride = 0;
+        bv.k_stride = P.ldb;
+        bv.width = nc;
+      } else {
+        const int64_t panels = (nc + nr - 1) / nr;
+        float* buf = t_b_buffer.get(size_t(panels * kc * nr));
+        pack_b_block(P.b, P.ldb, P.tb, pc, kc, jc, nc, nr, kc * nr, buf);
+        bv.b = buf;
+        bv.panel_stride = kc * nr;
+        bv.k_stride = nr;
+        bv.width = nr;
+      }
+      for (int64_t ic = m0; ic < m1; ic += cfg.mc) {
+        const int64_t mc = std::min(cfg.mc, m1 - ic);
+        float* abuf = t_a_buffer.get(size_t((mc + mr - 1) / mr * mr * kc));
+        pack_a(P, ic, mc, pc, kc, mr, abuf);
+        run_block(P, cfg, abuf, ic, mc, kc, bv, jc, nc, beta);
+      }
+    }
+  }
+}
+
+// C = beta * C (alpha == 0 or k == 0); beta == 0 writes zeros without reading C.
+void scale_c(const Problem& P) {
+  const int64_t rows = P.c_trans ? P.n : P.m, cols = P.c_trans ? P.m : P.n;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* c = P.c + r * P.ldc;
+    if (P.beta == 0.0f)
+      std::fill(c, c + cols, 0.0f);
+    else if (P.beta != 1.0f)
+      for (int64_t j = 0; j < cols; ++j) c[j] *= P.beta;
+  }
+}
+
+void run(const Problem& P) {
+  if (P.m == 0 || P.n == 0) return;
+  if (P.alpha == 0.0f || P.k == 0) {
+    scale_c(P);
+    return;
+  }
+  const Config cfg = make_config();
+  // Stream B in place when few rows share it and its rows are contiguous.
+  const bool direct = !P.packed && !P.tb && P.m <= cfg.small_m;
+  const double flops = 2.0 * double(P.m) * double(P.n) * double(P.k);
+  int threads = flops < 4.0e6 ? 1 : num_threads();
+  // Split the longer side of C; columns in units of whole B panels, rows of whole A panels.
+  const bool split_n = P.packed || direct || P.n >= P.m;
+  const int64_t unit = split_n ? (P.packed ? P.packed->nr : (direct ? 64 : cfg.nr)) : cfg.mr;
+  const int64_t extent_units = ((split_n ? P.n : P.m) + unit - 1) / unit;
+  threads = int(std::min<int64_t>(threads, extent_units));
+  if (threads <= 1) {
+    gemm_range(P, cfg, direct, 0, P.m, 0, P.n);
+    return;
+  }
+  parallel_run(threads, [&](int t, int count) {
+    const int64_t u0 = extent_units * t / count, u1 = extent_units * (t + 1) / count;
+    if (split_n)
+      gemm_range(P, cfg, direct, 0, P.m, u0 * unit, std::min(P.n, u1 * unit));
+    else
+      gemm_range(P, cfg, direct, u0 * unit, std::min(P.m, u1 * unit), 0, P.n);
+  });
+}
+
+}  // namespace
+
+namespace gemm_internal {
+void set_blocking_override(const Blocking& b) { g_override = b; }
+Blocking current_blocking() {
+  Config c = make_config();
+  Blocking b;
+  b.kc = c.kc;
+  b.mc = c.mc;
+  b.nc = c.nc;
+  b.mr = c.mr;
+  b.nr = c.nr;
+  b.small_m = c.small_m;
+  return b;
+}
+const KernelSet& active_kernels() { return kernels_for(active_isa()); }
+}  // namespace gemm_internal
 
 void check_sgemm(const SgemmArgs& g, int64_t a_len, int64_t b_len, int64_t c_len) {
   if (g.m < 0) throw_expected(ErrorKind::Range, "m >= 0", "m", std::to_string(g.m));
@@ -66,39 +410,67 @@ void sgemm_reference(const SgemmArgs& args) {
     }
 }
 
+namespace {
+constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
+
+void require_pointer(const void* p, bool needed, const char* name) {
+  if (needed && !p) throw_expected(ErrorKind::Type, "a non-null buffer", name, "null");
+}
+}  // namespace
+
 void sgemm(const SgemmArgs& args) {
+  check_sgemm(args, kUnbounded, kUnbounded, kUnbounded);
+  const bool nonempty = args.m > 0 && args.n > 0;
+  require_pointer(args.c, nonempty, "c");
+  require_pointer(args.a, nonempty && args.k > 0 && args.alpha != 0.0f, "a");
+  require_pointer(args.b, nonempty && args.k > 0 && args.alpha != 0.0f, "b");
   SgemmArgs g = as_row_major(args);
-  bool ta = g.trans_a == Transpose::Yes, tb = g.trans_b == Transpose::Yes;
-  parallel_for(g.m, 4, [&](int64_t i0, int64_t i1) {
-    std::vector<float> row(size_t(g.n));
-    for (int64_t i = i0; i < i1; ++i) {
-      std::fill(row.begin(), row.end(), 0.0f);
-      for (int64_t p = 0; p < g.k; ++p) {
-        float a = at(g.a, ta, g.lda, i, p);
-        for (int64_t j = 0; j < g.n; ++j) row[size_t(j)] += a * at(g.b, tb, g.ldb, p, j);
-      }
-      float* c = g.c + i * g.ldc;
-      for (int64_t j = 0; j < g.n; ++j) c[j] = g.beta == 0.0f ? g.alpha * row[size_t(j)] : g.alpha * row[size_t(j)] + g.beta * c[j];
-    }
-  });
+  Problem P;
+  P.m = g.m;
+  P.n = g.n;
+  P.k = g.k;
+  P.alpha = g.alpha;
+  P.beta = g.beta;
+  P.a = g.a;
+  P.lda = g.lda;
+  P.ta = g.trans_a == Transpose::Yes;
+  P.b = g.b;
+  P.ldb = g.ldb;
+  P.tb = g.trans_b == Transpose::Yes;
+  P.c = g.c;
+  P.ldc = g.ldc;
+  run(P);
 }
 
-class PackedMatrix {
- public:
-  int64_t k = 0, n = 0;
-  std::vector<float> data;  // row-major k x n
-};
-
-void PackedMatrixDeleter::operator()(PackedMatrix* p) const { delete p; }
-
 PackedMatrixPtr pack_b(Layout layout, Transpose trans_b, int64_t k, int64_t n, const float* b, int64_t ldb) {
+  if (k < 0) throw_expected(ErrorKind::Range, "k >= 0", "k", std::to_string(k));
+  if (n < 0) throw_expected(ErrorKind::Range, "n >= 0", "n", std::to_string(n));
+  // op(B) (k x n) as a row-major matrix with transposition flag t.
+  const bool t = (trans_b == Transpose::Yes) != (layout == Layout::ColMajor);
+  const int64_t inner = t ? k : n;
+  const int64_t min_ld = inner > 1 ? inner : 1;
+  if (ldb < min_ld) throw_expected(ErrorKind::Range, "a leading dimension >= " + std::to_string(min_ld), "ldb", std::to_string(ldb));
+  require_pointer(b, k > 0 && n > 0, "b");
   PackedMatrixPtr p(new PackedMatrix);
   p->k = k;
   p->n = n;
-  p->data.resize(size_t(k * n));
-  bool t = (trans_b == Transpose::Yes) != (layout == Layout::ColMajor);
-  for (int64_t i = 0; i < k; ++i)
-    for (int64_t j = 0; j < n; ++j) p->data[size_t(i * n + j)] = at(b, t, ldb, i, j);
+  p->nr = make_config().nr;
+  const int64_t panels = (n + p->nr - 1) / p->nr;
+  const size_t count = size_t(panels * k * p->nr);
+  if (count > 0) {
+    void* mem = nullptr;
+    size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+    if (posix_memalign(&mem, 64, bytes) != 0 || !mem)
+      throw Error(ErrorKind::OutOfMemory, "pack_b could not allocate " + std::to_string(bytes) + " bytes");
+    p->data = static_cast<float*>(mem);
+    const int nr = p->nr;
+    float* data = p->data;
+    // Panels are independent: pack them in parallel for large weights.
+    parallel_for(panels, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, k * nr)), [&](int64_t q0, int64_t q1) {
+      const int64_t j0 = q0 * nr, j1 = std::min(n, q1 * nr);
+      pack_b_block(b, ldb, t, 0, k, j0, j1 - j0, nr, k * nr, data + q0 * k * nr);
+    });
+  }
   return p;
 }
 
@@ -106,15 +478,36 @@ int64_t packed_rows(const PackedMatrix& p) { return p.k; }
 int64_t packed_cols(const PackedMatrix& p) { return p.n; }
 
 void sgemm_packed(const SgemmArgs& args, const PackedMatrix& packed) {
-  SgemmArgs g = args;
-  if (g.layout == Layout::ColMajor) {
-    // Column-major A and C: C^T = B^T A^T with B^T = packed^T stored row-major n x k.
-    throw Error(ErrorKind::Unsupported, "sgemm_packed with column-major A/C is not supported yet");
+  if (args.k != packed.k) throw_expected(ErrorKind::Range, "k == " + std::to_string(packed.k) + " (the packed matrix's rows)", "k", std::to_string(args.k));
+  if (args.n != packed.n) throw_expected(ErrorKind::Range, "n == " + std::to_string(packed.n) + " (the packed matrix's columns)", "n", std::to_string(args.n));
+  // Validate A and C as sgemm would, with a B that trivially fits.
+  SgemmArgs shape = args;
+  shape.trans_b = Transpose::No;
+  shape.ldb = args.layout == Layout::RowMajor ? std::max<int64_t>(1, args.n) : std::max<int64_t>(1, args.k);
+  check_sgemm(shape, kUnbounded, kUnbounded, kUnbounded);
+  const bool nonempty = args.m > 0 && args.n > 0;
+  require_pointer(args.c, nonempty, "c");
+  require_pointer(args.a, nonempty && args.k > 0 && args.alpha != 0.0f, "a");
+  Problem P;
+  P.m = args.m;
+  P.n = args.n;
+  P.k = args.k;
+  P.alpha = args.alpha;
+  P.beta = args.beta;
+  P.a = args.a;
+  P.lda = args.lda;
+  P.packed = &packed;
+  P.c = args.c;
+  P.ldc = args.ldc;
+  if (args.layout == Layout::RowMajor) {
+    P.ta = args.trans_a == Transpose::Yes;
+  } else {
+    // Column-major A (m x k, or k x m when transposed) is the row-major transpose; column-major
+    // C is written through transposed tile stores.
+    P.ta = args.trans_a == Transpose::No;
+    P.c_trans = true;
   }
-  g.b = packed.data.data();
-  g.ldb = packed.n;
-  g.trans_b = Transpose::No;
-  sgemm(g);
+  run(P);
 }
 
 }  // namespace kintsugi

@@ -1,0 +1,143 @@
+// AVX-512 sgemm micro-kernels (compiled with -mavx512f/bw/dq/vl -mfma; chosen at run time).
+// One register-tile template covers every tile shape the driver asks for: M rows (broadcast
+// from the packed A panel as embedded-broadcast FMA operands) times NV 16-float vectors of B.
+// The main tile is 14 x 32 (28 zmm accumulators + 2 B vectors); small row counts use wider
+// tiles (1 x 128 ... 6 x 64) so the small-M path keeps enough independent FMA chains. Edge
+// columns use masked loads/stores, so no tile ever touches memory outside its mr x nr extent.
+// Only intrinsics and internal-linkage code here (see gemm_internal.h on ODR).
+// GCC 12 reports its own _mm512_undefined_ps() helpers (used by shuffles) as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "gemm_internal.h"
+
+namespace kintsugi {
+namespace gemm_internal {
+namespace {
+
+// Horizontal sum (not _mm512_reduce_add_ps: GCC 12 warns on its undefined-vector helper).
+inline float hsum(__m512 v) {
+  __m512 s = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm512_add_ps(s, _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(2, 3, 0, 1)));
+  s = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_cvtss_f32(s);
+}
+
+template <int M, int NV, bool MASKED>
+inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
+  __m512 acc[M][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+
+  const int tail = t.nr - (NV - 1) * 16;  // 1..16 columns in the last vector
+  const __mmask16 last = MASKED ? __mmask16((1u << tail) - 1u) : __mmask16(0xFFFF);
+  const float* a = t.a;
+  const float* b = t.b;
+  const int64_t as = t.a_stride, bs = t.b_stride;
+
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) _mm_prefetch(reinterpret_cast<const char*>(t.c + i * t.ldc), _MM_HINT_T0);
+
+  for (int64_t p = 0; p < t.k; ++p) {
+    __m512 bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v)
+      bv[v] = (MASKED && v == NV - 1) ? _mm512_maskz_loadu_ps(last, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+    a += as;
+    b += bs;
+  }
+
+  const __m512 va = _mm512_set1_ps(t.alpha);
+  const bool read_c = t.beta != 0.0f;
+  const __m512 vb = _mm512_set1_ps(t.beta);
+  __m512 col[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) col[v] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) {
+    float* c = t.c + i * t.ldc;
+    __m512 row = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      const bool m = MASKED && v == NV - 1;
+      __m512 r = _mm512_mul_ps(acc[i][v], va);
+      if (read_c) {
+        const __m512 old = m ? _mm512_maskz_loadu_ps(last, c + 16 * v) : _mm512_loadu_ps(c + 16 * v);
+        r = _mm512_fmadd_ps(vb, old, r);
+      }
+      if (m) {
+        _mm512_mask_storeu_ps(c + 16 * v, last, r);
+        r = _mm512_maskz_mov_ps(last, r);
+      } else {
+        _mm512_storeu_ps(c + 16 * v, r);
+      }
+      acc[i][v] = r;
+    }
+    if (t.row_sums) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) row = _mm512_add_ps(row, acc[i][v]);
+      t.row_sums[i] += hsum(row);
+    }
+    if (t.col_sums) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) col[v] = _mm512_add_ps(col[v], acc[i][v]);
+    }
+  }
+  if (t.col_sums) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      float* s = t.col_sums + 16 * v;
+      if (MASKED && v == NV - 1)
+        _mm512_mask_storeu_ps(s, last, _mm512_add_ps(_mm512_maskz_loadu_ps(last, s), col[v]));
+      else
+        _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), col[v]));
+    }
+  }
+}
+
+template <int M, int NV>
+void tile(const MicroTile& t) {
+  if (t.nr == NV * 16)
+    tile_body<M, NV, false>(t);
+  else
+    tile_body<M, NV, true>(t);
+}
+
+constexpr int kMaxRows = 14;
+constexpr int kMaxVectors = 8;
+
+// Row counts 1..14 take up to 2 vectors (32 columns); fewer rows take wider tiles.
+#define KINTSUGI_ROW2(M) {nullptr, &tile<M, 1>, &tile<M, 2>, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}
+#define KINTSUGI_ROW4(M) {nullptr, &tile<M, 1>, &tile<M, 2>, &tile<M, 3>, &tile<M, 4>, nullptr, nullptr, nullptr, nullptr}
+#define KINTSUGI_ROW6(M) {nullptr, &tile<M, 1>, &tile<M, 2>, &tile<M, 3>, &tile<M, 4>, &tile<M, 5>, &tile<M, 6>, nullptr, nullptr}
+#define KINTSUGI_ROW8(M) \
+  {nullptr, &tile<M, 1>, &tile<M, 2>, &tile<M, 3>, &tile<M, 4>, &tile<M, 5>, &tile<M, 6>, &tile<M, 7>, &tile<M, 8>}
+const MicroKernel kTiles[kMaxRows + 1][kMaxVectors + 1] = {
+    {nullptr},        KINTSUGI_ROW8(1),  KINTSUGI_ROW8(2),  KINTSUGI_ROW6(3),  KINTSUGI_ROW6(4),
+    KINTSUGI_ROW4(5), KINTSUGI_ROW4(6),  KINTSUGI_ROW2(7),  KINTSUGI_ROW2(8),  KINTSUGI_ROW2(9),
+    KINTSUGI_ROW2(10), KINTSUGI_ROW2(11), KINTSUGI_ROW2(12), KINTSUGI_ROW2(13), KINTSUGI_ROW2(14),
+};
+#undef KINTSUGI_ROW2
+#undef KINTSUGI_ROW4
+#undef KINTSUGI_ROW6
+#undef KINTSUGI_ROW8
+
+void micro(const MicroTile& t) { kTiles[t.mr][(t.nr + 15) >> 4](t); }
+
+const KernelSet kSet = {"sgemm_avx512_14x32", 14, 32, kMaxRows, {0, 128, 128, 96, 96, 64, 64, 32}, &micro};
+
+}  // namespace
+
+const KernelSet* avx512_kernels() { return &kSet; }
+
+}  // namespace gemm_internal
+}  // namespace kintsugi

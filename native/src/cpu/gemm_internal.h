@@ -1,0 +1,80 @@
+// Internal interface between the ISA-independent BLIS-style sgemm driver (gemm.cc) and the
+// per-ISA micro-kernels (gemm_avx512.cc, gemm_avx2.cc, gemm_portable.cc).
+//
+// The driver owns the loops around the micro-kernel (NC -> KC -> MC -> NR -> MR), the packing
+// and the threading; an ISA contributes only a micro-kernel and a small description of it
+// (KernelSet), as in BLIS. The ISA files hold intrinsics, plain loops and internal-linkage
+// functions only; their one extern entry point each returns a pointer to a constant KernelSet,
+// so no inline/template code compiled with wide-ISA flags can be shared with the rest of the
+// program through the linker (ODR).
+#pragma once
+#include <cstdint>
+
+namespace kintsugi {
+namespace gemm_internal {
+
+// One register tile: C[mr x nr] = alpha * A_panel * B_panel + beta * C (beta == 0: C is not read).
+//
+//  a   packed A micro-panel: for p in [0, k), the mr values A(i, p), i < mr, at a[p * a_stride + i]
+//      (a_stride is the MR the panel was packed with; rows mr..a_stride-1 are zero padding).
+//  b   B micro-panel: for p in [0, k), the nr values B(p, j), j < nr, at b[p * b_stride + j].
+//      b_stride is NR for packed panels (zero-padded to a multiple of the vector width) or ldb
+//      when B is streamed in place (the small-M path); the kernel never reads past column nr.
+//  c   row-major tile, element (i, j) at c[i * ldc + j]; only the mr x nr elements are touched.
+//
+// ABFT hook (for checksum-protected GEMM, not used by sgemm itself): when row_sums is not null
+// the kernel adds, for each i < mr, the sum over j of the values it wrote to C row i into
+// row_sums[i]; when col_sums is not null it adds, for each j < nr, the sum over i of the values
+// it wrote to C column j into col_sums[j]. The column sums come straight from the accumulator
+// registers (one vector add per row), so an output checksum costs almost nothing; the row sums
+// need one horizontal reduction per row. A caller that wants checksums of alpha*A*B alone passes
+// beta = 0 and a scratch tile.
+struct MicroTile {
+  int64_t k = 0;
+  const float* a = nullptr;
+  int64_t a_stride = 0;
+  const float* b = nullptr;
+  int64_t b_stride = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  int mr = 0, nr = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  float* row_sums = nullptr;
+  float* col_sums = nullptr;
+};
+
+using MicroKernel = void (*)(const MicroTile&);
+
+// What an ISA offers. `micro` accepts 1 <= mr <= max_rows and 1 <= nr <= max_nr(mr), where
+// max_nr(mr) = wide_nr[mr] for mr < 8 and `nr` otherwise. The driver packs A with `mr` rows per
+// micro-panel and B with `nr` columns; wide_nr lets the small-M path use one wide tile
+// (e.g. 1 x 128) when only a few rows are left, so the FMA chains stay independent.
+struct KernelSet {
+  const char* name;  // BLIS-style: sgemm_<isa>_<mr>x<nr>
+  int mr, nr;
+  int max_rows;
+  int wide_nr[8];  // index 0 unused
+  MicroKernel micro;
+};
+
+// Constant kernel descriptions; null where the ISA file is not compiled (non-x86 builds).
+const KernelSet* avx512_kernels();
+const KernelSet* avx2_kernels();
+const KernelSet* portable_kernels();
+
+// Cache blocking (elements). 0 fields mean "derive from cpu_info()".
+struct Blocking {
+  int64_t kc = 0, mc = 0, nc = 0;
+  int mr = 0, nr = 0;  // override the register tile of the active KernelSet (must be supported)
+  int64_t small_m = -1;  // largest M streamed without packing B (-1: default)
+};
+// For tests (tiny blocks exercise every edge cheaply) and tuning. Not thread-safe; call between
+// sgemm calls. Passing Blocking{} restores the defaults.
+void set_blocking_override(const Blocking& b);
+// The blocking sgemm would use now with the active ISA (after overrides).
+Blocking current_blocking();
+// The kernel set sgemm uses now (follows active_isa()).
+const KernelSet& active_kernels();
+
+}  // namespace gemm_internal
+}  // namespace kintsugi
