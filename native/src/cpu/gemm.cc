@@ -131,6 +131,7 @@ struct Config {
   const KernelSet* ks;
   int mr, nr;
   int64_t kc, mc, nc, small_m;
+  bool direct_a;
 };
 
 int64_t round_down(int64_t v, int64_t unit) { return std::max(unit, v / unit * unit); }
@@ -142,23 +143,40 @@ Config make_config() {
   cfg.mr = ks.mr;
   cfg.nr = ks.nr;
   if (g_override.mr > 0 && g_override.mr <= ks.max_rows) cfg.mr = g_override.mr;
-  if (g_override.nr > 0 && g_override.nr <= max_nr(ks, cfg.mr) && g_override.nr <= ks.nr * 4) cfg.nr = g_override.nr;
+  if (g_override.nr > 0 && g_override.nr <= max_nr(ks, cfg.mr)) cfg.nr = g_override.nr;
   const CpuInfo& ci = cpu_info();
-  // KC: one KC x NR micro-panel of B fills about half of L1, leaving room for the A panel
-  // streaming through (Zen 4's L2 feeds the A side easily).
-  int64_t kc = ci.l1d_bytes / 2 / (int64_t(cfg.nr) * 4);
-  cfg.kc = std::min<int64_t>(512, std::max<int64_t>(128, kc / 16 * 16));
-  // MC: the MC x KC block of A takes about half of L2.
-  cfg.mc = round_down(std::min<int64_t>(ci.l2_bytes / 2 / (cfg.kc * 4), 1024), cfg.mr);
-  // NC: the KC x NC block of B takes a share of L3 per thread.
-  int64_t l3_share = ci.l3_bytes / 2 / std::max(1, num_threads());
+  if (ks.direct_a) {
+    // Zen 4 class cores: 512-bit FMAs issue at half rate, so L2 easily feeds both operands.
+    // A long KC (the KC x NR micro-panel of B takes about a quarter of L2) amortises the C
+    // tile updates; A is read in place, MC rows x KC in about three quarters of L2.
+    cfg.kc = std::min<int64_t>(1024, std::max<int64_t>(256, ci.l2_bytes / 4 / (int64_t(cfg.nr) * 4) / 16 * 16));
+    cfg.mc = round_down(ci.l2_bytes * 3 / 4 / (cfg.kc * 4), cfg.mr);
+  } else {
+    // Classic BLIS: the KC x NR micro-panel of B fills about half of L1; the packed MC x KC
+    // block of A about half of L2.
+    cfg.kc = std::min<int64_t>(512, std::max<int64_t>(128, ci.l1d_bytes / 2 / (int64_t(cfg.nr) * 4) / 16 * 16));
+    cfg.mc = round_down(std::min<int64_t>(ci.l2_bytes / 2 / (cfg.kc * 4), 1024), cfg.mr);
+  }
+  // NC: each thread's packed KC x NC block of B takes a share of L3.
+  const int64_t l3_share = ci.l3_bytes / 2 / std::max(1, num_threads());
   cfg.nc = round_down(std::min<int64_t>(l3_share / (cfg.kc * 4), 4096), cfg.nr);
   cfg.small_m = cfg.mr;
+  cfg.direct_a = ks.direct_a;
   if (g_override.kc > 0) cfg.kc = g_override.kc;
   if (g_override.mc > 0) cfg.mc = round_down(g_override.mc, cfg.mr);
   if (g_override.nc > 0) cfg.nc = round_down(g_override.nc, cfg.nr);
   if (g_override.small_m >= 0) cfg.small_m = g_override.small_m;
+  if (g_override.direct_a >= 0) cfg.direct_a = g_override.direct_a != 0;
   return cfg;
+}
+
+// Splits `total` into the fewest blocks of at most `block`, of near-equal size rounded up to
+// `unit` (so a K of 1100 runs as 2 x 552, not 1024 + 76).
+int64_t balanced_block(int64_t total, int64_t block, int64_t unit) {
+  if (total <= block) return total;
+  const int64_t count = (total + block - 1) / block;
+  const int64_t even = (total + count - 1) / count;
+  return std::min(block, (even + unit - 1) / unit * unit);
 }
 
 // Packs rows [i0, i0 + mc) x cols [p0, p0 + kc) of op(A) into MR-row micro-panels: panel r holds
@@ -191,10 +209,13 @@ void pack_a(const Problem& P, int64_t i0, int64_t mc, int64_t p0, int64_t kc, in
 // holds B(p0 + p, j0 + q*NR + j) at dst[q*panel_stride + p*NR + j], columns past nc zero.
 void pack_b_block(const float* b, int64_t ldb, bool tb, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr,
                   int64_t panel_stride, float* dst) {
+  const KernelSet& ks = kernels_for(active_isa());
   for (int64_t q0 = 0; q0 < nc; q0 += nr) {
     const int cols = int(std::min<int64_t>(nr, nc - q0));
     float* d = dst + (q0 / nr) * panel_stride;
-    if (!tb) {
+    if (tb && ks.pack_b_transposed && nr % 16 == 0) {
+      ks.pack_b_transposed(b + (j0 + q0) * ldb + p0, ldb, kc, cols, nr, d);
+    } else if (!tb) {
       for (int64_t p = 0; p < kc; ++p) {
         const float* s = b + (p0 + p) * ldb + j0 + q0;
         float* dp = d + p * nr;
@@ -222,6 +243,13 @@ struct BView {
   int64_t width;         // W
 };
 
+// The A operand of one MC x KC block: packed MR-row panels, or op(A) read in place.
+struct AView {
+  const float* a;
+  int64_t row_stride, p_stride;  // A(i, p) at a[i * row_stride + p * p_stride] within a panel
+  int64_t panel_stride;          // distance between MR-row panels
+};
+
 // C(i, j) = alpha * t(i, j) + beta * C(i, j) for a column-major C, from a row-major tile t.
 void store_transposed(const float* t, int64_t ldt, int mr, int nr, float* c, int64_t ldc, float alpha, float beta) {
   for (int j = 0; j < nr; ++j) {
@@ -234,7 +262,7 @@ void store_transposed(const float* t, int64_t ldt, int mr, int nr, float* c, int
 }
 
 // The jr / ir loops over one packed MC x KC block of A and one KC x NC block of B.
-void run_block(const Problem& P, const Config& cfg, const float* apack, int64_t ic, int64_t mc, int64_t kc, const BView& bv,
+void run_block(const Problem& P, const Config& cfg, const AView& av, int64_t ic, int64_t mc, int64_t kc, const BView& bv,
                int64_t jc, int64_t nc, float beta) {
   const KernelSet& ks = *cfg.ks;
   const int mr_pack = cfg.mr;
@@ -242,7 +270,8 @@ void run_block(const Problem& P, const Config& cfg, const float* apack, int64_t 
   tw = std::min(tw, bv.width);
   MicroTile t;
   t.k = kc;
-  t.a_stride = mr_pack;
+  t.a_stride = av.p_stride;
+  t.a_row_stride = av.row_stride;
   t.b_stride = bv.k_stride;
   t.alpha = P.alpha;
   t.beta = beta;
@@ -256,7 +285,7 @@ void run_block(const Problem& P, const Config& cfg, const float* apack, int64_t 
       const int64_t j = jc + q * bv.width + jr;
       for (int64_t ir = 0; ir < mc; ir += mr_pack) {
         t.mr = int(std::min<int64_t>(mr_pack, mc - ir));
-        t.a = apack + (ir / mr_pack) * kc * mr_pack;
+        t.a = av.a + (ir / mr_pack) * av.panel_stride;
         const int64_t i = ic + ir;
         if (!P.c_trans) {
           t.c = P.c + i * P.ldc + j;
@@ -281,10 +310,12 @@ void gemm_range(const Problem& P, const Config& cfg, bool direct, int64_t m0, in
   if (m0 >= m1 || n0 >= n1) return;
   const int mr = cfg.mr, nr = cfg.nr;
   const int64_t k = P.k;
+  const int64_t kc_block = balanced_block(k, cfg.kc, 8);
+  const int64_t mc_block = balanced_block(m1 - m0, cfg.mc, mr);
   for (int64_t jc = n0; jc < n1; jc += cfg.nc) {
     const int64_t nc = std::min(cfg.nc, n1 - jc);
-    for (int64_t pc = 0; pc < k; pc += cfg.kc) {
-      const int64_t kc = std::min(cfg.kc, k - pc);
+    for (int64_t pc = 0; pc < k; pc += kc_block) {
+      const int64_t kc = std::min(kc_block, k - pc);
       const float beta = pc == 0 ? P.beta : 1.0f;
       BView bv;
       if (P.packed) {
@@ -307,11 +338,23 @@ void gemm_range(const Problem& P, const Config& cfg, bool direct, int64_t m0, in
         bv.k_stride = nr;
         bv.width = nr;
       }
-      for (int64_t ic = m0; ic < m1; ic += cfg.mc) {
-        const int64_t mc = std::min(cfg.mc, m1 - ic);
-        float* abuf = t_a_buffer.get(size_t((mc + mr - 1) / mr * mr * kc));
-        pack_a(P, ic, mc, pc, kc, mr, abuf);
-        run_block(P, cfg, abuf, ic, mc, kc, bv, jc, nc, beta);
+      for (int64_t ic = m0; ic < m1; ic += mc_block) {
+        const int64_t mc = std::min(mc_block, m1 - ic);
+        AView av;
+        if (cfg.direct_a) {
+          av.row_stride = P.ta ? 1 : P.lda;
+          av.p_stride = P.ta ? P.lda : 1;
+          av.a = P.a + ic * av.row_stride + pc * av.p_stride;
+          av.panel_stride = mr * av.row_stride;
+        } else {
+          float* abuf = t_a_buffer.get(size_t((mc + mr - 1) / mr * mr * kc));
+          pack_a(P, ic, mc, pc, kc, mr, abuf);
+          av.a = abuf;
+          av.row_stride = 1;
+          av.p_stride = mr;
+          av.panel_stride = kc * mr;
+        }
+        run_block(P, cfg, av, ic, mc, kc, bv, jc, nc, beta);
       }
     }
   }
@@ -371,6 +414,7 @@ Blocking current_blocking() {
   b.mr = c.mr;
   b.nr = c.nr;
   b.small_m = c.small_m;
+  b.direct_a = c.direct_a ? 1 : 0;
   return b;
 }
 const KernelSet& active_kernels() { return kernels_for(active_isa()); }

@@ -15,7 +15,7 @@ inline __m256i tail_mask(int tail) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-template <int M, int NV, bool MASKED>
+template <int M, int NV, bool MASKED, bool STRIDED_A>
 inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
   __m256 acc[M][NV];
 #pragma GCC unroll 8
@@ -28,6 +28,9 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
   const float* a = t.a;
   const float* b = t.b;
   const int64_t as = t.a_stride, bs = t.b_stride;
+  int64_t aoff[M];
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i) aoff[i] = STRIDED_A ? i * t.a_row_stride : i;
 
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i) _mm_prefetch(reinterpret_cast<const char*>(t.c + i * t.ldc), _MM_HINT_T0);
@@ -38,7 +41,7 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
     for (int v = 0; v < NV; ++v) bv[v] = (MASKED && v == NV - 1) ? _mm256_maskload_ps(b + 8 * v, last) : _mm256_loadu_ps(b + 8 * v);
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + i);
+      const __m256 ai = _mm256_broadcast_ss(a + aoff[i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
     }
@@ -100,10 +103,17 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
 
 template <int M, int NV>
 void tile(const MicroTile& t) {
-  if (t.nr == NV * 8)
-    tile_body<M, NV, false>(t);
-  else
-    tile_body<M, NV, true>(t);
+  if (t.a_row_stride == 1) {
+    if (t.nr == NV * 8)
+      tile_body<M, NV, false, false>(t);
+    else
+      tile_body<M, NV, true, false>(t);
+  } else {
+    if (t.nr == NV * 8)
+      tile_body<M, NV, false, true>(t);
+    else
+      tile_body<M, NV, true, true>(t);
+  }
 }
 
 constexpr int kMaxRows = 6;
@@ -121,7 +131,7 @@ const MicroKernel kTiles[kMaxRows + 1][kMaxVectors + 1] = {
 
 void micro(const MicroTile& t) { kTiles[t.mr][(t.nr + 7) >> 3](t); }
 
-const KernelSet kSet = {"sgemm_avx2_6x16", 6, 16, kMaxRows, {0, 32, 32, 24, 16, 16, 16, 16}, &micro};
+const KernelSet kSet = {"sgemm_avx2_6x16", 6, 16, kMaxRows, false, {0, 32, 32, 24, 16, 16, 16, 16}, &micro, nullptr};
 
 }  // namespace
 

@@ -24,7 +24,11 @@ inline float hsum(__m512 v) {
   return _mm512_cvtss_f32(s);
 }
 
-template <int M, int NV, bool MASKED>
+// Rows ahead to prefetch when B is streamed in place (rows ldb apart defeat the hardware
+// prefetchers, and the small-M path is bound by memory bandwidth).
+constexpr int kPrefetchRows = 16;
+
+template <int M, int NV, bool MASKED, bool STRIDED_A, bool PREFETCH_B>
 inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
   __m512 acc[M][NV];
 #pragma GCC unroll 16
@@ -37,18 +41,25 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
   const float* a = t.a;
   const float* b = t.b;
   const int64_t as = t.a_stride, bs = t.b_stride;
+  int64_t aoff[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) aoff[i] = STRIDED_A ? i * t.a_row_stride : i;
 
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i) _mm_prefetch(reinterpret_cast<const char*>(t.c + i * t.ldc), _MM_HINT_T0);
 
   for (int64_t p = 0; p < t.k; ++p) {
+    if (PREFETCH_B) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * bs + 16 * v), _MM_HINT_T0);
+    }
     __m512 bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)
       bv[v] = (MASKED && v == NV - 1) ? _mm512_maskz_loadu_ps(last, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
-      const __m512 ai = _mm512_set1_ps(a[i]);
+      const __m512 ai = _mm512_set1_ps(a[aoff[i]]);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
     }
@@ -104,12 +115,30 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
   }
 }
 
+template <int M, int NV, bool STRIDED_A, bool PREFETCH_B>
+inline __attribute__((always_inline)) void tile_masking(const MicroTile& t) {
+  if (t.nr == NV * 16)
+    tile_body<M, NV, false, STRIDED_A, PREFETCH_B>(t);
+  else
+    tile_body<M, NV, true, STRIDED_A, PREFETCH_B>(t);
+}
+
 template <int M, int NV>
 void tile(const MicroTile& t) {
-  if (t.nr == NV * 16)
-    tile_body<M, NV, false>(t);
-  else
-    tile_body<M, NV, true>(t);
+  // B streamed in place (row stride beyond a packed panel's) is prefetched; only few-row
+  // tiles see it, so larger ones skip that instantiation.
+  const bool streamed = M <= 6 && t.b_stride > 64;
+  if (t.a_row_stride == 1) {
+    if (streamed)
+      tile_masking<M, NV, false, (M <= 6)>(t);
+    else
+      tile_masking<M, NV, false, false>(t);
+  } else {
+    if (streamed)
+      tile_masking<M, NV, true, (M <= 6)>(t);
+    else
+      tile_masking<M, NV, true, false>(t);
+  }
 }
 
 constexpr int kMaxRows = 14;
@@ -133,7 +162,52 @@ const MicroKernel kTiles[kMaxRows + 1][kMaxVectors + 1] = {
 
 void micro(const MicroTile& t) { kTiles[t.mr][(t.nr + 15) >> 4](t); }
 
-const KernelSet kSet = {"sgemm_avx512_14x32", 14, 32, kMaxRows, {0, 128, 128, 96, 96, 64, 64, 32}, &micro};
+// dst[p * nr + j] = b[j * ldb + p] for p < kc, j < cols; columns cols..nr-1 zero. 16 x 16
+// blocks are transposed in registers (unpack, shuffle, 128-bit lane shuffles).
+void pack_b_transposed(const float* b, int64_t ldb, int64_t kc, int cols, int nr, float* dst) {
+  for (int j0 = 0; j0 < nr; j0 += 16) {
+    const int jn = cols - j0 < 16 ? (cols - j0 > 0 ? cols - j0 : 0) : 16;  // source rows present
+    for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+      const int pn = kc - p0 < 16 ? int(kc - p0) : 16;
+      const __mmask16 pm = __mmask16((1u << pn) - 1u);
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < jn ? _mm512_maskz_loadu_ps(pm, b + (j0 + i) * ldb + p0) : _mm512_setzero_ps();
+      __m512 t[16], u[16], v[16];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        v[i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0x88);
+        v[4 + i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0xDD);
+        v[8 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0x88);
+        v[12 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0xDD);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        r[i] = _mm512_shuffle_f32x4(v[i], v[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(v[i], v[8 + i], 0xDD);
+      }
+      float* d = dst + p0 * nr + j0;
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        if (i < pn) _mm512_storeu_ps(d + i * nr, r[i]);
+    }
+  }
+}
+
+const KernelSet kSet = {"sgemm_avx512_6x64", 6, 64, kMaxRows, true, {0, 128, 128, 96, 96, 64, 64, 32}, &micro, &pack_b_transposed};
 
 }  // namespace
 

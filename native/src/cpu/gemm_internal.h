@@ -33,6 +33,7 @@ struct MicroTile {
   int64_t k = 0;
   const float* a = nullptr;
   int64_t a_stride = 0;
+  int64_t a_row_stride = 1;  // A(i, p) at a[i * a_row_stride + p * a_stride]; 1 for packed panels
   const float* b = nullptr;
   int64_t b_stride = 0;
   float* c = nullptr;
@@ -53,8 +54,12 @@ struct KernelSet {
   const char* name;  // BLIS-style: sgemm_<isa>_<mr>x<nr>
   int mr, nr;
   int max_rows;
+  bool direct_a;   // read op(A) in place (a_row_stride != 1) instead of packing it
   int wide_nr[8];  // index 0 unused
   MicroKernel micro;
+  // Optional fast packing of a transposed B (nr a multiple of 16):
+  // dst[p * nr + j] = b[j * ldb + p] for p < kc, j < cols <= nr, zero for cols <= j < nr.
+  void (*pack_b_transposed)(const float* b, int64_t ldb, int64_t kc, int cols, int nr, float* dst);
 };
 
 // Constant kernel descriptions; null where the ISA file is not compiled (non-x86 builds).
@@ -67,6 +72,7 @@ struct Blocking {
   int64_t kc = 0, mc = 0, nc = 0;
   int mr = 0, nr = 0;  // override the register tile of the active KernelSet (must be supported)
   int64_t small_m = -1;  // largest M streamed without packing B (-1: default)
+  int direct_a = -1;     // 1: read A in place, 0: pack A, -1: the KernelSet's choice
 };
 // For tests (tiny blocks exercise every edge cheaply) and tuning. Not thread-safe; call between
 // sgemm calls. Passing Blocking{} restores the defaults.

@@ -48,7 +48,7 @@ void tile_generic(const MicroTile& t) {
   const int mr = t.mr, nr = t.nr;
   for (int64_t p = 0; p < t.k; ++p) {
     for (int i = 0; i < mr; ++i) {
-      const float ai = a[i];
+      const float ai = a[i * t.a_row_stride];
       for (int j = 0; j < nr; ++j) acc[i][j] += ai * b[j];
     }
     a += t.a_stride;
@@ -58,13 +58,13 @@ void tile_generic(const MicroTile& t) {
 }
 
 void micro(const MicroTile& t) {
-  if (t.mr == 4 && t.nr == 16)
+  if (t.mr == 4 && t.nr == 16 && t.a_row_stride == 1)
     tile_4x16(t);
   else
     tile_generic(t);
 }
 
-const KernelSet kSet = {"sgemm_portable_4x16", 4, 16, kMaxRows, {0, 32, 32, 32, 32, 32, 32, 32}, &micro};
+const KernelSet kSet = {"sgemm_portable_4x16", 4, 16, kMaxRows, false, {0, 32, 32, 32, 32, 32, 32, 32}, &micro, nullptr};
 
 }  // namespace
 
