@@ -161,10 +161,9 @@ TEST(random_shapes_match_reference) {
   for (int t = 0; t < 60; ++t) check_all(random_shape(rng), 1000 + uint32_t(t) * 7, t % 2 == 0);
 }
 
-TEST(batch_parallel_and_serial_image_paths) {
-  // n >= num_threads() takes the per-image path (and per-thread weight-gradient partials); n below
-  // it runs images one after another with parallel im2col / sgemm inside. (Uses the default pool:
-  // resizing it after jobs have run is unsafe in threadpool.cc at the time of writing.)
+TEST(batch_sizes_around_the_thread_count) {
+  // Images run one after another (parallel inside); the weight gradient accumulates over them, and
+  // depthwise layers parallelise over (image, channel) planes.
   const int64_t t = kintsugi::num_threads();
   for (int64_t n : {int64_t(1), t, t + 1, 2 * t + 1}) {
     check_all(make(n, 6, 9, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 2), 77, true);

@@ -1,9 +1,8 @@
 // 2-D convolution on the CPU: im2col + sgemm in general, a plain GEMM for pointwise (1x1, stride 1,
 // no padding) layers and direct loops for depthwise layers (one input channel per group).
 //
-// Threading uses one level only: with at least as many images as threads each pool task takes
-// whole images (sgemm then runs inline in the task); otherwise images run one after another and
-// sgemm / im2col parallelise inside each image.
+// Threading uses one level only: images run one after another and sgemm / im2col / col2im
+// parallelise inside each image; the direct depthwise loops parallelise over (image, channel) planes.
 #include "kintsugi/conv.h"
 
 #include <algorithm>
@@ -148,19 +147,12 @@ void gemm(Transpose ta, Transpose tb, int64_t m, int64_t n, int64_t k, const flo
   sgemm(args);
 }
 
-// Runs fn(image, scratch) for every image: whole images per pool task when there are enough of
-// them, else one after another (and fn's own sgemm / parallel_for calls use the pool).
+// Runs fn(image, scratch) for every image, one after another; fn's sgemm and im2col/col2im calls
+// use the pool. (Whole images per pool task would suit small images better, but sgemm asks the
+// pool for num_threads(), which blocks inside a pool task in threadpool.cc as written now.)
 template <typename F> void for_each_image(int64_t n, int64_t scratch_floats, const F& fn) {
-  const int threads = num_threads();
-  if (threads > 1 && n >= threads) {
-    parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      std::vector<float> buf = scratch(scratch_floats);
-      for (int64_t i = b; i < e; ++i) fn(i, buf.data());
-    });
-  } else {
-    std::vector<float> buf = scratch(scratch_floats);
-    for (int64_t i = 0; i < n; ++i) fn(i, buf.data());
-  }
+  std::vector<float> buf = scratch(scratch_floats);
+  for (int64_t i = 0; i < n; ++i) fn(i, buf.data());
 }
 
 // Parallel im2col over rows of the column matrix (inline inside a pool task).
@@ -416,30 +408,7 @@ void backward_weight_impl(const Conv2dParams& p, const float* x, const float* dy
     return;
   }
   const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
-  const int64_t col_floats = g.pointwise ? 0 : g.krows * chunk;
-  const int threads = num_threads();
-  if (threads > 1 && p.n >= threads) {
-    // Whole images per thread, each into its own partial gradient; partials summed in thread order.
-    std::vector<float> partials = scratch(int64_t(threads - 1) * wsize);
-    int used = 1;
-    parallel_run(threads, [&](int t, int count) {
-      if (t == 0) used = count;
-      std::vector<float> col = scratch(col_floats);
-      const int64_t i0 = p.n * t / count, i1 = p.n * (t + 1) / count;
-      float* target = t == 0 ? dw : partials.data() + int64_t(t - 1) * wsize;
-      accumulate_weight_grad(p, g, x, dy, i0, i1, chunk, col.data(), target);
-    });
-    if (used > 1) {
-      parallel_for(wsize, 16384, [&](int64_t e0, int64_t e1) {
-        for (int t = 1; t < used; ++t) {
-          const float* part = partials.data() + int64_t(t - 1) * wsize;
-          for (int64_t e = e0; e < e1; ++e) dw[e] += part[e];
-        }
-      });
-    }
-    return;
-  }
-  std::vector<float> col = scratch(col_floats);
+  std::vector<float> col = scratch(g.pointwise ? 0 : g.krows * chunk);
   accumulate_weight_grad(p, g, x, dy, 0, p.n, chunk, col.data(), dw);
 }
 

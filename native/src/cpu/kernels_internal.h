@@ -37,6 +37,49 @@ void sum_decode_avx512(const float* parity, const float* const* available, const
                        float missing, size_t len, float* out);
 #endif
 
+// The float-sum parity kernels are plain loops (double accumulators over a chunk of 512 elements
+// kept on the stack); each ISA file instantiates them with this macro so the compiler vectorises
+// them for its instruction set. Plain C arithmetic only, nothing from the STL. A block may alias
+// the output (every chunk is read before it is written).
+#define KINTSUGI_DEFINE_SUM_KERNELS(SUFFIX)                                                                   \
+  void sum_blocks_##SUFFIX(const float* const* blocks, const float* coeffs, int k, size_t len, float* parity) { \
+    enum { kChunk = 512 };                                                                                     \
+    double acc[kChunk];                                                                                        \
+    for (size_t i0 = 0; i0 < len; i0 += kChunk) {                                                              \
+      const size_t n = len - i0 < size_t(kChunk) ? len - i0 : size_t(kChunk);                                  \
+      {                                                                                                        \
+        const float* b = blocks[0] + i0;                                                                       \
+        const double c = coeffs ? double(coeffs[0]) : 1.0;                                                     \
+        for (size_t j = 0; j < n; ++j) acc[j] = c * double(b[j]);                                              \
+      }                                                                                                        \
+      for (int t = 1; t < k; ++t) {                                                                            \
+        const float* b = blocks[t] + i0;                                                                       \
+        const double c = coeffs ? double(coeffs[t]) : 1.0;                                                     \
+        for (size_t j = 0; j < n; ++j) acc[j] += c * double(b[j]);                                             \
+      }                                                                                                        \
+      float* out = parity + i0;                                                                                \
+      for (size_t j = 0; j < n; ++j) out[j] = float(acc[j]);                                                   \
+    }                                                                                                          \
+  }                                                                                                            \
+  void sum_decode_##SUFFIX(const float* parity, const float* const* available, const float* coeffs, int count, \
+                           float missing, size_t len, float* out) {                                            \
+    enum { kChunk = 512 };                                                                                     \
+    double acc[kChunk];                                                                                        \
+    const double inv = 1.0 / double(missing);                                                                  \
+    for (size_t i0 = 0; i0 < len; i0 += kChunk) {                                                              \
+      const size_t n = len - i0 < size_t(kChunk) ? len - i0 : size_t(kChunk);                                  \
+      const float* p = parity + i0;                                                                            \
+      for (size_t j = 0; j < n; ++j) acc[j] = double(p[j]);                                                    \
+      for (int t = 0; t < count; ++t) {                                                                        \
+        const float* b = available[t] + i0;                                                                    \
+        const double c = coeffs ? double(coeffs[t]) : 1.0;                                                     \
+        for (size_t j = 0; j < n; ++j) acc[j] -= c * double(b[j]);                                             \
+      }                                                                                                        \
+      float* o = out + i0;                                                                                     \
+      for (size_t j = 0; j < n; ++j) o[j] = float(acc[j] * inv);                                               \
+    }                                                                                                          \
+  }
+
 #if !defined(KINTSUGI_ISA_TU)
 // Runs fn and turns allocation failures into kintsugi::Error(OutOfMemory): native code never aborts
 // and the binding maps every failure through one exception type.
