@@ -1,0 +1,313 @@
+// Embedding bags against naive double-accumulating loops.
+//
+// Tolerance: outputs accumulate in float over a bag of L indices with table values and weights in
+// [-1, 1], so each element is checked with atol = 1e-6 * (L + 1), rtol = 1e-5; backward updates
+// accumulate per table row over the number of times the row is hit (plus the initial value).
+// Small-integer fills are exact and compared bit for bit, as is the parallel backward against a
+// serial run (every element receives its updates in index order whatever the thread count).
+#include <algorithm>
+#include <limits>
+
+#include "harness.h"
+#include "kintsugi/embedding.h"
+#include "kintsugi/error.h"
+
+using kintsugi::BagMode;
+using kintsugi::EmbeddingBagArgs;
+
+namespace {
+
+struct Problem {
+  int64_t rows = 0, dim = 0;
+  std::vector<int32_t> indices, offsets;
+  std::vector<float> weights;
+  bool weighted = false;
+  BagMode mode = BagMode::Sum;
+
+  EmbeddingBagArgs args() const {
+    EmbeddingBagArgs a;
+    a.rows = rows;
+    a.dim = dim;
+    a.indices = indices.data();
+    a.nnz = int64_t(indices.size());
+    a.offsets = offsets.data();
+    a.bags = int64_t(offsets.size()) - 1;
+    a.weights = weighted ? weights.data() : nullptr;
+    a.mode = mode;
+    return a;
+  }
+};
+
+// Bags of random sizes (some empty), indices drawn with heavy repetition when `skewed` (Zipf-like:
+// about half of them hit row 0 or 1).
+Problem random_problem(int64_t rows, int64_t dim, int64_t bags, int max_bag, bool skewed, bool weighted, BagMode mode,
+                       uint32_t seed, bool ints = false) {
+  std::mt19937 rng(seed);
+  Problem p;
+  p.rows = rows;
+  p.dim = dim;
+  p.weighted = weighted;
+  p.mode = mode;
+  p.offsets.push_back(0);
+  std::uniform_int_distribution<int> size(0, max_bag);
+  std::uniform_int_distribution<int64_t> any(0, rows - 1);
+  for (int64_t b = 0; b < bags; ++b) {
+    int n = (b % 5 == 3) ? 0 : size(rng);  // every fifth bag empty
+    for (int i = 0; i < n; ++i) {
+      int64_t row = any(rng);
+      if (skewed && rng() % 2 == 0) row = rng() % 2;
+      p.indices.push_back(int32_t(row));
+    }
+    p.offsets.push_back(int32_t(p.indices.size()));
+  }
+  p.weights = ints ? harness::random_small_ints(p.indices.size(), seed + 1, -2, 2)
+                   : harness::random_floats(p.indices.size(), seed + 1);
+  return p;
+}
+
+std::vector<double> reference_forward(const Problem& p, const std::vector<float>& table) {
+  const int64_t bags = int64_t(p.offsets.size()) - 1;
+  std::vector<double> out(size_t(bags * p.dim), 0.0);
+  for (int64_t b = 0; b < bags; ++b) {
+    const int64_t p0 = p.offsets[size_t(b)], p1 = p.offsets[size_t(b + 1)];
+    for (int64_t i = p0; i < p1; ++i)
+      for (int64_t d = 0; d < p.dim; ++d)
+        out[size_t(b * p.dim + d)] += double(p.weighted ? p.weights[size_t(i)] : 1.0f) *
+                                      double(table[size_t(int64_t(p.indices[size_t(i)]) * p.dim + d)]);
+    if (p.mode == BagMode::Mean && p1 > p0)
+      for (int64_t d = 0; d < p.dim; ++d) out[size_t(b * p.dim + d)] /= double(p1 - p0);
+  }
+  return out;
+}
+
+std::vector<double> reference_backward(const Problem& p, const std::vector<float>& grad_out, float scale,
+                                       const std::vector<float>& initial) {
+  std::vector<double> g(initial.begin(), initial.end());
+  const int64_t bags = int64_t(p.offsets.size()) - 1;
+  for (int64_t b = 0; b < bags; ++b) {
+    const int64_t p0 = p.offsets[size_t(b)], p1 = p.offsets[size_t(b + 1)];
+    for (int64_t i = p0; i < p1; ++i) {
+      double c = double(scale) * double(p.weighted ? p.weights[size_t(i)] : 1.0f);
+      if (p.mode == BagMode::Mean) c /= double(p1 - p0);
+      for (int64_t d = 0; d < p.dim; ++d)
+        g[size_t(int64_t(p.indices[size_t(i)]) * p.dim + d)] += c * double(grad_out[size_t(b * p.dim + d)]);
+    }
+  }
+  return g;
+}
+
+void check_problem(const Problem& p, uint32_t seed, bool ints = false) {
+  const int64_t bags = int64_t(p.offsets.size()) - 1;
+  auto gen = [&](size_t n, uint32_t s) { return ints ? harness::random_small_ints(n, s, -3, 3) : harness::random_floats(n, s); };
+  std::vector<float> table = gen(size_t(p.rows * p.dim), seed);
+  const EmbeddingBagArgs a = p.args();
+  const char* mode = p.mode == BagMode::Mean ? "mean" : "sum";
+
+  // Forward (output pre-filled with NaN: it must be overwritten, empty bags included).
+  std::vector<float> out(size_t(bags * p.dim) + 1, std::numeric_limits<float>::quiet_NaN());
+  out.back() = 99.0f;
+  kintsugi::embedding_bag_forward(a, table.data(), out.data());
+  std::vector<double> want = reference_forward(p, table);
+  int bad = 0;
+  for (int64_t b = 0; b < bags; ++b) {
+    const double L = double(p.offsets[size_t(b + 1)] - p.offsets[size_t(b)]);
+    for (int64_t d = 0; d < p.dim; ++d) {
+      const double got = out[size_t(b * p.dim + d)], w = want[size_t(b * p.dim + d)];
+      const bool ok = (ints && p.mode == BagMode::Sum) ? got == w : std::fabs(got - w) <= 1e-6 * (L + 1) + 1e-5 * std::fabs(w);
+      if (!ok && bad++ < 3) {
+        CHECK(false) << "forward " << mode << " rows=" << p.rows << " dim=" << p.dim << " bag " << b << " d " << d
+                     << ": got " << got << " want " << w;
+      }
+    }
+  }
+  CHECK(out.back() == 99.0f) << "forward wrote past its output";
+
+  // Backward accumulates into grad_table.
+  std::vector<float> grad_out = gen(size_t(bags * p.dim), seed + 7);
+  std::vector<float> initial = gen(size_t(p.rows * p.dim), seed + 8);
+  std::vector<float> grad = initial;
+  grad.push_back(98.0f);
+  const float scale = ints ? 2.0f : -0.75f;
+  kintsugi::embedding_bag_backward(a, grad_out.data(), scale, grad.data());
+  std::vector<double> gwant = reference_backward(p, grad_out, scale, initial);
+  std::vector<int64_t> hits(size_t(p.rows), 0);
+  for (int32_t r : p.indices) hits[size_t(r)]++;
+  bad = 0;
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t d = 0; d < p.dim; ++d) {
+      const double got = grad[size_t(r * p.dim + d)], w = gwant[size_t(r * p.dim + d)];
+      const bool ok = (ints && p.mode == BagMode::Sum) ? got == w
+                                                       : std::fabs(got - w) <= 1e-6 * double(hits[size_t(r)] + 1) + 1e-5 * std::fabs(w);
+      if (!ok && bad++ < 3) {
+        CHECK(false) << "backward " << mode << " rows=" << p.rows << " dim=" << p.dim << " row " << r << " d " << d
+                     << " hits " << hits[size_t(r)] << ": got " << got << " want " << w;
+      }
+    }
+  CHECK(grad.back() == 98.0f) << "backward wrote past grad_table";
+}
+
+}  // namespace
+
+TEST(forward_and_backward_match_reference) {
+  uint32_t seed = 1;
+  for (int64_t dim : {1, 3, 16, 17, 64})
+    for (BagMode mode : {BagMode::Sum, BagMode::Mean})
+      for (bool weighted : {false, true})
+        for (bool skewed : {false, true}) {
+          seed += 2;
+          check_problem(random_problem(50, dim, 23, 6, skewed, weighted, mode, seed), seed + 1);
+        }
+}
+
+TEST(small_integer_fills_are_exact) {
+  uint32_t seed = 300;
+  for (int64_t dim : {1, 5, 32})
+    for (bool weighted : {false, true}) {
+      seed += 2;
+      check_problem(random_problem(20, dim, 40, 8, true, weighted, BagMode::Sum, seed, true), seed + 1, true);
+    }
+}
+
+TEST(large_inputs_take_the_parallel_paths) {
+  // Wide rows (column ownership) and narrow rows (row-group ownership), with heavy repetition.
+  check_problem(random_problem(1000, 64, 3000, 40, true, true, BagMode::Sum, 11), 12);
+  check_problem(random_problem(1000, 8, 5000, 40, true, false, BagMode::Mean, 13), 14);
+  check_problem(random_problem(3000, 4, 4000, 40, true, true, BagMode::Sum, 15, true), 16, true);
+  check_problem(random_problem(700, 96, 2000, 30, false, true, BagMode::Sum, 17, true), 18, true);
+}
+
+TEST(parallel_backward_is_bitwise_the_serial_loop) {
+  for (int64_t dim : {8, 100}) {
+    Problem p = random_problem(500, dim, 4000, 30, true, true, BagMode::Mean, 21);
+    std::vector<float> grad_out = harness::random_floats(size_t(4000 * dim), 22);
+    std::vector<float> grad(size_t(500 * dim), 0.5f), serial(size_t(500 * dim), 0.5f);
+    kintsugi::embedding_bag_backward(p.args(), grad_out.data(), 0.1f, grad.data());
+    // The serial order, written out: bags in order, indices in order.
+    for (size_t b = 0; b + 1 < p.offsets.size(); ++b) {
+      const int32_t p0 = p.offsets[b], p1 = p.offsets[b + 1];
+      if (p0 == p1) continue;
+      const float s = 0.1f * (1.0f / float(p1 - p0));
+      for (int32_t i = p0; i < p1; ++i) {
+        const float c = p.weights[size_t(i)] * s;
+        for (int64_t d = 0; d < dim; ++d)
+          serial[size_t(int64_t(p.indices[size_t(i)]) * dim + d)] += c * grad_out[size_t(int64_t(b) * dim + d)];
+      }
+    }
+    CHECK(grad == serial) << "dim " << dim;
+  }
+}
+
+TEST(empty_and_degenerate_shapes) {
+  // No indices at all: every bag is empty, so the forward writes zeros and the backward nothing.
+  Problem p;
+  p.rows = 4;
+  p.dim = 3;
+  p.offsets = {0, 0, 0};
+  std::vector<float> table(12, 1.0f), out(6, 5.0f), grad(12, 2.0f), gout(6, 1.0f);
+  kintsugi::embedding_bag_forward(p.args(), table.data(), out.data());
+  CHECK(out == std::vector<float>(6, 0.0f));
+  p.mode = BagMode::Mean;
+  kintsugi::embedding_bag_forward(p.args(), table.data(), out.data());
+  CHECK(out == std::vector<float>(6, 0.0f));
+  kintsugi::embedding_bag_backward(p.args(), gout.data(), 1.0f, grad.data());
+  CHECK(grad == std::vector<float>(12, 2.0f));
+
+  // No bags, no rows, dim 0: legal and a no-op.
+  EmbeddingBagArgs none;
+  int32_t zero = 0;
+  none.offsets = &zero;
+  kintsugi::check_embedding_bag(none);
+  kintsugi::embedding_bag_forward(none, nullptr, nullptr);
+  kintsugi::embedding_bag_backward(none, nullptr, 1.0f, nullptr);
+  EmbeddingBagArgs no_offsets;  // bags 0, nnz 0, offsets null
+  kintsugi::check_embedding_bag(no_offsets);
+  Problem flat = random_problem(5, 0, 4, 3, false, false, BagMode::Sum, 3);
+  kintsugi::embedding_bag_forward(flat.args(), nullptr, nullptr);
+
+  // One bag holding one row, repeated: sum doubles, mean returns the row.
+  Problem r;
+  r.rows = 2;
+  r.dim = 2;
+  r.indices = {1, 1};
+  r.offsets = {0, 2};
+  std::vector<float> t2 = {1, 2, 3, 4}, o2(2);
+  kintsugi::embedding_bag_forward(r.args(), t2.data(), o2.data());
+  CHECK(o2[0] == 6.0f && o2[1] == 8.0f);
+  r.mode = BagMode::Mean;
+  kintsugi::embedding_bag_forward(r.args(), t2.data(), o2.data());
+  CHECK(o2[0] == 3.0f && o2[1] == 4.0f);
+  std::vector<float> g2(4, 0.0f), go2 = {1.0f, -1.0f};
+  kintsugi::embedding_bag_backward(r.args(), go2.data(), 1.0f, g2.data());  // mean: each hit adds grad / 2
+  CHECK(g2 == (std::vector<float>{0, 0, 1.0f, -1.0f}));
+}
+
+namespace {
+void expect_error(const EmbeddingBagArgs& a, kintsugi::ErrorKind kind, const std::string& message) {
+  bool thrown = false;
+  try {
+    kintsugi::check_embedding_bag(a);
+  } catch (const kintsugi::Error& e) {
+    thrown = true;
+    CHECK(e.kind() == kind) << e.what();
+    CHECK(std::string(e.what()) == message) << "got '" << e.what() << "' want '" << message << "'";
+  }
+  CHECK(thrown) << "expected: " << message;
+  std::vector<float> big(4096, 0.0f);
+  CHECK_THROWS_KIND(kintsugi::embedding_bag_forward(a, big.data(), big.data()), kind);
+  CHECK_THROWS_KIND(kintsugi::embedding_bag_backward(a, big.data(), 1.0f, big.data()), kind);
+}
+}  // namespace
+
+TEST(bad_arguments_name_the_first_offender) {
+  using kintsugi::ErrorKind;
+  Problem p;
+  p.rows = 1000;
+  p.dim = 2;
+  p.offsets = {0, 10, 20};
+  for (int i = 0; i < 20; ++i) p.indices.push_back(i * 10);
+  kintsugi::check_embedding_bag(p.args());
+
+  Problem q = p;
+  q.indices[17] = 1000;
+  q.indices[18] = -1;
+  expect_error(q.args(), ErrorKind::Range, "Expected indices in [0, 1000) for indices[17] but received 1000");
+  q = p;
+  q.indices[3] = -5;
+  expect_error(q.args(), ErrorKind::Range, "Expected indices in [0, 1000) for indices[3] but received -5");
+  q = p;
+  q.offsets[0] = 1;
+  expect_error(q.args(), ErrorKind::Range, "Expected 0 for offsets[0] but received 1");
+  q = p;
+  q.offsets = {0, 12, 11, 20};
+  expect_error(q.args(), ErrorKind::Range, "Expected non-decreasing offsets in [12, 20] for offsets[2] but received 11");
+  q = p;
+  q.offsets = {0, 25, 20};
+  expect_error(q.args(), ErrorKind::Range, "Expected non-decreasing offsets in [0, 20] for offsets[1] but received 25");
+  q = p;
+  q.offsets = {0, 10, 19};
+  expect_error(q.args(), ErrorKind::Range, "Expected nnz (20) for offsets[2] but received 19");
+
+  EmbeddingBagArgs a = p.args();
+  a.rows = -1;
+  expect_error(a, ErrorKind::Range, "Expected a non-negative row count for rows but received -1");
+  a = p.args();
+  a.dim = -2;
+  expect_error(a, ErrorKind::Range, "Expected a non-negative embedding dimension for dim but received -2");
+  a = p.args();
+  a.bags = -1;
+  expect_error(a, ErrorKind::Range, "Expected a non-negative bag count for bags but received -1");
+  a = p.args();
+  a.indices = nullptr;
+  expect_error(a, ErrorKind::Type, "Expected 20 indices for indices but received null");
+  a = p.args();
+  a.offsets = nullptr;
+  expect_error(a, ErrorKind::Type, "Expected 3 offsets (bags + 1) for offsets but received null");
+  a = p.args();
+  a.mode = BagMode(7);
+  expect_error(a, ErrorKind::Range, "Expected sum or mean for mode but received 7");
+  a = p.args();
+  a.rows = 0;  // every index is out of range of an empty table
+  expect_error(a, ErrorKind::Range, "Expected indices in [0, 0) for indices[0] but received 0");
+}
+
+TEST_MAIN()
