@@ -43,7 +43,9 @@ bool capture(const std::function<void()>& fn, Failure& failure) {
 class JobWorker : public Napi::AsyncWorker {
  public:
   JobWorker(Napi::Env env, Job job) : Napi::AsyncWorker(env, "kintsugi"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(job.work)) {
-    for (auto& v : job.keep_alive) keep_.push_back(Napi::Persistent(v));
+    // Only objects can be referenced (null / undefined optional arguments need no reference).
+    for (auto& v : job.keep_alive)
+      if (!v.IsEmpty() && v.IsObject()) keep_.push_back(Napi::Persistent(v));
     if (!job.result.IsEmpty()) result_ = Napi::Persistent(job.result);
   }
   Napi::Promise promise() const { return deferred_.Promise(); }

@@ -71,12 +71,12 @@ function plan(a: unknown, b: unknown, options: unknown): GemmPlan {
   const [s0, s1] = out.strides;
   const cData = out.data.subarray(out.offset);
   if (s1 === 1 || n <= 1) {
-    const ldc = m <= 1 ? Math.max(1, n) : s0;
+    const ldc = m <= 1 ? Math.max(1, n) : Math.max(1, n, s0);
     return { args: ['row', ta, tb, m, n, k, alpha, opA.data, opA.ld, opB.data, opB.ld, beta, cData, ldc], out };
   }
   if (s0 === 1 || m <= 1) {
     // Column-major C: compute C^T = op(B)^T op(A)^T in row-major terms.
-    const ldc = n <= 1 ? Math.max(1, m) : s1;
+    const ldc = n <= 1 ? Math.max(1, m) : Math.max(1, m, s1);
     return { args: ['row', !tb, !ta, n, m, k, alpha, opB.data, opB.ld, opA.data, opA.ld, beta, cData, ldc], out };
   }
   throw rangeError('options.out', 'a Tensor with a unit stride', `strides [${out.strides}]`, true);

@@ -1,0 +1,299 @@
+// Every public kernel against a float64 reference on random and edge shapes.
+// Tolerances: float32 results vs float64 references use atol 1e-5 + rtol 1e-4 scaled by
+// sqrt(reduction length) (rounding error of a length-K fp32 sum grows like sqrt(K)·eps on random
+// data); small-integer inputs are compared exactly.
+import { describe, expect, it } from 'vitest';
+
+import {
+  colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
+  embeddingBagBackwardSync, embeddingBagSync, gemm, gemmSync, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
+  sumEncode, sumEncodeSync, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
+} from '../src/index.js';
+import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
+
+const tol = (k: number) => ({ atol: 1e-5 * Math.sqrt(k + 1), rtol: 1e-4 * Math.sqrt(k + 1) });
+
+function smallInts(shape: number[], seed: number): Tensor<'float32'> {
+  const t = Tensor.zeros(shape);
+  let s = seed;
+  for (let i = 0; i < t.data.length; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    t.data[i] = ((s >>> 16) % 7) - 3;
+  }
+  return t;
+}
+
+describe('gemm', () => {
+  const shapes: [number, number, number][] = [[1, 1, 1], [2, 3, 4], [7, 5, 3], [17, 33, 9], [64, 64, 64], [65, 31, 129], [1, 300, 257], [130, 1, 70], [3, 5, 1000]];
+  for (const [m, n, k] of shapes) {
+    for (const transA of [false, true])
+      for (const transB of [false, true]) {
+        it(`${m}x${n}x${k} transA=${transA} transB=${transB}`, async () => {
+          const a = Tensor.random(transA ? [k, m] : [m, k], m * 31 + k);
+          const b = Tensor.random(transB ? [n, k] : [k, n], n * 17 + k);
+          const c = await gemm(a, b, { transA, transB });
+          const want = gemmRef(a.data, b.data, m, n, k, { transA, transB });
+          const { atol, rtol } = tol(k);
+          expect(worstError(c.data, want, atol, rtol)).toBeLessThanOrEqual(1);
+        });
+      }
+  }
+
+  it('small integers give exact results, sync and async agree', async () => {
+    const a = smallInts([37, 53], 1), b = smallInts([53, 29], 2);
+    const want = gemmRef(a.data, b.data, 37, 29, 53);
+    expect(Array.from(gemmSync(a, b).data)).toEqual(Array.from(want));
+    expect(Array.from((await gemm(a, b)).data)).toEqual(Array.from(want));
+  });
+
+  it('alpha, beta and an existing output', async () => {
+    const a = Tensor.random([20, 30], 3), b = Tensor.random([30, 10], 4), c = Tensor.random([20, 10], 5);
+    const c0 = c.toArray();
+    await gemm(a, b, { alpha: 0.5, beta: -2, out: c });
+    const want = gemmRef(a.data, b.data, 20, 10, 30, { alpha: 0.5, beta: -2, c: c0 });
+    expect(worstError(c.data, want, 1e-5, 1e-4)).toBeLessThanOrEqual(1);
+  });
+
+  it('beta = 0 ignores NaN already in the output; NaN and Inf in inputs propagate', async () => {
+    const a = Tensor.random([8, 8], 6), b = Tensor.random([8, 8], 7);
+    const c = Tensor.zeros([8, 8]);
+    c.data.fill(NaN);
+    await gemm(a, b, { out: c, beta: 0 });
+    expect(c.data.every(Number.isFinite)).toBe(true);
+    a.set(NaN, 2, 3);
+    b.set(Infinity, 1, 5);
+    const d = await gemm(a, b);
+    for (let j = 0; j < 8; j++) expect(Number.isNaN(d.get(2, j))).toBe(true);
+    // Row 0 meets the Inf in column 5 through a[0][1]; the sign depends on a[0][1].
+    expect(Math.abs(d.get(0, 5))).toBe(Infinity);
+    expect(Number.isFinite(d.get(0, 4))).toBe(true);
+  });
+
+  it('k = 0 gives beta·C, m = 0 and n = 0 give empty results', async () => {
+    const c = Tensor.fromArray([1, 2, 3, 4], [2, 2]);
+    await gemm(Tensor.zeros([2, 0]), Tensor.zeros([0, 2]), { out: c, beta: 3 });
+    expect(Array.from(c.data)).toEqual([3, 6, 9, 12]);
+    expect((await gemm(Tensor.zeros([0, 4]), Tensor.zeros([4, 3]))).shape).toEqual([0, 3]);
+    expect((await gemm(Tensor.zeros([2, 4]), Tensor.zeros([4, 0]))).shape).toEqual([2, 0]);
+  });
+
+  it('views: transposed and sliced tensors map to leading dimensions without copies', async () => {
+    const base = Tensor.random([40, 50], 8);
+    const a = base.slice(0, 3, 23).slice(1, 5, 35); // 20x30 view with ld 50
+    const b = Tensor.random([10, 30], 9).transpose(); // 30x10, column-major
+    const c = await gemm(a, b);
+    const want = gemmRef(a.toArray(), b.toArray(), 20, 10, 30);
+    expect(worstError(c.data, want, 1e-5, 1e-3)).toBeLessThanOrEqual(1);
+    // Column-major output view.
+    const outT = Tensor.zeros([10, 20]).transpose();
+    await gemm(a, b, { out: outT });
+    expect(worstError(outT.toArray(), want, 1e-5, 1e-3)).toBeLessThanOrEqual(1);
+  });
+
+  it('BLAS-style sgemm: column-major with padded leading dimensions', async () => {
+    const m = 5, n = 4, k = 3, lda = 7, ldb = 6, ldc = 9;
+    const a = new Float32Array(lda * k), b = new Float32Array(ldb * n), c = new Float32Array(ldc * n).fill(-1);
+    const A = new Float64Array(m * k), B = new Float64Array(k * n);
+    for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) a[p * lda + i] = A[i * k + p] = i - p;
+    for (let p = 0; p < k; p++) for (let j = 0; j < n; j++) b[j * ldb + p] = B[p * n + j] = p * j + 1;
+    await sgemm({ layout: 'col', m, n, k, a, lda, b, ldb, c, ldc, alpha: 2 });
+    const want = gemmRef(A, B, m, n, k, { alpha: 2 });
+    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) expect(c[j * ldc + i]).toBe(want[i * n + j]);
+    // Padding between columns is untouched.
+    expect(c[m]).toBe(-1);
+    const r = new Float32Array(m * n);
+    sgemmSync({ m, n, k, a: Float32Array.from(A), lda: k, b: Float32Array.from(B), ldb: n, c: r, ldc: n, alpha: 2 });
+    expect(Array.from(r)).toEqual(Array.from(want));
+  });
+
+  it('large K stays accurate', async () => {
+    const a = Tensor.random([3, 20000], 10), b = Tensor.random([20000, 5], 11);
+    const c = await gemm(a, b);
+    const { atol, rtol } = tol(20000);
+    expect(worstError(c.data, gemmRef(a.data, b.data, 3, 5, 20000), atol, rtol)).toBeLessThanOrEqual(1);
+  });
+
+  it('PackedWeights multiplies like gemm, sync and async, and refuses use after dispose', async () => {
+    const w = Tensor.random([64, 48], 12), x = Tensor.random([9, 64], 13);
+    const packed = new PackedWeights(w);
+    const want = gemmRef(x.data, w.data, 9, 48, 64);
+    expect(worstError((await packed.matmul(x)).data, want, 1e-5, 1e-3)).toBeLessThanOrEqual(1);
+    expect(worstError(packed.matmulSync(x).data, want, 1e-5, 1e-3)).toBeLessThanOrEqual(1);
+    const wt = new PackedWeights(Tensor.from(w.transpose().toArray(), [48, 64]), { transB: true });
+    expect(worstError(wt.matmulSync(x).data, want, 1e-5, 1e-3)).toBeLessThanOrEqual(1);
+    packed.dispose();
+    expect(packed.disposed).toBe(true);
+    expect(() => packed.matmulSync(x)).toThrow(/disposed PackedWeights/);
+    await expect(packed.matmul(x)).rejects.toThrow(TypeError);
+  });
+});
+
+describe('conv2d', () => {
+  const cases = [
+    { name: '1x1 image, 1x1 kernel', x: [1, 1, 1, 1], w: [1, 1, 1, 1], o: {} },
+    { name: '3x3 pad 1', x: [2, 3, 7, 6], w: [4, 3, 3, 3], o: { padding: 1 } },
+    { name: 'stride 2, odd sizes', x: [1, 5, 9, 11], w: [3, 5, 3, 2], o: { stride: 2 } },
+    { name: 'dilation 2', x: [1, 2, 10, 10], w: [3, 2, 3, 3], o: { dilation: 2, padding: 2 } },
+    { name: 'groups 2', x: [2, 4, 6, 6], w: [6, 2, 3, 3], o: { groups: 2, padding: [1, 0] } },
+    { name: 'depthwise', x: [1, 8, 9, 9], w: [8, 1, 3, 3], o: { groups: 8, padding: 1 } },
+    { name: '1x1 strided', x: [2, 6, 8, 8], w: [5, 6, 1, 1], o: { stride: 2 } },
+    { name: 'padding larger than kernel', x: [1, 2, 3, 3], w: [2, 2, 2, 2], o: { padding: 3 } },
+    { name: 'stride larger than kernel', x: [1, 3, 12, 12], w: [2, 3, 2, 2], o: { stride: [4, 3] } },
+    { name: '7x7 stride 2', x: [1, 3, 20, 20], w: [4, 3, 7, 7], o: { stride: 2, padding: 3 } },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: forward and backward match the reference`, async () => {
+      const x = Tensor.random(c.x, 21), w = Tensor.random(c.w, 22), bias = Tensor.random([c.w[0]], 23);
+      const p = conv2dParams(c.x, c.w, c.o);
+      const k = p.cIn / p.groups * p.kh * p.kw;
+      const { atol, rtol } = tol(k);
+      const y = await conv2d(x, w, bias, c.o);
+      expect(y.shape).toEqual([p.n, p.cOut, p.outH, p.outW]);
+      expect(worstError(y.data, convRef(x.data, w.data, bias.data, p), atol, rtol)).toBeLessThanOrEqual(1);
+      expect(worstError(conv2dSync(x, w, null, c.o).data, convRef(x.data, w.data, null, p), atol, rtol)).toBeLessThanOrEqual(1);
+      const dy = Tensor.random(y.shape, 24);
+      const g = await conv2dBackward(x, w, dy, c.o);
+      const want = convBackwardRef(x.data, w.data, dy.data, p);
+      const kb = p.n * p.outH * p.outW * 4;
+      expect(worstError(g.dx!.data, want.dx, tol(kb).atol, tol(kb).rtol)).toBeLessThanOrEqual(1);
+      expect(worstError(g.dw!.data, want.dw, tol(kb).atol, tol(kb).rtol)).toBeLessThanOrEqual(1);
+      expect(worstError(g.db!.data, want.db, tol(kb).atol, tol(kb).rtol)).toBeLessThanOrEqual(1);
+      const s = conv2dBackwardSync(x, w, dy, { ...c.o, input: false, bias: false });
+      expect(s.dx).toBeUndefined();
+      expect(worstError(s.dw!.data, want.dw, tol(kb).atol, tol(kb).rtol)).toBeLessThanOrEqual(1);
+    });
+  }
+
+  it('NaN and Inf in the input propagate to the outputs that read them', async () => {
+    const x = Tensor.random([1, 1, 5, 5], 25), w = Tensor.fromArray(new Array(9).fill(1), [1, 1, 3, 3]);
+    x.set(NaN, 0, 0, 0, 0);
+    x.set(Infinity, 0, 0, 4, 4);
+    const y = await conv2d(x, w, null, { padding: 1 });
+    expect(Number.isNaN(y.get(0, 0, 0, 0))).toBe(true);
+    expect(Number.isNaN(y.get(0, 0, 1, 1))).toBe(true);
+    expect(y.get(0, 0, 4, 4)).toBe(Infinity);
+    expect(Number.isFinite(y.get(0, 0, 2, 2))).toBe(true);
+  });
+});
+
+describe('checksums', () => {
+  it('row, column and weighted sums in float64 for float32 and float64 inputs', async () => {
+    for (const dtype of ['float32', 'float64'] as const) {
+      const a = Tensor.zeros([13, 7], dtype);
+      a.data.forEach((_, i) => (a.data[i] = Math.sin(i) * 10));
+      const w = Tensor.zeros([7], dtype), v = Tensor.zeros([13], dtype);
+      w.data.forEach((_, i) => (w.data[i] = i + 1));
+      v.data.forEach((_, i) => (v.data[i] = 1 - i));
+      const rs = await rowSums(a), cs = colSumsSync(a), wr = await weightedRowSums(a, w), wc = await weightedColSums(a, v);
+      for (let i = 0; i < 13; i++) {
+        let s = 0, sw = 0;
+        for (let j = 0; j < 7; j++) (s += a.get(i, j)), (sw += (j + 1) * a.get(i, j));
+        expect(rs.get(i)).toBeCloseTo(s, 9);
+        expect(wr.get(i)).toBeCloseTo(sw, 9);
+      }
+      for (let j = 0; j < 7; j++) {
+        let s = 0, sw = 0;
+        for (let i = 0; i < 13; i++) (s += a.get(i, j)), (sw += (1 - i) * a.get(i, j));
+        expect(cs.get(j)).toBeCloseTo(s, 9);
+        expect(wc.get(j)).toBeCloseTo(sw, 9);
+      }
+    }
+  });
+
+  it('views with a leading dimension, and empty matrices', async () => {
+    const base = Tensor.random([10, 12], 26);
+    const view = base.slice(1, 2, 9);
+    const rs = rowSumsSync(view);
+    for (let i = 0; i < 10; i++) {
+      let s = 0;
+      for (let j = 2; j < 9; j++) s += base.get(i, j);
+      expect(rs.get(i)).toBeCloseTo(s, 5);
+    }
+    expect((await colSums(Tensor.zeros([0, 4]))).toArray()).toEqual(new Float64Array(4));
+    // Transposed view is copied once and summed correctly.
+    const cs = await colSums(base.transpose());
+    expect(cs.shape).toEqual([10]);
+    expect(cs.get(3)).toBeCloseTo(rs.get(3) + base.get(3, 0) + base.get(3, 1) + base.get(3, 9) + base.get(3, 10) + base.get(3, 11), 5);
+  });
+});
+
+describe('parity', () => {
+  it('XOR encode/decode is exact for odd lengths and any block count', async () => {
+    for (const len of [0, 1, 7, 63, 64, 65, 4099]) {
+      for (const k of [1, 2, 5]) {
+        const blocks = Array.from({ length: k }, (_, b) => Uint8Array.from({ length: len }, (_, i) => (i * 31 + b * 7) & 255));
+        const p = await xorEncode(blocks);
+        for (let i = 0; i < len; i++) expect(p[i]).toBe(blocks.reduce((acc, bl) => acc ^ bl[i], 0));
+        const recovered = xorEncodeSync([p, ...blocks.slice(1)]);
+        expect(Buffer.from(recovered).equals(Buffer.from(blocks[0]))).toBe(true);
+      }
+    }
+  });
+
+  it('XOR delta update keeps the parity in step when a block changes', async () => {
+    const blocks = [new Uint8Array([1, 2, 3, 4, 5]), new Uint8Array([9, 8, 7, 6, 5])];
+    const p = await xorEncode(blocks);
+    const updated = new Uint8Array([0, 0, 3, 3, 3]);
+    const delta = xorEncodeSync([blocks[0], updated]);
+    await xorInto(p, delta);
+    expect(Array.from(p)).toEqual(Array.from(xorEncodeSync([updated, blocks[1]])));
+  });
+
+  it('float-sum parity with coefficients recovers any one block', async () => {
+    const blocks = [0, 1, 2].map((i) => Tensor.random([1001], 30 + i).data);
+    const coeffs = [1, 2, -0.5];
+    const p = await sumEncode(blocks, coeffs);
+    for (let i = 0; i < 1001; i++) expect(p[i]).toBeCloseTo(blocks[0][i] + 2 * blocks[1][i] - 0.5 * blocks[2][i], 5);
+    for (let missing = 0; missing < 3; missing++) {
+      const others = [0, 1, 2].filter((i) => i !== missing);
+      const got = await sumDecode(p, others.map((i) => blocks[i]), others.map((i) => coeffs[i]), coeffs[missing]);
+      expect(worstError(got, blocks[missing], 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+    }
+    const plain = sumEncodeSync(blocks);
+    expect(worstError(plain, blocks[0].map((v, i) => v + blocks[1][i] + blocks[2][i]), 1e-6, 1e-6)).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('embedding bags', () => {
+  const rows = 50, dim = 6;
+  const table = Tensor.random([rows, dim], 40);
+  const indices = Int32Array.from([3, 3, 7, 49, 0, 12, 12, 12]);
+  const offsets = Int32Array.from([0, 3, 3, 4, 8]); // bag 1 is empty
+  const weights = Float32Array.from([1, 2, 0.5, -1, 3, 1, 1, 1]);
+
+  function ref(mode: 'sum' | 'mean', w?: Float32Array): Float64Array {
+    const out = new Float64Array(4 * dim);
+    for (let b = 0; b < 4; b++) {
+      const count = offsets[b + 1] - offsets[b];
+      for (let j = offsets[b]; j < offsets[b + 1]; j++)
+        for (let d = 0; d < dim; d++) out[b * dim + d] += (w ? w[j] : 1) * table.data[indices[j] * dim + d] / (mode === 'mean' ? count : 1);
+    }
+    return out;
+  }
+
+  it('forward: sum, mean, per-index weights, empty bags give zeros', async () => {
+    expect(worstError((await embeddingBag(table, indices, offsets)).data, ref('sum'), 1e-6, 1e-5)).toBeLessThanOrEqual(1);
+    expect(worstError(embeddingBagSync(table, indices, offsets, { mode: 'mean' }).data, ref('mean'), 1e-6, 1e-5)).toBeLessThanOrEqual(1);
+    const wsum = await embeddingBag(table, indices, offsets, { weights });
+    expect(worstError(wsum.data, ref('sum', weights), 1e-6, 1e-5)).toBeLessThanOrEqual(1);
+    expect(Array.from(wsum.data.subarray(dim, 2 * dim))).toEqual(new Array(dim).fill(0));
+  });
+
+  it('backward scatter-adds with repeated rows; into= accumulates in place', async () => {
+    const gradOut = Tensor.random([4, dim], 41);
+    for (const mode of ['sum', 'mean'] as const) {
+      const g = await embeddingBagBackward(gradOut, indices, offsets, { rows, mode, weights, scale: 0.5 });
+      const want = new Float64Array(rows * dim);
+      for (let b = 0; b < 4; b++) {
+        const count = offsets[b + 1] - offsets[b];
+        for (let j = offsets[b]; j < offsets[b + 1]; j++)
+          for (let d = 0; d < dim; d++) want[indices[j] * dim + d] += (0.5 * weights[j] * gradOut.data[b * dim + d]) / (mode === 'mean' ? count : 1);
+      }
+      expect(worstError(g.data, want, 1e-6, 1e-5)).toBeLessThanOrEqual(1);
+    }
+    const into = Tensor.fromArray(new Array(rows * dim).fill(1), [rows, dim]);
+    embeddingBagBackwardSync(gradOut, indices, offsets, { into });
+    expect(into.get(3, 0)).toBeCloseTo(1 + 2 * gradOut.get(0, 0), 5);
+    expect(into.get(1, 0)).toBe(1);
+  });
+});
