@@ -4,4 +4,5 @@
 set -e
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here/../../native"
-npx cmake-js rebuild --out "$here/build" --CDKINTSUGI_CUDA="${KINTSUGI_CUDA:-auto}"
+npx cmake-js rebuild --out "$here/build" --CDKINTSUGI_CUDA="${KINTSUGI_CUDA:-auto}" \
+  --CDKINTSUGI_BUILD_TESTS=OFF --CDKINTSUGI_BUILD_BENCH=OFF

@@ -1,7 +1,7 @@
-// Loads the native addon with node-gyp-build: the package's own prebuilds/ and build/ first
-// (an installed package), then the workspace's native/build (a source checkout). Every failure
-// is collected so the final error says what was tried and how to fix it.
-import { existsSync } from 'node:fs';
+// Loads the native addon with node-gyp-build: in a source checkout the workspace's freshly built
+// native/build first, otherwise the package's own prebuilds/ (an installed package). Every
+// failure is collected so the final error says what was tried and how to fix it.
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,12 +73,21 @@ export interface NativeAddon {
 const require = createRequire(import.meta.url);
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
+function isWorkspaceNative(dir: string): boolean {
+  try {
+    return JSON.parse(readFileSync(resolve(dir, 'package.json'), 'utf8')).name === '@kintsugi/native' && existsSync(resolve(dir, 'build/Release'));
+  } catch {
+    return false;
+  }
+}
+
 function load(): NativeAddon {
   const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
-  const candidates = [packageRoot, resolve(packageRoot, '../../native')];
+  const candidates = [packageRoot];
+  const workspaceNative = resolve(packageRoot, '../../native');
+  if (isWorkspaceNative(workspaceNative)) candidates.unshift(workspaceNative);
   const failures: string[] = [];
   for (const dir of candidates) {
-    if (!existsSync(dir)) continue;
     try {
       return nodeGypBuild(dir);
     } catch (err) {
