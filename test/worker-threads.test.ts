@@ -1,0 +1,40 @@
+// The addon is context-aware: it loads and computes in several worker_threads at once, and each
+// thread gets its own PackedMatrix class and error mapping.
+import { describe, expect, it } from 'vitest';
+import { Worker } from 'node:worker_threads';
+
+const workerSource = `
+  const { parentPort, workerData } = require('node:worker_threads');
+  import('@kintsugi/cuda-core').then(async ({ gemm, PackedWeights, Tensor }) => {
+    const a = Tensor.random([64, 32], workerData.seed), b = Tensor.random([32, 16], workerData.seed + 1);
+    const c = await gemm(a, b);
+    const packed = new PackedWeights(b);
+    const d = packed.matmulSync(a);
+    packed.dispose();
+    let bad = null;
+    try { await gemm(a, a); } catch (e) { bad = e instanceof RangeError; }
+    parentPort.postMessage({ c: Array.from(c.data), same: c.data.every((v, i) => v === d.data[i]), bad });
+  });
+`;
+
+function runWorker(seed: number): Promise<{ c: number[]; same: boolean; bad: boolean }> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(workerSource, { eval: true, workerData: { seed } });
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+}
+
+describe('worker_threads', () => {
+  it('four workers compute at once and agree with the main thread', async () => {
+    const { gemm, Tensor } = await import('@kintsugi/cuda-core');
+    const results = await Promise.all([1, 2, 3, 1].map(runWorker));
+    for (const r of results) {
+      expect(r.same).toBe(true);
+      expect(r.bad).toBe(true);
+    }
+    expect(results[0].c).toEqual(results[3].c);
+    const main = await gemm(Tensor.random([64, 32], 1), Tensor.random([32, 16], 2));
+    expect(results[0].c).toEqual(Array.from(main.data));
+  });
+});
