@@ -260,6 +260,20 @@ TEST(tiny_blocks_exercise_kc_mc_nc_edges) {
     set_blocking_override(b);
     sweep({{37, 101, 23}, {1, 70, 12}, {90, 40, 9}}, Fill::Ints, 1.0f, 2.0f, 2);
     sweep({{37, 101, 23}}, Fill::Ints, 1.0f, 0.0f, 0, true);
+    // Packed A (instead of reading it in place) and a 14 x 32 tile where the ISA has them.
+    b.direct_a = 0;
+    if (gemm_internal::active_kernels().max_rows >= 14) {
+      b.mr = 14;
+      b.nr = 32;
+      b.mc = 29;
+      b.nc = 96;
+    }
+    set_blocking_override(b);
+    sweep({{37, 101, 23}, {15, 33, 9}}, Fill::Ints, 1.0f, 2.0f, 2);
+    sweep({{37, 101, 23}}, Fill::Ints, 1.0f, 0.0f, 0, true);
+    b.direct_a = 1;  // and A in place on every ISA
+    set_blocking_override(b);
+    sweep({{37, 101, 23}}, Fill::Ints, 1.0f, 2.0f, 2);
     set_blocking_override(Blocking{});
   });
 }
@@ -443,6 +457,22 @@ TEST(small_m_streaming_path) {
         c.tb = Transpose::Yes;
         if (!run_case(c)) return;
       }
+    // Row-major op(B) = B^T: the dot-product path for small M (k tails included).
+    for (int64_t m : {1, 3, 4, 5, 9, 32, 33})
+      for (int64_t k : {1, 15, 16, 47})
+        for (float beta : {0.0f, 1.5f}) {
+          Case c;
+          c.tb = Transpose::Yes;
+          c.m = m;
+          c.n = 37;
+          c.k = k;
+          c.beta = beta;
+          c.nan_c = beta == 0.0f;
+          c.pad_a = 3;
+          c.pad_b = 2;
+          c.pad_c = 1;
+          if (!run_case(c)) return;
+        }
     // The streaming path with several row tiles and NC blocking.
     Blocking b;
     b.small_m = 1000;

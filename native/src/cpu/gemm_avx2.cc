@@ -131,7 +131,7 @@ const MicroKernel kTiles[kMaxRows + 1][kMaxVectors + 1] = {
 
 void micro(const MicroTile& t) { kTiles[t.mr][(t.nr + 7) >> 3](t); }
 
-const KernelSet kSet = {"sgemm_avx2_6x16", 6, 16, kMaxRows, false, {0, 32, 32, 24, 16, 16, 16, 16}, &micro, nullptr};
+const KernelSet kSet = {"sgemm_avx2_6x16", 6, 16, kMaxRows, false, {0, 32, 32, 24, 16, 16, 16, 16}, &micro, nullptr, nullptr, 0, 0};
 
 }  // namespace
 

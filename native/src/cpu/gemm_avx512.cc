@@ -7,6 +7,7 @@
 // Only intrinsics and internal-linkage code here (see gemm_internal.h on ODR).
 // GCC 12 reports its own _mm512_undefined_ps() helpers (used by shuffles) as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "gemm_internal.h"
@@ -207,7 +208,75 @@ void pack_b_transposed(const float* b, int64_t ldb, int64_t kc, int cols, int nr
   }
 }
 
-const KernelSet kSet = {"sgemm_avx512_6x64", 6, 64, kMaxRows, true, {0, 128, 128, 96, 96, 64, 64, 32}, &micro, &pack_b_transposed};
+// Dot-product tiles: M rows of A and J rows of B^T stream along k, 16 floats at a time, into
+// M x J vector accumulators reduced at the end.
+template <int M, int J>
+void dot_tile(const DotTile& t) {
+  __m512 acc[M][J];
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) acc[i][j] = _mm512_setzero_ps();
+  const int64_t k16 = t.k / 16 * 16;
+  const float* a = t.a;
+  const float* b = t.b;
+  const int64_t lda = t.lda, ldb = t.ldb;
+  for (int64_t p = 0; p < k16; p += 16) {
+    __m512 av[M];
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) av[i] = _mm512_loadu_ps(a + i * lda + p);
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) {
+      const __m512 bv = _mm512_loadu_ps(b + j * ldb + p);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) acc[i][j] = _mm512_fmadd_ps(av[i], bv, acc[i][j]);
+    }
+  }
+  if (k16 < t.k) {
+    const __mmask16 m = __mmask16((1u << (t.k - k16)) - 1u);
+    __m512 av[M];
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) av[i] = _mm512_maskz_loadu_ps(m, a + i * lda + k16);
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) {
+      const __m512 bv = _mm512_maskz_loadu_ps(m, b + j * ldb + k16);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) acc[i][j] = _mm512_fmadd_ps(av[i], bv, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    float* c = t.c + i * t.ldc;
+    for (int j = 0; j < J; ++j) {
+      const float v = t.alpha * hsum(acc[i][j]);
+      c[j] = t.beta == 0.0f ? v : v + t.beta * c[j];
+    }
+  }
+}
+
+constexpr int kDotRows = 4, kDotCols = 8;
+const DotKernel kDotTiles[kDotRows + 1][kDotCols + 1] = {
+    {nullptr},
+    {nullptr, &dot_tile<1, 1>, &dot_tile<1, 2>, &dot_tile<1, 3>, &dot_tile<1, 4>, &dot_tile<1, 5>, &dot_tile<1, 6>, &dot_tile<1, 7>, &dot_tile<1, 8>},
+    {nullptr, &dot_tile<2, 1>, &dot_tile<2, 2>, &dot_tile<2, 3>, &dot_tile<2, 4>, &dot_tile<2, 5>, &dot_tile<2, 6>, &dot_tile<2, 7>, &dot_tile<2, 8>},
+    {nullptr, &dot_tile<3, 1>, &dot_tile<3, 2>, &dot_tile<3, 3>, &dot_tile<3, 4>, &dot_tile<3, 5>, &dot_tile<3, 6>, nullptr, nullptr},
+    {nullptr, &dot_tile<4, 1>, &dot_tile<4, 2>, &dot_tile<4, 3>, &dot_tile<4, 4>, &dot_tile<4, 5>, nullptr, nullptr, nullptr},
+};
+
+// Columns per dot tile for each row count (register budget: M*J accumulators + J + M).
+constexpr int kDotWidth[kDotRows + 1] = {0, 8, 8, 6, 5};
+
+void dot(const DotTile& t) {
+  DotTile u = t;
+  for (int j = 0; j < t.nr; j += kDotWidth[t.mr]) {
+    u.nr = t.nr - j < kDotWidth[t.mr] ? t.nr - j : kDotWidth[t.mr];
+    u.b = t.b + j * t.ldb;
+    u.c = t.c + j;
+    kDotTiles[t.mr][u.nr](u);
+  }
+}
+
+const KernelSet kSet = {"sgemm_avx512_6x64", 6,   64, kMaxRows, true, {0, 128, 128, 96, 96, 64, 64, 32}, &micro, &pack_b_transposed,
+                        &dot,                 kDotRows, 64};
 
 }  // namespace
 

@@ -46,6 +46,23 @@ struct MicroTile {
 
 using MicroKernel = void (*)(const MicroTile&);
 
+// Dot-product tile for small M with a transposed B (B^T rows contiguous in k, the layout of
+// inference weights stored out x in): C(i, j) = alpha * sum_p A(i, p) B(p, j) + beta * C(i, j)
+// for i < mr, j < nr, with A(i, p) at a[i * lda + p] and B(p, j) at b[j * ldb + p]. Both
+// operands stream contiguously, so no packing is needed; beta == 0 leaves C unread.
+struct DotTile {
+  int64_t k = 0;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  int mr = 0, nr = 0;
+  float alpha = 1.0f, beta = 0.0f;
+};
+using DotKernel = void (*)(const DotTile&);
+
 // What an ISA offers. `micro` accepts 1 <= mr <= max_rows and 1 <= nr <= max_nr(mr), where
 // max_nr(mr) = wide_nr[mr] for mr < 8 and `nr` otherwise. The driver packs A with `mr` rows per
 // micro-panel and B with `nr` columns; wide_nr lets the small-M path use one wide tile
@@ -60,6 +77,9 @@ struct KernelSet {
   // Optional fast packing of a transposed B (nr a multiple of 16):
   // dst[p * nr + j] = b[j * ldb + p] for p < kc, j < cols <= nr, zero for cols <= j < nr.
   void (*pack_b_transposed)(const float* b, int64_t ldb, int64_t kc, int cols, int nr, float* dst);
+  // Optional dot-product kernel: mr <= dot_mr, nr <= dot_nr (null: not offered).
+  DotKernel dot;
+  int dot_mr, dot_nr;
 };
 
 // Constant kernel descriptions; null where the ISA file is not compiled (non-x86 builds).
@@ -72,6 +92,7 @@ struct Blocking {
   int64_t kc = 0, mc = 0, nc = 0;
   int mr = 0, nr = 0;  // override the register tile of the active KernelSet (must be supported)
   int64_t small_m = -1;  // largest M streamed without packing B (-1: default)
+  int64_t dot_m = -1;    // largest M using the dot-product kernel for a transposed B (-1: default)
   int direct_a = -1;     // 1: read A in place, 0: pack A, -1: the KernelSet's choice
 };
 // For tests (tiny blocks exercise every edge cheaply) and tuning. Not thread-safe; call between

@@ -64,7 +64,7 @@ void micro(const MicroTile& t) {
     tile_generic(t);
 }
 
-const KernelSet kSet = {"sgemm_portable_4x16", 4, 16, kMaxRows, false, {0, 32, 32, 32, 32, 32, 32, 32}, &micro, nullptr};
+const KernelSet kSet = {"sgemm_portable_4x16", 4, 16, kMaxRows, false, {0, 32, 32, 32, 32, 32, 32, 32}, &micro, nullptr, nullptr, 0, 0};
 
 }  // namespace
 
