@@ -2,10 +2,17 @@
 // thread gets its own PackedMatrix class and error mapping.
 import { describe, expect, it } from 'vitest';
 import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+// Eval'd workers resolve packages from the process's cwd, so pass the package entry explicitly.
+const require = createRequire(import.meta.url);
+const entry = pathToFileURL(join(dirname(require.resolve('@kintsugi/cuda-core/package.json')), 'dist', 'index.js')).href;
 
 const workerSource = `
   const { parentPort, workerData } = require('node:worker_threads');
-  import('@kintsugi/cuda-core').then(async ({ gemm, PackedWeights, Tensor }) => {
+  import(workerData.entry).then(async ({ gemm, PackedWeights, Tensor }) => {
     const a = Tensor.random([64, 32], workerData.seed), b = Tensor.random([32, 16], workerData.seed + 1);
     const c = await gemm(a, b);
     const packed = new PackedWeights(b);
@@ -19,7 +26,7 @@ const workerSource = `
 
 function runWorker(seed: number): Promise<{ c: number[]; same: boolean; bad: boolean }> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(workerSource, { eval: true, workerData: { seed } });
+    const w = new Worker(workerSource, { eval: true, workerData: { seed, entry } });
     w.once('message', resolve);
     w.once('error', reject);
   });

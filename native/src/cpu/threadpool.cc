@@ -33,7 +33,13 @@ class ThreadPool {
     stop_workers();
     threads_ = std::max(1, threads);
     stopping_ = false;
-    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    // New workers start from the current generation: earlier jobs are not theirs to run.
+    uint64_t generation;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      generation = generation_;
+    }
+    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i, generation] { worker_loop(i, generation); });
   }
 
   void run(int threads, const std::function<void(int, int)>& fn) {
@@ -79,9 +85,8 @@ class ThreadPool {
   }
 
  private:
-  void worker_loop(int index) {
+  void worker_loop(int index, uint64_t seen) {
     t_inside_pool_task = true;
-    uint64_t seen = 0;
     for (;;) {
       const std::function<void(int, int)>* job;
       int threads;
@@ -93,7 +98,7 @@ class ThreadPool {
         job = job_;
         threads = job_threads_;
       }
-      if (index >= threads) continue;
+      if (job == nullptr || index >= threads) continue;
       std::exception_ptr error;
       try {
         (*job)(index, threads);
