@@ -192,6 +192,27 @@ export class MaxPool2d extends Module {
     const yd = y.data;
     const arg = new Int32Array(yd.length);
     let o = 0;
+    if (k === 2 && s === 2 && p === 0) {
+      // The common 2×2/2 case without bounds checks: a CNN's hottest non-GEMM loop.
+      for (let plane = 0; plane < n * c; plane++) {
+        const base = plane * h * w;
+        for (let i = 0; i < oh; i++) {
+          let r0 = base + 2 * i * w;
+          for (let j = 0; j < ow; j++, o++, r0 += 2) {
+            let best = xd[r0], at = r0;
+            if (xd[r0 + 1] > best) { best = xd[r0 + 1]; at = r0 + 1; }
+            if (xd[r0 + w] > best) { best = xd[r0 + w]; at = r0 + w; }
+            if (xd[r0 + w + 1] > best) { best = xd[r0 + w + 1]; at = r0 + w + 1; }
+            yd[o] = best;
+            arg[o] = at;
+          }
+        }
+      }
+      this.#argmax = arg;
+      this.#inShape = X.shape;
+      this.#outShape = [n, c, oh, ow];
+      return y;
+    }
     for (let plane = 0; plane < n * c; plane++) {
       const base = plane * h * w;
       for (let i = 0; i < oh; i++) {
@@ -647,8 +668,10 @@ export class ResidualBlock extends Module {
       : null;
   }
   override children(): [string, Layer][] {
-    const c: [string, Layer][] = [['conv1', this.conv1], ['bn1', this.bn1], ['conv2', this.conv2], ['bn2', this.bn2]];
+    // The ReLUs have no state to save; they are listed so traversals (train/eval, tests) see every layer.
+    const c: [string, Layer][] = [['conv1', this.conv1], ['bn1', this.bn1], ['relu1', this.relu1], ['conv2', this.conv2], ['bn2', this.bn2]];
     if (this.shortcut) c.push(['shortcut', this.shortcut]);
+    c.push(['relu2', this.relu2]);
     return c;
   }
   override config(): LayerConfig {

@@ -105,7 +105,8 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors data'):
     if (end > dataLength) throw rangeError(`${where} data_offsets`, `an end within the ${dataLength} data bytes`, `${end} (file truncated)`, true);
     spans.push([begin, end, key]);
     // Copy into a fresh, aligned buffer: the file's bytes need not be aligned for Float32Array.
-    const raw = bytes.slice(dataStart + begin, dataStart + end);
+    // (Uint8Array's slice, not Buffer's, which returns a view into the same memory.)
+    const raw = Uint8Array.prototype.slice.call(bytes, dataStart + begin, dataStart + end);
     const Ctor = { float32: Float32Array, float64: Float64Array, int32: Int32Array, uint8: Uint8Array }[format.dtype];
     const data = new Ctor(raw.buffer, 0, count);
     tensors.set(key, new Tensor(data, shape as number[]));
