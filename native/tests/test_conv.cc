@@ -173,12 +173,17 @@ TEST(batch_sizes_around_the_thread_count) {
   }
 }
 
-TEST(large_layers_take_chunked_and_parallel_paths) {
+TEST(large_layers_take_chunked_and_batched_paths) {
   // c_in*kh*kw*oh*ow*4 bytes > 4 MiB, so the column buffer is split into chunks of output pixels.
   check_all(make(1, 64, 48, 48, 16, 3, 3, 1, 1, 1, 1), 901, true);
   check_all(make(2, 32, 40, 40, 8, 3, 3, 1, 1, 1, 1), 902, true, true);  // exact, chunked, batch-parallel
   check_all(make(2, 64, 32, 32, 64, 1, 1), 903, true);                    // pointwise, larger
   check_all(make(2, 32, 40, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32), 904, true);  // depthwise, larger
+  // Small planes are batched several images per GEMM; these need more than one batch (the last
+  // one partial), with and without groups.
+  check_all(make(10, 256, 10, 10, 8, 3, 3, 1, 1, 1, 1), 905, true);
+  check_all(make(7, 512, 9, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2), 906, true, true);
+  check_all(make(9, 4000, 7, 7, 4, 1, 1), 907, true);  // pointwise, batched (5 + 4 images)
 }
 
 TEST(nan_and_inf_propagate_through_forward) {

@@ -1,8 +1,10 @@
 // 2-D convolution on the CPU: im2col + sgemm in general, a plain GEMM for pointwise (1x1, stride 1,
 // no padding) layers and direct loops for depthwise layers (one input channel per group).
 //
-// Threading uses one level only: images run one after another and sgemm / im2col / col2im
-// parallelise inside each image; the direct depthwise loops parallelise over (image, channel) planes.
+// Small output planes are batched (several images side by side in one column matrix) so that sgemm
+// sees a wide problem. Threading uses one level only: batches of images run one after another and
+// sgemm / im2col / col2im parallelise inside; the direct depthwise loops parallelise over
+// (image, channel) planes.
 #include "kintsugi/conv.h"
 
 #include <algorithm>
@@ -67,11 +69,10 @@ int64_t column_chunk(const Geometry& g) {
 std::vector<float> scratch(int64_t floats) { return std::vector<float>(size_t(std::max<int64_t>(floats, 0))); }
 
 // Rows [r0, r1) of the column matrix for output pixels [c0, c1) of one group of one image:
-// col[r * (c1 - c0) + (q - c0)] = x[c, oh * sh - ph + i * dh, ow * sw - pw + j * dw] (0 outside),
+// col[r * ld + (q - c0)] = x[c, oh * sh - ph + i * dh, ow * sw - pw + j * dw] (0 outside),
 // with r = (c, i, j) and q = oh * OW + ow.
 void im2col(const Conv2dParams& p, const Geometry& g, const float* x, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-            float* col) {
-  const int64_t ncols = c1 - c0;
+            float* col, int64_t ld) {
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t c = r / g.kk, i = (r / p.kw) % p.kh, j = r % p.kw;
     const float* plane = x + c * g.hw;
@@ -81,7 +82,7 @@ void im2col(const Conv2dParams& p, const Geometry& g, const float* x, int64_t r0
     for (int64_t oh = c0 / g.ow; oh * g.ow < c1; ++oh) {
       const int64_t base = oh * g.ow;
       const int64_t ob = std::max<int64_t>(c0 - base, 0), oe = std::min<int64_t>(c1 - base, g.ow);
-      float* d = col + r * ncols + (base + ob - c0);  // d[o - ob] is output column o of this row
+      float* d = col + r * ld + (base + ob - c0);  // d[o - ob] is output column o of this row
       const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
       if (ih < 0 || ih >= p.h) {
         std::fill(d, d + (oe - ob), 0.0f);
@@ -101,9 +102,8 @@ void im2col(const Conv2dParams& p, const Geometry& g, const float* x, int64_t r0
 }
 
 // The adjoint of im2col for channels [ch0, ch1): dx[c, ih, iw] += col[r, q] (dx planes of one group).
-void col2im(const Conv2dParams& p, const Geometry& g, const float* col, int64_t ch0, int64_t ch1, int64_t c0, int64_t c1,
-            float* dx) {
-  const int64_t ncols = c1 - c0;
+void col2im(const Conv2dParams& p, const Geometry& g, const float* col, int64_t ld, int64_t ch0, int64_t ch1, int64_t c0,
+            int64_t c1, float* dx) {
   for (int64_t r = ch0 * g.kk; r < ch1 * g.kk; ++r) {
     const int64_t c = r / g.kk, i = (r / p.kw) % p.kh, j = r % p.kw;
     float* plane = dx + c * g.hw;
@@ -117,7 +117,7 @@ void col2im(const Conv2dParams& p, const Geometry& g, const float* col, int64_t 
       const int64_t ob = std::max<int64_t>(c0 - base, 0), oe = std::min<int64_t>(c1 - base, g.ow);
       const int64_t a = std::min(std::max(lo, ob), oe), b = std::min(std::max(hi, a), oe);
       if (a >= b) continue;
-      const float* s = col + r * ncols + (base + a - c0);  // s[o - a] is output column o of this row
+      const float* s = col + r * ld + (base + a - c0);  // s[o - a] is output column o of this row
       float* d = plane + ih * p.w;
       if (p.stride_w == 1) {
         float* dd = d + (a + off_w);
@@ -147,23 +147,83 @@ void gemm(Transpose ta, Transpose tb, int64_t m, int64_t n, int64_t k, const flo
   sgemm(args);
 }
 
-// Runs fn(image, scratch) for every image, one after another; fn's sgemm and im2col/col2im calls
-// use the pool. (Whole images per pool task would suit small images better, but sgemm asks the
-// pool for num_threads(), which blocks inside a pool task in threadpool.cc as written now.)
-template <typename F> void for_each_image(int64_t n, int64_t scratch_floats, const F& fn) {
-  std::vector<float> buf = scratch(scratch_floats);
-  for (int64_t i = 0; i < n; ++i) fn(i, buf.data());
+// Output planes smaller than this are batched: several images side by side in one column matrix,
+// so that sgemm gets a problem wide enough to block and to spread over the pool.
+constexpr int64_t kWideEnough = 1024;
+
+int64_t images_per_gemm(const Conv2dParams& p, const Geometry& g) {
+  if (g.ohw >= kWideEnough || p.n == 1) return 1;
+  const int64_t max_cols = kColumnBudgetBytes / int64_t(sizeof(float)) / g.krows;
+  return std::max<int64_t>(1, std::min<int64_t>(p.n, max_cols / g.ohw));
 }
 
-// Parallel im2col over rows of the column matrix (inline inside a pool task).
+// Images run one batch after another; the pool is used inside (sgemm, im2col, col2im, copies), one
+// level only. (Whole images per pool task would not work: sgemm asks the pool for num_threads(),
+// which blocks inside a pool task in threadpool.cc as written now.)
+
+// Column chunk [c0, c1) of one image and group, rows split over the pool.
 void im2col_parallel(const Conv2dParams& p, const Geometry& g, const float* x, int64_t c0, int64_t c1, float* col) {
   const int64_t grain = std::max<int64_t>(1, 16384 / (c1 - c0));
-  parallel_for(g.krows, grain, [&](int64_t r0, int64_t r1) { im2col(p, g, x, r0, r1, c0, c1, col); });
+  parallel_for(g.krows, grain, [&](int64_t r0, int64_t r1) { im2col(p, g, x, r0, r1, c0, c1, col, c1 - c0); });
 }
 
 void col2im_parallel(const Conv2dParams& p, const Geometry& g, const float* col, int64_t c0, int64_t c1, float* dx) {
   const int64_t grain = std::max<int64_t>(1, 16384 / ((c1 - c0) * g.kk));
-  parallel_for(g.cg, grain, [&](int64_t ch0, int64_t ch1) { col2im(p, g, col, ch0, ch1, c0, c1, dx); });
+  parallel_for(g.cg, grain, [&](int64_t ch0, int64_t ch1) { col2im(p, g, col, c1 - c0, ch0, ch1, c0, c1, dx); });
+}
+
+// Group grp of images [img0, img0 + nb) side by side: col is krows x (nb * ohw).
+void im2col_images(const Conv2dParams& p, const Geometry& g, const float* x, int64_t grp, int64_t img0, int64_t nb,
+                   float* col) {
+  const int64_t ld = nb * g.ohw;
+  parallel_for(g.krows, std::max<int64_t>(1, 16384 / ld), [&](int64_t r0, int64_t r1) {
+    for (int64_t b = 0; b < nb; ++b)
+      im2col(p, g, x + ((img0 + b) * p.c_in + grp * g.cg) * g.hw, r0, r1, 0, g.ohw, col + b * g.ohw, ld);
+  });
+}
+
+// dx planes of group grp of images [img0, img0 + nb) = col2im of the batched column matrix.
+void col2im_images(const Conv2dParams& p, const Geometry& g, const float* col, int64_t grp, int64_t img0, int64_t nb,
+                   float* dx) {
+  const int64_t ld = nb * g.ohw;
+  parallel_for(g.cg, std::max<int64_t>(1, 16384 / (ld * g.kk)), [&](int64_t ch0, int64_t ch1) {
+    for (int64_t b = 0; b < nb; ++b) {
+      float* dxg = dx + ((img0 + b) * p.c_in + grp * g.cg) * g.hw;
+      std::fill(dxg + ch0 * g.hw, dxg + ch1 * g.hw, 0.0f);
+      col2im(p, g, col + b * g.ohw, ld, ch0, ch1, 0, g.ohw, dxg);
+    }
+  });
+}
+
+// Channels [grp * kg, (grp + 1) * kg) of output-shaped planes (N x c_out x ohw) of images
+// [img0, img0 + nb), as a kg x (nb * ohw) matrix, and back (adding a bias on the way back).
+void gather_planes(const Conv2dParams& p, const Geometry& g, const float* t, int64_t grp, int64_t img0, int64_t nb,
+                   float* m) {
+  const int64_t ld = nb * g.ohw;
+  parallel_for(g.kg, std::max<int64_t>(1, 65536 / ld), [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t b = 0; b < nb; ++b)
+        std::memcpy(m + k * ld + b * g.ohw, t + ((img0 + b) * p.c_out + grp * g.kg + k) * g.ohw,
+                    size_t(g.ohw) * sizeof(float));
+  });
+}
+
+void scatter_planes(const Conv2dParams& p, const Geometry& g, const float* m, const float* bias, int64_t grp,
+                    int64_t img0, int64_t nb, float* t) {
+  const int64_t ld = nb * g.ohw;
+  parallel_for(g.kg, std::max<int64_t>(1, 65536 / ld), [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* src = m + k * ld + b * g.ohw;
+        float* dst = t + ((img0 + b) * p.c_out + grp * g.kg + k) * g.ohw;
+        if (bias) {
+          const float bk = bias[grp * g.kg + k];
+          for (int64_t q = 0; q < g.ohw; ++q) dst[q] = src[q] + bk;
+        } else {
+          std::memcpy(dst, src, size_t(g.ohw) * sizeof(float));
+        }
+      }
+  });
 }
 
 // ---- depthwise: direct loops, vectorisable along output rows when stride_w == 1 ----
@@ -306,8 +366,23 @@ void forward_impl(const Conv2dParams& p, const float* x, const float* w, const f
     depthwise_forward(p, g, x, w, bias, y);
     return;
   }
+  const int64_t nb_max = images_per_gemm(p, g);
+  if (nb_max > 1) {
+    std::vector<float> col = scratch(g.krows * nb_max * g.ohw), out = scratch(g.kg * nb_max * g.ohw);
+    for (int64_t img0 = 0; img0 < p.n; img0 += nb_max) {
+      const int64_t nb = std::min(nb_max, p.n - img0), ld = nb * g.ohw;
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        im2col_images(p, g, x, grp, img0, nb, col.data());
+        gemm(Transpose::No, Transpose::No, g.kg, ld, g.krows, w + grp * g.kg * g.krows, g.krows, col.data(), ld, 0.0f,
+             out.data(), ld);
+        scatter_planes(p, g, out.data(), bias, grp, img0, nb, y);
+      }
+    }
+    return;
+  }
   const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
-  for_each_image(p.n, g.pointwise ? 0 : g.krows * chunk, [&](int64_t img, float* col) {
+  std::vector<float> col = scratch(g.pointwise ? 0 : g.krows * chunk);
+  for (int64_t img = 0; img < p.n; ++img) {
     for (int64_t grp = 0; grp < p.groups; ++grp) {
       const float* xg = x + (img * p.c_in + grp * g.cg) * g.hw;
       const float* wg = w + grp * g.kg * g.krows;
@@ -318,12 +393,12 @@ void forward_impl(const Conv2dParams& p, const float* x, const float* w, const f
       }
       for (int64_t c0 = 0; c0 < g.ohw; c0 += chunk) {
         const int64_t c1 = std::min(g.ohw, c0 + chunk);
-        im2col_parallel(p, g, xg, c0, c1, col);
-        gemm(Transpose::No, Transpose::No, g.kg, c1 - c0, g.krows, wg, g.krows, col, c1 - c0, 0.0f, yg + c0, g.ohw);
+        im2col_parallel(p, g, xg, c0, c1, col.data());
+        gemm(Transpose::No, Transpose::No, g.kg, c1 - c0, g.krows, wg, g.krows, col.data(), c1 - c0, 0.0f, yg + c0, g.ohw);
       }
     }
     if (bias) add_bias(p, g, bias, y + img * p.c_out * g.ohw);
-  });
+  }
 }
 
 void backward_data_impl(const Conv2dParams& p, const float* dy, const float* w, float* dx) {
@@ -333,8 +408,24 @@ void backward_data_impl(const Conv2dParams& p, const float* dy, const float* w, 
     depthwise_backward_data(p, g, dy, w, dx);
     return;
   }
+  const int64_t nb_max = images_per_gemm(p, g);
+  if (nb_max > 1) {
+    std::vector<float> col = scratch(g.krows * nb_max * g.ohw), dyb = scratch(g.kg * nb_max * g.ohw);
+    for (int64_t img0 = 0; img0 < p.n; img0 += nb_max) {
+      const int64_t nb = std::min(nb_max, p.n - img0), ld = nb * g.ohw;
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        gather_planes(p, g, dy, grp, img0, nb, dyb.data());
+        // col (krows x nb*ohw) = W_g^T (krows x kg) . dy (kg x nb*ohw)
+        gemm(Transpose::Yes, Transpose::No, g.krows, ld, g.kg, w + grp * g.kg * g.krows, g.krows, dyb.data(), ld, 0.0f,
+             col.data(), ld);
+        col2im_images(p, g, col.data(), grp, img0, nb, dx);
+      }
+    }
+    return;
+  }
   const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
-  for_each_image(p.n, g.pointwise ? 0 : g.krows * chunk, [&](int64_t img, float* col) {
+  std::vector<float> col = scratch(g.pointwise ? 0 : g.krows * chunk);
+  for (int64_t img = 0; img < p.n; ++img) {
     for (int64_t grp = 0; grp < p.groups; ++grp) {
       const float* dyg = dy + (img * p.c_out + grp * g.kg) * g.ohw;
       const float* wg = w + grp * g.kg * g.krows;
@@ -348,30 +439,45 @@ void backward_data_impl(const Conv2dParams& p, const float* dy, const float* w, 
       for (int64_t c0 = 0; c0 < g.ohw; c0 += chunk) {
         const int64_t c1 = std::min(g.ohw, c0 + chunk);
         // col (krows x nc) = W_g^T (krows x kg) . dy_g[:, c0:c1] (kg x nc)
-        gemm(Transpose::Yes, Transpose::No, g.krows, c1 - c0, g.kg, wg, g.krows, dyg + c0, g.ohw, 0.0f, col, c1 - c0);
-        col2im_parallel(p, g, col, c0, c1, dxg);
+        gemm(Transpose::Yes, Transpose::No, g.krows, c1 - c0, g.kg, wg, g.krows, dyg + c0, g.ohw, 0.0f, col.data(), c1 - c0);
+        col2im_parallel(p, g, col.data(), c0, c1, dxg);
       }
     }
-  });
+  }
 }
 
-// dw (+)= sum over images [i0, i1) of dy_g . im2col(x_g)^T; the first product overwrites.
-void accumulate_weight_grad(const Conv2dParams& p, const Geometry& g, const float* x, const float* dy, int64_t i0,
-                            int64_t i1, int64_t chunk, float* col, float* dw) {
-  for (int64_t img = i0; img < i1; ++img) {
+// dw = sum over images of dy_g . im2col(x_g)^T (the first product overwrites).
+void weight_grad(const Conv2dParams& p, const Geometry& g, const float* x, const float* dy, float* dw) {
+  const int64_t nb_max = images_per_gemm(p, g);
+  if (nb_max > 1) {
+    std::vector<float> col = scratch(g.krows * nb_max * g.ohw), dyb = scratch(g.kg * nb_max * g.ohw);
+    for (int64_t img0 = 0; img0 < p.n; img0 += nb_max) {
+      const int64_t nb = std::min(nb_max, p.n - img0), ld = nb * g.ohw;
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        gather_planes(p, g, dy, grp, img0, nb, dyb.data());
+        im2col_images(p, g, x, grp, img0, nb, col.data());
+        gemm(Transpose::No, Transpose::Yes, g.kg, g.krows, ld, dyb.data(), ld, col.data(), ld, img0 == 0 ? 0.0f : 1.0f,
+             dw + grp * g.kg * g.krows, g.krows);
+      }
+    }
+    return;
+  }
+  const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
+  std::vector<float> col = scratch(g.pointwise ? 0 : g.krows * chunk);
+  for (int64_t img = 0; img < p.n; ++img) {
     for (int64_t grp = 0; grp < p.groups; ++grp) {
       const float* xg = x + (img * p.c_in + grp * g.cg) * g.hw;
       const float* dyg = dy + (img * p.c_out + grp * g.kg) * g.ohw;
       float* dwg = dw + grp * g.kg * g.krows;
       if (g.pointwise) {
-        gemm(Transpose::No, Transpose::Yes, g.kg, g.cg, g.hw, dyg, g.ohw, xg, g.hw, img == i0 ? 0.0f : 1.0f, dwg, g.krows);
+        gemm(Transpose::No, Transpose::Yes, g.kg, g.cg, g.hw, dyg, g.ohw, xg, g.hw, img == 0 ? 0.0f : 1.0f, dwg, g.krows);
         continue;
       }
       for (int64_t c0 = 0; c0 < g.ohw; c0 += chunk) {
         const int64_t c1 = std::min(g.ohw, c0 + chunk);
-        im2col_parallel(p, g, xg, c0, c1, col);
-        const float beta = (img == i0 && c0 == 0) ? 0.0f : 1.0f;
-        gemm(Transpose::No, Transpose::Yes, g.kg, g.krows, c1 - c0, dyg + c0, g.ohw, col, c1 - c0, beta, dwg, g.krows);
+        im2col_parallel(p, g, xg, c0, c1, col.data());
+        const float beta = (img == 0 && c0 == 0) ? 0.0f : 1.0f;
+        gemm(Transpose::No, Transpose::Yes, g.kg, g.krows, c1 - c0, dyg + c0, g.ohw, col.data(), c1 - c0, beta, dwg, g.krows);
       }
     }
   }
@@ -407,9 +513,7 @@ void backward_weight_impl(const Conv2dParams& p, const float* x, const float* dy
     depthwise_backward_weight(p, g, x, dy, dw);
     return;
   }
-  const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
-  std::vector<float> col = scratch(g.pointwise ? 0 : g.krows * chunk);
-  accumulate_weight_grad(p, g, x, dy, 0, p.n, chunk, col.data(), dw);
+  weight_grad(p, g, x, dy, dw);
 }
 
 std::string str(int64_t v) { return std::to_string(v); }
