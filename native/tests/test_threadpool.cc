@@ -26,6 +26,13 @@ TEST(nested_parallel_for_runs_inline) {
   CHECK(total == 800);
 }
 
+TEST(pool_size_is_readable_inside_a_task) {
+  // Kernels size their work with num_threads() from inside pool tasks; that must not block.
+  std::atomic<int> seen{0};
+  kintsugi::parallel_for(4, 1, [&](int64_t, int64_t) { seen = kintsugi::num_threads(); });
+  CHECK(seen == kintsugi::num_threads());
+}
+
 TEST(exceptions_propagate_to_the_caller) {
   bool caught = false;
   try {

@@ -23,15 +23,13 @@ class ThreadPool {
   explicit ThreadPool(int threads) { resize(threads); }
   ~ThreadPool() { stop_workers(); }
 
-  int size() {
-    std::lock_guard<std::mutex> lock(job_mutex_);
-    return threads_;
-  }
+  // Lock-free: kernels ask for the size from inside pool tasks while a job holds job_mutex_.
+  int size() const { return threads_.load(std::memory_order_relaxed); }
 
   void resize(int threads) {
     std::lock_guard<std::mutex> job_lock(job_mutex_);
     stop_workers();
-    threads_ = std::max(1, threads);
+    threads_.store(std::max(1, threads), std::memory_order_relaxed);
     stopping_ = false;
     // New workers start from the current generation: earlier jobs are not theirs to run.
     uint64_t generation;
@@ -39,12 +37,12 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       generation = generation_;
     }
-    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i, generation] { worker_loop(i, generation); });
+    for (int i = 1; i < size(); ++i) workers_.emplace_back([this, i, generation] { worker_loop(i, generation); });
   }
 
   void run(int threads, const std::function<void(int, int)>& fn) {
     std::lock_guard<std::mutex> job_lock(job_mutex_);  // one job at a time
-    threads = std::max(1, std::min(threads, threads_));
+    threads = std::max(1, std::min(threads, size()));
     if (threads == 1) {
       run_inline(fn);
       return;
@@ -125,7 +123,7 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
-  int threads_ = 1;
+  std::atomic<int> threads_{1};
   bool stopping_ = false;
   uint64_t generation_ = 0;
   const std::function<void(int, int)>* job_ = nullptr;
