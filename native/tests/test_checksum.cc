@@ -9,6 +9,7 @@
 #include "harness.h"
 #include "kintsugi/checksum.h"
 #include "kintsugi/error.h"
+#include "kintsugi/threadpool.h"
 
 namespace {
 
@@ -98,6 +99,28 @@ TEST(results_do_not_depend_on_the_run) {
   for (int r = 0; r < 3; ++r) {
     kintsugi::col_sums<float>(a.data(), 100000, 8, 8, again.data());
     CHECK(first == again);
+  }
+}
+
+TEST(results_do_not_depend_on_the_thread_count) {
+  const int original = kintsugi::num_threads();
+  std::vector<float> a = harness::random_floats(60000 * 8, 13);
+  std::vector<std::vector<double>> cols, rows, wide;
+  for (int threads : {1, 2, 3}) {
+    kintsugi::set_num_threads(threads);
+    std::vector<double> c(8), r(60000), w(600);
+    kintsugi::col_sums<float>(a.data(), 60000, 8, 8, c.data());       // row blocks with partials
+    kintsugi::row_sums<float>(a.data(), 60000, 8, 8, r.data());
+    kintsugi::weighted_col_sums<float>(a.data(), 800, 600, 600, a.data(), w.data());  // column stripes
+    cols.push_back(c);
+    rows.push_back(r);
+    wide.push_back(w);
+  }
+  kintsugi::set_num_threads(original);
+  for (size_t t = 1; t < cols.size(); ++t) {
+    CHECK(cols[t] == cols[0]) << t;
+    CHECK(rows[t] == rows[0]) << t;
+    CHECK(wide[t] == wide[0]) << t;
   }
 }
 

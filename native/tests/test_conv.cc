@@ -173,6 +173,19 @@ TEST(batch_sizes_around_the_thread_count) {
   }
 }
 
+TEST(any_thread_count_gives_the_same_results) {
+  // Every path at 1 and 3 threads matches the reference, and exact fills match bit for bit.
+  const int original = kintsugi::num_threads();
+  for (int threads : {1, 3}) {
+    kintsugi::set_num_threads(threads);
+    check_all(make(5, 6, 9, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 2), 91, true);
+    check_all(make(1, 16, 40, 40, 8, 3, 3, 1, 1, 1, 1), 92, true, true);
+    check_all(make(3, 6, 9, 9, 6, 3, 3, 2, 2, 1, 1, 1, 1, 6), 93, true);  // depthwise
+    check_all(make(2, 8, 33, 33, 8, 1, 1), 94, true);                    // pointwise per image
+  }
+  kintsugi::set_num_threads(original);
+}
+
 TEST(large_layers_take_chunked_and_batched_paths) {
   // c_in*kh*kw*oh*ow*4 bytes > 4 MiB, so the column buffer is split into chunks of output pixels.
   check_all(make(1, 64, 48, 48, 16, 3, 3, 1, 1, 1, 1), 901, true);

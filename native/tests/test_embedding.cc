@@ -11,6 +11,7 @@
 #include "harness.h"
 #include "kintsugi/embedding.h"
 #include "kintsugi/error.h"
+#include "kintsugi/threadpool.h"
 
 using kintsugi::BagMode;
 using kintsugi::EmbeddingBagArgs;
@@ -195,6 +196,24 @@ TEST(parallel_backward_is_bitwise_the_serial_loop) {
     }
     CHECK(grad == serial) << "dim " << dim;
   }
+}
+
+TEST(backward_is_bitwise_identical_at_any_thread_count) {
+  // 1 thread: serial; 2 and 3: column ownership (dim 96 >= 16 * threads) or row-group ownership.
+  const int original = kintsugi::num_threads();
+  for (int64_t dim : {4, 40, 96}) {
+    Problem p = random_problem(300, dim, 3000, 30, true, true, BagMode::Sum, 31);
+    std::vector<float> grad_out = harness::random_floats(size_t(3000 * dim), 32);
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 3}) {
+      kintsugi::set_num_threads(threads);
+      std::vector<float> grad(size_t(300 * dim), 0.25f);
+      kintsugi::embedding_bag_backward(p.args(), grad_out.data(), 0.5f, grad.data());
+      results.push_back(grad);
+    }
+    CHECK(results[0] == results[1] && results[0] == results[2]) << "dim " << dim;
+  }
+  kintsugi::set_num_threads(original);
 }
 
 TEST(empty_and_degenerate_shapes) {

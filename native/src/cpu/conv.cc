@@ -157,9 +157,8 @@ int64_t images_per_gemm(const Conv2dParams& p, const Geometry& g) {
   return std::max<int64_t>(1, std::min<int64_t>(p.n, max_cols / g.ohw));
 }
 
-// Images run one batch after another; the pool is used inside (sgemm, im2col, col2im, copies), one
-// level only. (Whole images per pool task would not work: sgemm asks the pool for num_threads(),
-// which blocks inside a pool task in threadpool.cc as written now.)
+// Batches of images run one after another and the pool is used inside them (sgemm, im2col, col2im,
+// copies): one level only. Batching already makes each GEMM wide enough for sgemm to spread.
 
 // Column chunk [c0, c1) of one image and group, rows split over the pool.
 void im2col_parallel(const Conv2dParams& p, const Geometry& g, const float* x, int64_t c0, int64_t c1, float* col) {
