@@ -17,6 +17,7 @@
 #include "kintsugi/embedding.h"
 #include "kintsugi/gemm.h"
 #include "kintsugi/parity.h"
+#include "kintsugi/reed_solomon.h"
 #include "kintsugi/threadpool.h"
 
 namespace kintsugi::binding {
@@ -468,6 +469,101 @@ Napi::Value SumDecode(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- Reed-Solomon over GF(2^8) ----
+// Reads k and r (validated by the ReedSolomon constructor, which throws Range errors).
+ReedSolomon read_code(const Args& a, size_t i) {
+  int k = int(a.integer(i, "k", 1, 254)), r = int(a.integer(i + 1, "r", 1, 4));
+  return ReedSolomon(k, r);
+}
+
+// Checks that every block in `list` has `len` bytes and that no output overlaps another block.
+void check_blocks(const std::vector<Array<uint8_t>>& outputs, const std::vector<Array<uint8_t>>& all) {
+  for (auto& out : outputs)
+    for (auto& other : all)
+      if (&out != &other && out.data != other.data) check_no_overlap(out, other);
+}
+
+// rsEncode(async, k, r, data: Uint8Array[k], parity: Uint8Array[r])
+Napi::Value RsEncode(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto code = std::make_shared<ReedSolomon>(read_code(a, 0));
+    auto data = a.array_list<uint8_t>(2, "data", 1);
+    auto parity = a.array_list<uint8_t>(3, "parity", 1);
+    if (int(data.size()) != code->k()) throw_expected(ErrorKind::Range, std::to_string(code->k()) + " data blocks", "data", std::to_string(data.size()) + " blocks");
+    if (int(parity.size()) != code->r()) throw_expected(ErrorKind::Range, std::to_string(code->r()) + " parity blocks", "parity", std::to_string(parity.size()) + " blocks");
+    if (parity[0].length != data[0].length)
+      throw_expected(ErrorKind::Range, std::to_string(data[0].length) + " bytes (the data block length)", "parity[0]", std::to_string(parity[0].length) + " bytes");
+    std::vector<Array<uint8_t>> all(data);
+    all.insert(all.end(), parity.begin(), parity.end());
+    check_blocks(parity, all);
+    Job job;
+    std::vector<const uint8_t*> in;
+    std::vector<uint8_t*> out;
+    for (auto& d : data) in.push_back(d.data), job.keep_alive.push_back(d.value);
+    for (auto& p : parity) out.push_back(p.data), job.keep_alive.push_back(p.value);
+    size_t len = size_t(data[0].length);
+    job.work = [code, in, out, len] { code->encode(in.data(), len, out.data()); };
+    return job;
+  });
+}
+
+// rsDecode(async, k, r, blocks: Uint8Array[k + r], present: boolean[k + r]); rebuilds missing blocks in place.
+Napi::Value RsDecode(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto code = std::make_shared<ReedSolomon>(read_code(a, 0));
+    auto blocks = a.array_list<uint8_t>(2, "blocks", 1);
+    size_t n = size_t(code->k() + code->r());
+    if (blocks.size() != n) throw_expected(ErrorKind::Range, std::to_string(n) + " blocks (k + r)", "blocks", std::to_string(blocks.size()) + " blocks");
+    Napi::Value pv = a.value(3);
+    if (!pv.IsArray()) throw_expected(ErrorKind::Type, "an array of booleans", "present", describe(pv));
+    auto list = pv.As<Napi::Array>();
+    if (list.Length() != n) throw_expected(ErrorKind::Range, std::to_string(n) + " flags (k + r)", "present", std::to_string(list.Length()) + " flags");
+    auto present = std::shared_ptr<bool[]>(new bool[n]);
+    std::vector<Array<uint8_t>> missing;
+    for (uint32_t i = 0; i < n; ++i) {
+      Napi::Value f = list.Get(i);
+      if (!f.IsBoolean()) throw_expected(ErrorKind::Type, "a boolean", "present[" + std::to_string(i) + "]", describe(f));
+      present[i] = f.As<Napi::Boolean>().Value();
+      if (!present[i]) missing.push_back(blocks[i]);
+    }
+    if (int(missing.size()) > code->r())
+      throw_expected(ErrorKind::Range, "at most " + std::to_string(code->r()) + " missing blocks", "present", std::to_string(missing.size()) + " missing");
+    check_blocks(missing, blocks);
+    Job job;
+    std::vector<uint8_t*> ptrs;
+    for (auto& b : blocks) ptrs.push_back(b.data), job.keep_alive.push_back(b.value);
+    size_t len = size_t(blocks[0].length);
+    job.work = [code, ptrs, present, len] { code->decode(ptrs.data(), present.get(), len); };
+    return job;
+  });
+}
+
+// rsUpdateParity(async, k, r, dataIndex, delta, parity: Uint8Array[r]); parity ^= P[:, dataIndex] * delta.
+Napi::Value RsUpdateParity(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto code = std::make_shared<ReedSolomon>(read_code(a, 0));
+    int index = int(a.integer(2, "dataIndex", 0, code->k() - 1));
+    auto delta = a.array<uint8_t>(3, "delta");
+    auto parity = a.array_list<uint8_t>(4, "parity", 1);
+    if (int(parity.size()) != code->r()) throw_expected(ErrorKind::Range, std::to_string(code->r()) + " parity blocks", "parity", std::to_string(parity.size()) + " blocks");
+    if (parity[0].length != delta.length)
+      throw_expected(ErrorKind::Range, std::to_string(delta.length) + " bytes (the delta length)", "parity[0]", std::to_string(parity[0].length) + " bytes");
+    std::vector<Array<uint8_t>> all(parity);
+    all.push_back(delta);
+    check_blocks(parity, all);
+    Job job{nullptr, Napi::Value(), {delta.value}};
+    std::vector<uint8_t*> out;
+    for (auto& p : parity) out.push_back(p.data), job.keep_alive.push_back(p.value);
+    const uint8_t* d = delta.data;
+    size_t len = size_t(delta.length);
+    job.work = [code, index, d, len, out] { code->update_parity(index, d, len, out.data()); };
+    return job;
+  });
+}
+
 // ---- embedding bags ----
 // Reads (rows, dim, indices, offsets, weights|null, mode) starting at argument `i` and checks them.
 struct BagInputs {
@@ -556,6 +652,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"sgemm", Sgemm}, {"packB", PackB}, {"sgemmPacked", SgemmPacked},
         {"conv2dForward", Conv2dForward}, {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
+        {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
         {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward},
         {"_throwNativeError", ThrowNativeError},
     };

@@ -65,6 +65,9 @@ export interface NativeAddon {
   xorInto: Call<[Uint8Array, Uint8Array], Uint8Array>;
   sumEncode: Call<[Float32Array[], Maybe<Float32Array>, Float32Array], Float32Array>;
   sumDecode: Call<[Float32Array, Float32Array[], Float32Array, number, Float32Array], Float32Array>;
+  rsEncode: Call<[number, number, Uint8Array[], Uint8Array[]], undefined>;
+  rsDecode: Call<[number, number, Uint8Array[], boolean[]], undefined>;
+  rsUpdateParity: Call<[number, number, number, Uint8Array, Uint8Array[]], undefined>;
   embeddingBagForward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, Float32Array], Float32Array>;
   embeddingBagBackward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, number, Float32Array], Float32Array>;
   _throwNativeError(kind: string): never;

@@ -3,7 +3,7 @@ export { devices, cudaStatus, cpuInfo, numThreads, setNumThreads, setIsaLimit, t
 export { gemm, gemmSync, sgemm, sgemmSync, PackedWeights, type GemmOptions, type SgemmArgs } from './gemm.js';
 export { conv2d, conv2dSync, conv2dBackward, conv2dBackwardSync, conv2dParams, type Conv2dOptions, type Conv2dBackwardOptions, type Conv2dGradients } from './conv.js';
 export { rowSums, rowSumsSync, colSums, colSumsSync, weightedRowSums, weightedRowSumsSync, weightedColSums, weightedColSumsSync } from './checksum.js';
-export { xorEncode, xorEncodeSync, xorInto, xorIntoSync, sumEncode, sumEncodeSync, sumDecode, sumDecodeSync } from './parity.js';
+export { xorEncode, xorEncodeSync, xorInto, xorIntoSync, sumEncode, sumEncodeSync, sumDecode, sumDecodeSync, ReedSolomonCode } from './parity.js';
 export { embeddingBag, embeddingBagSync, embeddingBagBackward, embeddingBagBackwardSync, type EmbeddingBagOptions, type EmbeddingBagBackwardOptions } from './embedding.js';
 export { KintsugiTypeError, KintsugiRangeError } from './validate.js';
 export { native as _native } from './addon.js';

@@ -1,7 +1,7 @@
 // Parity coding over equal-length blocks: XOR (bit-exact, for bytes) and weighted float sums
 // (for learned parity models and float-sum erasure codes).
 import { native } from './addon.js';
-import { finiteNumber, rangeError, typeError } from './validate.js';
+import { finiteNumber, integer, rangeError, typeError } from './validate.js';
 
 function blockList<T extends Uint8Array | Float32Array>(blocks: unknown, name: string, Ctor: new (n: number) => T, min: number): T[] {
   if (!Array.isArray(blocks)) throw typeError(name, `an array of ${Ctor.name}`, blocks);
@@ -64,4 +64,73 @@ export async function sumDecode(parity: Float32Array, available: Float32Array[],
 }
 export function sumDecodeSync(parity: Float32Array, available: Float32Array[], coeffs?: ArrayLike<number>, missingCoeff = 1): Float32Array {
   return native.sumDecode(false, ...decodeArgs(parity, available, coeffs, missingCoeff));
+}
+
+/**
+ * Systematic Reed–Solomon code over GF(2^8): k data blocks, r ≤ 4 parity blocks, any r losses
+ * recoverable, bit-exact. The first parity block is the XOR of the data blocks.
+ */
+export class ReedSolomonCode {
+  readonly k: number;
+  readonly r: number;
+
+  constructor(k: number, r: number) {
+    this.k = integer(k, 'k', 1, 254);
+    this.r = integer(r, 'r', 1, 4);
+    if (k + r > 255) throw rangeError('r', `at most ${255 - k} parity blocks with k = ${k} (k + r <= 255)`, r);
+  }
+
+  #parity(data: unknown): [Uint8Array[], Uint8Array[]] {
+    const list = blockList(data, 'data', Uint8Array, 1);
+    if (list.length !== this.k) throw rangeError('data', `${this.k} data blocks`, `${list.length} blocks`, true);
+    return [list, Array.from({ length: this.r }, () => new Uint8Array(list[0].length))];
+  }
+
+  /** The r parity blocks of k equally sized data blocks. */
+  async encode(data: Uint8Array[]): Promise<Uint8Array[]> {
+    const [list, parity] = this.#parity(data);
+    await native.rsEncode(true, this.k, this.r, list, parity);
+    return parity;
+  }
+  encodeSync(data: Uint8Array[]): Uint8Array[] {
+    const [list, parity] = this.#parity(data);
+    native.rsEncode(false, this.k, this.r, list, parity);
+    return parity;
+  }
+
+  #blocks(blocks: unknown): [Uint8Array[], boolean[]] {
+    if (!Array.isArray(blocks)) throw typeError('blocks', 'an array of k + r Uint8Array or null', blocks);
+    const n = this.k + this.r;
+    if (blocks.length !== n) throw rangeError('blocks', `${n} entries (k + r, null for lost blocks)`, `${blocks.length} entries`, true);
+    const first = blocks.find((b) => b instanceof Uint8Array) as Uint8Array | undefined;
+    if (!first) throw rangeError('blocks', `at least ${this.k} present blocks`, 'none', true);
+    const present = blocks.map((b, i) => {
+      if (b === null || b === undefined) return false;
+      if (!(b instanceof Uint8Array)) throw typeError(`blocks[${i}]`, 'a Uint8Array or null', b);
+      return true;
+    });
+    const lost = present.filter((p) => !p).length;
+    if (lost > this.r) throw rangeError('blocks', `at most ${this.r} lost blocks`, `${lost} lost`, true);
+    return [blocks.map((b) => (b instanceof Uint8Array ? b : new Uint8Array(first.length))), present];
+  }
+
+  /** All k + r blocks, with the lost ones (null entries) rebuilt. */
+  async decode(blocks: (Uint8Array | null)[]): Promise<Uint8Array[]> {
+    const [full, present] = this.#blocks(blocks);
+    await native.rsDecode(true, this.k, this.r, full, present);
+    return full;
+  }
+  decodeSync(blocks: (Uint8Array | null)[]): Uint8Array[] {
+    const [full, present] = this.#blocks(blocks);
+    native.rsDecode(false, this.k, this.r, full, present);
+    return full;
+  }
+
+  /** Delta update in place when data block `dataIndex` changes: pass delta = old ^ new. */
+  async updateParity(dataIndex: number, delta: Uint8Array, parity: Uint8Array[]): Promise<void> {
+    await native.rsUpdateParity(true, this.k, this.r, dataIndex, delta, parity);
+  }
+  updateParitySync(dataIndex: number, delta: Uint8Array, parity: Uint8Array[]): void {
+    native.rsUpdateParity(false, this.k, this.r, dataIndex, delta, parity);
+  }
 }

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   _native as native, colSums, conv2d, conv2dBackward, embeddingBag, embeddingBagBackward, gemm, gemmSync, PackedWeights, rowSums,
-  setIsaLimit, setNumThreads, sgemm, sgemmSync, sumDecode, sumEncode, Tensor, weightedRowSums, xorEncode, xorInto,
+  ReedSolomonCode, setIsaLimit, setNumThreads, sgemm, sgemmSync, sumDecode, sumEncode, Tensor, weightedRowSums, xorEncode, xorInto,
 } from '../src/index.js';
 
 const shape = /^Expected .+ for .+ but received .+$/;
@@ -90,6 +90,20 @@ describe('tensor and options validation', () => {
     await expect(embeddingBag(table, [1, 2] as unknown as Int32Array, Int32Array.from([0, 2]))).rejects.toThrow(/Int32Array for indices/);
     await expect(embeddingBag(table, Int32Array.from([1]), Int32Array.from([0, 1]), { mode: 'max' as 'sum' })).rejects.toThrow(/options.mode/);
     await expect(embeddingBagBackward(Tensor.random([1, 4]), Int32Array.from([1]), Int32Array.from([0, 1]), {})).rejects.toThrow(/options.rows/);
+  });
+
+  it('Reed-Solomon: code sizes, block counts, too many losses, aliasing', async () => {
+    expect(() => new ReedSolomonCode(4, 5)).toThrow(RangeError);
+    expect(() => new ReedSolomonCode(0, 1)).toThrow(RangeError);
+    expect(() => new ReedSolomonCode(254, 2)).toThrow(/k \+ r <= 255/);
+    const code = new ReedSolomonCode(2, 1);
+    await expect(code.encode([new Uint8Array(4)])).rejects.toThrow(/2 data blocks/);
+    await expect(code.encode([new Uint8Array(4), new Uint8Array(5)])).rejects.toThrow(/data\[1\]/);
+    await expect(code.decode([null, null, new Uint8Array(4)])).rejects.toThrow(/at most 1 lost blocks/);
+    await expect(code.decode([new Uint8Array(4), null])).rejects.toThrow(/3 entries/);
+    await expect(code.updateParity(2, new Uint8Array(4), [new Uint8Array(4)])).rejects.toThrow(/dataIndex/);
+    const shared = new Uint8Array(8);
+    await expect(code.updateParity(0, shared.subarray(0, 4), [shared.subarray(2, 6)])).rejects.toThrow(/memory not shared/);
   });
 
   it('threads and ISA settings are checked', () => {

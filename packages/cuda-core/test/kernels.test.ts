@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
   embeddingBagBackwardSync, embeddingBagSync, gemm, gemmSync, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
-  sumEncode, sumEncodeSync, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
+  sumEncode, sumEncodeSync, ReedSolomonCode, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
 } from '../src/index.js';
 import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
 
@@ -251,6 +251,32 @@ describe('parity', () => {
     }
     const plain = sumEncodeSync(blocks);
     expect(worstError(plain, blocks[0].map((v, i) => v + blocks[1][i] + blocks[2][i]), 1e-6, 1e-6)).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('Reed-Solomon', () => {
+  it('RS(4+2) rebuilds every pair of lost blocks bit-exactly; first parity is the XOR', async () => {
+    const code = new ReedSolomonCode(4, 2);
+    const data = [0, 1, 2, 3].map((b) => Uint8Array.from({ length: 1003 }, (_, i) => (i * 13 + b * 101 + ((i * b) >> 3)) & 255));
+    const parity = await code.encode(data);
+    expect(Array.from(parity[0])).toEqual(Array.from(xorEncodeSync(data)));
+    const all = [...data, ...parity];
+    for (let x = 0; x < 6; x++)
+      for (let y = x; y < 6; y++) {
+        const blocks = all.map((b, i) => (i === x || i === y ? null : b.slice()));
+        const rebuilt = await code.decode(blocks);
+        rebuilt.forEach((b, i) => expect(Buffer.from(b).equals(Buffer.from(all[i])), `lost ${x},${y} block ${i}`).toBe(true));
+      }
+  });
+
+  it('delta update equals re-encoding after a block changes', async () => {
+    const code = new ReedSolomonCode(3, 3);
+    const data = [5, 6, 7].map((s) => Uint8Array.from({ length: 77 }, (_, i) => (i * s) & 255));
+    const parity = code.encodeSync(data);
+    const changed = data[1].map((v, i) => (i % 3 ? v : 255 - v));
+    await code.updateParity(1, xorEncodeSync([data[1], changed]), parity);
+    const fresh = code.encodeSync([data[0], changed, data[2]]);
+    parity.forEach((p, i) => expect(Array.from(p)).toEqual(Array.from(fresh[i])));
   });
 });
 
