@@ -369,6 +369,19 @@ Napi::Value Checksum(const Napi::CallbackInfo& info) {
 }
 
 // ---- parity coding ----
+// Pointers to the blocks' data for a kernel: the blocks are kept alive by `job` and may not share
+// memory with `out` (the check is skipped when `out` is absent).
+template <typename T, typename O>
+std::vector<T*> block_pointers(const std::vector<Array<T>>& blocks, const Array<O>& out, Job& job) {
+  std::vector<T*> ptrs;
+  for (auto& b : blocks) {
+    check_no_overlap(out, b);
+    ptrs.push_back(b.data);
+    job.keep_alive.push_back(b.value);
+  }
+  return ptrs;
+}
+
 // xorEncode(async, blocks: Uint8Array[], parity)
 Napi::Value XorEncode(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
@@ -378,12 +391,7 @@ Napi::Value XorEncode(const Napi::CallbackInfo& info) {
     if (P.length != blocks[0].length)
       throw_expected(ErrorKind::Range, std::to_string(blocks[0].length) + " bytes (the block length)", "parity", std::to_string(P.length) + " bytes");
     Job job;
-    std::vector<const uint8_t*> ptrs;
-    for (auto& b : blocks) {
-      check_no_overlap(P, b);
-      ptrs.push_back(b.data);
-      job.keep_alive.push_back(b.value);
-    }
+    std::vector<uint8_t*> ptrs = block_pointers(blocks, P, job);
     uint8_t* p = P.data;
     size_t len = size_t(P.length);
     job.work = [ptrs, p, len] { xor_encode(ptrs.data(), int(ptrs.size()), len, p); };
@@ -419,12 +427,7 @@ Napi::Value SumEncode(const Napi::CallbackInfo& info) {
     if (P.length != blocks[0].length)
       throw_expected(ErrorKind::Range, std::to_string(blocks[0].length) + " elements (the block length)", "parity", std::to_string(P.length));
     Job job;
-    std::vector<const float*> ptrs;
-    for (auto& b : blocks) {
-      check_no_overlap(P, b);
-      ptrs.push_back(b.data);
-      job.keep_alive.push_back(b.value);
-    }
+    std::vector<float*> ptrs = block_pointers(blocks, P, job);
     std::vector<float> c(coeffs.present() ? coeffs.data : nullptr, coeffs.present() ? coeffs.data + coeffs.length : nullptr);
     float* p = P.data;
     size_t len = size_t(P.length);
@@ -448,14 +451,10 @@ Napi::Value SumDecode(const Napi::CallbackInfo& info) {
     if (coeffs.length != int64_t(blocks.size()))
       throw_expected(ErrorKind::Range, std::to_string(blocks.size()) + " coefficients (one per available block)", "coeffs", std::to_string(coeffs.length));
     if (O.length != P.length) throw_expected(ErrorKind::Range, std::to_string(P.length) + " elements (as parity)", "out", std::to_string(O.length));
+    if (!blocks.empty() && blocks[0].length != P.length)
+      throw_expected(ErrorKind::Range, std::to_string(P.length) + " elements (as parity)", blocks[0].name, std::to_string(blocks[0].length));
     Job job;
-    std::vector<const float*> ptrs;
-    for (auto& b : blocks) {
-      if (b.length != P.length) throw_expected(ErrorKind::Range, std::to_string(P.length) + " elements (as parity)", b.name, std::to_string(b.length));
-      check_no_overlap(O, b);
-      ptrs.push_back(b.data);
-      job.keep_alive.push_back(b.value);
-    }
+    std::vector<float*> ptrs = block_pointers(blocks, O, job);
     check_no_overlap(O, P);
     std::vector<float> c(coeffs.data, coeffs.data + coeffs.length);
     const float* p = P.data;
@@ -498,10 +497,7 @@ Napi::Value RsEncode(const Napi::CallbackInfo& info) {
     all.insert(all.end(), parity.begin(), parity.end());
     check_blocks(parity, all);
     Job job;
-    std::vector<const uint8_t*> in;
-    std::vector<uint8_t*> out;
-    for (auto& d : data) in.push_back(d.data), job.keep_alive.push_back(d.value);
-    for (auto& p : parity) out.push_back(p.data), job.keep_alive.push_back(p.value);
+    std::vector<uint8_t*> in = block_pointers(data, Array<uint8_t>(), job), out = block_pointers(parity, Array<uint8_t>(), job);
     size_t len = size_t(data[0].length);
     job.work = [code, in, out, len] { code->encode(in.data(), len, out.data()); };
     return job;
@@ -532,8 +528,7 @@ Napi::Value RsDecode(const Napi::CallbackInfo& info) {
       throw_expected(ErrorKind::Range, "at most " + std::to_string(code->r()) + " missing blocks", "present", std::to_string(missing.size()) + " missing");
     check_blocks(missing, blocks);
     Job job;
-    std::vector<uint8_t*> ptrs;
-    for (auto& b : blocks) ptrs.push_back(b.data), job.keep_alive.push_back(b.value);
+    std::vector<uint8_t*> ptrs = block_pointers(blocks, Array<uint8_t>(), job);
     size_t len = size_t(blocks[0].length);
     job.work = [code, ptrs, present, len] { code->decode(ptrs.data(), present.get(), len); };
     return job;
@@ -555,8 +550,7 @@ Napi::Value RsUpdateParity(const Napi::CallbackInfo& info) {
     all.push_back(delta);
     check_blocks(parity, all);
     Job job{nullptr, Napi::Value(), {delta.value}};
-    std::vector<uint8_t*> out;
-    for (auto& p : parity) out.push_back(p.data), job.keep_alive.push_back(p.value);
+    std::vector<uint8_t*> out = block_pointers(parity, Array<uint8_t>(), job);
     const uint8_t* d = delta.data;
     size_t len = size_t(delta.length);
     job.work = [code, index, d, len, out] { code->update_parity(index, d, len, out.data()); };
