@@ -39,3 +39,4 @@ export class SummationCode {
     return sumDecode(parityOutput, available, coeffs, this.coefficients[missing]);
   }
 }
+export * from './serving/index.js';

@@ -1,0 +1,538 @@
+// The coded serving frontend (ParM): queries are batched and grouped into coding groups of k;
+// the i-th query of every group goes to data worker i, and the parity query P = Σ c·X of every
+// group goes to a parity worker (r = 1 or 2, distinct coefficients). Each prediction is returned
+// the moment its own worker answers; a prediction whose worker is late or failed is decoded from
+// the parity output and the other k − 1 predictions as soon as enough of them are back, and is
+// marked reconstructed. Every query ends with a prediction or an explicit error: a request timeout,
+// retries when decoding is impossible, and workers that fail in-flight calls when they die.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { sumEncode } from '@kintsugi/cuda-core';
+
+import { SummationCode } from '../index.js';
+import { WorkerHandle, type HealthOptions, type WorkerSpec } from './process.js';
+import { expected, parseInferRequest, parseJsonBody, ServingError, type V2InferResponse, type V2ModelMetadata } from './protocol.js';
+import { readBody, sendError } from './worker.js';
+
+export interface CodedFrontendOptions {
+  /** Queries per coding group; k = 1 with r = 0 is plain load balancing (the replication baseline). */
+  k: number;
+  /** Parity queries per group: 0, 1 or 2. */
+  r?: number;
+  /** At least k workers serving the deployed model. */
+  data: WorkerSpec[];
+  /** Exactly r workers serving the parity model(s); parity worker j serves coefficient vector j. */
+  parity?: WorkerSpec[];
+  /** r coefficient vectors of length k; default all ones, then 1, 2, …, k (any two columns independent). */
+  coefficients?: number[][];
+  /** Coding groups per worker request (B): each data worker gets up to B queries per call. */
+  batchSize?: number;
+  /** How long the first queued query waits for a full batch of k·B before a partial one is sent. */
+  fillTimeoutMs?: number;
+  /**
+   * 0 (default): decode a late prediction as soon as k of the k + r outputs are back, as ParM does.
+   * > 0: give the query's own worker this long before its reconstruction is returned (a failed
+   * worker's queries are decoded at once either way).
+   */
+  reconstructAfterMs?: number;
+  /** A query still unanswered after this gets a 504. */
+  requestTimeoutMs?: number;
+  /** Tries per query when its worker failed and it could not be decoded. */
+  maxAttempts?: number;
+  /** Per-sample shapes and model name; read from the first data worker's metadata when absent. */
+  model?: { name: string; inputShape: number[]; outputShape: number[]; inputName?: string };
+  health?: HealthOptions;
+  workerEntry?: string;
+  port?: number;
+  /** 127.0.0.1 unless told otherwise. */
+  host?: string;
+}
+
+export interface Prediction {
+  output: Float32Array;
+  /** True when decoded from parity, not computed by the query's own worker. */
+  reconstructed: boolean;
+  latencyMs: number;
+}
+
+export interface FrontendStats {
+  queries: number;
+  direct: number;
+  reconstructed: number;
+  errors: number;
+  retries: number;
+  dispatches: number;
+  workers: { label: string; role: 'data' | 'parity'; state: string; pid?: number; restarts: number; outstanding: number; lastError: string }[];
+}
+
+interface Query {
+  input: Float32Array;
+  attempts: number;
+  settled: boolean;
+  startedAt: number;
+  lastError: ServingError | null;
+  timer: NodeJS.Timeout;
+  resolve(p: Prediction): void;
+  reject(e: ServingError): void;
+}
+
+/** One batch of coding groups in flight: slot i of every group went to one data worker. */
+interface Dispatch {
+  groups: number;
+  /** slots[i][g]: the query in slot i of group g (a short last group is padded with its own queries). */
+  slots: Query[][];
+  slotOut: (Float32Array | null)[];
+  slotFailed: (ServingError | null)[];
+  parityOut: (Float32Array | null)[];
+  parityFailed: boolean[];
+  /** Reconstructions computed but not yet handed out (reconstructAfterMs > 0). */
+  recon: (Float32Array | null)[];
+  startedAt: number;
+  decoding: boolean;
+  again: boolean;
+  deadline: NodeJS.Timeout | null;
+  retried: boolean[];
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function positiveInt(v: unknown, name: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new RangeError(expected(name, `an integer in [${min}, ${max}]`, v));
+  return v;
+}
+function nonNegative(v: unknown, name: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new RangeError(expected(name, 'a non-negative number', v));
+  return v;
+}
+
+export class CodedFrontend {
+  readonly k: number;
+  readonly r: number;
+  readonly batchSize: number;
+  readonly codes: SummationCode[];
+  readonly dataWorkers: WorkerHandle[];
+  readonly parityWorkers: WorkerHandle[];
+  #fillTimeoutMs: number;
+  #reconstructAfterMs: number;
+  #requestTimeoutMs: number;
+  #maxAttempts: number;
+  #model: { name: string; inputShape: number[]; outputShape: number[]; inputName: string } | null;
+  #inSize = 0;
+  #outSize = 0;
+  #queue: Query[] = [];
+  /** Every unsettled query, so close() can answer each one. */
+  #pending = new Set<Query>();
+  #fillTimer: NodeJS.Timeout | null = null;
+  #rr = 0;
+  #server: Server | null = null;
+  #host: string;
+  #port: number;
+  #closed = false;
+  #stats = { queries: 0, direct: 0, reconstructed: 0, errors: 0, retries: 0, dispatches: 0 };
+
+  constructor(options: CodedFrontendOptions) {
+    const o = options ?? ({} as CodedFrontendOptions);
+    this.k = positiveInt(o.k, 'options.k', 1, 64);
+    this.r = positiveInt(o.r ?? 0, 'options.r', 0, 2);
+    if (!Array.isArray(o.data) || o.data.length < this.k) throw new RangeError(expected('options.data', `at least ${this.k} data workers (k)`, o.data));
+    const parity = o.parity ?? [];
+    if (!Array.isArray(parity) || parity.length !== this.r) throw new RangeError(expected('options.parity', `${this.r} parity workers (r)`, parity));
+    if (this.r > 0 && this.k < 2) throw new RangeError(expected('options.k', 'at least 2 when r > 0 (a group of one is its own replica)', this.k));
+    const coeffs = o.coefficients ?? [Array(this.k).fill(1), Array.from({ length: this.k }, (_, i) => i + 1)].slice(0, this.r);
+    if (!Array.isArray(coeffs) || coeffs.length !== this.r) throw new RangeError(expected('options.coefficients', `${this.r} coefficient vectors`, coeffs));
+    this.codes = coeffs.map((c) => new SummationCode(this.k, c));
+    if (this.r === 2) {
+      // Two lost predictions are solved from both parities: every 2×2 minor must be non-singular.
+      const [a, b] = this.codes.map((c) => c.coefficients);
+      for (let i = 0; i < this.k; i++) for (let j = i + 1; j < this.k; j++) {
+        if (Math.abs(a[i] * b[j] - a[j] * b[i]) < 1e-6) throw new RangeError(expected('options.coefficients', `vectors whose columns ${i} and ${j} are independent`, 'dependent columns', true));
+      }
+    }
+    this.batchSize = positiveInt(o.batchSize ?? 1, 'options.batchSize', 1, 4096);
+    this.#fillTimeoutMs = nonNegative(o.fillTimeoutMs ?? 2, 'options.fillTimeoutMs');
+    this.#reconstructAfterMs = nonNegative(o.reconstructAfterMs ?? 0, 'options.reconstructAfterMs');
+    this.#requestTimeoutMs = nonNegative(o.requestTimeoutMs ?? 5000, 'options.requestTimeoutMs');
+    this.#maxAttempts = positiveInt(o.maxAttempts ?? 3, 'options.maxAttempts', 1, 100);
+    this.#host = o.host ?? '127.0.0.1';
+    this.#port = o.port ?? 0;
+    this.#model = o.model ? { inputName: 'input', ...o.model } : null;
+    const handleOpts = (role: string, i: number) => ({ health: o.health, entry: o.workerEntry, label: `${role}[${i}]` });
+    this.dataWorkers = o.data.map((s, i) => new WorkerHandle(s, handleOpts('data', i)));
+    this.parityWorkers = parity.map((s, i) => new WorkerHandle(s, handleOpts('parity', i)));
+    for (const w of this.dataWorkers) w.on('ready', () => this.#schedule());
+  }
+
+  get port(): number {
+    return this.#server ? (this.#server.address() as AddressInfo).port : 0;
+  }
+  get url(): string {
+    return `http://${this.#host}:${this.port}`;
+  }
+  get modelMetadata(): V2ModelMetadata {
+    const m = this.#needModel();
+    return { name: m.name, versions: ['1'], platform: 'kintsugi-coded', inputs: [{ name: m.inputName, datatype: 'FP32', shape: [-1, ...m.inputShape] }], outputs: [{ name: 'output', datatype: 'FP32', shape: [-1, ...m.outputShape] }] };
+  }
+
+  #needModel() {
+    if (!this.#model) throw new ServingError(503, 'Expected a started frontend for model metadata but received one that has not read its workers\' metadata');
+    return this.#model;
+  }
+
+  /** Starts the workers, reads the model's shapes, and listens for HTTP queries. */
+  async start(options: { listen?: boolean } = {}): Promise<this> {
+    const all = [...this.dataWorkers, ...this.parityWorkers];
+    const results = await Promise.allSettled(all.map((w) => w.start()));
+    const failed = results.findIndex((r) => r.status === 'rejected');
+    if (failed >= 0) {
+      await Promise.all(all.map((w) => w.stop()));
+      throw (results[failed] as PromiseRejectedResult).reason;
+    }
+    if (!this.#model) {
+      const source = this.dataWorkers.find((w) => w.metadata);
+      if (!source?.metadata) {
+        await Promise.all(all.map((w) => w.stop()));
+        throw new ServingError(503, `Expected a data worker that answers model metadata for options.model but received none (${this.dataWorkers.map((w) => `${w.label}: ${w.lastError || w.state}`).join('; ')})`);
+      }
+      const md = source.metadata;
+      this.#model = { name: md.name, inputName: md.inputs[0].name, inputShape: md.inputs[0].shape.slice(1), outputShape: md.outputs[0].shape.slice(1) };
+    }
+    const m = this.#model;
+    this.#inSize = m.inputShape.reduce((a, b) => a * b, 1);
+    this.#outSize = m.outputShape.reduce((a, b) => a * b, 1);
+    // The parity model has the deployed model's architecture: its shapes must match.
+    for (const w of [...this.dataWorkers, ...this.parityWorkers]) {
+      const md = w.metadata;
+      if (!md) continue;
+      const inS = md.inputs[0].shape.slice(1), outS = md.outputs[0].shape.slice(1);
+      if (inS.join() !== m.inputShape.join() || outS.join() !== m.outputShape.join()) {
+        await this.close();
+        throw new RangeError(expected(`the shapes of ${w.label} (${md.name})`, `input [${m.inputShape}] and output [${m.outputShape}]`, `input [${inS}] and output [${outS}]`, true));
+      }
+    }
+    if (options.listen !== false) {
+      this.#server = createServer((req, res) => void this.#handle(req, res));
+      await new Promise<void>((resolve, reject) => {
+        this.#server!.once('error', reject);
+        this.#server!.listen(this.#port, this.#host, () => resolve());
+      });
+    }
+    return this;
+  }
+
+  /** One query (one sample, row-major). Resolves with its prediction or rejects with a ServingError. */
+  infer(input: Float32Array): Promise<Prediction> {
+    if (this.#closed) return Promise.reject(new ServingError(503, 'Expected an open frontend for infer but received a closed one'));
+    const m = this.#needModel();
+    if (!(input instanceof Float32Array) || input.length !== this.#inSize) {
+      return Promise.reject(new ServingError(400, expected('input', `a Float32Array of ${this.#inSize} values (shape [${m.inputShape}])`, input instanceof Float32Array ? `${input.length} values` : typeof input, true)));
+    }
+    this.#stats.queries++;
+    return new Promise<Prediction>((resolve, reject) => {
+      const q: Query = {
+        input, attempts: 1, settled: false, startedAt: performance.now(), lastError: null,
+        timer: setTimeout(() => {
+          const why = q.lastError ? ` (last error: ${q.lastError.message})` : '';
+          this.#fail(q, new ServingError(504, `No prediction within ${this.#requestTimeoutMs} ms: neither the query's worker nor a decode from parity answered in time${why}`));
+        }, this.#requestTimeoutMs),
+        resolve, reject,
+      };
+      this.#pending.add(q);
+      this.#queue.push(q);
+      this.#schedule();
+    });
+  }
+
+  #schedule(): void {
+    if (this.#queue.length === 0) return;
+    const full = this.k * this.batchSize;
+    while (this.#queue.length >= full) this.#flush(full);
+    if (this.#queue.length > 0 && !this.#fillTimer) {
+      this.#fillTimer = setTimeout(() => {
+        this.#fillTimer = null;
+        while (this.#queue.length > 0) this.#flush(full);
+      }, this.#fillTimeoutMs);
+    }
+  }
+
+  /** Picks k distinct data workers: ready ones first, then the least loaded, ties in rotation. */
+  #pickData(): WorkerHandle[] {
+    const n = this.dataWorkers.length;
+    const start = this.#rr++ % n;
+    const order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n }));
+    order.sort((a, b) => Number(b.w.state === 'ready') - Number(a.w.state === 'ready') || a.w.outstanding - b.w.outstanding || a.rank - b.rank);
+    return order.slice(0, this.k).map((x) => x.w);
+  }
+
+  #flush(max: number): void {
+    const taken = this.#queue.splice(0, max).filter((q) => !q.settled);
+    if (taken.length === 0) return;
+    if (this.#queue.length === 0 && this.#fillTimer) {
+      clearTimeout(this.#fillTimer);
+      this.#fillTimer = null;
+    }
+    const k = this.k;
+    const groups = Math.ceil(taken.length / k);
+    // A short last group is filled with copies of its own queries rather than zeros: every slot
+    // then carries a real query, and a copy's answer serves as a replica of the original.
+    const slots: Query[][] = Array.from({ length: k }, () => new Array<Query>(groups));
+    for (let g = 0; g < groups; g++) {
+      const members = taken.slice(g * k, g * k + k);
+      for (let i = 0; i < k; i++) slots[i][g] = members[i % members.length];
+    }
+    const d: Dispatch = {
+      groups, slots,
+      slotOut: new Array(k).fill(null), slotFailed: new Array(k).fill(null),
+      parityOut: new Array(this.r).fill(null), parityFailed: new Array(this.r).fill(false),
+      recon: new Array(k).fill(null), retried: new Array(k).fill(false),
+      startedAt: performance.now(), decoding: false, again: false, deadline: null,
+    };
+    this.#stats.dispatches++;
+    const inputs = slots.map((column) => {
+      const batch = new Float32Array(groups * this.#inSize);
+      column.forEach((q, g) => batch.set(q.input, g * this.#inSize));
+      return batch;
+    });
+    const m = this.#model!;
+    const call = (batch: Float32Array) => ({ inputName: m.inputName, batch, rows: groups, inputShape: m.inputShape, outputShape: m.outputShape, timeoutMs: this.#requestTimeoutMs });
+    const workers = this.#pickData();
+    workers.forEach((w, i) => {
+      w.infer(call(inputs[i])).then(
+        (out) => this.#onSlot(d, i, out),
+        (err) => this.#onSlotFailed(d, i, err instanceof ServingError ? err : new ServingError(502, String(err?.message ?? err))),
+      );
+    });
+    // The encoder works on the whole batch at once: the sum is elementwise, so slot batches add up
+    // to the batch of parity queries (one kernel call for all groups).
+    this.codes.forEach((code, j) => {
+      code.encode(inputs)
+        .then((parityBatch) => this.parityWorkers[j].infer(call(parityBatch)))
+        .then((out) => this.#onParity(d, j, out), () => this.#onParityFailed(d, j));
+    });
+    if (this.r > 0 && this.#reconstructAfterMs > 0) {
+      d.deadline = setTimeout(() => void this.#tryDecode(d), this.#reconstructAfterMs);
+    }
+  }
+
+  #settle(q: Query, output: Float32Array, reconstructed: boolean): void {
+    if (q.settled) return;
+    q.settled = true;
+    clearTimeout(q.timer);
+    this.#pending.delete(q);
+    if (reconstructed) this.#stats.reconstructed++;
+    else this.#stats.direct++;
+    q.resolve({ output, reconstructed, latencyMs: performance.now() - q.startedAt });
+  }
+
+  #fail(q: Query, err: ServingError): void {
+    if (q.settled) return;
+    q.settled = true;
+    clearTimeout(q.timer);
+    this.#pending.delete(q);
+    this.#stats.errors++;
+    q.reject(err);
+  }
+
+  #row(batch: Float32Array, g: number): Float32Array {
+    // A copy, so a caller that keeps one prediction does not pin the whole batch.
+    return batch.slice(g * this.#outSize, (g + 1) * this.#outSize);
+  }
+
+  #onSlot(d: Dispatch, i: number, out: Float32Array): void {
+    d.slotOut[i] = out;
+    d.slots[i].forEach((q, g) => this.#settle(q, this.#row(out, g), false));
+    void this.#tryDecode(d);
+  }
+
+  #onSlotFailed(d: Dispatch, i: number, err: ServingError): void {
+    d.slotFailed[i] = err;
+    for (const q of d.slots[i]) q.lastError = err;
+    this.#checkRecoverable(d);
+    void this.#tryDecode(d);
+  }
+
+  #onParity(d: Dispatch, j: number, out: Float32Array): void {
+    d.parityOut[j] = out;
+    void this.#tryDecode(d);
+  }
+
+  #onParityFailed(d: Dispatch, j: number): void {
+    d.parityFailed[j] = true;
+    this.#checkRecoverable(d);
+  }
+
+  #unsettled(d: Dispatch, i: number): boolean {
+    return d.slots[i].some((q) => !q.settled);
+  }
+
+  /**
+   * When more slots have failed than parities can still arrive, decoding is impossible: the failed
+   * slots' queries go back to the queue (another worker, a restarted one, or a new group).
+   */
+  #checkRecoverable(d: Dispatch): void {
+    const failed = d.slotFailed.map((e, i) => (e ? i : -1)).filter((i) => i >= 0);
+    const parities = d.parityFailed.filter((f) => !f).length;
+    if (failed.length <= Math.min(parities, 2)) return;
+    for (const i of failed) {
+      if (d.retried[i]) continue;
+      d.retried[i] = true;
+      for (const q of d.slots[i]) if (!q.settled) void this.#retry(q, d.slotFailed[i]!);
+    }
+  }
+
+  async #retry(q: Query, err: ServingError): Promise<void> {
+    if (q.settled || this.#queue.includes(q)) return;
+    if (q.attempts >= this.#maxAttempts) {
+      this.#fail(q, new ServingError(err.status === 504 ? 504 : 503, `No prediction after ${q.attempts} attempts and no parity to decode from: ${err.message}`));
+      return;
+    }
+    q.attempts++;
+    this.#stats.retries++;
+    // Back off a little so a crashed worker has time to come back.
+    await sleep(50 * (q.attempts - 1));
+    if (q.settled || this.#closed) return;
+    this.#queue.unshift(q);
+    this.#schedule();
+  }
+
+  async #tryDecode(d: Dispatch): Promise<void> {
+    if (this.r === 0) return;
+    if (d.decoding) {
+      d.again = true;
+      return;
+    }
+    const missing = d.slotOut.map((o, i) => (o ? -1 : i)).filter((i) => i >= 0 && this.#unsettled(d, i));
+    if (missing.length === 0) {
+      if (d.deadline) clearTimeout(d.deadline);
+      return;
+    }
+    const due = (i: number) => d.slotFailed[i] !== null || performance.now() - d.startedAt >= this.#reconstructAfterMs - 0.5;
+    // Hand out reconstructions already computed whose time has come.
+    for (const i of missing) if (d.recon[i] && due(i)) this.#settleRecon(d, i, d.recon[i]!);
+    const notDone = d.slotOut.map((o, i) => (o ? -1 : i)).filter((i) => i >= 0);
+    const parities = d.parityOut.map((o, j) => (o ? j : -1)).filter((j) => j >= 0);
+    if (notDone.length > parities.length || notDone.length > 2 || notDone.every((i) => d.recon[i])) return;
+    // Decoded now even when not yet due, so the answer is ready the moment its deadline passes.
+    d.decoding = true;
+    try {
+      if (notDone.length === 1) {
+        const i = notDone[0], j = parities[0];
+        d.recon[i] = await this.codes[j].decode(d.parityOut[j]!, d.slotOut, i);
+      } else {
+        const [i, l] = notDone;
+        const [ja, jb] = parities;
+        const [ri, rl] = await this.#decodeTwo(d, i, l, ja, jb);
+        d.recon[i] = ri;
+        d.recon[l] = rl;
+      }
+    } catch (err) {
+      for (const i of notDone) for (const q of d.slots[i]) this.#fail(q, new ServingError(500, `Decoding failed: ${(err as Error).message}`));
+    } finally {
+      d.decoding = false;
+    }
+    for (const i of notDone) if (d.recon[i] && d.slotOut[i] === null && due(i)) this.#settleRecon(d, i, d.recon[i]!);
+    if (d.again) {
+      d.again = false;
+      void this.#tryDecode(d);
+    }
+  }
+
+  #settleRecon(d: Dispatch, i: number, batch: Float32Array): void {
+    d.slots[i].forEach((q, g) => this.#settle(q, this.#row(batch, g), true));
+  }
+
+  /**
+   * Two lost predictions from two parities with coefficient vectors a, b: with R_a = P_a − Σ a_m F_m
+   * over the available m (a decode with unit missing coefficient), a_i F_i + a_l F_l = R_a and
+   * b_i F_i + b_l F_l = R_b, solved by Cramer's rule as two weighted sums.
+   */
+  async #decodeTwo(d: Dispatch, i: number, l: number, ja: number, jb: number): Promise<[Float32Array, Float32Array]> {
+    const residual = async (j: number) => {
+      const code = this.codes[j];
+      const avail: Float32Array[] = [], coeffs: number[] = [];
+      d.slotOut.forEach((o, m) => {
+        if (o) {
+          avail.push(o);
+          coeffs.push(code.coefficients[m]);
+        }
+      });
+      // (P − Σ c_m F_m) / 1 through the one-missing decoder of a code over [available…, one unknown].
+      const sub = new SummationCode(avail.length + 1, [...coeffs, 1]);
+      return sub.decode(d.parityOut[j]!, [...avail, null], avail.length);
+    };
+    const [Ra, Rb] = await Promise.all([residual(ja), residual(jb)]);
+    const a = this.codes[ja].coefficients, b = this.codes[jb].coefficients;
+    const det = a[i] * b[l] - a[l] * b[i];
+    const Fi = await sumEncode([Ra, Rb], [b[l] / det, -a[l] / det]);
+    const Fl = await sumEncode([Ra, Rb], [-b[i] / det, a[i] / det]);
+    return [Fi, Fl];
+  }
+
+  stats(): FrontendStats {
+    const ws = (role: 'data' | 'parity') => (w: WorkerHandle) => ({ label: w.label, role, state: w.state, pid: w.pid, restarts: w.restarts, outstanding: w.outstanding, lastError: w.lastError });
+    return { ...this.#stats, workers: [...this.dataWorkers.map(ws('data')), ...this.parityWorkers.map(ws('parity'))] };
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const path = (req.url ?? '/').split('?')[0].replace(/\/versions\/[^/]+/, '');
+      const method = req.method ?? 'GET';
+      const json = (status: number, body: unknown) => {
+        const text = JSON.stringify(body);
+        res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+        res.end(text);
+      };
+      if (method === 'GET' && path === '/v2/health/live') return json(200, { live: true });
+      if (method === 'GET' && path === '/v2/health/ready') {
+        const ready = this.dataWorkers.some((w) => w.state === 'ready');
+        return json(ready ? 200 : 503, { ready });
+      }
+      if (method === 'GET' && path === '/v2') return json(200, { name: 'kintsugi-coded-frontend', version: '0.1.0', extensions: [] });
+      if (method === 'GET' && path === '/v2/frontend/stats') return json(200, this.stats());
+      const m = /^\/v2\/models\/([^/]+)(\/ready|\/infer)?$/.exec(path);
+      if (!m) throw new ServingError(404, expected('the path', 'a KServe v2 endpoint (/v2/health/{live,ready}, /v2/models/{name}[/ready|/infer])', path));
+      const model = this.#needModel();
+      const name = decodeURIComponent(m[1]);
+      if (name !== model.name) throw new ServingError(404, expected('model name', `'${model.name}'`, name));
+      if (m[2] !== '/infer') {
+        if (method !== 'GET') throw new ServingError(405, expected(`the method of ${path}`, 'GET', method));
+        return json(200, m[2] === '/ready' ? { name, ready: this.dataWorkers.some((w) => w.state === 'ready') } : this.modelMetadata);
+      }
+      if (method !== 'POST') throw new ServingError(405, expected(`the method of ${path}`, 'POST', method));
+      const body = parseJsonBody(await readBody(req));
+      const { batch, rows, id } = parseInferRequest(body, model.inputShape, model.inputName);
+      // Each row is its own query (its own coding-group slot); the reply waits for all of them.
+      const results = await Promise.all(Array.from({ length: rows }, (_, r) => this.infer(batch.slice(r * this.#inSize, (r + 1) * this.#inSize))));
+      const data = new Float32Array(rows * this.#outSize);
+      results.forEach((p, r) => data.set(p.output, r * this.#outSize));
+      const reconstructedRows = results.flatMap((p, r) => (p.reconstructed ? [r] : []));
+      const response: V2InferResponse = {
+        model_name: model.name,
+        model_version: '1',
+        ...(id ? { id } : {}),
+        outputs: [{ name: 'output', datatype: 'FP32', shape: [rows, ...model.outputShape], data: Array.from(data) }],
+        parameters: { reconstructed: reconstructedRows.length > 0, reconstructed_rows: reconstructedRows },
+      };
+      return json(200, response);
+    } catch (err) {
+      sendError(res, err);
+    }
+  }
+
+  /** Stops listening, fails queued queries with an explicit error, and stops the workers. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#fillTimer) clearTimeout(this.#fillTimer);
+    this.#queue.length = 0;
+    for (const q of [...this.#pending]) this.#fail(q, new ServingError(503, 'The frontend closed before the query was answered'));
+    await Promise.all([...this.dataWorkers, ...this.parityWorkers].map((w) => w.stop()));
+    if (this.#server) {
+      const server = this.#server;
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    }
+  }
+}
