@@ -42,7 +42,3 @@ export function addInto(a: Float32Array, b: Float32Array): void {
   for (let i = 0; i < a.length; i++) a[i] += b[i];
 }
 
-/** A contiguous float32 copy-free view of t's data when possible. */
-export function dataOf(t: Tensor<'float32'>): Float32Array {
-  return t.contiguousData();
-}
