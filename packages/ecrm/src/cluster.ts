@@ -1,0 +1,434 @@
+// The trainer's view of the embedding servers: it starts (or connects to) the shard processes,
+// routes row pulls and gradient pushes, runs the per-step two-phase commit, detects failed servers
+// and replaces them — by rebuilding from parity while training goes on (protected clusters), or by
+// a fresh process the caller restores from a checkpoint (unprotected ones).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createCodec, type CodeMode } from './codec.js';
+import { stateWidth, type EmbeddingOptimizer } from './optim.js';
+import { Connection, Op, Writer } from './protocol.js';
+import { READ_CODED, READ_FULL, type Address, type ShardConfig } from './shard.js';
+import { integer, oneOf, rangeError, RemoteError, ShardUnavailableError } from './validate.js';
+
+/** Compiled entry of a shard process (the cluster runs from src/ under tests and from dist/). */
+export const SHARD_MAIN = fileURLToPath(new URL('../dist/shard-main.js', import.meta.url));
+
+export type Protection = 'none' | CodeMode;
+
+export interface ClusterOptions {
+  /** Total embedding rows over all tables (tables × rowsPerTable). */
+  totalRows: number;
+  rowsPerTable: number;
+  dim: number;
+  /** Data shards. */
+  k: number;
+  protection?: Protection;
+  /** Parity shards (1 for xor and sum; up to 4 for rs). */
+  r?: number;
+  state?: 'encoded' | 'replicated';
+  optimizer?: EmbeddingOptimizer;
+  lr?: number;
+  eps?: number;
+  seed?: number;
+  /** Spare processes started up front (more are started when needed). */
+  spares?: number;
+  /** Deadline of every request, ms. */
+  timeoutMs?: number;
+  rebuild?: { rangeSlots?: number; pauseMs?: number };
+  /** Failure injection: data shard `shard` dies while handling the push of `step`. */
+  crash?: { shard: number; step: number; when: 'prepare' | 'after-first-delta' };
+  /** Servers already running (e.g. on other hosts, `kintsugi ecrm serve`): data, parity, spares. */
+  addresses?: Address[];
+}
+
+export type Health = 'healthy' | 'rebuilding';
+
+export interface ClusterEvent {
+  /** performance.now() in the trainer. */
+  at: number;
+  kind: 'failure' | 'rebuild-start' | 'rebuild-done' | 'replaced';
+  server: number;
+  detail?: unknown;
+}
+
+/** Servers that failed in an unprotected cluster: the caller decides how to restore them. */
+export class ShardLostError extends Error {
+  readonly code = 'ECRM_SHARD_LOST';
+  constructor(readonly servers: number[], override readonly cause: Error) {
+    super(`Expected every embedding server to answer but received no answer from ${servers.map((s) => `server ${s}`).join(', ')}: ${cause.message}`);
+    this.name = 'ShardLostError';
+  }
+}
+
+interface Server {
+  addr: Address;
+  proc: ChildProcess | null;
+  conn: Connection;
+  pid: number;
+}
+
+async function startProcess(timeoutMs: number): Promise<{ proc: ChildProcess; port: number }> {
+  const proc = spawn(process.execPath, [SHARD_MAIN], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ECRM_EXIT_WITH_PARENT: '1' } });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new ShardUnavailableError('new shard process', `Expected a shard process to listen within ${timeoutMs} ms but received no port (is dist/ built? run tsc)`));
+    }, timeoutMs);
+    proc.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new ShardUnavailableError('new shard process', `Expected a listening shard process but received an exit (${signal ?? code}) before it listened`));
+    });
+    proc.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /ECRM_LISTENING (\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        proc.removeAllListeners('exit');
+        resolve({ proc, port: Number(m[1]) });
+      }
+    });
+  });
+}
+
+export class EmbeddingCluster {
+  readonly k: number;
+  readonly r: number;
+  readonly dim: number;
+  readonly width: number;
+  readonly slots: number;
+  readonly protection: Protection;
+  readonly events: ClusterEvent[] = [];
+  readonly #o: Required<Omit<ClusterOptions, 'crash' | 'addresses' | 'rebuild'>> & Pick<ClusterOptions, 'crash'> & { rebuild: { rangeSlots: number; pauseMs: number } };
+  readonly #servers: Server[] = [];
+  readonly #health: Health[] = [];
+  readonly #spares: Server[] = [];
+  readonly #rebuilds = new Map<number, Promise<void>>();
+  #rebuildError: Error | null = null;
+  #commits: Promise<unknown>[] = [];
+  #txn = 0;
+  #committed = -1;
+  #closed = false;
+
+  private constructor(options: ClusterOptions) {
+    const protection = oneOf(options.protection ?? 'none', 'options.protection', ['none', 'xor', 'rs', 'sum'] as const);
+    const k = integer(options.k, 'options.k', 1, 64);
+    const r = protection === 'none' ? 0 : integer(options.r ?? 1, 'options.r', 1, 4);
+    if (protection !== 'none') createCodec(protection, k, r); // validates r for the mode
+    this.#o = {
+      totalRows: integer(options.totalRows, 'options.totalRows', 1, 2 ** 31 - 1),
+      rowsPerTable: integer(options.rowsPerTable, 'options.rowsPerTable', 1, 2 ** 31 - 1),
+      dim: integer(options.dim, 'options.dim', 1, 4096),
+      k, r, protection,
+      state: oneOf(options.state ?? 'encoded', 'options.state', ['encoded', 'replicated'] as const),
+      optimizer: options.optimizer ?? 'rowwise-adagrad',
+      lr: options.lr ?? 0.05,
+      eps: options.eps ?? 1e-8,
+      seed: options.seed ?? 1,
+      spares: integer(options.spares ?? (protection === 'none' ? 0 : 1), 'options.spares', 0, 16),
+      timeoutMs: integer(options.timeoutMs ?? 5000, 'options.timeoutMs', 10, 600_000),
+      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 256, pauseMs: options.rebuild?.pauseMs ?? 2 },
+      crash: options.crash,
+    };
+    this.k = k;
+    this.r = r;
+    this.protection = protection;
+    this.dim = this.#o.dim;
+    this.width = this.dim + stateWidth(this.#o.optimizer, this.dim);
+    this.slots = Math.ceil(this.#o.totalRows / k);
+  }
+
+  static async start(options: ClusterOptions): Promise<EmbeddingCluster> {
+    const c = new EmbeddingCluster(options);
+    const n = c.k + c.r + c.#o.spares;
+    const addresses = options.addresses;
+    if (addresses && addresses.length < n) throw rangeError('options.addresses', `${n} servers (k + r + spares)`, addresses.length, true);
+    try {
+      const servers = await Promise.all(Array.from({ length: n }, (_, i) => c.#open(addresses?.[i], i < c.k ? `data ${i}` : i < c.k + c.r ? `parity ${i - c.k}` : 'spare')));
+      c.#servers.push(...servers.slice(0, c.k + c.r));
+      c.#spares.push(...servers.slice(c.k + c.r));
+      c.#health.push(...c.#servers.map(() => 'healthy' as const));
+      await Promise.all(c.#servers.map((_, i) => c.#configure(i)));
+    } catch (e) {
+      await c.close();
+      throw e;
+    }
+    return c;
+  }
+
+  async #open(addr: Address | undefined, label: string): Promise<Server> {
+    let proc: ChildProcess | null = null;
+    if (!addr) {
+      const started = await startProcess(Math.max(this.#o.timeoutMs, 15_000));
+      proc = started.proc;
+      addr = { host: '127.0.0.1', port: started.port };
+    }
+    const conn = await Connection.connect(addr.host, addr.port, `${label} (${addr.host}:${addr.port})`, this.#o.timeoutMs);
+    const pid = (await conn.request(Op.status)).json<{ pid: number }>().pid;
+    return { addr, proc, conn, pid };
+  }
+
+  /** A spare, or a new process when none is left; its connection is relabelled for its new role. */
+  async #takeSpare(label: string): Promise<Server> {
+    const s = this.#spares.shift() ?? (await this.#open(undefined, 'spare'));
+    s.conn.close();
+    s.conn = await Connection.connect(s.addr.host, s.addr.port, `${label} (${s.addr.host}:${s.addr.port}, replacement)`, this.#o.timeoutMs);
+    return s;
+  }
+
+  #label(i: number): string {
+    return i < this.k ? `data ${i}` : `parity ${i - this.k}`;
+  }
+
+  #config(i: number, extra: Partial<ShardConfig> = {}): ShardConfig {
+    const o = this.#o;
+    return {
+      role: i < this.k ? 'data' : 'parity', index: i < this.k ? i : i - this.k, k: this.k, r: this.r, mode: o.protection,
+      state: o.state, dim: o.dim, optimizer: o.optimizer, lr: o.lr, eps: o.eps, totalRows: o.totalRows, rowsPerTable: o.rowsPerTable,
+      seed: o.seed, committedStep: -1, parities: this.#servers.slice(this.k).map((s) => s.addr), timeoutMs: o.timeoutMs,
+      crash: o.crash && o.crash.shard === i ? { step: o.crash.step, when: o.crash.when } : undefined,
+      ...extra,
+    };
+  }
+
+  async #configure(i: number, extra: Partial<ShardConfig> = {}): Promise<void> {
+    await this.#servers[i].conn.request(Op.configure, new Writer().json(this.#config(i, extra)).build());
+  }
+
+  get health(): readonly Health[] {
+    return this.#health;
+  }
+  get committedStep(): number {
+    return this.#committed;
+  }
+  get pids(): number[] {
+    return this.#servers.map((s) => s.pid);
+  }
+  /** Resolves when every rebuild under way has finished (and rejects if one failed). */
+  async rebuilt(): Promise<void> {
+    while (this.#rebuilds.size) await Promise.all(this.#rebuilds.values());
+    if (this.#rebuildError) throw this.#rebuildError;
+  }
+
+  /** Groups global rows by data shard: per shard, the slots and the positions in the request. */
+  #route(rows: Int32Array): { slots: Int32Array; at: Int32Array }[] {
+    const counts = new Int32Array(this.k);
+    for (const g of rows) {
+      if (g < 0 || g >= this.#o.totalRows) throw rangeError('rows', `global rows in [0, ${this.#o.totalRows - 1}]`, g);
+      counts[g % this.k]++;
+    }
+    const out = Array.from(counts, (n) => ({ slots: new Int32Array(n), at: new Int32Array(n) }));
+    const fill = new Int32Array(this.k);
+    rows.forEach((g, i) => {
+      const s = g % this.k, n = fill[s]++;
+      out[s].slots[n] = (g - s) / this.k;
+      out[s].at[n] = i;
+    });
+    return out;
+  }
+
+  /** The current weights of the rows ([rows × dim]); transparently survives server failures. */
+  async pull(step: number, rows: Int32Array): Promise<Float32Array> {
+    const routes = this.#route(rows);
+    return this.#retrying(async () => {
+      const commits = this.#commits.splice(0);
+      const replies = await Promise.all(routes.map((r, s) => (r.slots.length ? this.#servers[s].conn.request(Op.pull, new Writer().u32(step + 1).array(r.slots).build()) : null)));
+      await Promise.all(commits);
+      const out = new Float32Array(rows.length * this.dim);
+      replies.forEach((reply, s) => {
+        if (!reply) return;
+        const data = reply.f32s();
+        routes[s].at.forEach((pos, n) => out.set(data.subarray(n * this.dim, (n + 1) * this.dim), pos * this.dim));
+      });
+      return out;
+    });
+  }
+
+  /**
+   * Applies the rows' gradients ([rows × dim], one entry per distinct row). Protected: prepare on
+   * every touched shard (which stages the rows and their parity deltas), then commit everywhere;
+   * a failure before the commit aborts the attempt and the push is redone after recovery.
+   */
+  async push(step: number, rows: Int32Array, grads: Float32Array): Promise<void> {
+    if (grads.length !== rows.length * this.dim) throw rangeError('grads', `${rows.length * this.dim} floats (rows × dim)`, grads.length, true);
+    const routes = this.#route(rows);
+    const gradsOf = (s: number) => {
+      const g = new Float32Array(routes[s].slots.length * this.dim);
+      routes[s].at.forEach((pos, n) => g.set(grads.subarray(pos * this.dim, (pos + 1) * this.dim), n * this.dim));
+      return g;
+    };
+    const payloads = routes.map((r, s) => (r.slots.length ? { slots: r.slots, grads: gradsOf(s) } : null));
+    await this.#retrying(async () => {
+      await Promise.all(this.#commits.splice(0));
+      if (this.protection === 'none') {
+        await Promise.all(payloads.map((p, s) => p && this.#servers[s].conn.request(Op.push, new Writer().u32(step + 1).array(p.slots).array(p.grads).build())));
+        this.#committed = step;
+        return;
+      }
+      const txn = ++this.#txn;
+      const prepared = await Promise.allSettled(payloads.map((p, s) => p && this.#servers[s].conn.request(Op.prepare, new Writer().u32(step + 1).u32(txn).array(p.slots).array(p.grads).build())));
+      const failed = prepared.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+      if (failed) {
+        // Nothing is applied until the commit: dropping the staged rows and deltas leaves every
+        // parity in step with its data, and the push is redone whole after recovery.
+        await Promise.allSettled(this.#servers.map((s) => s.conn.request(Op.abort, new Writer().u32(step + 1).build())));
+        throw failed.reason;
+      }
+      // Every server commits every step, so all hold the same committed step (what rebuild reads
+      // check). The acks are awaited with the next request: the commit costs no round trip.
+      const commit = new Writer().u32(step + 1).u32(txn).build();
+      this.#commits = this.#servers.map((s) => s.conn.request(Op.commit, commit));
+      this.#commits.forEach((p) => p.catch(() => undefined));
+      this.#committed = step;
+    });
+  }
+
+  async #retrying<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.#rebuildError) throw this.#rebuildError;
+      try {
+        return await fn();
+      } catch (e) {
+        if (!(e instanceof ShardUnavailableError || e instanceof RemoteError) || this.#closed) throw e;
+        const failed = await this.detectFailures();
+        if (failed.length === 0) {
+          if (attempt >= 2) throw e;
+          continue;
+        }
+        if (this.protection === 'none') throw new ShardLostError(failed, e);
+        if (attempt >= 4) throw e;
+        await this.#recover(failed);
+      }
+    }
+  }
+
+  /**
+   * Servers that do not answer a status request within a short deadline. They are fenced (killed
+   * when local) so a slow-but-alive server can never come back with stale state.
+   */
+  async detectFailures(): Promise<number[]> {
+    const deadline = Math.min(this.#o.timeoutMs, 2000);
+    const alive = await Promise.all(this.#servers.map((s) => s.conn.request(Op.status, undefined, deadline).then(() => true, () => false)));
+    const failed = alive.flatMap((ok, i) => (ok ? [] : [i]));
+    for (const i of failed) {
+      this.events.push({ at: performance.now(), kind: 'failure', server: i, detail: { pid: this.#servers[i].pid } });
+      this.#servers[i].proc?.kill('SIGKILL');
+      this.#servers[i].conn.close();
+    }
+    return failed;
+  }
+
+  /** Rebuilds lost servers on spares from the survivors and parity; training continues meanwhile. */
+  async #recover(failed: number[]): Promise<void> {
+    const healthy = this.#servers.map((_, i) => i).filter((i) => !failed.includes(i) && this.#health[i] === 'healthy');
+    for (const i of failed) {
+      this.#servers[i] = await this.#takeSpare(this.#label(i));
+      this.#health[i] = 'rebuilding';
+    }
+    const plan = (i: number) => {
+      // A data rebuild decodes from k − 1 data + 1 parity (data first: fewer parity reads); a
+      // parity is encoded from all k data shards, started once any data rebuilds have finished.
+      const pool = i < this.k ? healthy : Array.from({ length: this.k }, (_, j) => j);
+      if (pool.length < this.k) {
+        throw rangeError(`the rebuild of ${this.#label(i)}`, `${this.k} healthy servers to decode from`, `${pool.length} (${this.#o.protection}, k = ${this.k}, r = ${this.r})`, true);
+      }
+      return { sources: pool.slice(0, this.k).map((j) => ({ block: j, ...this.#servers[j].addr })), ...this.#o.rebuild };
+    };
+    const plans = new Map(failed.map((i) => [i, plan(i)]));
+    await Promise.all(failed.map((i) => this.#configure(i, { committedStep: this.#committed, rebuild: plans.get(i)!, crash: undefined })));
+    if (failed.some((i) => i >= this.k)) {
+      const peers = new Writer().json(this.#servers.slice(this.k).map((s) => s.addr)).build();
+      await Promise.all(this.#servers.slice(0, this.k).map((s) => s.conn.request(Op.peers, peers)));
+    }
+    const dataRebuilds = failed.filter((i) => i < this.k).map((i) => this.#startRebuild(i, Promise.resolve()));
+    // A parity is encoded from all k data shards: it waits for data shards rebuilt alongside it.
+    const before = Promise.all([...dataRebuilds, ...[...this.#rebuilds.entries()].filter(([j]) => j < this.k).map(([, p]) => p)]);
+    failed.filter((i) => i >= this.k).forEach((i) => this.#startRebuild(i, before.then(() => undefined)));
+  }
+
+  #startRebuild(i: number, after: Promise<void>): Promise<void> {
+    const server = this.#servers[i];
+    const run = after.then(() => {
+      this.events.push({ at: performance.now(), kind: 'rebuild-start', server: i });
+      return server.conn.request(Op.rebuild, undefined, 30 * 60_000);
+    }).then(
+      (reply) => {
+        this.#health[i] = 'healthy';
+        this.events.push({ at: performance.now(), kind: 'rebuild-done', server: i, detail: reply.json() });
+      },
+      (e: Error) => {
+        this.#rebuildError ??= new RemoteError(this.#label(i), `rebuild failed: ${e.message}`);
+      },
+    ).finally(() => this.#rebuilds.delete(i));
+    this.#rebuilds.set(i, run);
+    return run;
+  }
+
+  /** Replaces failed servers of an unprotected cluster by fresh ones (initial weights). */
+  async replace(failed: number[]): Promise<void> {
+    for (const i of failed) {
+      this.#servers[i] = await this.#takeSpare(this.#label(i));
+      await this.#configure(i, { crash: undefined });
+      this.events.push({ at: performance.now(), kind: 'replaced', server: i });
+    }
+  }
+
+  /** Injected failure: the server's process dies at once (SIGKILL, or a crash request if remote). */
+  kill(server: number): void {
+    integer(server, 'server', 0, this.#servers.length - 1);
+    const s = this.#servers[server];
+    if (s.proc) s.proc.kill('SIGKILL');
+    else s.conn.request(Op.crash).catch(() => undefined);
+  }
+
+  /** Every data shard writes its rows and optimizer state to `dir/shard-<i>.bin`. */
+  async checkpoint(dir: string): Promise<void> {
+    await Promise.all(this.#commits.splice(0));
+    await Promise.all(this.#servers.slice(0, this.k).map((s, i) => s.conn.request(Op.checkpoint, new Writer().json({ path: join(dir, `shard-${i}.bin`) }).build(), 120_000)));
+  }
+
+  /** Data shards `shards` (all by default) load their last checkpoint from `dir`. */
+  async restore(dir: string, shards: number[] = Array.from({ length: this.k }, (_, i) => i)): Promise<void> {
+    await Promise.all(shards.map((i) => this.#servers[i].conn.request(Op.restore, new Writer().json({ path: join(dir, `shard-${i}.bin`) }).build(), 120_000)));
+  }
+
+  async #readShard(i: number, part: number, slots = Int32Array.from({ length: this.slots }, (_, s) => s)): Promise<Float32Array> {
+    const reply = await this.#servers[i].conn.request(Op.read, new Writer().u32(part).u32(0).array(slots).build(), 60_000);
+    reply.u32();
+    return reply.f32s();
+  }
+
+  /** Every row with its optimizer state, in global row order ([totalRows × width]): for checks. */
+  async readAll(): Promise<Float32Array> {
+    await Promise.all(this.#commits.splice(0));
+    const shards = await Promise.all(Array.from({ length: this.k }, (_, i) => this.#readShard(i, READ_FULL)));
+    const out = new Float32Array(this.#o.totalRows * this.width);
+    for (let g = 0; g < this.#o.totalRows; g++) {
+      const s = g % this.k, slot = (g - s) / this.k;
+      out.set(shards[s].subarray(slot * this.width, (slot + 1) * this.width), g * this.width);
+    }
+    return out;
+  }
+
+  /** Whether every parity shard equals the encoding of the data shards, bit for bit (xor/rs). */
+  async parityConsistent(): Promise<boolean> {
+    if (this.protection === 'none') return true;
+    await Promise.all(this.#commits.splice(0));
+    const data = await Promise.all(Array.from({ length: this.k }, (_, i) => this.#readShard(i, READ_CODED)));
+    const parity = await Promise.all(Array.from({ length: this.r }, (_, p) => this.#readShard(this.k + p, READ_CODED)));
+    const bytes = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+    const expected = createCodec(this.protection, this.k, this.r).encode(data.map(bytes));
+    return expected.every((e, p) => Buffer.from(e).equals(Buffer.from(bytes(parity[p]))));
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const all = [...this.#servers, ...this.#spares];
+    await Promise.allSettled(all.map((s) => s.conn.request(Op.shutdown, undefined, 1000)));
+    for (const s of all) {
+      s.conn.close();
+      if (s.proc && s.proc.exitCode === null) s.proc.kill('SIGKILL');
+    }
+  }
+}

@@ -1,0 +1,136 @@
+// DLRM (Naumov et al.) on cuda-core/nn: dense features through the bottom MLP, sparse features
+// through embedding bags, pairwise dot products of all those vectors, then the top MLP to a click
+// logit. The embedding rows live on the shard servers; a step works on a compact table of just the
+// rows its batch touches (a batch touches few rows: ~8,900 of 200M in MLPerf's DLRM).
+import { embeddingBagBackwardSync, embeddingBagSync, Tensor } from '@kintsugi/cuda-core';
+import { Linear, ReLU, Rng, Sequential, type Module } from '@kintsugi/cuda-core/nn';
+import { DENSE_FEATURES, SPARSE_FEATURES, type Batch } from './data.js';
+import { integer } from './validate.js';
+
+export interface DlrmOptions {
+  dim: number;
+  bottom?: number[];
+  top?: number[];
+  seed?: number;
+}
+
+function mlp(sizes: number[], rng: Rng, reluLast: boolean): Sequential {
+  const layers: Module[] = [];
+  for (let i = 0; i + 1 < sizes.length; i++) {
+    layers.push(new Linear(sizes[i], sizes[i + 1], { rng }));
+    if (i + 2 < sizes.length || reluLast) layers.push(new ReLU());
+  }
+  return new Sequential(...layers);
+}
+
+/** The batch's embedding lookups as global row ids (table t, row i → t·rows + i), deduplicated. */
+export interface Lookup {
+  /** Distinct global rows, in first-use order. */
+  rows: Int32Array;
+  /** For each (sample, table), the position of its row in `rows` [size × 26]. */
+  local: Int32Array;
+}
+
+export function lookupRows(batch: Batch, rowsPerTable: number): Lookup {
+  const seen = new Map<number, number>();
+  const local = new Int32Array(batch.size * SPARSE_FEATURES);
+  const rows: number[] = [];
+  for (let i = 0; i < local.length; i++) {
+    const g = (i % SPARSE_FEATURES) * rowsPerTable + batch.sparse[i];
+    let at = seen.get(g);
+    if (at === undefined) {
+      at = rows.length;
+      seen.set(g, at);
+      rows.push(g);
+    }
+    local[i] = at;
+  }
+  return { rows: Int32Array.from(rows), local };
+}
+
+export class DLRM {
+  readonly dim: number;
+  readonly bottom: Sequential;
+  readonly top: Sequential;
+  readonly vectors = SPARSE_FEATURES + 1;
+  readonly pairs: number;
+  #z: Float32Array | null = null;
+  #n = 0;
+  #lookup: { local: Int32Array; offsets: Int32Array; rows: number } | null = null;
+
+  constructor(options: DlrmOptions) {
+    this.dim = integer(options.dim, 'options.dim', 1, 4096);
+    const rng = new Rng(options.seed ?? 7);
+    this.pairs = (this.vectors * (this.vectors - 1)) / 2;
+    this.bottom = mlp([DENSE_FEATURES, ...(options.bottom ?? [64]), this.dim], rng, true);
+    this.top = mlp([this.dim + this.pairs, ...(options.top ?? [64]), 1], rng, false);
+  }
+
+  parameters() {
+    return [...this.bottom.parameters(), ...this.top.parameters()];
+  }
+
+  /** Click logits [size, 1]. `table` holds the lookup's rows ([lookup.rows.length, dim]). */
+  async forward(batch: Batch, lookup: Lookup, table: Float32Array): Promise<Tensor<'float32'>> {
+    const n = batch.size, d = this.dim, V = this.vectors;
+    const x = await this.bottom.forward(new Tensor(batch.dense, [n, DENSE_FEATURES]));
+    // One-hot features are bags of one row; multi-hot data would only change the offsets.
+    const offsets = Int32Array.from({ length: lookup.local.length + 1 }, (_, i) => i);
+    const emb = embeddingBagSync(new Tensor(table, [lookup.rows.length, d]), lookup.local, offsets).data;
+    this.#lookup = { local: lookup.local, offsets, rows: lookup.rows.length };
+    // z[s] = [x_s, e_s,0, …, e_s,25]: the vectors whose pairwise dots are the interactions.
+    const z = new Float32Array(n * V * d), xd = x.contiguousData();
+    for (let s = 0; s < n; s++) {
+      z.set(xd.subarray(s * d, (s + 1) * d), s * V * d);
+      z.set(emb.subarray(s * (V - 1) * d, (s + 1) * (V - 1) * d), (s * V + 1) * d);
+    }
+    this.#z = z;
+    this.#n = n;
+    const width = d + this.pairs;
+    const inter = new Float32Array(n * width);
+    for (let s = 0; s < n; s++) {
+      const o = s * width, zs = s * V * d;
+      inter.set(xd.subarray(s * d, (s + 1) * d), o);
+      let p = o + d;
+      for (let i = 1; i < V; i++) {
+        for (let j = 0; j < i; j++) {
+          let dot = 0;
+          for (let c = 0; c < d; c++) dot += z[zs + i * d + c] * z[zs + j * d + c];
+          inter[p++] = dot;
+        }
+      }
+    }
+    return this.top.forward(new Tensor(inter, [n, width]));
+  }
+
+  /** Backpropagates the logit gradient; returns the gradient of the lookup's rows [rows × dim]. */
+  async backward(gradLogits: Tensor<'float32'>): Promise<Float32Array> {
+    const z = this.#z, lookup = this.#lookup;
+    if (!z || !lookup) throw new Error('DLRM.backward needs a preceding forward');
+    const n = this.#n, d = this.dim, V = this.vectors, width = d + this.pairs;
+    const gi = (await this.top.backward(gradLogits)).contiguousData();
+    const gz = new Float32Array(n * V * d);
+    for (let s = 0; s < n; s++) {
+      const o = s * width, zs = s * V * d;
+      for (let c = 0; c < d; c++) gz[zs + c] += gi[o + c];
+      let p = o + d;
+      for (let i = 1; i < V; i++) {
+        for (let j = 0; j < i; j++) {
+          const g = gi[p++];
+          if (g === 0) continue;
+          for (let c = 0; c < d; c++) {
+            gz[zs + i * d + c] += g * z[zs + j * d + c];
+            gz[zs + j * d + c] += g * z[zs + i * d + c];
+          }
+        }
+      }
+    }
+    const gx = new Float32Array(n * d), ge = new Float32Array(n * (V - 1) * d);
+    for (let s = 0; s < n; s++) {
+      gx.set(gz.subarray(s * V * d, (s * V + 1) * d), s * d);
+      ge.set(gz.subarray((s * V + 1) * d, (s + 1) * V * d), s * (V - 1) * d);
+    }
+    await this.bottom.backward(new Tensor(gx, [n, d]));
+    return embeddingBagBackwardSync(new Tensor(ge, [n * (V - 1), d]), lookup.local, lookup.offsets, { rows: lookup.rows }).data;
+  }
+}

@@ -1,0 +1,60 @@
+// Adagrad as the embedding shards and the trainer apply it. The state lives beside the weights so it
+// can be encoded, replicated and checkpointed with them (nn's optimizers keep theirs private). The
+// formulas are those of @kintsugi/cuda-core/nn's Adagrad and RowwiseAdagrad.
+import { oneOf } from './validate.js';
+
+export type EmbeddingOptimizer = 'rowwise-adagrad' | 'adagrad';
+export const embeddingOptimizers: readonly EmbeddingOptimizer[] = ['rowwise-adagrad', 'adagrad'];
+
+/** Floats of optimizer state per embedding row. */
+export function stateWidth(kind: EmbeddingOptimizer, dim: number): number {
+  return oneOf(kind, 'optimizer', embeddingOptimizers) === 'adagrad' ? dim : 1;
+}
+
+/**
+ * Updates one row in place. `row` holds dim weights then the state; g is the row's gradient.
+ * Row-wise: one accumulator (mean squared gradient), as DLRM/FBGEMM use for tables.
+ */
+export function adagradRow(kind: EmbeddingOptimizer, row: Float32Array, dim: number, g: Float32Array, gOffset: number, lr: number, eps: number): void {
+  if (kind === 'rowwise-adagrad') {
+    let sq = 0;
+    for (let j = 0; j < dim; j++) sq += g[gOffset + j] * g[gOffset + j];
+    row[dim] += sq / dim;
+    const scale = lr / (Math.sqrt(row[dim]) + eps);
+    for (let j = 0; j < dim; j++) row[j] -= scale * g[gOffset + j];
+    return;
+  }
+  for (let j = 0; j < dim; j++) {
+    const gj = g[gOffset + j];
+    row[dim + j] += gj * gj;
+    row[j] -= (lr * gj) / (Math.sqrt(row[dim + j]) + eps);
+  }
+}
+
+/** Element-wise Adagrad over dense parameters (the MLPs), with state that can be saved. */
+export class DenseAdagrad {
+  readonly state: Float32Array[];
+  constructor(readonly params: { value: { data: Float32Array }; grad: { data: Float32Array } }[], readonly lr: number, readonly eps = 1e-10) {
+    this.state = params.map((p) => new Float32Array(p.value.data.length));
+  }
+  zeroGrad(): void {
+    for (const p of this.params) p.grad.data.fill(0);
+  }
+  step(): void {
+    this.params.forEach((p, i) => {
+      const w = p.value.data, g = p.grad.data, s = this.state[i];
+      for (let j = 0; j < w.length; j++) {
+        s[j] += g[j] * g[j];
+        w[j] -= (this.lr * g[j]) / (Math.sqrt(s[j]) + this.eps);
+      }
+    });
+  }
+  /** Weights and state, copied (a trainer checkpoint). */
+  snapshot(): Float32Array[] {
+    return [...this.params.map((p) => p.value.data.slice()), ...this.state.map((s) => s.slice())];
+  }
+  restore(snapshot: Float32Array[]): void {
+    this.params.forEach((p, i) => p.value.data.set(snapshot[i]));
+    this.state.forEach((s, i) => s.set(snapshot[this.params.length + i]));
+  }
+}

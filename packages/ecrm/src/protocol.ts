@@ -1,0 +1,285 @@
+// The wire protocol between the trainer, the embedding shards and the parity servers: length-
+// prefixed binary frames over TCP (so a shard can live on another host), one request/reply pair per
+// id, many requests in flight per connection. Every request has a deadline: a dead or wedged peer
+// turns into a ShardUnavailableError, never a hang.
+import net from 'node:net';
+import { RemoteError, ShardUnavailableError } from './validate.js';
+
+export const Op = {
+  reply: 0,
+  configure: 1,
+  pull: 2,
+  prepare: 3,
+  delta: 4,
+  commit: 5,
+  abort: 6,
+  read: 7,
+  checkpoint: 8,
+  restore: 9,
+  status: 10,
+  rebuild: 11,
+  push: 12,
+  peers: 13,
+  crash: 14,
+  shutdown: 15,
+  error: 255,
+} as const;
+export type OpCode = (typeof Op)[keyof typeof Op];
+const opNames = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]));
+export const opName = (op: number) => opNames.get(op) ?? `op ${op}`;
+
+// [u32 length of the rest][u8 op][u32 id][payload]
+const HEADER = 9;
+/** Larger frames are refused: a corrupt length must not make a peer allocate gigabytes. */
+export const MAX_FRAME = 512 * 1024 * 1024;
+
+export function encodeFrame(op: number, id: number, payload: Buffer): Buffer {
+  const head = Buffer.allocUnsafe(HEADER);
+  head.writeUInt32LE(payload.length + 5, 0);
+  head.writeUInt8(op, 4);
+  head.writeUInt32LE(id, 5);
+  return Buffer.concat([head, payload]);
+}
+
+/** Splits a byte stream into frames; chunks are joined once per frame, not per chunk. */
+export class FrameDecoder {
+  #chunks: Buffer[] = [];
+  #length = 0;
+
+  constructor(readonly onFrame: (op: number, id: number, payload: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    this.#chunks.push(chunk);
+    this.#length += chunk.length;
+    for (;;) {
+      if (this.#length < 4) return;
+      const head = this.#chunks[0].length >= 4 ? this.#chunks[0] : this.#join();
+      const size = head.readUInt32LE(0);
+      if (size < 5 || size > MAX_FRAME) throw new RangeError(`Expected a frame length in [5, ${MAX_FRAME}] for frame but received ${size}`);
+      if (this.#length < size + 4) return;
+      const all = this.#join();
+      const frame = all.subarray(0, size + 4);
+      const rest = all.subarray(size + 4);
+      this.#chunks = rest.length ? [rest] : [];
+      this.#length = rest.length;
+      this.onFrame(frame.readUInt8(4), frame.readUInt32LE(5), frame.subarray(HEADER));
+    }
+  }
+
+  #join(): Buffer {
+    if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks, this.#length)];
+    return this.#chunks[0];
+  }
+}
+
+/** Builds a payload from typed fields; arrays carry their element count. */
+export class Writer {
+  readonly parts: Buffer[] = [];
+  u32(v: number): this {
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32LE(v >>> 0, 0);
+    this.parts.push(b);
+    return this;
+  }
+  f64(v: number): this {
+    const b = Buffer.allocUnsafe(8);
+    b.writeDoubleLE(v, 0);
+    this.parts.push(b);
+    return this;
+  }
+  array(a: Int32Array | Float32Array | Uint8Array): this {
+    this.u32(a.length);
+    this.parts.push(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    return this;
+  }
+  json(value: unknown): this {
+    const b = Buffer.from(JSON.stringify(value));
+    this.u32(b.length);
+    this.parts.push(b);
+    return this;
+  }
+  build(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+/** Reads a Writer's payload. Arrays are copied so they are aligned and outlive the frame. */
+export class Reader {
+  #at = 0;
+  constructor(readonly buf: Buffer) {}
+  #need(n: number, what: string): void {
+    if (this.#at + n > this.buf.length) throw new RangeError(`Expected ${n} more bytes for ${what} but received ${this.buf.length - this.#at}`);
+  }
+  u32(): number {
+    this.#need(4, 'u32');
+    const v = this.buf.readUInt32LE(this.#at);
+    this.#at += 4;
+    return v;
+  }
+  f64(): number {
+    this.#need(8, 'f64');
+    const v = this.buf.readDoubleLE(this.#at);
+    this.#at += 8;
+    return v;
+  }
+  #bytes(count: number, size: number, what: string): ArrayBuffer {
+    this.#need(count * size, what);
+    const out = new ArrayBuffer(count * size);
+    new Uint8Array(out).set(this.buf.subarray(this.#at, this.#at + count * size));
+    this.#at += count * size;
+    return out;
+  }
+  i32s(): Int32Array {
+    const n = this.u32();
+    return new Int32Array(this.#bytes(n, 4, 'Int32Array'));
+  }
+  f32s(): Float32Array {
+    const n = this.u32();
+    return new Float32Array(this.#bytes(n, 4, 'Float32Array'));
+  }
+  u8s(): Uint8Array {
+    const n = this.u32();
+    return new Uint8Array(this.#bytes(n, 1, 'Uint8Array'));
+  }
+  json<T = unknown>(): T {
+    const n = this.u32();
+    this.#need(n, 'JSON');
+    const v = JSON.parse(this.buf.toString('utf8', this.#at, this.#at + n)) as T;
+    this.#at += n;
+    return v;
+  }
+}
+
+interface Pending {
+  resolve: (r: Reader) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  op: number;
+}
+
+/** The client side of one TCP connection to a server. */
+export class Connection {
+  #socket: net.Socket;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #closed: Error | null = null;
+  #onClose: (() => void)[] = [];
+
+  private constructor(socket: net.Socket, readonly label: string, readonly timeoutMs: number) {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    const decoder = new FrameDecoder((op, id, payload) => {
+      const p = this.#pending.get(id);
+      if (!p) return; // a reply after its deadline: the caller has moved on
+      this.#pending.delete(id);
+      clearTimeout(p.timer);
+      if (op === Op.error) p.reject(new RemoteError(label, payload.toString('utf8')));
+      else p.resolve(new Reader(payload));
+    });
+    socket.on('data', (chunk) => {
+      try {
+        decoder.push(chunk);
+      } catch (e) {
+        socket.destroy(e as Error);
+      }
+    });
+    socket.on('error', () => undefined); // 'close' follows and carries the failure
+    socket.on('close', () => this.#fail(`a closed connection`));
+  }
+
+  static connect(host: string, port: number, label: string, timeoutMs = 10_000): Promise<Connection> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new ShardUnavailableError(label, `Expected a connection to ${label} at ${host}:${port} within ${timeoutMs} ms but received none`));
+      }, timeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        resolve(new Connection(socket, label, timeoutMs));
+      });
+      socket.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new ShardUnavailableError(label, `Expected a connection to ${label} at ${host}:${port} but received ${e.message}`));
+      });
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closed !== null;
+  }
+
+  onClose(fn: () => void): void {
+    if (this.#closed) fn();
+    else this.#onClose.push(fn);
+  }
+
+  request(op: number, payload: Buffer = Buffer.alloc(0), timeoutMs = this.timeoutMs): Promise<Reader> {
+    if (this.#closed) return Promise.reject(this.#closed);
+    const id = this.#nextId;
+    this.#nextId = (this.#nextId % 0xfffffffe) + 1;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new ShardUnavailableError(this.label, `Expected a reply from ${this.label} to ${opName(op)} within ${timeoutMs} ms but received none`));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer, op });
+      this.#socket.write(encodeFrame(op, id, payload));
+    });
+  }
+
+  close(): void {
+    this.#socket.destroy();
+  }
+
+  #fail(what: string): void {
+    if (this.#closed) return;
+    this.#closed = new ShardUnavailableError(this.label, `Expected a reply from ${this.label} but received ${what}`);
+    for (const [, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(new ShardUnavailableError(this.label, `Expected a reply from ${this.label} to ${opName(p.op)} but received ${what}`));
+    }
+    this.#pending.clear();
+    for (const fn of this.#onClose.splice(0)) fn();
+  }
+}
+
+export type Handler = (op: number, body: Reader) => Buffer | void | Promise<Buffer | void>;
+
+/**
+ * Serves frames: each request is dispatched in arrival order (so a commit followed by a pull on one
+ * connection is seen in that order) and answered when its handler settles.
+ */
+export function serve(handler: Handler, host = '127.0.0.1', port = 0): Promise<net.Server> {
+  const server = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    const reply = (op: number, id: number, payload: Buffer) => {
+      if (!socket.destroyed) socket.write(encodeFrame(op, id, payload));
+    };
+    const decoder = new FrameDecoder((op, id, payload) => {
+      let result: Buffer | void | Promise<Buffer | void>;
+      try {
+        result = handler(op, new Reader(payload));
+      } catch (e) {
+        reply(Op.error, id, Buffer.from((e as Error).message));
+        return;
+      }
+      Promise.resolve(result).then(
+        (r) => reply(Op.reply, id, r ?? Buffer.alloc(0)),
+        (e: Error) => reply(Op.error, id, Buffer.from(e?.message ?? String(e))),
+      );
+    });
+    socket.on('data', (chunk) => {
+      try {
+        decoder.push(chunk);
+      } catch {
+        socket.destroy();
+      }
+    });
+    socket.on('error', () => undefined);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}

@@ -1,0 +1,499 @@
+// One embedding server: a data shard (rows and their optimizer state) or a parity shard (parity of
+// k data shards' rows, and a replica of their optimizer state when the state is replicated rather
+// than encoded). Rows are placed round-robin: global row g lives on data shard g mod k at slot
+// ⌊g / k⌋, and slot j of every data shard forms a stripe with parity slot j.
+//
+// Updates are two-phase: a prepare computes the new rows (Adagrad), stages them, and stages their
+// deltas on every parity server; a commit applies what was staged. Every server gets every commit,
+// so all hold the same committed step, and a read of several servers at one committed step is a
+// consistent stripe — what degraded reads and the rebuild decode from.
+import { readFile, writeFile } from 'node:fs/promises';
+import type net from 'node:net';
+import { createCodec, type CodeMode, type ParityCodec } from './codec.js';
+import { hash2 } from './data.js';
+import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
+import { Connection, Op, Reader, serve, Writer } from './protocol.js';
+import { integer, oneOf, rangeError } from './validate.js';
+
+export interface Address {
+  host: string;
+  port: number;
+}
+
+export interface RebuildPlan {
+  /** Exactly k healthy servers to decode from: block index (data 0..k−1, parity k..k+r−1) and address. */
+  sources: (Address & { block: number })[];
+  /** Slots per locked range of the background rebuild. */
+  rangeSlots: number;
+  /** Pause between ranges, so the rebuild yields CPU to training on a shared machine. */
+  pauseMs: number;
+}
+
+export interface ShardConfig {
+  role: 'data' | 'parity';
+  /** Data shard index in [0, k) or parity index in [0, r). */
+  index: number;
+  k: number;
+  /** Parity servers (0 for no fault tolerance). */
+  r: number;
+  mode: CodeMode | 'none';
+  /** Optimizer state inside the code ('encoded') or copied to every parity server ('replicated'). */
+  state: 'encoded' | 'replicated';
+  dim: number;
+  optimizer: EmbeddingOptimizer;
+  lr: number;
+  eps: number;
+  totalRows: number;
+  rowsPerTable: number;
+  seed: number;
+  /** The committed step of the state this server starts with (−1: initial weights). */
+  committedStep: number;
+  /** Data role: the parity servers, in parity order. */
+  parities: Address[];
+  /** Present when this server replaces a lost one and must rebuild its contents. */
+  rebuild?: RebuildPlan;
+  /** Failure injection: die while handling the push of `step`. */
+  crash?: { step: number; when: 'prepare' | 'after-first-delta' };
+  timeoutMs: number;
+}
+
+export const READ_CODED = 0;
+export const READ_STATE = 1;
+export const READ_FULL = 2;
+
+/** The initial value of one weight: uniform ±sqrt(1/rows) as DLRM initialises, from the row id. */
+export function initialWeight(seed: number, row: number, j: number, rowsPerTable: number): number {
+  const u = hash2(hash2(seed, row), j) / 4294967296;
+  return (2 * u - 1) * Math.sqrt(1 / rowsPerTable);
+}
+
+const u8 = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+const f32 = (b: Uint8Array) => new Float32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface StagedDelta {
+  step: number;
+  dataIndex: number;
+  slots: Int32Array;
+  delta: Uint8Array;
+  state: Float32Array;
+}
+
+export class ShardServer {
+  #config: ShardConfig | null = null;
+  #codec: ParityCodec | null = null;
+  #slots = 0;
+  #width = 0;
+  #coded = 0;
+  #sw = 0;
+  /** Data: rows × width (weights then state). Parity: rows × coded width. */
+  #store: Float32Array<ArrayBufferLike> = new Float32Array(0);
+  /** Parity with replicated state: each data shard's state, slots × state width. */
+  #replicas: Float32Array[] = [];
+  #committed = -1;
+  #stagedRows = new Map<number, { step: number; slots: Int32Array; rows: Float32Array }>();
+  #stagedDeltas = new Map<number, StagedDelta[]>();
+  #parities: Connection[] | null = null;
+  // Rebuild state: which slots hold current data; ranges being fetched; deltas for absent slots.
+  #present: Uint8Array | null = null;
+  #inflight = new Map<number, Promise<void>>();
+  #pending = new Map<number, StagedDelta[]>();
+  #sources: { block: number; conn: Connection }[] = [];
+  #rebuildDone: Promise<unknown> | null = null;
+  stats = { degradedReads: 0, degradedSlots: 0, ranges: 0, retries: 0 };
+
+  constructor(readonly server: net.Server) {}
+
+  static async listen(host = '127.0.0.1', port = 0): Promise<ShardServer> {
+    let self: ShardServer | null = null;
+    const server = await serve((op, body) => self!.handle(op, body), host, port);
+    self = new ShardServer(server);
+    return self;
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  get #cfg(): ShardConfig {
+    if (!this.#config) throw rangeError('request', 'a configured server (send configure first)', 'an unconfigured one', true);
+    return this.#config;
+  }
+
+  handle(op: number, body: Reader): Buffer | void | Promise<Buffer | void> {
+    switch (op) {
+      case Op.configure: return this.#configure(body.json<ShardConfig>());
+      case Op.pull: return this.#pull(body);
+      case Op.push: return this.#push(body);
+      case Op.prepare: return this.#prepare(body);
+      case Op.delta: return this.#delta(body);
+      case Op.commit: return this.#commit(body.u32() - 1, body.u32());
+      case Op.abort: return this.#abort(body.u32() - 1);
+      case Op.read: return this.#read(body);
+      case Op.checkpoint: return this.#checkpoint(body.json<{ path: string }>().path);
+      case Op.restore: return this.#restore(body.json<{ path: string }>().path);
+      case Op.status: return this.#status();
+      case Op.rebuild: return this.#rebuild();
+      case Op.peers: return this.#setPeers(body.json<Address[]>());
+      case Op.crash: process.kill(process.pid, 'SIGKILL'); return;
+      case Op.shutdown: setImmediate(() => process.exit(0)); return;
+      default: throw rangeError('op', 'a known request', op);
+    }
+  }
+
+  #configure(c: ShardConfig): Buffer {
+    oneOf(c.role, 'config.role', ['data', 'parity'] as const);
+    integer(c.k, 'config.k', 1, 254);
+    integer(c.r, 'config.r', 0, 4);
+    integer(c.dim, 'config.dim', 1, 4096);
+    integer(c.totalRows, 'config.totalRows', 1, 2 ** 31 - 1);
+    integer(c.index, 'config.index', 0, (c.role === 'data' ? c.k : c.r) - 1);
+    this.#config = c;
+    this.#codec = c.mode === 'none' ? null : createCodec(c.mode, c.k, c.r);
+    this.#slots = Math.ceil(c.totalRows / c.k);
+    this.#sw = stateWidth(c.optimizer, c.dim);
+    this.#width = c.dim + this.#sw;
+    this.#coded = c.state === 'encoded' ? this.#width : c.dim;
+    this.#committed = c.committedStep;
+    this.#stagedRows.clear();
+    this.#stagedDeltas.clear();
+    this.#closePeers();
+    if (c.rebuild) {
+      // Contents come from the rebuild; until a slot arrives, requests for it decode on demand.
+      this.#store = new Float32Array(this.#slots * (c.role === 'data' ? this.#width : this.#coded));
+      this.#replicas = c.role === 'parity' && c.state === 'replicated' ? Array.from({ length: c.k }, () => new Float32Array(this.#slots * this.#sw)) : [];
+      this.#present = new Uint8Array(this.#slots);
+    } else {
+      this.#present = null;
+      if (c.role === 'data') this.#store = this.#initialRows(c.index);
+      else this.#initialParity();
+    }
+    return new Writer().json({ slots: this.#slots, width: this.#width, coded: this.#coded }).build();
+  }
+
+  #initialRows(shard: number): Float32Array {
+    const c = this.#cfg, rows = new Float32Array(this.#slots * this.#width);
+    for (let s = 0; s < this.#slots; s++) {
+      const g = s * c.k + shard;
+      if (g >= c.totalRows) break;
+      for (let j = 0; j < c.dim; j++) rows[s * this.#width + j] = initialWeight(c.seed, g, j, c.rowsPerTable);
+    }
+    return rows;
+  }
+
+  /** Parity of the initial tables, computed here from the same deterministic initialisation. */
+  #initialParity(): void {
+    const c = this.#cfg;
+    const data = Array.from({ length: c.k }, (_, s) => u8(this.#codedOf(this.#initialRows(s), this.#slots)));
+    this.#store = f32(this.#codec!.encode(data)[c.index].slice());
+    this.#replicas = c.state === 'replicated' ? Array.from({ length: c.k }, () => new Float32Array(this.#slots * this.#sw)) : [];
+  }
+
+  /** The coded part (or the state part) of `n` full rows, contiguous. */
+  #codedOf(rows: Float32Array, n: number, part = READ_CODED): Float32Array {
+    const w = this.#width, cw = part === READ_CODED ? this.#coded : this.#sw, from = part === READ_CODED ? 0 : this.#cfg.dim;
+    if (part === READ_CODED && cw === w) return rows.slice(0, n * w);
+    const out = new Float32Array(n * cw);
+    for (let i = 0; i < n; i++) out.set(rows.subarray(i * w + from, i * w + from + cw), i * cw);
+    return out;
+  }
+
+  #checkSlots(slots: Int32Array): void {
+    for (const s of slots) if (s < 0 || s >= this.#slots) throw rangeError('slots', `slots in [0, ${this.#slots - 1}]`, s);
+  }
+
+  async #pull(body: Reader): Promise<Buffer> {
+    body.u32();
+    const slots = body.i32s();
+    this.#checkSlots(slots);
+    await this.#ensure(slots);
+    const d = this.#cfg.dim, w = this.#width, out = new Float32Array(slots.length * d);
+    slots.forEach((s, i) => out.set(this.#store.subarray(s * w, s * w + d), i * d));
+    return new Writer().array(out).build();
+  }
+
+  /** The updated rows for a push, computed from the committed ones (nothing is written yet). */
+  #updatedRows(slots: Int32Array, grads: Float32Array): Float32Array {
+    const c = this.#cfg, w = this.#width;
+    if (grads.length !== slots.length * c.dim) throw rangeError('grads', `${slots.length * c.dim} floats (slots × dim)`, grads.length, true);
+    const rows = new Float32Array(slots.length * w);
+    slots.forEach((s, i) => {
+      const row = rows.subarray(i * w, (i + 1) * w);
+      row.set(this.#store.subarray(s * w, (s + 1) * w));
+      adagradRow(c.optimizer, row, c.dim, grads, i * c.dim, c.lr, c.eps);
+    });
+    return rows;
+  }
+
+  #writeRows(slots: Int32Array, rows: Float32Array): void {
+    const w = this.#width;
+    slots.forEach((s, i) => this.#store.set(rows.subarray(i * w, (i + 1) * w), s * w));
+  }
+
+  /** An unprotected push (no fault tolerance, checkpoint baselines): apply at once. */
+  async #push(body: Reader): Promise<void> {
+    const step = body.u32() - 1, slots = body.i32s(), grads = body.f32s();
+    this.#checkSlots(slots);
+    await this.#ensure(slots);
+    this.#writeRows(slots, this.#updatedRows(slots, grads));
+    this.#committed = step;
+  }
+
+  async #prepare(body: Reader): Promise<void> {
+    const c = this.#cfg;
+    const step = body.u32() - 1, txn = body.u32(), slots = body.i32s(), grads = body.f32s();
+    if (c.crash?.step === step && c.crash.when === 'prepare') process.kill(process.pid, 'SIGKILL');
+    this.#checkSlots(slots);
+    await this.#ensure(slots);
+    const rows = this.#updatedRows(slots, grads);
+    this.#stagedRows.set(txn, { step, slots, rows });
+    if (!this.#codec || slots.length === 0) return;
+    // Difference propagation: the parity servers cannot run Adagrad on a parity row, so they get
+    // the change of each row (and of its optimizer state), computed here by the row's owner.
+    const before = new Float32Array(slots.length * this.#width);
+    slots.forEach((s, i) => before.set(this.#store.subarray(s * this.#width, (s + 1) * this.#width), i * this.#width));
+    const delta = this.#codec.delta(u8(this.#codedOf(before, slots.length)), u8(this.#codedOf(rows, slots.length)));
+    const state = c.state === 'replicated' ? this.#codedOf(rows, slots.length, READ_STATE) : new Float32Array(0);
+    const payload = new Writer().u32(step + 1).u32(txn).u32(c.index).array(slots).array(delta).array(state).build();
+    const parities = await this.#parityConnections();
+    if (c.crash?.step === step && c.crash.when === 'after-first-delta') {
+      await parities[0].request(Op.delta, payload);
+      process.kill(process.pid, 'SIGKILL');
+    }
+    await Promise.all(parities.map((p) => p.request(Op.delta, payload)));
+  }
+
+  #delta(body: Reader): void {
+    const step = body.u32() - 1, txn = body.u32(), dataIndex = body.u32(), slots = body.i32s(), delta = body.u8s(), state = body.f32s();
+    this.#checkSlots(slots);
+    if (delta.length !== slots.length * this.#coded * 4) throw rangeError('delta', `${slots.length * this.#coded * 4} bytes`, delta.length, true);
+    const list = this.#stagedDeltas.get(txn) ?? [];
+    list.push({ step, dataIndex, slots, delta, state });
+    this.#stagedDeltas.set(txn, list);
+  }
+
+  #commit(step: number, txn: number): void {
+    const rows = this.#stagedRows.get(txn);
+    if (rows) this.#writeRows(rows.slots, rows.rows);
+    for (const d of this.#stagedDeltas.get(txn) ?? []) this.#applyDelta(d);
+    // Whatever else is staged at or before this step belongs to aborted attempts (a delta from a
+    // shard that died mid-push can arrive after the abort): it must never be applied.
+    for (const [t, s] of this.#stagedRows) if (s.step <= step) this.#stagedRows.delete(t);
+    for (const [t, list] of this.#stagedDeltas) if (list[0].step <= step) this.#stagedDeltas.delete(t);
+    this.#committed = Math.max(this.#committed, step);
+  }
+
+  #abort(step: number): void {
+    for (const [t, s] of this.#stagedRows) if (s.step === step) this.#stagedRows.delete(t);
+    for (const [t, list] of this.#stagedDeltas) if (list[0].step === step) this.#stagedDeltas.delete(t);
+  }
+
+  /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */
+  #applyDelta(d: StagedDelta, onlyAbsent = false): void {
+    const cw = this.#coded, sw = this.#sw, present = this.#present;
+    const idx: number[] = [];
+    d.slots.forEach((s, i) => {
+      if (present && !present[s]) {
+        if (!onlyAbsent) {
+          const list = this.#pending.get(s) ?? [];
+          list.push({ ...d, slots: Int32Array.of(s), delta: d.delta.subarray(i * cw * 4, (i + 1) * cw * 4), state: d.state.subarray(i * sw, (i + 1) * sw) });
+          this.#pending.set(s, list);
+        }
+      } else idx.push(i);
+    });
+    if (idx.length === 0) return;
+    // Gather the touched parity rows, apply the delta in one kernel call, scatter them back.
+    const rows = new Float32Array(idx.length * cw), delta = new Uint8Array(idx.length * cw * 4);
+    idx.forEach((i, n) => {
+      const s = d.slots[i];
+      rows.set(this.#store.subarray(s * cw, (s + 1) * cw), n * cw);
+      delta.set(d.delta.subarray(i * cw * 4, (i + 1) * cw * 4), n * cw * 4);
+    });
+    this.#codec!.apply(this.#cfg.index, d.dataIndex, delta, u8(rows));
+    idx.forEach((i, n) => {
+      const s = d.slots[i];
+      this.#store.set(rows.subarray(n * cw, (n + 1) * cw), s * cw);
+      if (this.#replicas.length) this.#replicas[d.dataIndex].set(d.state.subarray(i * sw, (i + 1) * sw), s * sw);
+    });
+  }
+
+  async #read(body: Reader): Promise<Buffer> {
+    const part = body.u32(), which = body.u32(), slots = body.i32s();
+    this.#checkSlots(slots);
+    await this.#ensure(slots);
+    return new Writer().u32(this.#committed + 1).array(this.#readNow(part, which, slots)).build();
+  }
+
+  #readNow(part: number, which: number, slots: Int32Array): Float32Array {
+    const c = this.#cfg;
+    if (c.role === 'parity') {
+      const src = part === READ_STATE ? this.#replicas[which] : this.#store, w = part === READ_STATE ? this.#sw : this.#coded;
+      if (!src) throw rangeError('read part', 'coded rows, or state on a parity server holding replicas', part);
+      const out = new Float32Array(slots.length * w);
+      slots.forEach((s, i) => out.set(src.subarray(s * w, (s + 1) * w), i * w));
+      return out;
+    }
+    const w = this.#width, rows = new Float32Array(slots.length * w);
+    slots.forEach((s, i) => rows.set(this.#store.subarray(s * w, (s + 1) * w), i * w));
+    return part === READ_FULL ? rows : this.#codedOf(rows, slots.length, part);
+  }
+
+  async #checkpoint(path: string): Promise<Buffer> {
+    const head = Buffer.alloc(4);
+    head.writeInt32LE(this.#committed, 0);
+    await writeFile(path, Buffer.concat([head, Buffer.from(u8(this.#store))]));
+    return new Writer().u32(this.#committed + 1).build();
+  }
+
+  async #restore(path: string): Promise<Buffer> {
+    const buf = await readFile(path);
+    const expected = this.#store.byteLength + 4;
+    if (buf.length !== expected) throw rangeError(`checkpoint ${path}`, `${expected} bytes`, buf.length, true);
+    this.#committed = buf.readInt32LE(0);
+    this.#store = new Float32Array(buf.buffer.slice(buf.byteOffset + 4, buf.byteOffset + buf.length));
+    this.#present = null;
+    return new Writer().u32(this.#committed + 1).build();
+  }
+
+  #status(): Buffer {
+    const c = this.#config;
+    return new Writer().json({
+      pid: process.pid, role: c?.role ?? null, index: c?.index ?? null, committedStep: this.#committed,
+      rebuilding: this.#present !== null, present: this.#present ? this.#present.reduce((a, b) => a + b, 0) : this.#slots, slots: this.#slots, stats: this.stats,
+    }).build();
+  }
+
+  #setPeers(peers: Address[]): void {
+    this.#cfg.parities = peers;
+    this.#closePeers();
+  }
+
+  #closePeers(): void {
+    for (const p of this.#parities ?? []) p.close();
+    this.#parities = null;
+  }
+
+  async #parityConnections(): Promise<Connection[]> {
+    const c = this.#cfg;
+    if (!this.#parities || this.#parities.some((p) => p.closed)) {
+      this.#closePeers();
+      this.#parities = await Promise.all(c.parities.map((a, i) => Connection.connect(a.host, a.port, `parity ${i}`, c.timeoutMs)));
+    }
+    return this.#parities;
+  }
+
+  // ---- rebuild and degraded reads ---------------------------------------------------------------
+
+  /** Makes sure the slots hold current data: waits for their range or decodes them on demand. */
+  async #ensure(slots: Int32Array): Promise<void> {
+    const present = this.#present;
+    if (!present) return;
+    const plan = this.#cfg.rebuild!;
+    const waits = new Set<Promise<void>>(), missing: number[] = [];
+    for (const s of slots) {
+      if (present[s]) continue;
+      const range = this.#inflight.get(Math.floor(s / plan.rangeSlots));
+      // An update to a row of the range being rebuilt waits for the range: it is buffered.
+      if (range) waits.add(range);
+      else missing.push(s);
+    }
+    if (missing.length) {
+      this.stats.degradedReads++;
+      this.stats.degradedSlots += missing.length;
+      waits.add(this.#fetch(Int32Array.from(new Set(missing))));
+    }
+    await Promise.all(waits);
+  }
+
+  /** Reads the slots from the sources at one committed step, decodes and installs absent ones. */
+  async #fetch(slots: Int32Array): Promise<void> {
+    const c = this.#cfg;
+    const parts: { block: number; part: number; which: number }[] = this.#sources.map((s) => ({ block: s.block, part: READ_CODED, which: 0 }));
+    // Replicated state is not in the code: a data rebuild takes it from a parity's replica, a
+    // parity rebuild from the data shards.
+    if (c.state === 'replicated') {
+      if (c.role === 'data') {
+        const parity = this.#sources.find((s) => s.block >= c.k);
+        if (!parity) throw rangeError('rebuild sources', 'a parity server (it holds the replicated state)', 'none', true);
+        parts.push({ block: parity.block, part: READ_STATE, which: c.index });
+      } else for (const s of this.#sources) parts.push({ block: s.block, part: READ_STATE, which: 0 });
+    }
+    for (let attempt = 0; ; attempt++) {
+      const payload = (p: { part: number; which: number }) => new Writer().u32(p.part).u32(p.which).array(slots).build();
+      const replies = await Promise.all(parts.map((p) => this.#sources.find((s) => s.block === p.block)!.conn.request(Op.read, payload(p))));
+      const steps = replies.map((r) => r.u32() - 1);
+      if (steps.every((s) => s === steps[0])) {
+        this.#install(slots, steps[0], parts, replies.map((r) => r.f32s()));
+        return;
+      }
+      // A commit landed between the reads: read again (commits are milliseconds apart).
+      this.stats.retries++;
+      if (attempt > 1000) throw rangeError('rebuild reads', 'sources at one committed step', `steps ${steps.join(', ')}`, true);
+      await sleep(attempt < 3 ? 0 : 1);
+    }
+  }
+
+  #install(slots: Int32Array, step: number, parts: { block: number; part: number }[], data: Float32Array[]): void {
+    const c = this.#cfg, present = this.#present!, cw = this.#coded, sw = this.#sw;
+    const blocks: (Uint8Array | null)[] = new Array(c.k + c.r).fill(null);
+    parts.forEach((p, i) => {
+      if (p.part === READ_CODED) blocks[p.block] = u8(data[i]);
+    });
+    let coded: Float32Array;
+    if (c.role === 'data') coded = f32(this.#codec!.decode(blocks)[c.index].slice());
+    else coded = f32(this.#codec!.encode(blocks.slice(0, c.k) as Uint8Array[])[c.index].slice());
+    const states = parts.flatMap((p, i) => (p.part === READ_STATE ? [data[i]] : []));
+    slots.forEach((s, i) => {
+      if (present[s]) return; // installed meanwhile by a degraded read, and maybe updated since
+      if (c.role === 'data') {
+        const w = this.#width;
+        this.#store.set(coded.subarray(i * cw, (i + 1) * cw), s * w);
+        if (states.length) this.#store.set(states[0].subarray(i * sw, (i + 1) * sw), s * w + c.dim);
+      } else {
+        this.#store.set(coded.subarray(i * cw, (i + 1) * cw), s * cw);
+        states.forEach((st, j) => this.#replicas[j].set(st.subarray(i * sw, (i + 1) * sw), s * sw));
+      }
+      present[s] = 1;
+      // Deltas committed after the step we read at are not in what we read: apply them now.
+      const later = (this.#pending.get(s) ?? []).filter((d) => d.step > step);
+      this.#pending.delete(s);
+      for (const d of later) this.#applyDelta(d, true);
+    });
+  }
+
+  #rebuild(): Promise<Buffer> {
+    const plan = this.#cfg.rebuild;
+    if (!plan || !this.#present) throw rangeError('rebuild', 'a server configured with a rebuild plan', 'none', true);
+    this.#rebuildDone ??= this.#runRebuild(plan);
+    return this.#rebuildDone.then(() => new Writer().json(this.stats).build());
+  }
+
+  async #runRebuild(plan: RebuildPlan): Promise<void> {
+    const c = this.#cfg;
+    this.#sources = await Promise.all(plan.sources.map(async (s) => ({ block: s.block, conn: await Connection.connect(s.host, s.port, `source ${s.block}`, c.timeoutMs) })));
+    try {
+      const present = this.#present!;
+      for (let start = 0, r = 0; start < this.#slots; start += plan.rangeSlots, r++) {
+        const slots: number[] = [];
+        for (let s = start; s < Math.min(this.#slots, start + plan.rangeSlots); s++) if (!present[s]) slots.push(s);
+        if (slots.length) {
+          const done = this.#fetch(Int32Array.from(slots));
+          this.#inflight.set(r, done);
+          try {
+            await done;
+          } finally {
+            this.#inflight.delete(r);
+          }
+          this.stats.ranges++;
+        }
+        if (plan.pauseMs > 0) await sleep(plan.pauseMs);
+      }
+      // Switch-over: every slot is local now; requests no longer touch the sources.
+      this.#present = null;
+      this.#pending.clear();
+    } finally {
+      for (const s of this.#sources) s.conn.close();
+      this.#sources = [];
+    }
+  }
+}
