@@ -72,6 +72,7 @@ interface Query {
   settled: boolean;
   startedAt: number;
   lastError: ServingError | null;
+  retrying: boolean;
   timer: NodeJS.Timeout;
   resolve(p: Prediction): void;
   reject(e: ServingError): void;
@@ -79,20 +80,32 @@ interface Query {
 
 /** One batch of coding groups in flight: slot i of every group went to one data worker. */
 interface Dispatch {
+  /** Groups in the batch (B, or fewer when the fill timeout sent a short batch). */
   groups: number;
-  /** slots[i][g]: the query in slot i of group g (a short last group is padded with its own queries). */
+  /** slots[i][g]: the query in slot i of group g (a short group is padded with its own queries). */
   slots: Query[][];
+  inputs: (Float32Array | null)[];
+  sentAt: number[];
   slotOut: (Float32Array | null)[];
   slotFailed: (ServingError | null)[];
   parityOut: (Float32Array | null)[];
   parityFailed: boolean[];
   /** Reconstructions computed but not yet handed out (reconstructAfterMs > 0). */
   recon: (Float32Array | null)[];
-  startedAt: number;
+  retried: boolean[];
+  /** All slots and the parity batch have been sent. */
+  sealed: boolean;
   decoding: boolean;
   again: boolean;
-  deadline: NodeJS.Timeout | null;
-  retried: boolean[];
+  timers: NodeJS.Timeout[];
+}
+
+/** The dispatch still taking queries. */
+interface OpenDispatch {
+  d: Dispatch;
+  queries: Query[];
+  used: Set<WorkerHandle>;
+  timer: NodeJS.Timeout | null;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -120,10 +133,9 @@ export class CodedFrontend {
   #model: { name: string; inputShape: number[]; outputShape: number[]; inputName: string } | null;
   #inSize = 0;
   #outSize = 0;
-  #queue: Query[] = [];
   /** Every unsettled query, so close() can answer each one. */
   #pending = new Set<Query>();
-  #fillTimer: NodeJS.Timeout | null = null;
+  #open: OpenDispatch | null = null;
   #rr = 0;
   #server: Server | null = null;
   #host: string;
@@ -160,7 +172,6 @@ export class CodedFrontend {
     const handleOpts = (role: string, i: number) => ({ health: o.health, entry: o.workerEntry, label: `${role}[${i}]` });
     this.dataWorkers = o.data.map((s, i) => new WorkerHandle(s, handleOpts('data', i)));
     this.parityWorkers = parity.map((s, i) => new WorkerHandle(s, handleOpts('parity', i)));
-    for (const w of this.dataWorkers) w.on('ready', () => this.#schedule());
   }
 
   get port(): number {
@@ -230,7 +241,7 @@ export class CodedFrontend {
     this.#stats.queries++;
     return new Promise<Prediction>((resolve, reject) => {
       const q: Query = {
-        input, attempts: 1, settled: false, startedAt: performance.now(), lastError: null,
+        input, attempts: 1, settled: false, retrying: false, startedAt: performance.now(), lastError: null,
         timer: setTimeout(() => {
           const why = q.lastError ? ` (last error: ${q.lastError.message})` : '';
           this.#fail(q, new ServingError(504, `No prediction within ${this.#requestTimeoutMs} ms: neither the query's worker nor a decode from parity answered in time${why}`));
@@ -238,80 +249,118 @@ export class CodedFrontend {
         resolve, reject,
       };
       this.#pending.add(q);
-      this.#queue.push(q);
-      this.#schedule();
+      this.#enqueue(q);
     });
   }
 
-  #schedule(): void {
-    if (this.#queue.length === 0) return;
-    const full = this.k * this.batchSize;
-    while (this.#queue.length >= full) this.#flush(full);
-    if (this.#queue.length > 0 && !this.#fillTimer) {
-      this.#fillTimer = setTimeout(() => {
-        this.#fillTimer = null;
-        while (this.#queue.length > 0) this.#flush(full);
-      }, this.#fillTimeoutMs);
+  /**
+   * Adds a query to the open dispatch. Slot batches leave as soon as they hold B queries (with
+   * B = 1 a query goes to its data worker the moment it arrives, as in ParM, where only the parity
+   * query waits for its group); the parity batch leaves once all k slots are full, or when the
+   * fill timeout expires and the short slots are padded.
+   */
+  #enqueue(q: Query): void {
+    let o = this.#open;
+    if (!o) {
+      o = this.#open = { d: this.#newDispatch(), queries: [], used: new Set(), timer: null };
+      const opened = o;
+      o.timer = setTimeout(() => this.#seal(opened, true), this.#fillTimeoutMs);
+    }
+    o.queries.push(q);
+    const B = this.batchSize;
+    if (o.queries.length % B === 0) {
+      const s = o.queries.length / B - 1;
+      if (s === 0) this.#setGroups(o.d, B);
+      this.#sendSlot(o, s, o.queries.slice(s * B, s * B + B));
+      if (s === this.k - 1) this.#seal(o, false);
     }
   }
 
-  /** Picks k distinct data workers: ready ones first, then the least loaded, ties in rotation. */
-  #pickData(): WorkerHandle[] {
-    const n = this.dataWorkers.length;
-    const start = this.#rr++ % n;
-    const order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n }));
-    order.sort((a, b) => Number(b.w.state === 'ready') - Number(a.w.state === 'ready') || a.w.outstanding - b.w.outstanding || a.rank - b.rank);
-    return order.slice(0, this.k).map((x) => x.w);
-  }
-
-  #flush(max: number): void {
-    const taken = this.#queue.splice(0, max).filter((q) => !q.settled);
-    if (taken.length === 0) return;
-    if (this.#queue.length === 0 && this.#fillTimer) {
-      clearTimeout(this.#fillTimer);
-      this.#fillTimer = null;
-    }
+  #newDispatch(): Dispatch {
     const k = this.k;
-    const groups = Math.ceil(taken.length / k);
-    // A short last group is filled with copies of its own queries rather than zeros: every slot
-    // then carries a real query, and a copy's answer serves as a replica of the original.
-    const slots: Query[][] = Array.from({ length: k }, () => new Array<Query>(groups));
-    for (let g = 0; g < groups; g++) {
-      const members = taken.slice(g * k, g * k + k);
-      for (let i = 0; i < k; i++) slots[i][g] = members[i % members.length];
-    }
-    const d: Dispatch = {
-      groups, slots,
+    return {
+      groups: 0, slots: Array.from({ length: k }, () => []), inputs: new Array(k).fill(null), sentAt: new Array(k).fill(0),
       slotOut: new Array(k).fill(null), slotFailed: new Array(k).fill(null),
       parityOut: new Array(this.r).fill(null), parityFailed: new Array(this.r).fill(false),
       recon: new Array(k).fill(null), retried: new Array(k).fill(false),
-      startedAt: performance.now(), decoding: false, again: false, deadline: null,
+      sealed: false, decoding: false, again: false, timers: [],
     };
+  }
+
+  #setGroups(d: Dispatch, groups: number): void {
+    d.groups = groups;
     this.#stats.dispatches++;
-    const inputs = slots.map((column) => {
-      const batch = new Float32Array(groups * this.#inSize);
-      column.forEach((q, g) => batch.set(q.input, g * this.#inSize));
-      return batch;
-    });
+  }
+
+  /** Ready workers first, then the least loaded, ties in rotation; never one this dispatch already uses. */
+  #pickData(used: Set<WorkerHandle>): WorkerHandle {
+    const n = this.dataWorkers.length;
+    const start = this.#rr++ % n;
+    const order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n })).filter((x) => !used.has(x.w));
+    order.sort((a, b) => Number(b.w.state === 'ready') - Number(a.w.state === 'ready') || a.w.outstanding - b.w.outstanding || a.rank - b.rank);
+    return order[0].w;
+  }
+
+  #call(batch: Float32Array, rows: number) {
     const m = this.#model!;
-    const call = (batch: Float32Array) => ({ inputName: m.inputName, batch, rows: groups, inputShape: m.inputShape, outputShape: m.outputShape, timeoutMs: this.#requestTimeoutMs });
-    const workers = this.#pickData();
-    workers.forEach((w, i) => {
-      w.infer(call(inputs[i])).then(
-        (out) => this.#onSlot(d, i, out),
-        (err) => this.#onSlotFailed(d, i, err instanceof ServingError ? err : new ServingError(502, String(err?.message ?? err))),
-      );
-    });
+    return { inputName: m.inputName, batch, rows, inputShape: m.inputShape, outputShape: m.outputShape, timeoutMs: this.#requestTimeoutMs };
+  }
+
+  #sendSlot(o: OpenDispatch, i: number, column: Query[]): void {
+    const d = o.d;
+    d.slots[i] = column;
+    const batch = new Float32Array(d.groups * this.#inSize);
+    column.forEach((q, g) => batch.set(q.input, g * this.#inSize));
+    d.inputs[i] = batch;
+    d.sentAt[i] = performance.now();
+    const w = this.#pickData(o.used);
+    o.used.add(w);
+    w.infer(this.#call(batch, d.groups)).then(
+      (out) => this.#onSlot(d, i, out),
+      (err) => this.#onSlotFailed(d, i, err instanceof ServingError ? err : new ServingError(502, String(err?.message ?? err))),
+    );
+    if (this.r > 0 && this.#reconstructAfterMs > 0) d.timers.push(setTimeout(() => void this.#tryDecode(d), this.#reconstructAfterMs));
+  }
+
+  /** Closes the open dispatch: pads what the fill timeout left short, then sends the parity batch. */
+  #seal(o: OpenDispatch, byTimer: boolean): void {
+    if (this.#open === o) this.#open = null;
+    if (o.timer) clearTimeout(o.timer);
+    const d = o.d, k = this.k, B = this.batchSize;
+    if (byTimer) {
+      const n = o.queries.length;
+      if (n === 0) return;
+      const sent = Math.floor(n / B);
+      // A short group is filled with copies of its own queries rather than zeros: every slot then
+      // carries a real query, and a copy's answer serves as a replica of the original.
+      if (sent === 0) {
+        // Nothing has left yet: lay the queries out group by group over as few groups as possible.
+        const groups = Math.ceil(n / k);
+        this.#setGroups(d, groups);
+        for (let i = 0; i < k; i++) {
+          const column = Array.from({ length: groups }, (_, g) => {
+            const members = o.queries.slice(g * k, g * k + k);
+            return members[i % members.length];
+          });
+          this.#sendSlot(o, i, column);
+        }
+      } else {
+        for (let i = sent; i < k; i++) {
+          const column = Array.from({ length: B }, (_, g) => o.queries[i * B + g] ?? d.slots[0][g]);
+          this.#sendSlot(o, i, column);
+        }
+      }
+    }
+    d.sealed = true;
     // The encoder works on the whole batch at once: the sum is elementwise, so slot batches add up
     // to the batch of parity queries (one kernel call for all groups).
+    const inputs = d.inputs as Float32Array[];
     this.codes.forEach((code, j) => {
       code.encode(inputs)
-        .then((parityBatch) => this.parityWorkers[j].infer(call(parityBatch)))
+        .then((parityBatch) => this.parityWorkers[j].infer(this.#call(parityBatch, d.groups)))
         .then((out) => this.#onParity(d, j, out), () => this.#onParityFailed(d, j));
     });
-    if (this.r > 0 && this.#reconstructAfterMs > 0) {
-      d.deadline = setTimeout(() => void this.#tryDecode(d), this.#reconstructAfterMs);
-    }
+    void this.#tryDecode(d);
   }
 
   #settle(q: Query, output: Float32Array, reconstructed: boolean): void {
@@ -381,32 +430,33 @@ export class CodedFrontend {
   }
 
   async #retry(q: Query, err: ServingError): Promise<void> {
-    if (q.settled || this.#queue.includes(q)) return;
+    if (q.settled || q.retrying) return;
     if (q.attempts >= this.#maxAttempts) {
       this.#fail(q, new ServingError(err.status === 504 ? 504 : 503, `No prediction after ${q.attempts} attempts and no parity to decode from: ${err.message}`));
       return;
     }
     q.attempts++;
+    q.retrying = true;
     this.#stats.retries++;
     // Back off a little so a crashed worker has time to come back.
     await sleep(50 * (q.attempts - 1));
+    q.retrying = false;
     if (q.settled || this.#closed) return;
-    this.#queue.unshift(q);
-    this.#schedule();
+    this.#enqueue(q);
   }
 
   async #tryDecode(d: Dispatch): Promise<void> {
-    if (this.r === 0) return;
+    if (this.r === 0 || !d.sealed) return;
     if (d.decoding) {
       d.again = true;
       return;
     }
     const missing = d.slotOut.map((o, i) => (o ? -1 : i)).filter((i) => i >= 0 && this.#unsettled(d, i));
     if (missing.length === 0) {
-      if (d.deadline) clearTimeout(d.deadline);
+      for (const t of d.timers) clearTimeout(t);
       return;
     }
-    const due = (i: number) => d.slotFailed[i] !== null || performance.now() - d.startedAt >= this.#reconstructAfterMs - 0.5;
+    const due = (i: number) => d.slotFailed[i] !== null || performance.now() - d.sentAt[i] >= this.#reconstructAfterMs - 0.5;
     // Hand out reconstructions already computed whose time has come.
     for (const i of missing) if (d.recon[i] && due(i)) this.#settleRecon(d, i, d.recon[i]!);
     const notDone = d.slotOut.map((o, i) => (o ? -1 : i)).filter((i) => i >= 0);
@@ -523,8 +573,8 @@ export class CodedFrontend {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#fillTimer) clearTimeout(this.#fillTimer);
-    this.#queue.length = 0;
+    if (this.#open?.timer) clearTimeout(this.#open.timer);
+    this.#open = null;
     for (const q of [...this.#pending]) this.#fail(q, new ServingError(503, 'The frontend closed before the query was answered'));
     await Promise.all([...this.dataWorkers, ...this.parityWorkers].map((w) => w.stop()));
     if (this.#server) {

@@ -7,3 +7,6 @@ export { createWorkerClient, type WorkerClient, type InferCall } from './client.
 export { fromPredict, linearModel, loadModelSpec, type ServingModel } from './model.js';
 export { ServingError, GRPC_PREDICT_V2_PROTO, parseInferRequest, type V2Tensor, type V2InferRequest, type V2InferResponse, type V2ModelMetadata, type V2TensorMetadata } from './protocol.js';
 export { inferenceService } from './grpc.js';
+export { runPoissonLoad, httpSender, quantile, type LoadOptions, type LoadResult } from './loadgen.js';
+export { runServingBench, benchMarkdown, type ServingBenchOptions, type ServingBenchRow } from './bench.js';
+export { parseServeArgs } from './serve.js';
