@@ -1,6 +1,9 @@
 // The `kintsugi` command. With no subcommand it runs the main job: every kernel on the best
 // device found, checked against a reference, with a table of sizes, throughput and pass/fail.
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
 
 import { colSums, rowSums } from './checksum.js';
 import { conv2d, conv2dParams } from './conv.js';
@@ -161,6 +164,33 @@ async function demo(args: string[]): Promise<number> {
   return failed ? 1 : 0;
 }
 
+// Commands provided by the higher packages. cuda-core does not depend on them: they are found by
+// name in the current project (where `npm install @kintsugi/abft` puts them) or beside this package.
+const packageCommands: Record<string, { module: string; exportName: string }> = {
+  abft: { module: '@kintsugi/abft/cli', exportName: 'abftCommand' },
+  serve: { module: '@kintsugi/coded-inference/cli', exportName: 'serveCommand' },
+  loadgen: { module: '@kintsugi/coded-inference/cli', exportName: 'loadgenCommand' },
+  parm: { module: '@kintsugi/coded-inference/cli', exportName: 'parmCommand' },
+  ecrm: { module: '@kintsugi/ecrm/cli', exportName: 'ecrmCommand' },
+};
+
+type Command = (argv: string[]) => Promise<number>;
+
+async function findPackageCommand(name: string): Promise<Command | undefined> {
+  const spec = packageCommands[name];
+  for (const base of [join(process.cwd(), 'package.json'), import.meta.url]) {
+    let path: string;
+    try {
+      path = createRequire(base).resolve(spec.module);
+    } catch {
+      continue;
+    }
+    const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+    if (typeof mod[spec.exportName] === 'function') return mod[spec.exportName] as Command;
+  }
+  return undefined;
+}
+
 function usage(): void {
   console.log(`Usage: kintsugi [command]
 
@@ -168,6 +198,11 @@ Commands:
   demo [--quick]   run every kernel on the best device, check it, print throughput (default)
   devices          list devices and why there is or is not a GPU
   train ...        train a model (kintsugi train --help)
+  abft ...         fault-injection campaigns and ABFT overhead (@kintsugi/abft)
+  serve ...        the coded-inference frontend with model workers (@kintsugi/coded-inference)
+  loadgen ...      coded serving vs equal resources under load (@kintsugi/coded-inference)
+  parm ...         parity-model training and degraded-mode evaluation (@kintsugi/coded-inference)
+  ecrm ...         erasure-coded DLRM training with failures (@kintsugi/ecrm)
   help             this text`);
 }
 
@@ -189,9 +224,17 @@ export async function main(argv: string[]): Promise<number> {
     case '-h':
       usage();
       return 0;
-    default:
+    default: {
+      if (Object.hasOwn(packageCommands, command)) {
+        const run = await findPackageCommand(command);
+        if (run) return run(rest);
+        const pkg = packageCommands[command].module.replace(/\/cli$/, '');
+        console.error(`"kintsugi ${command}" is provided by ${pkg}, which was not found: npm install ${pkg}`);
+        return 2;
+      }
       console.error(`Unknown command "${command}".`);
       usage();
       return 2;
+    }
   }
 }

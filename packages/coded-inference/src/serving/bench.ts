@@ -5,9 +5,9 @@
 //
 //   node dist/serving/bench.js [--rate 120] [--queries 3000] [--k 2] [--r 1] [--delay-ms 4]
 //        [--slow-prob 0.03] [--slow-ms 60] [--batch 1] [--fill-timeout-ms 10] [--json out.json]
-import { writeFileSync, realpathSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { runIfMain } from './entry.js';
 
 import { CodedFrontend } from './frontend.js';
 import { httpSender, runPoissonLoad, type LoadResult } from './loadgen.js';
@@ -101,23 +101,15 @@ function parse(argv: string[]): Partial<ServingBenchOptions> & { json?: string }
   return out;
 }
 
-function isMain(): boolean {
-  try {
-    return !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
+
+/** `kintsugi loadgen ...`: coded serving against the equal-resources baseline under the same load. */
+export async function loadgenCommand(argv: string[]): Promise<number> {
+  const { json, ...opts } = parse(argv);
+  const rows = await runServingBench(opts);
+  const o = { ...defaults, ...opts };
+  process.stdout.write(`${benchMarkdown(rows, o)}\n`);
+  if (json) writeFileSync(json, JSON.stringify({ options: o, rows, cpus: cpus().length, node: process.version, date: new Date().toISOString() }, null, 2));
+  return 0;
 }
 
-if (isMain()) {
-  (async () => {
-    const { json, ...opts } = parse(process.argv.slice(2));
-    const rows = await runServingBench(opts);
-    const o = { ...defaults, ...opts };
-    process.stdout.write(`${benchMarkdown(rows, o)}\n`);
-    if (json) writeFileSync(json, JSON.stringify({ options: o, rows, cpus: cpus().length, node: process.version, date: new Date().toISOString() }, null, 2));
-  })().catch((err: Error) => {
-    process.stderr.write(`kintsugi serving bench: ${err.message}\n`);
-    process.exit(2);
-  });
-}
+runIfMain(import.meta.url, 'kintsugi loadgen', loadgenCommand);

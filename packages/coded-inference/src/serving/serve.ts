@@ -7,13 +7,12 @@
 //        [--data-url grpc://host:port=model ...] [--parity-url http://host:port=model ...]
 //
 // Prints `{"listening": port, "url": ...}` once ready; SIGINT/SIGTERM stop it and its workers.
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 
 import { CodedFrontend } from './frontend.js';
 import type { WorkerSpec } from './process.js';
 import { expected } from './protocol.js';
 import type { WorkerProtocol } from './worker.js';
+import { runIfMain } from './entry.js';
 
 export function parseServeArgs(argv: string[]) {
   const single = new Map<string, string>();
@@ -55,23 +54,17 @@ export function parseServeArgs(argv: string[]) {
   };
 }
 
-function isMain(): boolean {
-  try {
-    return !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
 
-if (isMain()) {
-  (async () => {
-    const frontend = await new CodedFrontend(parseServeArgs(process.argv.slice(2))).start();
-    process.stdout.write(`${JSON.stringify({ listening: frontend.port, url: frontend.url, model: frontend.modelMetadata.name })}\n`);
-    const stop = () => void frontend.close().then(() => process.exit(0));
+/** `kintsugi serve ...`: runs the coded frontend until SIGINT/SIGTERM. */
+export async function serveCommand(argv: string[]): Promise<number> {
+  const frontend = await new CodedFrontend(parseServeArgs(argv)).start();
+  process.stdout.write(`${JSON.stringify({ listening: frontend.port, url: frontend.url, model: frontend.modelMetadata.name })}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => void frontend.close().then(resolve);
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
-  })().catch((err: Error) => {
-    process.stderr.write(`kintsugi serve: ${err.message}\n`);
-    process.exit(2);
   });
+  return 0;
 }
+
+runIfMain(import.meta.url, 'kintsugi serve', async (argv) => process.exit(await serveCommand(argv)));

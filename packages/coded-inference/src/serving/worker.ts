@@ -9,8 +9,7 @@
 // IPC; otherwise it prints that object as one JSON line on stdout.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { runIfMain } from './entry.js';
 
 import * as grpc from '@grpc/grpc-js';
 
@@ -324,17 +323,5 @@ export async function workerMain(argv: string[]): Promise<void> {
   process.once('disconnect', stop);
 }
 
-function isMain(): boolean {
-  try {
-    return !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
 
-if (isMain()) {
-  workerMain(process.argv.slice(2)).catch((err: Error) => {
-    process.stderr.write(`kintsugi worker: ${err.message}\n`);
-    process.exit(2);
-  });
-}
+runIfMain(import.meta.url, 'kintsugi worker', workerMain);
