@@ -473,8 +473,19 @@ TEST(small_m_streaming_path) {
           c.pad_c = 1;
           if (!run_case(c)) return;
         }
-    // The streaming path with several row tiles and NC blocking.
+    // The in-place micro-tile streaming path (row streaming off) with several row tiles and
+    // NC blocking.
     Blocking b;
+    b.stream_m = 0;
+    set_blocking_override(b);
+    for (int64_t m : {1, 3, 7}) {
+      Case c;
+      c.m = m;
+      c.n = 131;
+      c.k = 40;
+      c.pad_b = 5;
+      if (!run_case(c)) return;
+    }
     b.small_m = 1000;
     b.nc = 64;
     b.kc = 16;
@@ -482,6 +493,141 @@ TEST(small_m_streaming_path) {
     sweep({{33, 150, 40}, {2, 300, 70}}, Fill::Ints, 1.0f, 1.0f, 1);
     set_blocking_override(Blocking{});
   });
+}
+
+TEST(row_streaming_path) {
+  // B not transposed, M <= stream_m: B walked a row group at a time. Every row count, column
+  // counts around the vector and chunk widths, k around the row-group size (8), both op(A)
+  // layouts, beta = 0 over NaN and beta != 0, padded leading dimensions; then several row
+  // groups (stream_m raised) and a column-major C whose row-major view streams.
+  for_each_path([] {
+    for (int64_t m = 1; m <= 8; ++m)
+      for (int64_t n : {1, 15, 17, 33, 97, 131, 200})
+        for (int64_t k : {1, 7, 8, 9, 24, 43})
+          for (Transpose ta : kTrans) {
+            Case c;
+            c.ta = ta;
+            c.m = m;
+            c.n = n;
+            c.k = k;
+            c.pad_a = 1;
+            c.pad_b = 3;
+            c.pad_c = 2;
+            c.beta = (n + k) % 2 ? 0.0f : 1.5f;
+            c.alpha = k % 3 ? 1.0f : -2.0f;
+            c.nan_c = c.beta == 0.0f;
+            c.seed = uint32_t(m * 1000 + n * 10 + k);
+            if (!run_case(c)) return;
+          }
+    // Big enough (>= 4 MFLOP) to split columns across threads, with an uneven last range.
+    for (Shape sh : std::vector<Shape>{{3, 1005, 1400}, {8, 517, 1000}}) {
+      Case c;
+      c.m = sh.m;
+      c.n = sh.n;
+      c.k = sh.k;
+      c.beta = 0.0f;
+      c.nan_c = true;
+      c.pad_b = 7;
+      if (!run_case(c)) return;
+    }
+    // Floats with a long k (many row groups, partial sums through the scratch).
+    for (int64_t m : {1, 5, 8}) {
+      Case c;
+      c.m = m;
+      c.n = 300;
+      c.k = 1001;
+      c.fill = Fill::Floats;
+      c.alpha = 0.5f;
+      c.beta = -0.25f;
+      if (!run_case(c)) return;
+    }
+    Blocking b;
+    b.stream_m = 40;
+    set_blocking_override(b);
+    for (int64_t m : {9, 16, 17, 33}) {
+      Case c;
+      c.m = m;
+      c.n = 75;
+      c.k = 19;
+      c.beta = 2.0f;
+      c.pad_b = 1;
+      if (!run_case(c)) return;
+      c.layout = Layout::ColMajor;  // row-major view: n x m = op(B)^T op(A)^T with ta = Yes
+      c.ta = Transpose::Yes;
+      c.tb = Transpose::Yes;
+      std::swap(c.m, c.n);
+      if (!run_case(c)) return;
+    }
+    set_blocking_override(Blocking{});
+    // NaN / Inf in A and B reach exactly the outputs they should.
+    for (int64_t m : {1, 2, 8}) {
+      Case c;
+      c.m = m;
+      c.n = 70;
+      c.k = 20;
+      Matrix A = make_matrix(Layout::RowMajor, c.m, c.k, 0, 0.0f);
+      Matrix B = make_matrix(Layout::RowMajor, c.k, c.n, 0, 0.0f);
+      fill(A, Fill::Ints, 5);
+      fill(B, Fill::Ints, 6);
+      A.at(m - 1, 9) = NAN;
+      B.at(3, 66) = INFINITY;
+      B.at(17, 5) = -INFINITY;
+      if (!run_case(c, &A, &B)) return;
+    }
+  });
+}
+
+TEST(stream_kernel_checksum_hook) {
+  // The ABFT hook on the row-streaming kernel: row and column sums of what it wrote to C.
+  for (Isa isa : isas()) {
+    set_isa_limit(isa);
+    const auto& ks = gemm_internal::active_kernels();
+    if (!ks.stream) continue;
+    for (int mr = 1; mr <= ks.stream_mr; ++mr)
+      for (int64_t n : {5, 16, 100})
+        for (int64_t k : {3, 8, 21}) {
+          std::vector<float> a = harness::random_small_ints(size_t(mr * k), uint32_t(mr + n));
+          std::vector<float> b = harness::random_small_ints(size_t(k * n), uint32_t(k));
+          const int64_t ldc = n + 3;
+          std::vector<float> c = harness::random_small_ints(size_t(mr * ldc), 3), c0 = c;
+          std::vector<float> rows(size_t(mr), 1.0f), cols(size_t(n), 2.0f), acc(size_t(mr * n), NAN);
+          gemm_internal::StreamTile t;
+          t.k = k;
+          t.a = a.data();
+          t.a_stride = 1;
+          t.a_row_stride = k;
+          t.b = b.data();
+          t.ldb = n;
+          t.n = n;
+          t.mr = mr;
+          t.c = c.data();
+          t.ldc = ldc;
+          t.alpha = 2.0f;
+          t.beta = -1.0f;
+          t.acc = acc.data();
+          t.row_sums = rows.data();
+          t.col_sums = cols.data();
+          ks.stream(t);
+          bool ok = true;
+          std::vector<double> want_rows(size_t(mr), 1.0), want_cols(size_t(n), 2.0);
+          for (int i = 0; i < mr; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              float want = c0[size_t(i * ldc + j)];
+              if (j < n) {
+                double s = 0;
+                for (int64_t p = 0; p < k; ++p) s += double(a[size_t(i * k + p)]) * b[size_t(p * n + j)];
+                want = float(2.0 * s - c0[size_t(i * ldc + j)]);
+                want_rows[size_t(i)] += want;
+                want_cols[size_t(j)] += want;
+              }
+              ok = ok && c[size_t(i * ldc + j)] == want;
+            }
+          for (int i = 0; i < mr; ++i) ok = ok && rows[size_t(i)] == float(want_rows[size_t(i)]);
+          for (int64_t j = 0; j < n; ++j) ok = ok && cols[size_t(j)] == float(want_cols[size_t(j)]);
+          CHECK(ok) << ks.name << " stream mr=" << mr << " n=" << n << " k=" << k;
+        }
+  }
+  set_isa_limit(Isa::Avx512);
 }
 
 TEST(micro_kernel_checksum_hook) {

@@ -130,7 +130,7 @@ int max_nr(const KernelSet& ks, int rows) { return rows < 8 ? ks.wide_nr[rows] :
 struct Config {
   const KernelSet* ks;
   int mr, nr;
-  int64_t kc, mc, nc, small_m, dot_m;
+  int64_t kc, mc, nc, small_m, dot_m, stream_m;
   bool direct_a;
 };
 
@@ -166,12 +166,15 @@ Config make_config() {
   // Dot-product tiles beat packing a transposed B up to M = 32 (M = 32: 64 vs 60 GFLOP/s,
   // M = 48: 62 vs 70 with N = K = 4096).
   cfg.dot_m = ks.dot ? 32 : 0;
+  // Row streaming (each B row read once, front to back) for B not transposed and few rows.
+  cfg.stream_m = ks.stream ? ks.stream_mr : 0;
   cfg.direct_a = ks.direct_a;
   if (g_override.kc > 0) cfg.kc = g_override.kc;
   if (g_override.mc > 0) cfg.mc = round_down(g_override.mc, cfg.mr);
   if (g_override.nc > 0) cfg.nc = round_down(g_override.nc, cfg.nr);
   if (g_override.small_m >= 0) cfg.small_m = g_override.small_m;
   if (g_override.dot_m >= 0 && ks.dot) cfg.dot_m = g_override.dot_m;
+  if (g_override.stream_m >= 0 && ks.stream) cfg.stream_m = g_override.stream_m;
   if (g_override.direct_a >= 0) cfg.direct_a = g_override.direct_a != 0;
   return cfg;
 }
@@ -390,6 +393,31 @@ void dot_range(const Problem& P, const Config& cfg, int64_t n0, int64_t n1) {
   }
 }
 
+// Small M with B rows contiguous: the row-streaming kernel over columns [n0, n1), all rows, in
+// groups of at most stream_mr rows (each group streams B once).
+void stream_range(const Problem& P, const Config& cfg, int64_t n0, int64_t n1) {
+  if (n0 >= n1) return;
+  const KernelSet& ks = *cfg.ks;
+  StreamTile t;
+  t.k = P.k;
+  t.a_stride = P.ta ? P.lda : 1;
+  t.a_row_stride = P.ta ? 1 : P.lda;
+  t.b = P.b + n0;
+  t.ldb = P.ldb;
+  t.n = n1 - n0;
+  t.ldc = P.ldc;
+  t.alpha = P.alpha;
+  t.beta = P.beta;
+  const int group = ks.stream_mr;
+  t.acc = t_a_buffer.get(size_t(std::min<int64_t>(group, P.m) * t.n));
+  for (int64_t i = 0; i < P.m; i += group) {
+    t.mr = int(std::min<int64_t>(group, P.m - i));
+    t.a = P.a + i * t.a_row_stride;
+    t.c = P.c + i * P.ldc + n0;
+    ks.stream(t);
+  }
+}
+
 // C = beta * C (alpha == 0 or k == 0); beta == 0 writes zeros without reading C.
 void scale_c(const Problem& P) {
   const int64_t rows = P.c_trans ? P.n : P.m, cols = P.c_trans ? P.m : P.n;
@@ -418,6 +446,18 @@ void run(const Problem& P) {
     } else {
       parallel_run(threads, [&](int t, int count) {
         dot_range(P, cfg, units * t / count * unit, std::min(P.n, units * (t + 1) / count * unit));
+      });
+    }
+    return;
+  }
+  if (!P.packed && !P.tb && !P.c_trans && cfg.ks->stream && P.m <= cfg.stream_m) {
+    const int64_t unit = 64, units = (P.n + unit - 1) / unit;
+    const int threads = int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), units));
+    if (threads <= 1) {
+      stream_range(P, cfg, 0, P.n);
+    } else {
+      parallel_run(threads, [&](int t, int count) {
+        stream_range(P, cfg, units * t / count * unit, std::min(P.n, units * (t + 1) / count * unit));
       });
     }
     return;
@@ -457,6 +497,7 @@ Blocking current_blocking() {
   b.nr = c.nr;
   b.small_m = c.small_m;
   b.dot_m = c.dot_m;
+  b.stream_m = c.stream_m;
   b.direct_a = c.direct_a ? 1 : 0;
   return b;
 }

@@ -131,7 +131,169 @@ const MicroKernel kTiles[kMaxRows + 1][kMaxVectors + 1] = {
 
 void micro(const MicroTile& t) { kTiles[t.mr][(t.nr + 7) >> 3](t); }
 
-const KernelSet kSet = {"sgemm_avx2_6x16", 6, 16, kMaxRows, false, {0, 32, 32, 24, 16, 16, 16, 16}, &micro, nullptr, nullptr, 0, 0};
+// Row-streaming kernel (StreamTile), as in gemm_avx512.cc: B is walked kStreamRows whole rows at
+// a time; per chunk of NV vectors of columns the M x NV partial sums come from `acc` (or start at
+// zero), take the row group's rank-1 updates and go back to `acc` (or, after the last group, to C).
+constexpr int kStreamRows = 8;
+constexpr int kStreamMaxRows = 8;
+
+struct StreamChunk {
+  const float* al;  // A(i, p0 + r) at al[r * M + i]
+  int kb;
+  const float* b;
+  int64_t ldb;
+  float* acc;
+  int64_t accld;
+  float* c;
+  int64_t ldc;
+  bool first, last;
+  float alpha, beta;
+  float* row_sums;
+  float* col_sums;
+};
+
+template <int M, int NV, bool MASKED>
+inline __attribute__((always_inline)) void stream_chunk(const StreamChunk& s, __m256i last_mask) {
+  __m256 acc[M][NV];
+  if (s.first) {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
+  } else {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        acc[i][v] = (MASKED && v == NV - 1) ? _mm256_maskload_ps(s.acc + i * s.accld + 8 * v, last_mask)
+                                            : _mm256_loadu_ps(s.acc + i * s.accld + 8 * v);
+  }
+  const float* b = s.b;
+  const float* al = s.al;
+  for (int r = 0; r < s.kb; ++r) {
+    __m256 bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = (MASKED && v == NV - 1) ? _mm256_maskload_ps(b + 8 * v, last_mask) : _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(al + i);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+    b += s.ldb;
+    al += M;
+  }
+  if (!s.last) {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        float* d = s.acc + i * s.accld + 8 * v;
+        if (MASKED && v == NV - 1)
+          _mm256_maskstore_ps(d, last_mask, acc[i][v]);
+        else
+          _mm256_storeu_ps(d, acc[i][v]);
+      }
+    return;
+  }
+  const __m256 va = _mm256_set1_ps(s.alpha), vb = _mm256_set1_ps(s.beta), zero = _mm256_setzero_ps();
+  const bool read_c = s.beta != 0.0f;
+  __m256 col[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) col[v] = zero;
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i) {
+    float* c = s.c + i * s.ldc;
+    __m256 row = zero;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      const bool m = MASKED && v == NV - 1;
+      __m256 r = _mm256_mul_ps(acc[i][v], va);
+      if (read_c) r = _mm256_fmadd_ps(vb, m ? _mm256_maskload_ps(c + 8 * v, last_mask) : _mm256_loadu_ps(c + 8 * v), r);
+      if (m) {
+        _mm256_maskstore_ps(c + 8 * v, last_mask, r);
+        r = _mm256_blendv_ps(zero, r, _mm256_castsi256_ps(last_mask));
+      } else {
+        _mm256_storeu_ps(c + 8 * v, r);
+      }
+      row = _mm256_add_ps(row, r);
+      col[v] = _mm256_add_ps(col[v], r);
+    }
+    if (s.row_sums) {
+      __m128 h = _mm_add_ps(_mm256_castps256_ps128(row), _mm256_extractf128_ps(row, 1));
+      h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+      s.row_sums[i] += _mm_cvtss_f32(h);
+    }
+  }
+  if (s.col_sums) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      float* d = s.col_sums + 8 * v;
+      if (MASKED && v == NV - 1)
+        _mm256_maskstore_ps(d, last_mask, _mm256_add_ps(_mm256_maskload_ps(d, last_mask), col[v]));
+      else
+        _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), col[v]));
+    }
+  }
+}
+
+// Vectors per chunk for M rows within 16 ymm registers.
+constexpr int stream_width(int m) { return m == 1 ? 8 : m == 2 ? 6 : m == 3 ? 4 : m == 4 ? 3 : m <= 6 ? 2 : 1; }
+
+template <int M>
+void stream_rows(const StreamTile& t) {
+  constexpr int NV = stream_width(M);
+  constexpr int W = 8 * NV;
+  alignas(32) float al[kStreamRows * M];
+  const int64_t n = t.n;
+  const int64_t n_full = n / W * W;
+  const __m256i full = tail_mask(8);
+  StreamChunk s;
+  s.ldb = t.ldb;
+  s.accld = n;
+  s.ldc = t.ldc;
+  s.alpha = t.alpha;
+  s.beta = t.beta;
+  s.row_sums = t.row_sums;
+  for (int64_t p0 = 0; p0 < t.k; p0 += kStreamRows) {
+    const int kb = t.k - p0 < kStreamRows ? int(t.k - p0) : kStreamRows;
+    for (int r = 0; r < kb; ++r)
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) al[r * M + i] = t.a[i * t.a_row_stride + (p0 + r) * t.a_stride];
+    s.al = al;
+    s.kb = kb;
+    s.first = p0 == 0;
+    s.last = p0 + kb >= t.k;
+    const float* brow = t.b + p0 * t.ldb;
+    int64_t j = 0;
+    for (; j < n_full; j += W) {
+      s.b = brow + j;
+      s.acc = t.acc + j;
+      s.c = t.c + j;
+      s.col_sums = t.col_sums ? t.col_sums + j : nullptr;
+      stream_chunk<M, NV, false>(s, full);
+    }
+    for (; j < n; j += 8) {
+      s.b = brow + j;
+      s.acc = t.acc + j;
+      s.c = t.c + j;
+      s.col_sums = t.col_sums ? t.col_sums + j : nullptr;
+      if (n - j >= 8)
+        stream_chunk<M, 1, false>(s, full);
+      else
+        stream_chunk<M, 1, true>(s, tail_mask(int(n - j)));
+    }
+  }
+}
+
+const StreamKernel kStreamKernels[kStreamMaxRows + 1] = {nullptr,         &stream_rows<1>, &stream_rows<2>,
+                                                         &stream_rows<3>, &stream_rows<4>, &stream_rows<5>,
+                                                         &stream_rows<6>, &stream_rows<7>, &stream_rows<8>};
+
+void stream(const StreamTile& t) { kStreamKernels[t.mr](t); }
+
+const KernelSet kSet = {"sgemm_avx2_6x16", 6, 16, kMaxRows, false, {0, 32, 32, 24, 16, 16, 16, 16}, &micro, nullptr, nullptr, 0, 0, &stream, kStreamMaxRows};
 
 }  // namespace
 

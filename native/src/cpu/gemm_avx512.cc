@@ -275,8 +275,178 @@ void dot(const DotTile& t) {
   }
 }
 
+// Row-streaming kernel (StreamTile): B is walked kStreamRows whole rows at a time. For each
+// chunk of NV vectors of columns, the M x NV partial sums come from `acc` (or start at zero),
+// take kStreamRows rank-1 updates from the rows' chunks, and go back to `acc` (or, after the
+// last row group, to C). The A values of a row group are copied to a small contiguous block
+// first, so both op(A) layouts broadcast from L1.
+#ifndef KINTSUGI_STREAM_ROWS
+#define KINTSUGI_STREAM_ROWS 8
+#endif
+#ifndef KINTSUGI_STREAM_PF
+#define KINTSUGI_STREAM_PF 512
+#endif
+constexpr int kStreamRows = KINTSUGI_STREAM_ROWS;
+constexpr int kStreamMaxRows = 8;
+constexpr int64_t kStreamPrefetch = KINTSUGI_STREAM_PF;  // floats ahead within a row (T0)
+
+struct StreamChunk {
+  const float* al;  // A block: A(i, p0 + r) at al[r * M + i]
+  int kb;
+  const float* b;   // B(p0, j) for the chunk's first column j
+  int64_t ldb;
+  float* acc;       // acc + i * accld: row i of the chunk's partial sums
+  int64_t accld;
+  float* c;
+  int64_t ldc;
+  bool first, last;
+  float alpha, beta;
+  float* row_sums;
+  float* col_sums;
+};
+
+template <int M, int NV, bool MASKED>
+inline __attribute__((always_inline)) void stream_chunk(const StreamChunk& s, __mmask16 last_mask) {
+  __m512 acc[M][NV];
+  if (s.first) {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  } else {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        acc[i][v] = (MASKED && v == NV - 1) ? _mm512_maskz_loadu_ps(last_mask, s.acc + i * s.accld + 16 * v)
+                                            : _mm512_loadu_ps(s.acc + i * s.accld + 16 * v);
+  }
+  const float* b = s.b;
+  const float* al = s.al;
+  for (int r = 0; r < s.kb; ++r) {
+    if (kStreamPrefetch > 0) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + kStreamPrefetch + 16 * v), _MM_HINT_T0);
+    }
+    __m512 bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v)
+      bv[v] = (MASKED && v == NV - 1) ? _mm512_maskz_loadu_ps(last_mask, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) {
+      const __m512 ai = _mm512_set1_ps(al[i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+    b += s.ldb;
+    al += M;
+  }
+  if (!s.last) {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        float* d = s.acc + i * s.accld + 16 * v;
+        if (MASKED && v == NV - 1)
+          _mm512_mask_storeu_ps(d, last_mask, acc[i][v]);
+        else
+          _mm512_storeu_ps(d, acc[i][v]);
+      }
+    return;
+  }
+  const __m512 va = _mm512_set1_ps(s.alpha), vb = _mm512_set1_ps(s.beta);
+  const bool read_c = s.beta != 0.0f;
+  __m512 col[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) col[v] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i) {
+    float* c = s.c + i * s.ldc;
+    __m512 row = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      const bool m = MASKED && v == NV - 1;
+      __m512 r = _mm512_mul_ps(acc[i][v], va);
+      if (read_c) r = _mm512_fmadd_ps(vb, m ? _mm512_maskz_loadu_ps(last_mask, c + 16 * v) : _mm512_loadu_ps(c + 16 * v), r);
+      if (m) {
+        _mm512_mask_storeu_ps(c + 16 * v, last_mask, r);
+        r = _mm512_maskz_mov_ps(last_mask, r);
+      } else {
+        _mm512_storeu_ps(c + 16 * v, r);
+      }
+      row = _mm512_add_ps(row, r);
+      col[v] = _mm512_add_ps(col[v], r);
+    }
+    if (s.row_sums) s.row_sums[i] += hsum(row);
+  }
+  if (s.col_sums) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      float* d = s.col_sums + 16 * v;
+      if (MASKED && v == NV - 1)
+        _mm512_mask_storeu_ps(d, last_mask, _mm512_add_ps(_mm512_maskz_loadu_ps(last_mask, d), col[v]));
+      else
+        _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), col[v]));
+    }
+  }
+}
+
+// Vectors per chunk for M rows: M * NV accumulators plus NV B vectors within 32 registers.
+constexpr int stream_width(int m) { return m <= 3 ? 8 : m == 4 ? 6 : m <= 6 ? 4 : 3; }
+
+template <int M>
+void stream_rows(const StreamTile& t) {
+  constexpr int NV = stream_width(M);
+  constexpr int W = 16 * NV;
+  alignas(64) float al[kStreamRows * M];
+  const int64_t n = t.n;
+  const int64_t n_full = n / W * W;
+  StreamChunk s;
+  s.ldb = t.ldb;
+  s.accld = n;
+  s.ldc = t.ldc;
+  s.alpha = t.alpha;
+  s.beta = t.beta;
+  s.row_sums = t.row_sums;
+  for (int64_t p0 = 0; p0 < t.k; p0 += kStreamRows) {
+    const int kb = t.k - p0 < kStreamRows ? int(t.k - p0) : kStreamRows;
+    for (int r = 0; r < kb; ++r)
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) al[r * M + i] = t.a[i * t.a_row_stride + (p0 + r) * t.a_stride];
+    s.al = al;
+    s.kb = kb;
+    s.first = p0 == 0;
+    s.last = p0 + kb >= t.k;
+    const float* brow = t.b + p0 * t.ldb;
+    int64_t j = 0;
+    for (; j < n_full; j += W) {
+      s.b = brow + j;
+      s.acc = t.acc + j;
+      s.c = t.c + j;
+      s.col_sums = t.col_sums ? t.col_sums + j : nullptr;
+      stream_chunk<M, NV, false>(s, 0xFFFF);
+    }
+    for (; j < n; j += 16) {
+      s.b = brow + j;
+      s.acc = t.acc + j;
+      s.c = t.c + j;
+      s.col_sums = t.col_sums ? t.col_sums + j : nullptr;
+      if (n - j >= 16)
+        stream_chunk<M, 1, false>(s, 0xFFFF);
+      else
+        stream_chunk<M, 1, true>(s, __mmask16((1u << (n - j)) - 1u));
+    }
+  }
+}
+
+const StreamKernel kStreamKernels[kStreamMaxRows + 1] = {nullptr,         &stream_rows<1>, &stream_rows<2>,
+                                                         &stream_rows<3>, &stream_rows<4>, &stream_rows<5>,
+                                                         &stream_rows<6>, &stream_rows<7>, &stream_rows<8>};
+
+void stream(const StreamTile& t) { kStreamKernels[t.mr](t); }
+
 const KernelSet kSet = {"sgemm_avx512_6x64", 6,   64, kMaxRows, true, {0, 128, 128, 96, 96, 64, 64, 32}, &micro, &pack_b_transposed,
-                        &dot,                 kDotRows, 64};
+                        &dot,                 kDotRows, 64, &stream, kStreamMaxRows};
 
 }  // namespace
 

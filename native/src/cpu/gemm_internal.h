@@ -63,6 +63,33 @@ struct DotTile {
 };
 using DotKernel = void (*)(const DotTile&);
 
+// Row-streaming tile for small M with B rows contiguous (B not transposed, the inference case):
+// C(i, j) = alpha * sum_p A(i, p) B(p, j) + beta * C(i, j) for i < mr, j < n, with
+// A(i, p) at a[i * a_row_stride + p * a_stride], B(p, j) at b[p * ldb + j] and C(i, j) at
+// c[i * ldc + j]. The kernel walks B a few whole rows at a time (each row read once, front to
+// back, so the hardware prefetchers see long sequential streams and rows a power of two apart
+// never compete for the same L1 sets), keeping partial sums of the mr x n result in `acc`
+// (mr * n floats, row i at acc + i * n; unused when k is at most one row group).
+// beta == 0 leaves C unread. row_sums / col_sums: the ABFT hook of MicroTile (sums of the values
+// written to C, added per row / per column), null when not wanted.
+struct StreamTile {
+  int64_t k = 0;
+  const float* a = nullptr;
+  int64_t a_stride = 1;      // A(i, p + 1) - A(i, p)
+  int64_t a_row_stride = 0;  // A(i + 1, p) - A(i, p)
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  int64_t n = 0;
+  int mr = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  float* acc = nullptr;
+  float* row_sums = nullptr;
+  float* col_sums = nullptr;
+};
+using StreamKernel = void (*)(const StreamTile&);
+
 // What an ISA offers. `micro` accepts 1 <= mr <= max_rows and 1 <= nr <= max_nr(mr), where
 // max_nr(mr) = wide_nr[mr] for mr < 8 and `nr` otherwise. The driver packs A with `mr` rows per
 // micro-panel and B with `nr` columns; wide_nr lets the small-M path use one wide tile
@@ -80,6 +107,9 @@ struct KernelSet {
   // Optional dot-product kernel: mr <= dot_mr, nr <= dot_nr (null: not offered).
   DotKernel dot;
   int dot_mr, dot_nr;
+  // Row-streaming kernel for B not transposed: mr <= stream_mr, any n (null: not offered).
+  StreamKernel stream;
+  int stream_mr;
 };
 
 // Constant kernel descriptions; null where the ISA file is not compiled (non-x86 builds).
@@ -93,6 +123,7 @@ struct Blocking {
   int mr = 0, nr = 0;  // override the register tile of the active KernelSet (must be supported)
   int64_t small_m = -1;  // largest M streamed without packing B (-1: default)
   int64_t dot_m = -1;    // largest M using the dot-product kernel for a transposed B (-1: default)
+  int64_t stream_m = -1; // largest M using the row-streaming kernel for B not transposed (-1: default)
   int direct_a = -1;     // 1: read A in place, 0: pack A, -1: the KernelSet's choice
 };
 // For tests (tiny blocks exercise every edge cheaply) and tuning. Not thread-safe; call between

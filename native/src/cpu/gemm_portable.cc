@@ -64,7 +64,40 @@ void micro(const MicroTile& t) {
     tile_generic(t);
 }
 
-const KernelSet kSet = {"sgemm_portable_4x16", 4, 16, kMaxRows, false, {0, 32, 32, 32, 32, 32, 32, 32}, &micro, nullptr, nullptr, 0, 0};
+// Row-streaming kernel (StreamTile): one B row at a time, each row read once front to back,
+// partial sums of the mr x n result in t.acc (plain loops the compiler vectorises).
+constexpr int kStreamMaxRows = 8;
+
+void stream(const StreamTile& t) {
+  const int64_t n = t.n;
+  for (int64_t p = 0; p < t.k; ++p) {
+    const float* b = t.b + p * t.ldb;
+    for (int i = 0; i < t.mr; ++i) {
+      const float ai = t.a[i * t.a_row_stride + p * t.a_stride];
+      float* acc = t.acc + i * n;
+      if (p == 0)
+        for (int64_t j = 0; j < n; ++j) acc[j] = ai * b[j];
+      else
+        for (int64_t j = 0; j < n; ++j) acc[j] += ai * b[j];
+    }
+  }
+  const bool read_c = t.beta != 0.0f;
+  for (int i = 0; i < t.mr; ++i) {
+    const float* acc = t.acc + i * n;
+    float* c = t.c + i * t.ldc;
+    float row = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      float v = t.alpha * acc[j];
+      if (read_c) v += t.beta * c[j];
+      c[j] = v;
+      row += v;
+      if (t.col_sums) t.col_sums[j] += v;
+    }
+    if (t.row_sums) t.row_sums[i] += row;
+  }
+}
+
+const KernelSet kSet = {"sgemm_portable_4x16", 4, 16, kMaxRows, false, {0, 32, 32, 32, 32, 32, 32, 32}, &micro, nullptr, nullptr, 0, 0, &stream, kStreamMaxRows};
 
 }  // namespace
 
