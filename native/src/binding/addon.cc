@@ -4,11 +4,13 @@
 #include <napi.h>
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "args.h"
+#include "kintsugi/abft.h"
 #include "call.h"
 #include "kintsugi/checksum.h"
 #include "kintsugi/conv.h"
@@ -267,6 +269,151 @@ Napi::Value SgemmPacked(const Napi::CallbackInfo& info) {
     shape.ldb = g.layout == Layout::RowMajor ? std::max<int64_t>(1, g.n) : std::max<int64_t>(1, g.k);
     check_sgemm(shape, A.length, int64_t(9.0e15), C.length);
     return Job{[g, packed] { sgemm_packed(g, *packed); }, C.value, {A.value, C.value, a.value(6)}};
+  });
+}
+
+// ---- checksum-protected GEMM (ABFT) ----
+// Report layout (Float64Array): [tiles, maxRatio, eventCount, then per event kAbftEventFields
+// values: row0, col0, rows, cols, residual, bound, row, col, before, after, action (0 corrected,
+// 1 recomputed, 2 detected)]; events past the array's capacity are counted but not written.
+constexpr int64_t kAbftEventFields = 11;
+
+// sgemmChecked(async, layout, transA, transB, m, n, k, alpha, a, lda, b, ldb, c, ldc,
+//              check, tolerance, correct, groupSums|null, groupWidth, report)
+Napi::Value SgemmChecked(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    SgemmArgs g;
+    g.layout = read_layout(a, 0);
+    g.trans_a = read_trans(a, 1, "transA");
+    g.trans_b = read_trans(a, 2, "transB");
+    g.m = a.integer(3, "m", 0, kMaxDim);
+    g.n = a.integer(4, "n", 0, kMaxDim);
+    g.k = a.integer(5, "k", 0, kMaxDim);
+    g.alpha = float(a.number(6, "alpha"));
+    auto A = a.array<float>(7, "a");
+    g.lda = a.integer(8, "lda", 1, kMaxDim);
+    auto B = a.array<float>(9, "b");
+    g.ldb = a.integer(10, "ldb", 1, kMaxDim);
+    auto C = a.array<float>(11, "c");
+    g.ldc = a.integer(12, "ldc", 1, kMaxDim);
+    AbftOptions o;
+    o.check = a.choice(13, "check", {"one-sided", "two-sided"}) == "one-sided" ? AbftCheck::OneSided : AbftCheck::TwoSided;
+    o.tolerance = a.number(14, "tolerance");
+    o.correct = a.boolean(15, "correct");
+    auto G = a.array<float>(16, "groupSums", true);
+    o.b_group_width = int(a.integer(17, "groupWidth", 0, 4096));
+    auto R = a.array<double>(18, "report");
+    check_min_length(R, 3);
+    check_no_overlap(C, A);
+    check_no_overlap(C, B);
+    check_no_overlap(C, G);
+    if (G.present()) {
+      o.b_group_sums = G.data;
+      o.b_group_sums_len = G.length;
+    }
+    g.a = A.data;
+    g.b = B.data;
+    g.c = C.data;
+    check_sgemm_checked(g, o, A.length, B.length, C.length);
+    double* report = R.data;
+    const int64_t capacity = (R.length - 3) / kAbftEventFields;
+    return Job{[g, o, report, capacity] {
+                 AbftReport r = sgemm_checked(g, o);
+                 report[0] = double(r.tiles);
+                 report[1] = r.max_ratio;
+                 report[2] = double(r.events.size());
+                 for (int64_t e = 0; e < capacity && e < int64_t(r.events.size()); ++e) {
+                   const AbftEvent& v = r.events[size_t(e)];
+                   double* d = report + 3 + e * kAbftEventFields;
+                   const double f[kAbftEventFields] = {double(v.row0), double(v.col0), double(v.rows), double(v.cols), v.residual, v.bound,
+                                                       double(v.row), double(v.col), double(v.before), double(v.after),
+                                                       v.action == AbftAction::Corrected ? 0.0 : v.action == AbftAction::Recomputed ? 1.0 : 2.0};
+                   for (int64_t q = 0; q < kAbftEventFields; ++q) d[q] = f[q];
+                 }
+               },
+               R.value, {A.value, B.value, C.value, a.value(16), R.value}};
+  });
+}
+
+// abftGroupWidth() -> columns per checksum group for the active kernels
+Napi::Value AbftGroupWidth(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), abft_group_width()); });
+}
+
+// abftGroupSums(transB, k, n, b, ldb, width, out) -> out (synchronous; weights are summed once)
+Napi::Value AbftGroupSums(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Args a(info);
+    Transpose tb = read_trans(a, 0, "transB");
+    int64_t k = a.integer(1, "k", 0, kMaxDim), n = a.integer(2, "n", 0, kMaxDim);
+    auto B = a.array<float>(3, "b");
+    int64_t ldb = a.integer(4, "ldb", 1, kMaxDim);
+    int width = int(a.integer(5, "width", 1, 4096));
+    auto O = a.array<float>(6, "out");
+    SgemmArgs g;
+    g.trans_b = tb;
+    g.k = k;
+    g.n = n;
+    g.lda = std::max<int64_t>(1, k);
+    g.ldb = ldb;
+    g.ldc = std::max<int64_t>(1, n);
+    check_sgemm(g, 0, B.length, 0);
+    check_min_length(O, abft_group_sums_size(k, n, width));
+    check_no_overlap(O, B);
+    abft_group_sums(tb, k, n, B.data, ldb, width, O.data);
+    return O.value;
+  });
+}
+
+// abftRowCheck(async, transA, m, n, k, a, lda, bsum, babs, c, ldc, expected, magnitude, actual)
+Napi::Value AbftRowCheck(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    Transpose ta = read_trans(a, 0, "transA");
+    int64_t m = a.integer(1, "m", 0, kMaxDim), n = a.integer(2, "n", 0, kMaxDim), k = a.integer(3, "k", 0, kMaxDim);
+    auto A = a.array<float>(4, "a");
+    int64_t lda = a.integer(5, "lda", 1, kMaxDim);
+    auto BS = a.array<double>(6, "bsum"), BA = a.array<double>(7, "babs");
+    auto C = a.array<float>(8, "c");
+    int64_t ldc = a.integer(9, "ldc", 1, kMaxDim);
+    auto E = a.array<double>(10, "expected"), M = a.array<double>(11, "magnitude"), R = a.array<double>(12, "actual");
+    SgemmArgs g;
+    g.trans_a = ta;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.lda = lda;
+    g.ldb = std::max<int64_t>(1, n);
+    g.ldc = ldc;
+    check_sgemm(g, A.length, std::numeric_limits<int64_t>::max(), C.length);
+    check_min_length(BS, k);
+    check_min_length(BA, k);
+    check_min_length(E, m);
+    check_min_length(M, m);
+    check_min_length(R, m);
+    const float *ap = A.data, *cp = C.data;
+    const double *bs = BS.data, *ba = BA.data;
+    double *e = E.data, *mg = M.data, *r = R.data;
+    return Job{[=] { abft_row_check(ta, m, n, k, ap, lda, bs, ba, cp, ldc, e, mg, r); }, R.value,
+               {A.value, BS.value, BA.value, C.value, E.value, M.value, R.value}};
+  });
+}
+
+// Test-only: _setFaultInjection(row, col, bit) arms a one-shot accumulator bit flip in the next
+// sgemmChecked; _setFaultInjection(null) disarms it. Returns whether the previous checked call fired.
+Napi::Value SetFaultInjection(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const bool fired = abft_fault_fired();
+    if (info.Length() == 0 || info[0].IsNull() || info[0].IsUndefined()) {
+      clear_abft_fault();
+    } else {
+      Args a(info);
+      int64_t row = a.integer(0, "row", 0, kMaxDim), col = a.integer(1, "col", 0, kMaxDim);
+      int bit = int(a.integer(2, "bit", 0, 31));
+      set_abft_fault(row, col, bit);
+    }
+    return Napi::Boolean::New(info.Env(), fired);
   });
 }
 
@@ -648,7 +795,8 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
         {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
         {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward},
-        {"_throwNativeError", ThrowNativeError},
+        {"sgemmChecked", SgemmChecked}, {"abftGroupWidth", AbftGroupWidth}, {"abftGroupSums", AbftGroupSums}, {"abftRowCheck", AbftRowCheck},
+        {"_throwNativeError", ThrowNativeError}, {"_setFaultInjection", SetFaultInjection},
     };
     for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
     exports.Set("version", Napi::String::New(env, "0.1.0"));

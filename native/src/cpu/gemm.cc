@@ -21,6 +21,7 @@
 #include <limits>
 #include <string>
 
+#include "abft_internal.h"
 #include "gemm_internal.h"
 #include "kintsugi/cpu.h"
 #include "kintsugi/error.h"
@@ -112,6 +113,7 @@ struct Problem {
   float* c = nullptr;
   int64_t ldc = 0;
   bool c_trans = false;  // C(i, j) at c[j * ldc + i] (column-major C of sgemm_packed)
+  TileObserver* observer = nullptr;  // checksum-protected GEMM (abft.cc): sees blocks and runs tiles
 };
 
 Blocking g_override;
@@ -271,7 +273,7 @@ void store_transposed(const float* t, int64_t ldt, int mr, int nr, float* c, int
 }
 
 // The jr / ir loops over one packed MC x KC block of A and one KC x NC block of B.
-void run_block(const Problem& P, const Config& cfg, const AView& av, int64_t ic, int64_t mc, int64_t kc, const BView& bv,
+void run_block(const Problem& P, const Config& cfg, const AView& av, int64_t ic, int64_t mc, int64_t pc, int64_t kc, const BView& bv,
                int64_t jc, int64_t nc, float beta) {
   const KernelSet& ks = *cfg.ks;
   const int mr_pack = cfg.mr;
@@ -296,7 +298,11 @@ void run_block(const Problem& P, const Config& cfg, const AView& av, int64_t ic,
         t.mr = int(std::min<int64_t>(mr_pack, mc - ir));
         t.a = av.a + (ir / mr_pack) * av.panel_stride;
         const int64_t i = ic + ir;
-        if (!P.c_trans) {
+        if (P.observer) {
+          t.c = P.c + i * P.ldc + j;
+          t.ldc = P.ldc;
+          P.observer->tile(ks, t, i, j, pc, pc + kc == P.k);
+        } else if (!P.c_trans) {
           t.c = P.c + i * P.ldc + j;
           t.ldc = P.ldc;
           ks.micro(t);
@@ -363,7 +369,8 @@ void gemm_range(const Problem& P, const Config& cfg, bool direct, int64_t m0, in
           av.p_stride = mr;
           av.panel_stride = kc * mr;
         }
-        run_block(P, cfg, av, ic, mc, kc, bv, jc, nc, beta);
+        if (P.observer) P.observer->a_block(ic, mc, pc, kc, av.a, av.row_stride, av.p_stride, av.panel_stride, mr);
+        run_block(P, cfg, av, ic, mc, pc, kc, bv, jc, nc, beta);
       }
     }
   }
@@ -438,7 +445,7 @@ void run(const Problem& P) {
   }
   const Config cfg = make_config();
   const double flops = 2.0 * double(P.m) * double(P.n) * double(P.k);
-  if (!P.packed && P.tb && !P.ta && !P.c_trans && cfg.ks->dot && P.m <= cfg.dot_m) {
+  if (!P.packed && P.tb && !P.ta && !P.c_trans && !P.observer && cfg.ks->dot && P.m <= cfg.dot_m) {
     const int64_t unit = 16, units = (P.n + unit - 1) / unit;
     const int threads = int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), units));
     if (threads <= 1) {
@@ -502,6 +509,26 @@ Blocking current_blocking() {
   return b;
 }
 const KernelSet& active_kernels() { return kernels_for(active_isa()); }
+
+void sgemm_observed(const SgemmArgs& args, TileObserver& observer) {
+  SgemmArgs g = as_row_major(args);
+  Problem P;
+  P.m = g.m;
+  P.n = g.n;
+  P.k = g.k;
+  P.alpha = g.alpha;
+  P.beta = g.beta;
+  P.a = g.a;
+  P.lda = g.lda;
+  P.ta = g.trans_a == Transpose::Yes;
+  P.b = g.b;
+  P.ldb = g.ldb;
+  P.tb = g.trans_b == Transpose::Yes;
+  P.c = g.c;
+  P.ldc = g.ldc;
+  P.observer = &observer;
+  run(P);
+}
 }  // namespace gemm_internal
 
 void check_sgemm(const SgemmArgs& g, int64_t a_len, int64_t b_len, int64_t c_len) {

@@ -70,7 +70,13 @@ export interface NativeAddon {
   rsUpdateParity: Call<[number, number, number, Uint8Array, Uint8Array[]], undefined>;
   embeddingBagForward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, Float32Array], Float32Array>;
   embeddingBagBackward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, number, Float32Array], Float32Array>;
+  sgemmChecked: Call<[Layout, boolean, boolean, number, number, number, number, Float32Array, number, Float32Array, number, Float32Array, number,
+    'one-sided' | 'two-sided', number, boolean, Maybe<Float32Array>, number, Float64Array], Float64Array>;
+  abftGroupWidth(): number;
+  abftGroupSums(transB: boolean, k: number, n: number, b: Float32Array, ldb: number, width: number, out: Float32Array): Float32Array;
+  abftRowCheck: Call<[boolean, number, number, number, Float32Array, number, Float64Array, Float64Array, Float32Array, number, Float64Array, Float64Array, Float64Array], Float64Array>;
   _throwNativeError(kind: string): never;
+  _setFaultInjection(row: number | null, col?: number, bit?: number): boolean;
 }
 
 const require = createRequire(import.meta.url);

@@ -18,13 +18,13 @@ export interface GemmOptions {
 
 // A 2-D float32 view as a row-major BLAS operand: data from its first element, leading dimension,
 // and whether its storage is the transpose of its logical shape. Copies only when neither stride is 1.
-interface Operand {
+export interface Operand {
   data: Float32Array;
   ld: number;
   transposed: boolean;
 }
 
-function operand(t: Tensor<'float32'>): Operand {
+export function operand(t: Tensor<'float32'>): Operand {
   const [rows, cols] = t.shape;
   const [s0, s1] = t.strides;
   const data = t.data;

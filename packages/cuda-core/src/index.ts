@@ -5,5 +5,9 @@ export { conv2d, conv2dSync, conv2dBackward, conv2dBackwardSync, conv2dParams, t
 export { rowSums, rowSumsSync, colSums, colSumsSync, weightedRowSums, weightedRowSumsSync, weightedColSums, weightedColSumsSync } from './checksum.js';
 export { xorEncode, xorEncodeSync, xorInto, xorIntoSync, sumEncode, sumEncodeSync, sumDecode, sumDecodeSync, ReedSolomonCode } from './parity.js';
 export { embeddingBag, embeddingBagSync, embeddingBagBackward, embeddingBagBackwardSync, type EmbeddingBagOptions, type EmbeddingBagBackwardOptions } from './embedding.js';
+export {
+  gemmChecked, gemmCheckedSync, abftGroupWidth, abftGroupSums, abftRowCheck, abftRowCheckSync, _setFaultInjection,
+  type AbftCheck, type AbftAction, type AbftTileEvent, type AbftGemmReport, type AbftGroupSums, type GemmCheckedOptions, type RowCheck,
+} from './abft.js';
 export { KintsugiTypeError, KintsugiRangeError } from './validate.js';
 export { native as _native } from './addon.js';

@@ -1,0 +1,526 @@
+// Checksum-protected sgemm: thread-level (per register tile) ABFT on the sgemm driver's own loop
+// nest, plus the global row check and the group sums it shares with the TypeScript layer.
+// See kintsugi/abft.h for the scheme; abft_internal.h for how the driver calls in.
+#include "kintsugi/abft.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <string>
+
+#include "abft_internal.h"
+#include "kintsugi/cpu.h"
+#include "kintsugi/error.h"
+#include "kintsugi/threadpool.h"
+
+namespace kintsugi {
+
+using namespace gemm_internal;
+
+namespace {
+
+constexpr double kEps32 = 1.0 / 16777216.0;  // 2^-24, unit roundoff of float
+
+struct Fault {
+  std::mutex mu;
+  bool armed = false;
+  int64_t row = 0, col = 0;
+  int bit = 0;
+};
+Fault& fault() {
+  static Fault f;
+  return f;
+}
+std::atomic<bool> g_fault_fired{false};
+
+float flip(float v, int bit) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u ^= uint32_t(1) << bit;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+// Portable check helpers (AbftKernels). 16 independent partial sums let the compiler vectorise
+// without reassociation flags; partials are summed in double.
+void dot_pairs_portable(const float* x, const float* y, int64_t pairs, double* out2) {
+  const int64_t n = 2 * pairs;
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += x[i + l] * y[i + l];
+  for (; i < n; ++i) acc[i & 15] += x[i] * y[i];
+  for (int l = 0; l < 16; l += 2) {
+    out2[0] += acc[l];
+    out2[1] += acc[l + 1];
+  }
+}
+void dot_row_portable(const float* a, const float* y, int64_t k, double* out2) {
+  float s[8] = {0}, m[8] = {0};
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8)
+    for (int l = 0; l < 8; ++l) {
+      s[l] += a[p + l] * y[2 * (p + l)];
+      m[l] += std::fabs(a[p + l]) * y[2 * (p + l) + 1];
+    }
+  for (; p < k; ++p) {
+    s[p & 7] += a[p] * y[2 * p];
+    m[p & 7] += std::fabs(a[p]) * y[2 * p + 1];
+  }
+  for (int l = 0; l < 8; ++l) {
+    out2[0] += s[l];
+    out2[1] += m[l];
+  }
+}
+void add_pairs_portable(const float* a, int64_t k, float* dst) {
+  for (int64_t p = 0; p < k; ++p) {
+    dst[2 * p] += a[p];
+    dst[2 * p + 1] += std::fabs(a[p]);
+  }
+}
+void add_into_portable(const float* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+const AbftKernels kPortable = {"abft_portable", &dot_pairs_portable, &dot_row_portable, &add_pairs_portable, &add_into_portable};
+
+const AbftKernels& check_kernels() {
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+  if (active_isa() == Isa::Avx512) return *abft_avx512_kernels();
+#endif
+  return kPortable;
+}
+
+int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
+
+// Per-thread view of the current A block (set by a_block, read by tile on the same thread).
+struct BlockState {
+  int64_t ic = 0, mc = 0, pc = 0, kc = 0;
+  const float* a = nullptr;
+  int64_t row_stride = 0, p_stride = 0, panel_stride = 0;
+  int mr = 0;
+  std::vector<float> col_sums;  // per panel r, p < kc: (sum_i A, sum_i |A|) interleaved
+  std::vector<float> tb;        // one-sided scratch: (B_tile e, |B_tile| e) interleaved, p < kc
+  std::vector<float> arow;      // one-sided scratch: one strided A row made contiguous
+};
+thread_local BlockState t_block;
+
+class Checker final : public TileObserver {
+ public:
+  Checker(const SgemmArgs& row_major, const AbftOptions& opt, const float* groups, int width, bool swap_coords)
+      : g_(row_major), opt_(opt), groups_(groups), width_(width), swap_(swap_coords), hk_(check_kernels()) {
+    ng_ = (g_.n + width_ - 1) / width_;
+    state_.assign(size_t(g_.m * ng_ * 2), 0.0);
+    {
+      Fault& f = fault();
+      std::lock_guard<std::mutex> lock(f.mu);
+      if (f.armed) {
+        fault_armed_ = true;
+        fault_row_ = swap_ ? f.col : f.row;
+        fault_col_ = swap_ ? f.row : f.col;
+        fault_bit_ = f.bit;
+        f.armed = false;
+      }
+    }
+  }
+
+  void a_block(int64_t ic, int64_t mc, int64_t pc, int64_t kc, const float* a, int64_t row_stride, int64_t p_stride,
+               int64_t panel_stride, int mr) override {
+    BlockState& b = t_block;
+    b.ic = ic;
+    b.mc = mc;
+    b.pc = pc;
+    b.kc = kc;
+    b.a = a;
+    b.row_stride = row_stride;
+    b.p_stride = p_stride;
+    b.panel_stride = panel_stride;
+    b.mr = mr;
+    if (opt_.check != AbftCheck::TwoSided) return;
+    const int64_t panels = (mc + mr - 1) / mr;
+    b.col_sums.assign(size_t(panels * kc * 2), 0.0f);
+    for (int64_t r = 0; r < panels; ++r) {
+      const int rows = int(std::min<int64_t>(mr, mc - r * mr));
+      const float* ap = a + r * panel_stride;
+      float* s = b.col_sums.data() + r * kc * 2;
+      if (p_stride == 1) {
+        for (int i = 0; i < rows; ++i) hk_.add_pairs(ap + i * row_stride, kc, s);
+      } else {
+        for (int64_t p = 0; p < kc; ++p) {
+          const float* ak = ap + p * p_stride;
+          float v = 0, w = 0;
+          for (int i = 0; i < rows; ++i) {
+            v += ak[i * row_stride];
+            w += std::fabs(ak[i * row_stride]);
+          }
+          s[2 * p] = v;
+          s[2 * p + 1] = w;
+        }
+      }
+    }
+  }
+
+  void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
+    accumulate_expected(t, i, j, pc);
+    if (!last) {
+      ks.micro(t);
+      return;
+    }
+    float rows[16] = {0};
+    alignas(64) float cols[256] = {0};
+    const bool one = opt_.check == AbftCheck::OneSided;
+    t.row_sums = one ? rows : nullptr;
+    t.col_sums = one ? nullptr : cols;
+    ks.micro(t);
+    t.row_sums = nullptr;
+    t.col_sums = nullptr;
+    if (fault_armed_ && fault_row_ >= i && fault_row_ < i + t.mr && fault_col_ >= j && fault_col_ < j + t.nr) {
+      // A flipped accumulator bit: the stored value and the register sums both carry it.
+      float& c = t.c[(fault_row_ - i) * t.ldc + (fault_col_ - j)];
+      const float old = c, now = flip(old, fault_bit_);
+      c = now;
+      const float delta = now - old;
+      if (one)
+        rows[fault_row_ - i] += std::isfinite(delta) ? delta : now;
+      else
+        cols[fault_col_ - j] += std::isfinite(delta) ? delta : now;
+      fault_armed_ = false;
+      g_fault_fired.store(true);
+    }
+    check_tile(t, i, j, rows, cols);
+  }
+
+  AbftReport report() {
+    AbftReport r;
+    r.tiles = tiles_.load();
+    r.max_ratio = max_ratio_;
+    r.events = std::move(events_);
+    std::sort(r.events.begin(), r.events.end(), [](const AbftEvent& x, const AbftEvent& y) {
+      return x.row0 != y.row0 ? x.row0 < y.row0 : x.col0 < y.col0;
+    });
+    return r;
+  }
+
+ private:
+  // op(A)(i, p) and op(B)(p, j) of the row-major view.
+  float A(int64_t i, int64_t p) const {
+    return g_.trans_a == Transpose::Yes ? g_.a[p * g_.lda + i] : g_.a[i * g_.lda + p];
+  }
+  float B(int64_t p, int64_t j) const {
+    return g_.trans_b == Transpose::Yes ? g_.b[j * g_.ldb + p] : g_.b[p * g_.ldb + j];
+  }
+  double bound_of(double magnitude) const { return kAbftBoundScale * opt_.tolerance * kEps32 * magnitude + 1e-30; }
+
+  void accumulate_expected(const MicroTile& t, int64_t i, int64_t j, int64_t pc) {
+    const BlockState& b = t_block;
+    const int64_t kc = t.k;
+    const int64_t g0 = j / width_, g1 = (j + t.nr + width_ - 1) / width_;
+    if (opt_.check == AbftCheck::TwoSided) {
+      // (e^T A_panel) . (B_tile e) and (e^T |A_panel|) . (|B_tile| e) in one pass of pair FMAs.
+      const float* eA = b.col_sums.data() + ((i - b.ic) / b.mr) * kc * 2;
+      double* st = &state_[size_t((i * ng_ + g0) * 2)];
+      for (int64_t g = g0; g < g1; ++g) hk_.dot_pairs(eA, groups_ + (g * g_.k + pc) * 2, kc, st);
+      return;
+    }
+    // One-sided: B_tile e once per tile, then one dot per row.
+    BlockState& bw = t_block;
+    bw.tb.resize(size_t(kc * 2));
+    float* tb = bw.tb.data();
+    std::memcpy(tb, groups_ + (g0 * g_.k + pc) * 2, sizeof(float) * size_t(2 * kc));
+    for (int64_t g = g0 + 1; g < g1; ++g) hk_.add_into(groups_ + (g * g_.k + pc) * 2, 2 * kc, tb);
+    const int64_t r = (i - b.ic) / b.mr;
+    const float* ap = b.a + r * b.panel_stride;
+    for (int ii = 0; ii < t.mr; ++ii) {
+      const float* ai = ap + ii * b.row_stride;
+      if (b.p_stride != 1) {
+        bw.arow.resize(size_t(kc));
+        for (int64_t p = 0; p < kc; ++p) bw.arow[size_t(p)] = ai[p * b.p_stride];
+        ai = bw.arow.data();
+      }
+      hk_.dot_row(ai, tb, kc, &state_[size_t(((i + ii) * ng_ + g0) * 2)]);
+    }
+  }
+
+  void check_tile(MicroTile& t, int64_t i, int64_t j, const float* rows, const float* cols) {
+    const double alpha = g_.alpha;
+    const int64_t g0 = j / width_;
+    double worst = 0, residual = 0, bound = 0;
+    bool bad = false;
+    auto test = [&](double actual, double expected, double magnitude) {
+      const double r = actual - alpha * expected, bd = bound_of(std::fabs(alpha) * magnitude);
+      const double ratio = std::fabs(r) / bd;
+      if (!(ratio <= 1.0)) {
+        if (!bad || std::fabs(r) > std::fabs(residual)) {
+          residual = r;
+          bound = bd;
+        }
+        bad = true;
+      }
+      worst = std::max(worst, std::isnan(ratio) ? std::numeric_limits<double>::infinity() : ratio);
+    };
+    if (opt_.check == AbftCheck::TwoSided) {
+      double actual = 0;
+      for (int jj = 0; jj < t.nr; ++jj) actual += cols[jj];
+      const double* st = &state_[size_t((i * ng_ + g0) * 2)];
+      test(actual, st[0], st[1]);
+    } else {
+      for (int ii = 0; ii < t.mr; ++ii) {
+        const double* st = &state_[size_t(((i + ii) * ng_ + g0) * 2)];
+        test(rows[ii], st[0], st[1]);
+      }
+    }
+    tiles_.fetch_add(1, std::memory_order_relaxed);
+    if (worst > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      max_ratio_ = std::max(max_ratio_, worst);
+    }
+    if (bad) handle(t, i, j, residual, bound);
+  }
+
+  // Locates the error in a flagged tile from fp64 row and column checks and repairs it.
+  void handle(MicroTile& t, int64_t i, int64_t j, double residual, double bound) {
+    const int64_t k = g_.k;
+    const double alpha = g_.alpha;
+    std::vector<double> bsum(size_t(k), 0.0), babs(size_t(k), 0.0), asum(size_t(k), 0.0), aabs(size_t(k), 0.0);
+    for (int64_t p = 0; p < k; ++p) {
+      for (int jj = 0; jj < t.nr; ++jj) {
+        const double v = B(p, j + jj);
+        bsum[size_t(p)] += v;
+        babs[size_t(p)] += std::fabs(v);
+      }
+      for (int ii = 0; ii < t.mr; ++ii) {
+        const double v = A(i + ii, p);
+        asum[size_t(p)] += v;
+        aabs[size_t(p)] += std::fabs(v);
+      }
+    }
+    std::vector<int> bad_rows, bad_cols;
+    for (int ii = 0; ii < t.mr; ++ii) {
+      double want = 0, mag = 0, got = 0;
+      for (int64_t p = 0; p < k; ++p) {
+        const double a = A(i + ii, p);
+        want += a * bsum[size_t(p)];
+        mag += std::fabs(a) * babs[size_t(p)];
+      }
+      for (int jj = 0; jj < t.nr; ++jj) got += t.c[ii * t.ldc + jj];
+      if (!(std::fabs(got - alpha * want) <= bound_of(std::fabs(alpha) * mag))) bad_rows.push_back(ii);
+    }
+    for (int jj = 0; jj < t.nr; ++jj) {
+      double want = 0, mag = 0, got = 0;
+      for (int64_t p = 0; p < k; ++p) {
+        const double b = B(p, j + jj);
+        want += asum[size_t(p)] * b;
+        mag += aabs[size_t(p)] * std::fabs(b);
+      }
+      for (int ii = 0; ii < t.mr; ++ii) got += t.c[ii * t.ldc + jj];
+      if (!(std::fabs(got - alpha * want) <= bound_of(std::fabs(alpha) * mag))) bad_cols.push_back(jj);
+    }
+    auto exact = [&](int ii, int jj) {
+      double s = 0;
+      for (int64_t p = 0; p < k; ++p) s += double(A(i + ii, p)) * double(B(p, j + jj));
+      return float(alpha * s);
+    };
+    AbftEvent e;
+    e.row0 = i;
+    e.col0 = j;
+    e.rows = t.mr;
+    e.cols = t.nr;
+    e.residual = residual;
+    e.bound = bound;
+    if (bad_rows.size() == 1 && bad_cols.size() == 1) {
+      const int ii = bad_rows[0], jj = bad_cols[0];
+      float& c = t.c[ii * t.ldc + jj];
+      e.row = i + ii;
+      e.col = j + jj;
+      e.before = c;
+      if (opt_.correct) {
+        c = exact(ii, jj);
+        e.action = AbftAction::Corrected;
+      }
+      e.after = c;
+    } else if (opt_.correct) {
+      for (int ii = 0; ii < t.mr; ++ii)
+        for (int jj = 0; jj < t.nr; ++jj) t.c[ii * t.ldc + jj] = exact(ii, jj);
+      e.action = AbftAction::Recomputed;
+    }
+    if (swap_) {
+      std::swap(e.row0, e.col0);
+      std::swap(e.rows, e.cols);
+      std::swap(e.row, e.col);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(e);
+  }
+
+  SgemmArgs g_;
+  AbftOptions opt_;
+  const float* groups_;
+  int width_;
+  bool swap_;
+  const AbftKernels& hk_;
+  int64_t ng_ = 0;
+  std::vector<double> state_;  // per (row, group of the tile's first column): expected, magnitude
+  std::atomic<int64_t> tiles_{0};
+  std::mutex mu_;
+  double max_ratio_ = 0;
+  std::vector<AbftEvent> events_;
+  bool fault_armed_ = false;
+  int64_t fault_row_ = 0, fault_col_ = 0;
+  int fault_bit_ = 0;
+};
+
+SgemmArgs as_row_major_view(const SgemmArgs& a) {
+  if (a.layout == Layout::RowMajor) return a;
+  SgemmArgs r = a;
+  r.layout = Layout::RowMajor;
+  r.m = a.n;
+  r.n = a.m;
+  r.a = a.b;
+  r.lda = a.ldb;
+  r.trans_a = a.trans_b;
+  r.b = a.a;
+  r.ldb = a.lda;
+  r.trans_b = a.trans_a;
+  return r;
+}
+
+}  // namespace
+
+int abft_group_width() {
+  const KernelSet& ks = active_kernels();
+  int g = gcd(int(current_blocking().nr), 64);
+  for (int r = 1; r < 8; ++r)
+    if (ks.wide_nr[r] > 0) g = gcd(g, ks.wide_nr[r]);
+  return std::max(1, g);
+}
+
+int64_t abft_group_sums_size(int64_t k, int64_t n, int width) { return 2 * k * ((n + width - 1) / width); }
+
+void abft_group_sums(Transpose trans_b, int64_t k, int64_t n, const float* b, int64_t ldb, int width, float* out) {
+  if (width < 1 || width > 4096) throw_expected(ErrorKind::Range, "a group width in [1, 4096]", "width", std::to_string(width));
+  const int64_t ng = (n + width - 1) / width;
+  parallel_for(ng, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, k * width)), [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t j0 = g * width, j1 = std::min(n, j0 + width);
+      float* o = out + g * k * 2;
+      if (trans_b == Transpose::Yes) {
+        std::fill(o, o + 2 * k, 0.0f);
+        for (int64_t j = j0; j < j1; ++j) {
+          const float* bj = b + j * ldb;
+          for (int64_t p = 0; p < k; ++p) {
+            o[2 * p] += bj[p];
+            o[2 * p + 1] += std::fabs(bj[p]);
+          }
+        }
+      } else {
+        for (int64_t p = 0; p < k; ++p) {
+          const float* bp = b + p * ldb;
+          float s = 0, m = 0;
+          for (int64_t j = j0; j < j1; ++j) {
+            s += bp[j];
+            m += std::fabs(bp[j]);
+          }
+          o[2 * p] = s;
+          o[2 * p + 1] = m;
+        }
+      }
+    }
+  });
+}
+
+void check_sgemm_checked(const SgemmArgs& args, const AbftOptions& opt, int64_t a_len, int64_t b_len, int64_t c_len) {
+  check_sgemm(args, a_len, b_len, c_len);
+  if (args.beta != 0.0f)
+    throw_expected(ErrorKind::Range, "beta == 0 (a checked GEMM computes C = alpha * op(A) * op(B))", "beta", std::to_string(args.beta));
+  if (!(opt.tolerance > 0.0) || !std::isfinite(opt.tolerance))
+    throw_expected(ErrorKind::Range, "a finite tolerance > 0", "tolerance", std::to_string(opt.tolerance));
+  if (opt.b_group_sums) {
+    if (args.layout != Layout::RowMajor)
+      throw_expected(ErrorKind::Range, "row-major layout with precomputed group sums", "layout", "column-major");
+    if (opt.b_group_width < 1 || opt.b_group_width > 4096)
+      throw_expected(ErrorKind::Range, "a group width in [1, 4096]", "bGroupWidth", std::to_string(opt.b_group_width));
+    const int64_t need = abft_group_sums_size(args.k, args.n, opt.b_group_width);
+    if (opt.b_group_sums_len != need)
+      throw_expected(ErrorKind::Range, std::to_string(need) + " elements (2 * k * ceil(n / width))", "bGroupSums",
+                     std::to_string(opt.b_group_sums_len) + " elements");
+  }
+}
+
+AbftReport sgemm_checked(const SgemmArgs& args, const AbftOptions& opt) {
+  constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
+  check_sgemm_checked(args, opt, kUnbounded, kUnbounded, kUnbounded);
+  g_fault_fired.store(false);
+  const SgemmArgs g = as_row_major_view(args);
+  const bool nonempty = g.m > 0 && g.n > 0;
+  if (nonempty && !g.c) throw_expected(ErrorKind::Type, "a non-null buffer", "c", "null");
+  if (!nonempty || g.k == 0 || g.alpha == 0.0f) {
+    sgemm(args);  // C = 0 (beta is 0): nothing to check
+    return AbftReport{};
+  }
+  if (!g.a) throw_expected(ErrorKind::Type, "a non-null buffer", "a", "null");
+  if (!g.b) throw_expected(ErrorKind::Type, "a non-null buffer", "b", "null");
+  const int width = abft_group_width();
+  thread_local std::vector<float> own;
+  const float* groups = opt.b_group_sums;
+  int used = opt.b_group_width;
+  if (!groups || width % used != 0) {
+    own.resize(size_t(abft_group_sums_size(g.k, g.n, width)));
+    abft_group_sums(g.trans_b, g.k, g.n, g.b, g.ldb, width, own.data());
+    groups = own.data();
+    used = width;
+  }
+  Checker checker(g, opt, groups, used, args.layout == Layout::ColMajor);
+  sgemm_observed(g, checker);
+  return checker.report();
+}
+
+void abft_row_check(Transpose trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const double* bsum,
+                    const double* babs, const float* c, int64_t ldc, double* expected, double* magnitude, double* actual) {
+  parallel_for(m, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, k + n)), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      double s = 0, mg = 0, got = 0;
+      if (trans_a == Transpose::No) {
+        const float* ai = a + i * lda;
+        for (int64_t p = 0; p < k; ++p) {
+          s += double(ai[p]) * bsum[p];
+          mg += std::fabs(double(ai[p])) * babs[p];
+        }
+      } else {
+        for (int64_t p = 0; p < k; ++p) {
+          const double v = a[p * lda + i];
+          s += v * bsum[p];
+          mg += std::fabs(v) * babs[p];
+        }
+      }
+      const float* ci = c + i * ldc;
+      for (int64_t j = 0; j < n; ++j) got += ci[j];
+      expected[i] = s;
+      magnitude[i] = mg;
+      actual[i] = got;
+    }
+  });
+}
+
+void set_abft_fault(int64_t row, int64_t col, int bit) {
+  if (row < 0) throw_expected(ErrorKind::Range, "row >= 0", "row", std::to_string(row));
+  if (col < 0) throw_expected(ErrorKind::Range, "col >= 0", "col", std::to_string(col));
+  if (bit < 0 || bit > 31) throw_expected(ErrorKind::Range, "a bit in [0, 31]", "bit", std::to_string(bit));
+  Fault& f = fault();
+  std::lock_guard<std::mutex> lock(f.mu);
+  f.armed = true;
+  f.row = row;
+  f.col = col;
+  f.bit = bit;
+}
+
+void clear_abft_fault() {
+  Fault& f = fault();
+  std::lock_guard<std::mutex> lock(f.mu);
+  f.armed = false;
+}
+
+bool abft_fault_fired() { return g_fault_fired.load(); }
+
+}  // namespace kintsugi
