@@ -473,7 +473,13 @@ AbftReport sgemm_checked(const SgemmArgs& args, const AbftOptions& opt) {
   }
   Checker checker(g, opt, groups, used, args.layout == Layout::ColMajor);
   sgemm_observed(g, checker);
-  return checker.report();
+  AbftReport report = checker.report();
+  // Every driver path taken with an observer must run its tiles through it; a path that does not
+  // (a new small-M kernel, say) would leave C unchecked, which must never pass silently.
+  if (report.tiles == 0)
+    throw Error(ErrorKind::Internal, "checked sgemm ran a driver path without tile checks (" + std::to_string(g.m) + "x" +
+                                         std::to_string(g.n) + "x" + std::to_string(g.k) + ")");
+  return report;
 }
 
 void abft_row_check(Transpose trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const double* bsum,

@@ -1,0 +1,115 @@
+// Intensity-guided scheme selection (Kosaian & Rashmi, SC'21). A layer whose arithmetic intensity
+// AI = 2MNK / (bytes · (MN + MK + KN)) is below the machine balance (peak FLOP/s ÷ memory
+// bandwidth) is memory-bound: extra arithmetic next to the kernel is nearly free there, so the
+// fused thread-level scheme is the prior; above it the kernel is compute-bound and the global
+// scheme's separate O(MK + MN) passes are the prior. The balance is measured once per process
+// (a short compute-bound GEMM and a streaming copy) and cached; timing both schemes on the layer
+// itself can confirm or overturn the prior, and explain() shows which happened and why.
+import { cpuInfo, gemm, numThreads, Tensor } from '@kintsugi/cuda-core';
+
+import type { Scheme } from './gemm.js';
+
+export interface MachineBalance {
+  /** Achieved FLOP/s of a compute-bound fp32 GEMM (the FMA micro-benchmark). */
+  peakFlops: number;
+  /** Bytes/s of a streaming copy larger than the last-level cache. */
+  bandwidth: number;
+  /** peakFlops / bandwidth (FLOP per byte). */
+  balance: number;
+  device: string;
+  source: 'measured' | 'given';
+}
+
+let cached: MachineBalance | null = null;
+
+function median(values: number[]): number {
+  const s = [...values].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Measures (once per process) the device's FLOP/s and bandwidth; `given` overrides. */
+export async function machineBalance(given?: { peakFlops: number; bandwidth: number }): Promise<MachineBalance> {
+  const info = cpuInfo();
+  const device = `${info.brand} (${numThreads()} threads, ${info.activeIsa})`;
+  if (given) {
+    cached = { peakFlops: given.peakFlops, bandwidth: given.bandwidth, balance: given.peakFlops / given.bandwidth, device, source: 'given' };
+    return cached;
+  }
+  if (cached) return cached;
+  // FMA throughput: a 384^3 GEMM fits in cache and runs at the kernel's peak.
+  const n = 384;
+  const a = Tensor.random([n, n], 1), b = Tensor.random([n, n], 2), out = Tensor.zeros([n, n], 'float32');
+  await gemm(a, b, { out });
+  const flopTimes: number[] = [], copyTimes: number[] = [];
+  // Stream: copy 64 MiB (well past L3), counting read + write bytes.
+  const words = 16 << 20;
+  const src = new Float32Array(words).fill(1), dst = new Float32Array(words);
+  dst.set(src);
+  for (let r = 0; r < 5; r++) {
+    let t = performance.now();
+    for (let i = 0; i < 4; i++) await gemm(a, b, { out });
+    flopTimes.push((performance.now() - t) / 4);
+    t = performance.now();
+    dst.set(src);
+    copyTimes.push(performance.now() - t);
+  }
+  const peakFlops = (2 * n * n * n) / (median(flopTimes) / 1e3);
+  const bandwidth = (2 * 4 * words) / (median(copyTimes) / 1e3);
+  cached = { peakFlops, bandwidth, balance: peakFlops / bandwidth, device, source: 'measured' };
+  return cached;
+}
+
+/** AI of an M x N x K GEMM with `bytes`-wide elements. */
+export function arithmeticIntensity(m: number, n: number, k: number, bytes = 4): number {
+  return (2 * m * n * k) / (bytes * (m * n + m * k + k * n));
+}
+
+export interface LayerDecision {
+  layer: string;
+  type: string;
+  /** GEMM view of the layer. */
+  m: number;
+  n: number;
+  k: number;
+  dtype: 'float32';
+  intensity: number;
+  balance: number;
+  bound: 'memory' | 'compute';
+  /** The intensity rule's pick. */
+  prior: Scheme;
+  /** Median ms of each candidate on the layer, when timed. */
+  timings?: Partial<Record<Scheme, number>>;
+  scheme: Scheme;
+  reason: string;
+}
+
+/** The intensity rule: memory-bound → thread-level, compute-bound → global. */
+export function intensityRule(m: number, n: number, k: number, balance: number, available: readonly Scheme[]): { prior: Scheme; intensity: number; bound: 'memory' | 'compute' } {
+  const intensity = arithmeticIntensity(m, n, k);
+  const bound = intensity < balance ? 'memory' : 'compute';
+  let prior: Scheme = bound === 'memory' ? 'thread' : 'global';
+  if (!available.includes(prior)) prior = available.find((s) => s !== 'none') ?? 'none';
+  return { prior, intensity, bound };
+}
+
+/**
+ * Times candidate schemes with interleaved repetitions (noisy shared machines: median of
+ * interleaved reps) and returns the median ms of each.
+ */
+export async function timeSchemes(run: (scheme: Scheme) => Promise<unknown>, candidates: readonly Scheme[], reps = 7): Promise<Partial<Record<Scheme, number>>> {
+  const times: Record<string, number[]> = {};
+  for (const s of candidates) {
+    times[s] = [];
+    await run(s);  // warm-up: first-touch buffers, offline checksums
+  }
+  for (let r = 0; r < reps; r++) {
+    for (const s of r % 2 ? [...candidates].reverse() : candidates) {
+      const t = performance.now();
+      await run(s);
+      times[s].push(performance.now() - t);
+    }
+  }
+  const out: Partial<Record<Scheme, number>> = {};
+  for (const s of candidates) out[s] = median(times[s]);
+  return out;
+}
