@@ -127,9 +127,10 @@ std::string peak_line(const Context& c) {
 
 std::string q(const std::string& s) { return "\"" + json_escape(s) + "\""; }
 
-void write_json(const Context& c, const std::string& path) {
+void write_json(const Context& c, const std::string& path, bool complete) {
   std::string j = "{\n";
   j += "  \"schema\": \"kintsugi-bench/1\",\n";
+  j += std::string("  \"complete\": ") + (complete ? "true" : "false") + ",\n";
   j += "  \"commit\": " + q(c.commit) + ",\n  \"host\": " + q(c.host) + ",\n  \"date\": " + q(c.date) + ",\n";
   j += "  \"cpu\": {\"brand\": " + q(c.cpu_brand) + ", \"logical_cores\": " + std::to_string(c.logical_cores) +
        ", \"l2_bytes\": " + std::to_string(c.l2_bytes) + ", \"l3_bytes\": " + std::to_string(c.l3_bytes) + "},\n";
@@ -271,6 +272,12 @@ int main(int argc, char** argv) {
         c.print("| " + cs.name + " | **error: " + e.what() + "** |\n");
         ++failed;
       }
+      // Save as we go: a long run that is stopped keeps what it measured ("complete": false).
+      if (!c.opt.json_path.empty()) write_json(c, c.opt.json_path, false);
+      if (!c.opt.md_path.empty()) {
+        std::ofstream f(c.opt.md_path);
+        f << c.render() << "\n(incomplete: the run was still going or was stopped)\n";
+      }
     }
     if (suites[si].first == "conv2d" && header) conv_sums();
   }
@@ -292,7 +299,7 @@ int main(int argc, char** argv) {
   std::string md = c.render();
   const size_t at = md.find(first_peaks);
   if (at != std::string::npos) md.replace(at, first_peaks.size(), peak_line(c));
-  if (!c.opt.json_path.empty()) write_json(c, c.opt.json_path);
+  if (!c.opt.json_path.empty()) write_json(c, c.opt.json_path, true);
   if (!c.opt.md_path.empty()) {
     std::ofstream f(c.opt.md_path);
     f << md;
