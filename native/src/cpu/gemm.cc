@@ -457,7 +457,7 @@ void run(const Problem& P) {
     }
     return;
   }
-  if (!P.packed && !P.tb && !P.c_trans && cfg.ks->stream && P.m <= cfg.stream_m) {
+  if (!P.packed && !P.tb && !P.c_trans && !P.observer && cfg.ks->stream && P.m <= cfg.stream_m) {
     const int64_t unit = 64, units = (P.n + unit - 1) / unit;
     const int threads = int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), units));
     if (threads <= 1) {
