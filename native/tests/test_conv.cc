@@ -10,8 +10,10 @@
 #include <cstring>
 #include <limits>
 
+#include "../src/cpu/kernels_internal.h"
 #include "harness.h"
 #include "kintsugi/conv.h"
+#include "kintsugi/cpu.h"
 #include "kintsugi/error.h"
 #include "kintsugi/threadpool.h"
 
@@ -197,6 +199,77 @@ TEST(large_layers_take_chunked_and_batched_paths) {
   check_all(make(10, 256, 10, 10, 8, 3, 3, 1, 1, 1, 1), 905, true);
   check_all(make(7, 512, 9, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2), 906, true, true);
   check_all(make(9, 4000, 7, 7, 4, 1, 1), 907, true);  // pointwise, batched (5 + 4 images)
+}
+
+namespace {
+// Forward only (the implicit-GEMM path) against the reference.
+void check_forward(const Conv2dParams& p, uint32_t seed, bool with_bias, bool exact = false) {
+  const int64_t xs = p.input_size(), ws = p.weight_size(), ys = p.output_size();
+  auto gen = [&](int64_t n, uint32_t s) {
+    return exact ? harness::random_small_ints(size_t(n), s, -3, 3) : harness::random_floats(size_t(n), s);
+  };
+  std::vector<float> x = gen(xs, seed), w = gen(ws, seed + 1), b = gen(p.c_out, seed + 2);
+  std::vector<float> y = output_buffer(ys), y_ref = output_buffer(ys);
+  kintsugi::conv2d_forward(p, x.data(), w.data(), with_bias ? b.data() : nullptr, y.data());
+  kintsugi::conv2d_forward_reference(p, x.data(), w.data(), with_bias ? b.data() : nullptr, y_ref.data());
+  expect_close("forward", p, y, y_ref, ys, double(p.c_in / p.groups * p.kh * p.kw) + 1, exact);
+}
+
+std::vector<Conv2dParams> implicit_gemm_shapes() {
+  std::vector<Conv2dParams> v = edge_shapes();
+  v.push_back(make(3, 13, 7, 7, 29, 3, 3, 1, 1, 1, 1));          // 49-pixel planes across images
+  v.push_back(make(2, 9, 14, 14, 23, 3, 3, 2, 2, 1, 1));         // strided, planes of 49
+  v.push_back(make(3, 17, 14, 14, 19, 1, 1, 2, 2));              // 1x1 stride 2
+  v.push_back(make(2, 5, 30, 30, 7, 7, 7, 2, 2, 3, 3));          // conv1-like
+  v.push_back(make(1, 70, 9, 11, 15, 3, 3, 1, 1, 1, 1));         // K = 630 over several slices
+  v.push_back(make(2, 12, 12, 12, 16, 3, 3, 3, 3, 2, 2, 2, 2));  // stride 3, dilation 2
+  v.push_back(make(4, 6, 5, 5, 12, 3, 3, 1, 1, 1, 1, 1, 1, 2));  // groups, small planes
+  return v;
+}
+}  // namespace
+
+TEST(implicit_gemm_every_blocking_isa_and_thread_count) {
+  // Tiny KC / MC / NC slices, odd tiles, forced output-channel splits and pixel blocks across
+  // images (and never across), on every ISA the CPU has and on 1 and 3 threads.
+  using kintsugi::conv_internal::ImplicitGemmTuning;
+  const int original = kintsugi::num_threads();
+  const kintsugi::Isa best = kintsugi::best_isa();
+  std::vector<ImplicitGemmTuning> tunings(5);
+  tunings[1].kc = 7;
+  tunings[1].mc = 5;
+  tunings[1].nc = 1;  // rounds up to one register tile
+  tunings[1].m_tasks = 3;
+  tunings[1].virtual_cols = 1;
+  tunings[2].kc = 16;
+  tunings[2].virtual_cols = 0;
+  tunings[2].m_tasks = 2;
+  tunings[3].mr = 3;
+  tunings[3].nr = 16;
+  tunings[3].kc = 33;
+  tunings[3].nc = 40;
+  tunings[3].virtual_cols = 1;
+  tunings[4].kc = 5000;  // one slice
+  tunings[4].nc = 100000;
+  tunings[4].virtual_cols = 1;
+  uint32_t seed = 7000;
+  for (kintsugi::Isa isa : {kintsugi::Isa::Portable, kintsugi::Isa::Avx2, kintsugi::Isa::Avx512}) {
+    if (int(isa) > int(best)) continue;
+    kintsugi::set_isa_limit(isa);
+    for (int threads : {1, 3}) {
+      kintsugi::set_num_threads(threads);
+      for (size_t ti = 0; ti < tunings.size(); ++ti) {
+        kintsugi::conv_internal::set_implicit_gemm_tuning(tunings[ti]);
+        for (const auto& p : implicit_gemm_shapes()) {
+          seed += 3;
+          check_forward(p, seed, (seed & 1) != 0);
+          if (ti == 1) check_forward(p, seed += 3, true, true);
+        }
+      }
+    }
+  }
+  kintsugi::conv_internal::set_implicit_gemm_tuning(ImplicitGemmTuning{});
+  kintsugi::set_isa_limit(best);
+  kintsugi::set_num_threads(original);
 }
 
 TEST(nan_and_inf_propagate_through_forward) {

@@ -1,5 +1,7 @@
-// 2-D convolution on the CPU: im2col + sgemm in general, a plain GEMM for pointwise (1x1, stride 1,
-// no padding) layers and direct loops for depthwise layers (one input channel per group).
+// 2-D convolution on the CPU. Forward: implicit GEMM (conv_implicit.cc) for everything but
+// depthwise layers (one input channel per group), which take direct loops. Backward: im2col +
+// sgemm in general, a plain GEMM for pointwise (1x1, stride 1, no padding) layers and direct loops
+// for depthwise layers.
 //
 // Small output planes are batched (several images side by side in one column matrix) so that sgemm
 // sees a wide problem. Threading uses one level only: batches of images run one after another and
@@ -207,24 +209,6 @@ void gather_planes(const Conv2dParams& p, const Geometry& g, const float* t, int
   });
 }
 
-void scatter_planes(const Conv2dParams& p, const Geometry& g, const float* m, const float* bias, int64_t grp,
-                    int64_t img0, int64_t nb, float* t) {
-  const int64_t ld = nb * g.ohw;
-  parallel_for(g.kg, std::max<int64_t>(1, 65536 / ld), [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k)
-      for (int64_t b = 0; b < nb; ++b) {
-        const float* src = m + k * ld + b * g.ohw;
-        float* dst = t + ((img0 + b) * p.c_out + grp * g.kg + k) * g.ohw;
-        if (bias) {
-          const float bk = bias[grp * g.kg + k];
-          for (int64_t q = 0; q < g.ohw; ++q) dst[q] = src[q] + bk;
-        } else {
-          std::memcpy(dst, src, size_t(g.ohw) * sizeof(float));
-        }
-      }
-  });
-}
-
 // ---- depthwise: direct loops, vectorisable along output rows when stride_w == 1 ----
 
 void depthwise_forward(const Conv2dParams& p, const Geometry& g, const float* x, const float* w, const float* bias,
@@ -350,14 +334,6 @@ void depthwise_backward_weight(const Conv2dParams& p, const Geometry& g, const f
   });
 }
 
-void add_bias(const Conv2dParams& p, const Geometry& g, const float* bias, float* y_image) {
-  for (int64_t oc = 0; oc < p.c_out; ++oc) {
-    float* plane = y_image + oc * g.ohw;
-    const float b = bias[oc];
-    for (int64_t q = 0; q < g.ohw; ++q) plane[q] += b;
-  }
-}
-
 void forward_impl(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
   const Geometry g = geometry(p);
   if (p.n == 0) return;
@@ -365,39 +341,8 @@ void forward_impl(const Conv2dParams& p, const float* x, const float* w, const f
     depthwise_forward(p, g, x, w, bias, y);
     return;
   }
-  const int64_t nb_max = images_per_gemm(p, g);
-  if (nb_max > 1) {
-    std::vector<float> col = scratch(g.krows * nb_max * g.ohw), out = scratch(g.kg * nb_max * g.ohw);
-    for (int64_t img0 = 0; img0 < p.n; img0 += nb_max) {
-      const int64_t nb = std::min(nb_max, p.n - img0), ld = nb * g.ohw;
-      for (int64_t grp = 0; grp < p.groups; ++grp) {
-        im2col_images(p, g, x, grp, img0, nb, col.data());
-        gemm(Transpose::No, Transpose::No, g.kg, ld, g.krows, w + grp * g.kg * g.krows, g.krows, col.data(), ld, 0.0f,
-             out.data(), ld);
-        scatter_planes(p, g, out.data(), bias, grp, img0, nb, y);
-      }
-    }
-    return;
-  }
-  const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
-  std::vector<float> col = scratch(g.pointwise ? 0 : g.krows * chunk);
-  for (int64_t img = 0; img < p.n; ++img) {
-    for (int64_t grp = 0; grp < p.groups; ++grp) {
-      const float* xg = x + (img * p.c_in + grp * g.cg) * g.hw;
-      const float* wg = w + grp * g.kg * g.krows;
-      float* yg = y + (img * p.c_out + grp * g.kg) * g.ohw;
-      if (g.pointwise) {
-        gemm(Transpose::No, Transpose::No, g.kg, g.ohw, g.cg, wg, g.cg, xg, g.hw, 0.0f, yg, g.ohw);
-        continue;
-      }
-      for (int64_t c0 = 0; c0 < g.ohw; c0 += chunk) {
-        const int64_t c1 = std::min(g.ohw, c0 + chunk);
-        im2col_parallel(p, g, xg, c0, c1, col.data());
-        gemm(Transpose::No, Transpose::No, g.kg, c1 - c0, g.krows, wg, g.krows, col.data(), c1 - c0, 0.0f, yg + c0, g.ohw);
-      }
-    }
-    if (bias) add_bias(p, g, bias, y + img * p.c_out * g.ohw);
-  }
+  // Everything else, pointwise and strided 1x1 included: implicit GEMM (conv_implicit.cc).
+  conv_internal::implicit_gemm_forward(p, x, w, bias, y, conv_internal::implicit_gemm_tuning());
 }
 
 void backward_data_impl(const Conv2dParams& p, const float* dy, const float* w, float* dx) {

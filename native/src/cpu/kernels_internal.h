@@ -93,4 +93,30 @@ template <typename F> auto translate_bad_alloc(const char* what, F&& fn) -> decl
 #endif
 
 }  // namespace detail
+
+#if !defined(KINTSUGI_ISA_TU)
+struct Conv2dParams;
+namespace conv_internal {
+
+// Blocking of the implicit-GEMM convolution (conv_implicit.cc); 0 / -1 fields: the default
+// derived from the active KernelSet and cpu_info(). For tests (tiny blocks reach every edge) and
+// tuning.
+struct ImplicitGemmTuning {
+  int mr = 0, nr = 0;        // register tile (must be one the active micro-kernel accepts)
+  int64_t kc = 0, mc = 0, nc = 0;
+  int64_t m_tasks = 0;       // output-channel split per pixel block
+  int virtual_cols = -1;     // 1: pixel blocks run across images (n > 1), 0: never
+};
+
+// NCHW forward, groups allowed, any stride / padding / dilation; y overwritten (bias nullable).
+void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
+                           const ImplicitGemmTuning& tune);
+
+// What conv2d_forward passes (tests and tuning; not thread-safe, set between calls).
+// ImplicitGemmTuning{} restores the defaults.
+void set_implicit_gemm_tuning(const ImplicitGemmTuning& t);
+const ImplicitGemmTuning& implicit_gemm_tuning();
+
+}  // namespace conv_internal
+#endif
 }  // namespace kintsugi

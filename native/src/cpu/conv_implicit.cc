@@ -1,0 +1,342 @@
+// Implicit-GEMM convolution forward (NCHW): Y_g[kg x P] = W_g[kg x K] . B[K x P] per image and
+// group, with K = cg*kh*kw reduction rows (c, i, j) and P = oh*ow output pixels, without ever
+// materialising the column matrix B.
+//
+// The loops are those of a BLIS sgemm (gemm.cc) with the packing of B replaced by a gather
+// straight from the input image: a task owns a block of output pixels (or, when the planes are
+// small and the batch large, a block of "virtual" columns running across images) and a range of
+// output channels; for each KC slice of the reduction it packs its KC x NC block of B into
+// NR-column micro-panels (each row a few contiguous or strided runs of an input row, zeros in
+// the padding), then walks MC-row blocks of the weights, read in place (A(m, k) at
+// w[m * K + k]), over those panels with the active ISA's register-tile micro-kernel. The C tile
+// is the output itself: row m of a tile is output channel m, its columns consecutive pixels of
+// that channel's plane (ldc = P); tiles that straddle two images go through a small scratch
+// block and are scattered afterwards. Bias is added when a task's last KC slice is done.
+//
+// Threads take tasks from a shared counter (dynamic: robust on a shared, noisy machine); a
+// problem with few pixel blocks is also split over output channels so that batch 1 uses every
+// thread.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "gemm_internal.h"
+#include "kernels_internal.h"
+#include "kintsugi/conv.h"
+#include "kintsugi/cpu.h"
+#include "kintsugi/threadpool.h"
+
+namespace kintsugi {
+namespace conv_internal {
+namespace {
+
+using gemm_internal::KernelSet;
+using gemm_internal::MicroTile;
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+int64_t ceil_div_s(int64_t a, int64_t b) { return -floor_div(-a, b); }
+int64_t round_up(int64_t v, int64_t unit) { return (v + unit - 1) / unit * unit; }
+
+// Grow-only, 64-byte aligned, per-thread scratch (no zeroing, no page faults after the first call).
+struct Scratch {
+  float* data = nullptr;
+  size_t size = 0;
+  ~Scratch() { std::free(data); }
+  float* get(size_t n) {
+    if (n > size) {
+      std::free(data);
+      data = nullptr;
+      size = 0;
+      const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+      data = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!data) throw std::bad_alloc();
+      size = n;
+    }
+    return data;
+  }
+};
+thread_local Scratch t_bpack, t_cblock;
+
+// One contiguous run of a panel's columns: output row oh of image img, pixels ow0.. (len of them),
+// landing at panel column jj.
+struct Segment {
+  int64_t img, oh, ow0;
+  int len, jj;
+};
+
+struct Plan {
+  const Conv2dParams* p;
+  const KernelSet* ks;
+  int64_t oh, ow, P, hw, cg, kg, kk, K;
+  int mr, nr;
+  int64_t kc, mc, nc;     // reduction slice, row block, pixel block (multiple of nr)
+  bool virtual_cols;      // pixel blocks run across images (small planes, several images)
+  int64_t col_blocks;     // per (image, group), or per group when virtual_cols
+  int64_t m_tasks, m_task;  // output-channel split
+  int64_t lo_w[64], hi_w[64];  // valid ow range per kernel column j (kw <= 64), else computed
+};
+
+// Valid output columns [lo, hi) for kernel column j: input column ow*sw + off lies in [0, w).
+void valid_cols(const Conv2dParams& p, int64_t ow_n, int64_t j, int64_t& lo, int64_t& hi) {
+  const int64_t off = j * p.dilation_w - p.pad_w;
+  lo = std::max<int64_t>(0, ceil_div_s(-off, p.stride_w));
+  hi = std::min<int64_t>(ow_n, floor_div(p.w - 1 - off, p.stride_w) + 1);
+  if (hi < lo) hi = lo;
+}
+
+// Packs reduction rows [k0, k0 + kc) of the panel described by segs into dst (row p at
+// dst + p * nr): dst[p * nr + jj] = x[img, g*cg + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], zero
+// outside the image.
+void pack_panel(const Plan& pl, const float* x, int64_t g, const Segment* segs, int nseg, int64_t k0, int64_t kc,
+                float* dst) {
+  const Conv2dParams& p = *pl.p;
+  const int nr = pl.nr;
+  int64_t c = k0 / pl.kk, r = k0 % pl.kk;
+  int64_t i = r / p.kw, j = r % p.kw;
+  const int64_t sw = p.stride_w;
+  for (int64_t kp = 0; kp < kc; ++kp) {
+    float* drow = dst + kp * nr;
+    const int64_t off_h = i * p.dilation_h - p.pad_h, off_w = j * p.dilation_w - p.pad_w;
+    int64_t lo, hi;
+    if (j < 64) {
+      lo = pl.lo_w[j];
+      hi = pl.hi_w[j];
+    } else {
+      valid_cols(p, pl.ow, j, lo, hi);
+    }
+    for (int s = 0; s < nseg; ++s) {
+      const Segment& sg = segs[s];
+      float* d = drow + sg.jj;
+      const int64_t ih = sg.oh * p.stride_h + off_h;
+      if (ih < 0 || ih >= p.h) {
+        for (int q = 0; q < sg.len; ++q) d[q] = 0.0f;
+        continue;
+      }
+      const float* row = x + ((sg.img * p.c_in + g * pl.cg + c) * p.h + ih) * p.w;
+      const int64_t a = std::min<int64_t>(std::max(lo, sg.ow0), sg.ow0 + sg.len) - sg.ow0;
+      const int64_t b = std::max<int64_t>(std::min(hi, sg.ow0 + sg.len) - sg.ow0, a);
+      if (a > 0) std::memset(d, 0, size_t(a) * sizeof(float));
+      const float* src = row + sg.ow0 * sw + off_w;
+      if (sw == 1) {
+        if (b > a) std::memcpy(d + a, src + a, size_t(b - a) * sizeof(float));
+      } else if (sw == 2) {
+        for (int64_t q = a; q < b; ++q) d[q] = src[2 * q];
+      } else {
+        for (int64_t q = a; q < b; ++q) d[q] = src[q * sw];
+      }
+      if (sg.len > b) std::memset(d + b, 0, size_t(sg.len - b) * sizeof(float));
+    }
+    if (++j == p.kw) {
+      j = 0;
+      if (++i == p.kh) {
+        i = 0;
+        ++c;
+      }
+    }
+  }
+}
+
+// Splits [0, pix) of image-local (or virtual) columns starting at column j0 into segments.
+int make_segments(const Plan& pl, int64_t img0, int64_t j0, int cols, Segment* segs) {
+  int n = 0, jj = 0;
+  int64_t img = img0, q = j0;
+  if (pl.virtual_cols) {
+    img = j0 / pl.P;
+    q = j0 % pl.P;
+  }
+  while (jj < cols) {
+    if (q == pl.P) {
+      ++img;
+      q = 0;
+    }
+    const int64_t oh = q / pl.ow, ow0 = q % pl.ow;
+    const int len = int(std::min<int64_t>(pl.ow - ow0, cols - jj));
+    segs[n++] = Segment{img, oh, ow0, len, jj};
+    jj += len;
+    q += len;
+  }
+  return n;
+}
+
+void run_task(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int64_t task) {
+  const Conv2dParams& p = *pl.p;
+  const KernelSet& ks = *pl.ks;
+  const int64_t mt = task % pl.m_tasks;
+  int64_t rest = task / pl.m_tasks;
+  const int64_t cb = rest % pl.col_blocks;
+  rest /= pl.col_blocks;
+  const int64_t g = rest % p.groups;
+  const int64_t img = pl.virtual_cols ? 0 : rest / p.groups;
+
+  const int64_t total_cols = pl.virtual_cols ? p.n * pl.P : pl.P;
+  const int64_t j0 = cb * pl.nc, ncols = std::min(pl.nc, total_cols - j0);
+  const int64_t m0 = mt * pl.m_task, m1 = std::min(pl.kg, m0 + pl.m_task);
+  if (m0 >= m1) return;
+  const int nr = pl.nr, mr = pl.mr;
+  const int64_t panels = (ncols + nr - 1) / nr;
+  const int64_t kc_max = std::min(pl.kc, pl.K);
+  float* bbuf = t_bpack.get(size_t(panels * kc_max * nr));
+
+  // Direct C when the block lies in one image's planes; a scratch block otherwise.
+  const bool direct_c = !pl.virtual_cols || (j0 / pl.P == (j0 + ncols - 1) / pl.P);
+  float* cbase;
+  int64_t ldc;
+  if (direct_c) {
+    const int64_t im = pl.virtual_cols ? j0 / pl.P : img;
+    const int64_t q0 = pl.virtual_cols ? j0 % pl.P : j0;
+    cbase = y + (im * p.c_out + g * pl.kg) * pl.P + q0;
+    ldc = pl.P;
+  } else {
+    ldc = round_up(ncols, 16);
+    cbase = t_cblock.get(size_t((m1 - m0) * ldc)) - m0 * ldc;
+  }
+
+  Segment segs[260];
+  const float* wg = w + g * pl.kg * pl.K;
+  MicroTile t;
+  t.a_stride = 1;
+  t.a_row_stride = pl.K;
+  t.b_stride = nr;
+  t.alpha = 1.0f;
+  for (int64_t k0 = 0; k0 < pl.K; k0 += pl.kc) {
+    const int64_t kc = std::min(pl.kc, pl.K - k0);
+    for (int64_t q = 0; q < panels; ++q) {
+      const int cols = int(std::min<int64_t>(nr, ncols - q * nr));
+      const int nseg = make_segments(pl, img, j0 + q * nr, cols, segs);
+      pack_panel(pl, x, g, segs, nseg, k0, kc, bbuf + q * kc * nr);
+    }
+    t.k = kc;
+    t.beta = k0 == 0 ? 0.0f : 1.0f;
+    for (int64_t ic = m0; ic < m1; ic += pl.mc) {
+      const int64_t ic1 = std::min(m1, ic + pl.mc);
+      for (int64_t q = 0; q < panels; ++q) {
+        t.nr = int(std::min<int64_t>(nr, ncols - q * nr));
+        t.b = bbuf + q * kc * nr;
+        for (int64_t m = ic; m < ic1; m += mr) {
+          t.mr = int(std::min<int64_t>(mr, ic1 - m));
+          t.a = wg + m * pl.K + k0;
+          if (q == 0) {
+            // The weights stream from memory on their first use: fetch the next tile's rows
+            // while this one computes (short rows far apart defeat the hardware prefetchers).
+            const int64_t mn = std::min<int64_t>(m + mr, m1);
+            const int64_t me = std::min<int64_t>(mn + mr, m1);
+            for (int64_t r = mn; r < me; ++r) {
+              const char* a = reinterpret_cast<const char*>(wg + r * pl.K + k0);
+              for (int64_t off = 0; off < kc * 4; off += 64) __builtin_prefetch(a + off, 0, 2);
+            }
+          }
+          t.c = cbase + m * ldc + q * nr;
+          t.ldc = ldc;
+          ks.micro(t);
+        }
+      }
+    }
+  }
+
+  if (direct_c) {
+    if (bias) {
+      for (int64_t m = m0; m < m1; ++m) {
+        float* row = cbase + m * ldc;
+        const float b = bias[g * pl.kg + m];
+        for (int64_t q = 0; q < ncols; ++q) row[q] += b;
+      }
+    }
+    return;
+  }
+  // Scatter the block to the images' planes.
+  for (int64_t m = m0; m < m1; ++m) {
+    const float* src = cbase + m * ldc;
+    const float b = bias ? bias[g * pl.kg + m] : 0.0f;
+    int64_t jj = 0;
+    while (jj < ncols) {
+      const int64_t jv = j0 + jj, im = jv / pl.P, q = jv % pl.P;
+      const int64_t len = std::min(pl.P - q, ncols - jj);
+      float* dst = y + (im * p.c_out + g * pl.kg + m) * pl.P + q;
+      for (int64_t e = 0; e < len; ++e) dst[e] = src[jj + e] + b;
+      jj += len;
+    }
+  }
+}
+
+ImplicitGemmTuning g_tuning;
+
+}  // namespace
+
+void set_implicit_gemm_tuning(const ImplicitGemmTuning& t) { g_tuning = t; }
+const ImplicitGemmTuning& implicit_gemm_tuning() { return g_tuning; }
+
+void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
+                           const ImplicitGemmTuning& tune) {
+  Plan pl;
+  pl.p = &p;
+  pl.ks = &gemm_internal::active_kernels();
+  pl.oh = p.out_h();
+  pl.ow = p.out_w();
+  pl.P = pl.oh * pl.ow;
+  pl.hw = p.h * p.w;
+  pl.cg = p.c_in / p.groups;
+  pl.kg = p.c_out / p.groups;
+  pl.kk = p.kh * p.kw;
+  pl.K = pl.cg * pl.kk;
+  pl.mr = tune.mr > 0 ? tune.mr : pl.ks->mr;
+  pl.nr = tune.nr > 0 ? tune.nr : pl.ks->nr;
+  for (int64_t j = 0; j < std::min<int64_t>(p.kw, 64); ++j) valid_cols(p, pl.ow, j, pl.lo_w[j], pl.hi_w[j]);
+
+  const CpuInfo& ci = cpu_info();
+  // KC: the KC x NR panel of B about a quarter of L2, as in sgemm's direct-A blocking; a K a
+  // little over one slice is split evenly.
+  int64_t kc = tune.kc > 0 ? tune.kc : std::min<int64_t>(1024, std::max<int64_t>(256, ci.l2_bytes / 4 / (int64_t(pl.nr) * 4)));
+  if (pl.K > kc) {
+    const int64_t slices = (pl.K + kc - 1) / kc;
+    kc = (pl.K + slices - 1) / slices;
+  } else {
+    kc = pl.K;
+  }
+  pl.kc = kc;
+  // MC: the MC x KC block of weights about three quarters of L2.
+  pl.mc = tune.mc > 0 ? tune.mc : std::max<int64_t>(pl.mr, ci.l2_bytes * 3 / 4 / (kc * 4) / pl.mr * pl.mr);
+
+  const int threads = num_threads();
+  // Small planes with several images: pixel blocks run across images, so that the last
+  // register tile of a plane is not mostly padding (7 x 7 = 49 pixels fill 77% of 64 lanes).
+  pl.virtual_cols = p.n > 1 && pl.P % pl.nr != 0 && pl.P < 4 * pl.nr;
+  if (tune.virtual_cols >= 0) pl.virtual_cols = p.n > 1 && tune.virtual_cols != 0;
+  const int64_t cols = pl.virtual_cols ? p.n * pl.P : pl.P;
+  int64_t nc = tune.nc > 0 ? round_up(tune.nc, pl.nr) : 256;
+  nc = std::max<int64_t>(pl.nr, nc / pl.nr * pl.nr);
+  // Not much more than one block's worth of pixels: even blocks.
+  if (cols <= nc) {
+    nc = round_up(cols, 1);
+  } else {
+    const int64_t blocks = (cols + nc - 1) / nc;
+    nc = round_up((cols + blocks - 1) / blocks, pl.nr);
+  }
+  pl.nc = nc;
+  pl.col_blocks = (cols + nc - 1) / nc;
+  const int64_t outer = (pl.virtual_cols ? 1 : p.n) * p.groups * pl.col_blocks;
+  // Too few pixel blocks to keep every thread busy: split the output channels too.
+  pl.m_tasks = 1;
+  if (threads > 1 && outer < 2 * threads) {
+    const int64_t want = std::min<int64_t>((2 * threads + outer - 1) / outer, (pl.kg + pl.mr - 1) / pl.mr);
+    pl.m_tasks = std::max<int64_t>(1, want);
+  }
+  if (tune.m_tasks > 0) pl.m_tasks = tune.m_tasks;
+  pl.m_task = round_up((pl.kg + pl.m_tasks - 1) / pl.m_tasks, pl.mr);
+  pl.m_tasks = (pl.kg + pl.m_task - 1) / pl.m_task;
+  const int64_t tasks = outer * pl.m_tasks;
+
+  if (threads <= 1 || tasks == 1) {
+    for (int64_t t = 0; t < tasks; ++t) run_task(pl, x, w, bias, y, t);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  parallel_run(int(std::min<int64_t>(threads, tasks)), [&](int, int) {
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < tasks; t = next.fetch_add(1, std::memory_order_relaxed))
+      run_task(pl, x, w, bias, y, t);
+  });
+}
+
+}  // namespace conv_internal
+}  // namespace kintsugi
