@@ -130,6 +130,9 @@ std::vector<Conv2dParams> edge_shapes() {
       make(1, 3, 5, 5, 2, 5, 5),                          // kernel = whole input: 1x1 output
       make(3, 2, 1, 9, 2, 1, 3, 1, 2, 0, 1),              // height 1
       make(1, 7, 13, 11, 5, 4, 2, 3, 1, 1, 0, 2, 2),      // odd everything
+      make(2, 3, 40, 37, 5, 3, 3, 2, 2, 1, 1),            // stride 2, rows longer than a vector
+      make(1, 2, 9, 50, 3, 1, 3, 1, 3, 0, 1),             // stride 3 gather
+      make(1, 2, 6, 21, 3, 1, 18, 1, 1, 0, 2),            // kernel wider than 16 columns
   };
 }
 
@@ -234,7 +237,8 @@ TEST(implicit_gemm_every_blocking_isa_and_thread_count) {
   using kintsugi::conv_internal::ImplicitGemmTuning;
   const int original = kintsugi::num_threads();
   const kintsugi::Isa best = kintsugi::best_isa();
-  std::vector<ImplicitGemmTuning> tunings(5);
+  std::vector<ImplicitGemmTuning> tunings(6);
+  tunings[5].portable_pack = 1;
   tunings[1].kc = 7;
   tunings[1].mc = 5;
   tunings[1].nc = 1;  // rounds up to one register tile

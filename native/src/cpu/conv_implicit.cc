@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "gemm_internal.h"
 #include "kernels_internal.h"
@@ -59,12 +60,7 @@ struct Scratch {
 };
 thread_local Scratch t_bpack, t_cblock;
 
-// One contiguous run of a panel's columns: output row oh of image img, pixels ow0.. (len of them),
-// landing at panel column jj.
-struct Segment {
-  int64_t img, oh, ow0;
-  int len, jj;
-};
+using Segment = PanelSegment;
 
 struct Plan {
   const Conv2dParams* p;
@@ -75,7 +71,9 @@ struct Plan {
   bool virtual_cols;      // pixel blocks run across images (small planes, several images)
   int64_t col_blocks;     // per (image, group), or per group when virtual_cols
   int64_t m_tasks, m_task;  // output-channel split
-  int64_t lo_w[64], hi_w[64];  // valid ow range per kernel column j (kw <= 64), else computed
+  const int64_t* lo_w;  // valid ow range per kernel column j
+  const int64_t* hi_w;
+  void (*pack)(const PackPanelJob&);
 };
 
 // Valid output columns [lo, hi) for kernel column j: input column ow*sw + off lies in [0, w).
@@ -86,35 +84,26 @@ void valid_cols(const Conv2dParams& p, int64_t ow_n, int64_t j, int64_t& lo, int
   if (hi < lo) hi = lo;
 }
 
-// Packs reduction rows [k0, k0 + kc) of the panel described by segs into dst (row p at
-// dst + p * nr): dst[p * nr + jj] = x[img, g*cg + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], zero
-// outside the image.
-void pack_panel(const Plan& pl, const float* x, int64_t g, const Segment* segs, int nseg, int64_t k0, int64_t kc,
-                float* dst) {
-  const Conv2dParams& p = *pl.p;
-  const int nr = pl.nr;
-  int64_t c = k0 / pl.kk, r = k0 % pl.kk;
-  int64_t i = r / p.kw, j = r % p.kw;
-  const int64_t sw = p.stride_w;
-  for (int64_t kp = 0; kp < kc; ++kp) {
-    float* drow = dst + kp * nr;
-    const int64_t off_h = i * p.dilation_h - p.pad_h, off_w = j * p.dilation_w - p.pad_w;
-    int64_t lo, hi;
-    if (j < 64) {
-      lo = pl.lo_w[j];
-      hi = pl.hi_w[j];
-    } else {
-      valid_cols(p, pl.ow, j, lo, hi);
-    }
-    for (int s = 0; s < nseg; ++s) {
-      const Segment& sg = segs[s];
+// Portable packing (see PackPanelJob).
+void pack_panel_portable(const PackPanelJob& jb) {
+  const int nr = jb.nr;
+  const int64_t kk = jb.kh * jb.kw;
+  int64_t c = jb.k0 / kk, r = jb.k0 % kk;
+  int64_t i = r / jb.kw, j = r % jb.kw;
+  const int64_t sw = jb.stride_w;
+  for (int64_t kp = 0; kp < jb.kc; ++kp) {
+    float* drow = jb.dst + kp * nr;
+    const int64_t off_h = i * jb.dil_h - jb.pad_h, off_w = j * jb.dil_w - jb.pad_w;
+    const int64_t lo = jb.lo_w[j], hi = jb.hi_w[j];
+    for (int s = 0; s < jb.nseg; ++s) {
+      const Segment& sg = jb.segs[s];
       float* d = drow + sg.jj;
-      const int64_t ih = sg.oh * p.stride_h + off_h;
-      if (ih < 0 || ih >= p.h) {
-        for (int q = 0; q < sg.len; ++q) d[q] = 0.0f;
+      const int64_t ih = sg.oh * jb.stride_h + off_h;
+      if (ih < 0 || ih >= jb.h) {
+        std::memset(d, 0, size_t(sg.len) * sizeof(float));
         continue;
       }
-      const float* row = x + ((sg.img * p.c_in + g * pl.cg + c) * p.h + ih) * p.w;
+      const float* row = jb.x + sg.img * jb.img_stride + c * jb.plane + ih * jb.w;
       const int64_t a = std::min<int64_t>(std::max(lo, sg.ow0), sg.ow0 + sg.len) - sg.ow0;
       const int64_t b = std::max<int64_t>(std::min(hi, sg.ow0 + sg.len) - sg.ow0, a);
       if (a > 0) std::memset(d, 0, size_t(a) * sizeof(float));
@@ -128,9 +117,9 @@ void pack_panel(const Plan& pl, const float* x, int64_t g, const Segment* segs, 
       }
       if (sg.len > b) std::memset(d + b, 0, size_t(sg.len - b) * sizeof(float));
     }
-    if (++j == p.kw) {
+    if (++j == jb.kw) {
       j = 0;
-      if (++i == p.kh) {
+      if (++i == jb.kh) {
         i = 0;
         ++c;
       }
@@ -177,7 +166,7 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
   const int nr = pl.nr, mr = pl.mr;
   const int64_t panels = (ncols + nr - 1) / nr;
   const int64_t kc_max = std::min(pl.kc, pl.K);
-  float* bbuf = t_bpack.get(size_t(panels * kc_max * nr));
+  float* bbuf = t_bpack.get(size_t(panels * kc_max * nr + 16));  // + the AVX-512 packer's spill
 
   // Direct C when the block lies in one image's planes; a scratch block otherwise.
   const bool direct_c = !pl.virtual_cols || (j0 / pl.P == (j0 + ncols - 1) / pl.P);
@@ -194,6 +183,24 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
   }
 
   Segment segs[260];
+  PackPanelJob job;
+  job.x = x + g * pl.cg * pl.hw;
+  job.img_stride = p.c_in * pl.hw;
+  job.plane = pl.hw;
+  job.h = p.h;
+  job.w = p.w;
+  job.kh = p.kh;
+  job.kw = p.kw;
+  job.stride_h = p.stride_h;
+  job.stride_w = p.stride_w;
+  job.dil_h = p.dilation_h;
+  job.dil_w = p.dilation_w;
+  job.pad_h = p.pad_h;
+  job.pad_w = p.pad_w;
+  job.lo_w = pl.lo_w;
+  job.hi_w = pl.hi_w;
+  job.segs = segs;
+  job.nr = nr;
   const float* wg = w + g * pl.kg * pl.K;
   MicroTile t;
   t.a_stride = 1;
@@ -204,8 +211,11 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
     const int64_t kc = std::min(pl.kc, pl.K - k0);
     for (int64_t q = 0; q < panels; ++q) {
       const int cols = int(std::min<int64_t>(nr, ncols - q * nr));
-      const int nseg = make_segments(pl, img, j0 + q * nr, cols, segs);
-      pack_panel(pl, x, g, segs, nseg, k0, kc, bbuf + q * kc * nr);
+      job.nseg = make_segments(pl, img, j0 + q * nr, cols, segs);
+      job.k0 = k0;
+      job.kc = kc;
+      job.dst = bbuf + q * kc * nr;
+      pl.pack(job);
     }
     t.k = kc;
     t.beta = k0 == 0 ? 0.0f : 1.0f;
@@ -282,7 +292,22 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
   pl.K = pl.cg * pl.kk;
   pl.mr = tune.mr > 0 ? tune.mr : pl.ks->mr;
   pl.nr = tune.nr > 0 ? tune.nr : pl.ks->nr;
-  for (int64_t j = 0; j < std::min<int64_t>(p.kw, 64); ++j) valid_cols(p, pl.ow, j, pl.lo_w[j], pl.hi_w[j]);
+  int64_t lo_small[16], hi_small[16];
+  std::vector<int64_t> lo_big, hi_big;
+  int64_t *lo = lo_small, *hi = hi_small;
+  if (p.kw > 16) {
+    lo_big.resize(size_t(p.kw));
+    hi_big.resize(size_t(p.kw));
+    lo = lo_big.data();
+    hi = hi_big.data();
+  }
+  for (int64_t j = 0; j < p.kw; ++j) valid_cols(p, pl.ow, j, lo[j], hi[j]);
+  pl.lo_w = lo;
+  pl.hi_w = hi;
+  pl.pack = &pack_panel_portable;
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+  if (active_isa() == Isa::Avx512 && tune.portable_pack == 0) pl.pack = &pack_panel_avx512;
+#endif
 
   const CpuInfo& ci = cpu_info();
   // KC: the KC x NR panel of B about a quarter of L2, as in sgemm's direct-A blocking; a K a

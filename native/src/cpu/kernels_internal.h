@@ -94,6 +94,35 @@ template <typename F> auto translate_bad_alloc(const char* what, F&& fn) -> decl
 
 }  // namespace detail
 
+namespace conv_internal {
+
+// Implicit-GEMM B panel packing (conv_implicit.cc; AVX-512 version in conv_avx512.cc). A panel's
+// columns are runs of consecutive output pixels of one output row of one image.
+struct PanelSegment {
+  int64_t img, oh, ow0;  // image, output row, first output column
+  int len, jj;           // pixels in the run, first panel column
+};
+// Reduction rows [k0, k0 + kc) of a panel, row r = (c, i, j) at dst + (r - k0) * nr:
+// dst[.. + jj + q] = x[img, c, oh*stride_h - pad_h + i*dil_h, (ow0 + q)*stride_w - pad_w + j*dil_w],
+// zero outside the image. lo_w / hi_w: per kernel column j (j < kw), the output columns whose
+// input column lies inside the image.
+struct PackPanelJob {
+  const float* x = nullptr;  // channel 0 of the group in image 0
+  int64_t img_stride = 0, plane = 0, h = 0, w = 0, kh = 0, kw = 0;
+  int64_t stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1, pad_h = 0, pad_w = 0;
+  const int64_t* lo_w = nullptr;
+  const int64_t* hi_w = nullptr;
+  const PanelSegment* segs = nullptr;
+  int nseg = 0, nr = 0;
+  int64_t k0 = 0, kc = 0;
+  float* dst = nullptr;
+};
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+void pack_panel_avx512(const PackPanelJob& job);
+#endif
+
+}  // namespace conv_internal
+
 #if !defined(KINTSUGI_ISA_TU)
 struct Conv2dParams;
 namespace conv_internal {
@@ -106,6 +135,7 @@ struct ImplicitGemmTuning {
   int64_t kc = 0, mc = 0, nc = 0;
   int64_t m_tasks = 0;       // output-channel split per pixel block
   int virtual_cols = -1;     // 1: pixel blocks run across images (n > 1), 0: never
+  int portable_pack = 0;     // 1: plain-C++ panel packing even where AVX-512 is active
 };
 
 // NCHW forward, groups allowed, any stride / padding / dilation; y overwritten (bias nullable).
