@@ -5,7 +5,10 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Rng } from '@kintsugi/cuda-core/nn';
+import { hash2 } from './hash.js';
 import { integer, positive, rangeError } from './validate.js';
+
+export { hash2 };
 
 export const DENSE_FEATURES = 13;
 export const SPARSE_FEATURES = 26;
@@ -25,16 +28,6 @@ export interface BatchSource {
   readonly rowsPerTable: number;
   /** The batch of training step `step`; the same step always gives the same batch (redone work). */
   batch(step: number): Batch;
-}
-
-/** A 32-bit mix of two integers (splitmix-like), for seeds and per-row hidden weights. */
-export function hash2(a: number, b: number): number {
-  let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x7f4a7c15, 0xc2b2ae35);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x7feb352d);
-  h ^= h >>> 15;
-  h = Math.imul(h, 0x846ca68b);
-  return (h ^ (h >>> 16)) >>> 0;
 }
 
 function emptyBatch(size: number): Batch {

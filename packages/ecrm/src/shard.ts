@@ -10,7 +10,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type net from 'node:net';
 import { createCodec, type CodeMode, type ParityCodec } from './codec.js';
-import { hash2 } from './data.js';
+import { hash2 } from './hash.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { Connection, Op, Reader, serve, Writer } from './protocol.js';
 import { integer, oneOf, rangeError } from './validate.js';

@@ -1,0 +1,125 @@
+// `kintsugi ecrm ...`: the fault-tolerance comparison (default), one training run, or a shard
+// server for another host.
+import { writeFile } from 'node:fs/promises';
+import { FileBatches, readCriteoTsv } from './data.js';
+import { comparisonTable, runComparison, summarize, throughputChart } from './report.js';
+import { ShardServer } from './shard.js';
+import { randomFailure, trainDlrm, type FtMode } from './train.js';
+import { describe } from './validate.js';
+
+const USAGE = `Usage:
+  kintsugi ecrm [report] [options]   train DLRM under each fault-tolerance mode with a shard failure;
+                                     print the comparison and write a throughput plot (SVG)
+  kintsugi ecrm train [options]      one run: --mode none|checkpoint|cpr|ecrm [--code xor|rs|sum]
+  kintsugi ecrm serve [--host H] [--port P]   a shard server (configured by the trainer over TCP)
+
+Options:
+  --steps N            training steps (default 160; --quick: 60)
+  --batch N            batch size (default 256)
+  --rows N             rows per table, 26 tables (default 2000)
+  --dim N              embedding dimension (default 16)
+  --k N                data shards (default 4)
+  --seed N             (default 1)
+  --fail-step N|random step at which a data shard is killed (default: the middle of the run)
+  --fail-server N      which data shard (default 1)
+  --fail-when W        step | prepare | after-first-delta (die between steps or inside a push)
+  --checkpoint-every N (default 20)
+  --modes LIST         comma list of none, checkpoint, checkpoint-tuned, cpr, xor, xor-replicated,
+                       rs, sum (default none,checkpoint,checkpoint-tuned,cpr,xor,xor-replicated,rs)
+  --svg PATH           plot file (default ecrm-throughput.svg)
+  --json PATH          also write the measurements as JSON
+  --criteo PATH        train on a Criteo Kaggle TSV file instead of synthetic data (train only)
+  --quick              a short run
+`;
+
+class UsageError extends Error {}
+
+function parse(argv: string[]): { command: string; flags: Map<string, string> } {
+  const flags = new Map<string, string>();
+  let command = 'report';
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--help' || a === '-h') flags.set('help', '1');
+    else if (a === '--quick') flags.set('quick', '1');
+    else if (a.startsWith('--')) {
+      const v = argv[i + 1];
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`Expected a value for ${a} but received none`);
+      flags.set(a.slice(2), v);
+      i++;
+    } else if (i === 0) command = a;
+    else throw new UsageError(`Expected an option for argument ${i + 1} but received ${describe(a)}`);
+  }
+  return { command, flags };
+}
+
+function int(flags: Map<string, string>, name: string, fallback: number, min = 1): number {
+  const v = flags.get(name);
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`Expected an integer >= ${min} for --${name} but received ${describe(v)}`);
+  return n;
+}
+
+function choice<T extends string>(flags: Map<string, string>, name: string, options: readonly T[], fallback: T): T {
+  const v = flags.get(name) ?? fallback;
+  if (!options.includes(v as T)) throw new UsageError(`Expected one of ${options.join(', ')} for --${name} but received ${describe(v)}`);
+  return v as T;
+}
+
+export async function ecrmCommand(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parse(argv);
+    const { command, flags } = parsed;
+    if (flags.has('help')) {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    if (command === 'serve') {
+      const shard = await ShardServer.listen(flags.get('host') ?? '127.0.0.1', int(flags, 'port', 0, 0));
+      process.stdout.write(`ECRM_LISTENING ${shard.port}\n`);
+      await new Promise(() => undefined); // serves until killed
+    }
+    if (command !== 'report' && command !== 'train') throw new UsageError(`Expected report, train or serve for the ecrm command but received ${describe(command)}`);
+    const quick = flags.has('quick');
+    const steps = int(flags, 'steps', quick ? 60 : 160, 8);
+    const k = int(flags, 'k', 4, 2);
+    const seed = int(flags, 'seed', 1, 0);
+    const failStepFlag = flags.get('fail-step');
+    const failure = failStepFlag === 'random'
+      ? randomFailure(steps, k, seed)
+      : { step: int(flags, 'fail-step', Math.floor(steps / 2) + 3, 0), server: int(flags, 'fail-server', 1, 0), when: choice(flags, 'fail-when', ['step', 'prepare', 'after-first-delta'] as const, 'step') };
+    if (failure.server >= k) throw new UsageError(`Expected a data shard in [0, ${k - 1}] for --fail-server but received ${failure.server}`);
+    const common = { steps, batchSize: int(flags, 'batch', 256), rowsPerTable: int(flags, 'rows', 2000, 2), dim: int(flags, 'dim', 16), k, seed };
+    if (command === 'train') {
+      const mode = choice(flags, 'mode', ['none', 'checkpoint', 'cpr', 'ecrm'] as const, 'ecrm') as FtMode;
+      const criteo = flags.get('criteo');
+      const source = criteo ? new FileBatches(await readCriteoTsv(criteo, { rowsPerTable: common.rowsPerTable }), common.rowsPerTable, common.batchSize) : undefined;
+      const result = await trainDlrm({
+        ...common, mode, source, code: choice(flags, 'code', ['xor', 'rs', 'sum'] as const, 'xor'), r: int(flags, 'r', 1),
+        checkpointEvery: int(flags, 'checkpoint-every', 20), failures: mode === 'none' ? [] : [failure],
+        onStep: (s) => { if (s.step % 20 === 0) process.stdout.write(`step ${s.step}${s.redo ? ' (redo)' : ''} loss ${s.loss.toFixed(4)} ${s.ms.toFixed(1)} ms\n`); },
+      });
+      process.stdout.write(comparisonTable([summarize(result)]) + '\n');
+      return 0;
+    }
+    const modes = (flags.get('modes') ?? 'none,checkpoint,checkpoint-tuned,cpr,xor,xor-replicated,rs').split(',');
+    const rows = await runComparison({
+      ...common, failure, checkpointEvery: int(flags, 'checkpoint-every', 20), modes,
+      log: (line) => process.stderr.write(line + '\n'),
+    });
+    const svg = flags.get('svg') ?? 'ecrm-throughput.svg';
+    await writeFile(svg, throughputChart(rows));
+    process.stdout.write(`DLRM (13 dense, 26 tables × ${common.rowsPerTable} rows × ${common.dim}), batch ${common.batchSize}, ${steps} steps, k = ${k}; ` +
+      `data shard ${failure.server} killed at step ${failure.step} (${failure.when ?? 'step'})\n\n${comparisonTable(rows)}\n\nplot: ${svg}\n`);
+    const json = flags.get('json');
+    if (json) await writeFile(json, JSON.stringify(rows.map(({ result, ...r }) => ({ ...r, failures: result.failures, events: result.events })), null, 2));
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof TypeError || e instanceof RangeError) {
+      process.stderr.write(`${(e as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+}

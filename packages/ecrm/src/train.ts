@@ -1,0 +1,223 @@
+// The training harness every fault-tolerance mode runs in: the same model, data, shards and failure
+// injection; only what happens on a failure differs.
+//   none        no fault tolerance (a failure ends the run)
+//   checkpoint  full checkpoint every N steps; on failure everything restarts from the last one and
+//               the lost steps are redone
+//   cpr         partial recovery: only the failed shard is restored from its checkpoint, the others
+//               keep their state and training goes on (its updates since the checkpoint are lost)
+//   ecrm        erasure-coded shards: the lost shard is rebuilt from parity while training goes on
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Tensor } from '@kintsugi/cuda-core';
+import { binaryCrossEntropyWithLogits, Rng } from '@kintsugi/cuda-core/nn';
+import type { CodeMode } from './codec.js';
+import { EmbeddingCluster, ShardLostError, type ClusterEvent } from './cluster.js';
+import { auc, SPARSE_FEATURES, SyntheticCriteo, type BatchSource } from './data.js';
+import { DLRM, lookupRows } from './model.js';
+import { DenseAdagrad, type EmbeddingOptimizer } from './optim.js';
+import { integer, oneOf, rangeError } from './validate.js';
+
+export type FtMode = 'none' | 'checkpoint' | 'cpr' | 'ecrm';
+
+export interface Failure {
+  step: number;
+  /** Server index: data 0..k−1, parity k..k+r−1. */
+  server: number;
+  /** 'step': killed before the step starts; 'prepare'/'after-first-delta': dies inside the push. */
+  when?: 'step' | 'prepare' | 'after-first-delta';
+}
+
+export interface TrainOptions {
+  mode: FtMode;
+  code?: CodeMode;
+  r?: number;
+  state?: 'encoded' | 'replicated';
+  steps: number;
+  batchSize?: number;
+  rowsPerTable?: number;
+  dim?: number;
+  k?: number;
+  seed?: number;
+  lr?: number;
+  mlpLr?: number;
+  optimizer?: EmbeddingOptimizer;
+  checkpointEvery?: number;
+  failures?: Failure[];
+  /** Held-out batches for the final loss and AUC. */
+  evalBatches?: number;
+  source?: BatchSource;
+  rebuild?: { rangeSlots?: number; pauseMs?: number };
+  timeoutMs?: number;
+  /** Read back every embedding row and MLP weight at the end (bit-exactness checks). */
+  collectParameters?: boolean;
+  onStep?: (s: StepRecord) => void;
+}
+
+export interface StepRecord {
+  step: number;
+  /** ms since training started, at the end of the step. */
+  t: number;
+  ms: number;
+  loss: number;
+  /** A step redone after a restart from a checkpoint (no new progress). */
+  redo: boolean;
+}
+
+export interface TrainResult {
+  mode: FtMode;
+  label: string;
+  batchSize: number;
+  records: StepRecord[];
+  events: ClusterEvent[];
+  /** Trainer-side failure handling, ms since start: detection to training resumed with new progress. */
+  failures: { at: number; server: number[]; resumedAt: number; lostSteps: number }[];
+  checkpointMs: number;
+  checkpoints: number;
+  wallMs: number;
+  evalLoss: number;
+  evalAuc: number;
+  embeddings?: Float32Array;
+  mlp?: Float32Array[];
+  parityConsistent?: boolean;
+}
+
+export function modeLabel(o: Pick<TrainOptions, 'mode' | 'code' | 'r' | 'state' | 'k' | 'checkpointEvery'>): string {
+  if (o.mode === 'ecrm') return `ecrm ${o.code ?? 'xor'} k=${o.k ?? 4} r=${o.r ?? 1}${o.state === 'replicated' ? ' state=replicated' : ''}`;
+  if (o.mode === 'checkpoint' || o.mode === 'cpr') return `${o.mode} every ${o.checkpointEvery ?? 20}`;
+  return 'no fault tolerance';
+}
+
+export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
+  const mode = oneOf(options.mode, 'options.mode', ['none', 'checkpoint', 'cpr', 'ecrm'] as const);
+  const steps = integer(options.steps, 'options.steps', 1);
+  const k = options.k ?? 4, dim = options.dim ?? 16, seed = options.seed ?? 1;
+  const source = options.source ?? new SyntheticCriteo({ rowsPerTable: options.rowsPerTable ?? 2000, batchSize: options.batchSize ?? 256, seed });
+  const rows = source.rowsPerTable;
+  const every = options.checkpointEvery ?? 20;
+  if (mode === 'checkpoint' || mode === 'cpr') integer(every, 'options.checkpointEvery', 1);
+  const failures = [...(options.failures ?? [])];
+  const inPush = failures.find((f) => f.when && f.when !== 'step');
+  if (failures.filter((f) => f.when && f.when !== 'step').length > 1) throw rangeError('options.failures', 'at most one failure inside a push', failures.length, true);
+  const cluster = await EmbeddingCluster.start({
+    totalRows: rows * SPARSE_FEATURES, rowsPerTable: rows, dim, k, seed,
+    protection: mode === 'ecrm' ? options.code ?? 'xor' : 'none', r: options.r, state: options.state,
+    optimizer: options.optimizer, lr: options.lr ?? 0.05, spares: mode === 'none' ? 0 : 1,
+    timeoutMs: options.timeoutMs, rebuild: options.rebuild,
+    crash: inPush ? { shard: inPush.server, step: inPush.step, when: inPush.when as 'prepare' | 'after-first-delta' } : undefined,
+  });
+  const dir = mode === 'checkpoint' || mode === 'cpr' ? await mkdtemp(join(tmpdir(), 'ecrm-ckpt-')) : null;
+  const model = new DLRM({ dim, seed: seed + 1 });
+  const opt = new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02);
+  const result: TrainResult = {
+    mode, label: modeLabel({ ...options, k }), batchSize: source.batch(0).size, records: [], events: cluster.events, failures: [],
+    checkpointMs: 0, checkpoints: 0, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
+  };
+  try {
+    let mlpCheckpoint = opt.snapshot(), checkpointStep = 0;
+    if (dir) await cluster.checkpoint(dir);
+    const start = performance.now();
+    let step = 0, frontier = 0;
+    let pendingRecovery: TrainResult['failures'][number] | null = null;
+    while (step < steps) {
+      // Each injected failure fires once (a redo after a restart passes its step again).
+      for (const f of failures.filter((f) => f.step === step && (f.when ?? 'step') === 'step')) {
+        failures.splice(failures.indexOf(f), 1);
+        cluster.kill(f.server);
+      }
+      const t0 = performance.now();
+      try {
+        const batch = source.batch(step);
+        const lookup = lookupRows(batch, rows);
+        const table = await cluster.pull(step, lookup.rows);
+        opt.zeroGrad();
+        const logits = await model.forward(batch, lookup, table);
+        const { loss, grad } = binaryCrossEntropyWithLogits(logits, new Tensor(batch.labels, [batch.size, 1]));
+        const tableGrad = await model.backward(grad);
+        await cluster.push(step, lookup.rows, tableGrad);
+        opt.step();
+        const t = performance.now() - start;
+        const record = { step, t, ms: performance.now() - t0, loss, redo: step < frontier };
+        result.records.push(record);
+        options.onStep?.(record);
+        if (pendingRecovery && !record.redo) {
+          pendingRecovery.resumedAt = t;
+          pendingRecovery = null;
+        }
+        step++;
+        frontier = Math.max(frontier, step);
+        if (dir && step % every === 0 && step < steps) {
+          const c0 = performance.now();
+          await cluster.checkpoint(dir);
+          mlpCheckpoint = opt.snapshot();
+          checkpointStep = step;
+          result.checkpointMs += performance.now() - c0;
+          result.checkpoints++;
+        }
+      } catch (e) {
+        if (!(e instanceof ShardLostError) || !dir) throw e;
+        // Failures of an unprotected cluster: a fresh process takes the lost shard's place.
+        const failure = { at: performance.now() - start, server: e.servers, resumedAt: NaN, lostSteps: 0 };
+        result.failures.push(failure);
+        pendingRecovery = failure;
+        await cluster.replace(e.servers);
+        const lostData = e.servers.filter((s) => s < k);
+        if (mode === 'checkpoint') {
+          await cluster.restore(dir);
+          opt.restore(mlpCheckpoint);
+          failure.lostSteps = step - checkpointStep;
+          step = checkpointStep;
+        } else {
+          // CPR: only the lost shard goes back in time; this step is redone against it.
+          await cluster.restore(dir, lostData);
+          failure.lostSteps = step - checkpointStep;
+        }
+      }
+    }
+    result.wallMs = performance.now() - start;
+    for (const f of cluster.events) if (f.kind === 'failure' && mode === 'ecrm') {
+      result.failures.push({ at: f.at - start, server: [f.server], resumedAt: NaN, lostSteps: 0 });
+    }
+    await cluster.rebuilt();
+    // ECRM's recovery ends when the rebuilt shard is switched over.
+    for (const f of result.failures) if (mode === 'ecrm') {
+      const done = cluster.events.find((e) => e.kind === 'rebuild-done' && e.server === f.server[0] && e.at - start >= f.at);
+      f.resumedAt = done ? done.at - start : NaN;
+    }
+    const evaluation = await evaluate(cluster, model, source, options.evalBatches ?? 8, steps);
+    result.evalLoss = evaluation.loss;
+    result.evalAuc = evaluation.auc;
+    if (options.collectParameters) {
+      result.embeddings = await cluster.readAll();
+      result.mlp = opt.snapshot();
+      result.parityConsistent = await cluster.parityConsistent();
+    }
+    return result;
+  } finally {
+    await cluster.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Loss and AUC on held-out batches (steps far past training's, so never trained on). */
+async function evaluate(cluster: EmbeddingCluster, model: DLRM, source: BatchSource, batches: number, step: number): Promise<{ loss: number; auc: number }> {
+  const scores: number[] = [], labels: number[] = [];
+  let loss = 0;
+  const offset = source instanceof SyntheticCriteo ? 1_000_000 : 0;
+  for (let b = 0; b < batches; b++) {
+    const batch = source.batch(offset + b);
+    const lookup = lookupRows(batch, source.rowsPerTable);
+    const table = await cluster.pull(step, lookup.rows);
+    const logits = await model.forward(batch, lookup, table);
+    loss += binaryCrossEntropyWithLogits(logits, new Tensor(batch.labels, [batch.size, 1])).loss;
+    scores.push(...logits.data);
+    labels.push(...batch.labels);
+  }
+  return { loss: loss / batches, auc: auc(scores, labels) };
+}
+
+/** A failure at a random step in the middle half of the run, on a random data shard. */
+export function randomFailure(steps: number, k: number, seed: number): Failure {
+  const rng = new Rng(seed);
+  return { step: Math.floor(steps / 4 + rng.next() * (steps / 2)), server: rng.int(k), when: 'step' };
+}

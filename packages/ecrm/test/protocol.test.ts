@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import net from 'node:net';
+import { Connection, encodeFrame, FrameDecoder, Op, serve, Writer } from '../src/protocol.js';
+import { RemoteError, ShardUnavailableError } from '../src/validate.js';
+
+describe('framing and transport', () => {
+  it('reassembles frames split at every byte and joined in one chunk', () => {
+    const frames = [encodeFrame(3, 7, Buffer.from('hello')), encodeFrame(4, 8, Buffer.alloc(0)), encodeFrame(5, 9, Buffer.alloc(70_000, 1))];
+    const wire = Buffer.concat(frames);
+    for (const split of [1, 13, wire.length]) {
+      const got: [number, number, number][] = [];
+      const d = new FrameDecoder((op, id, p) => got.push([op, id, p.length]));
+      for (let i = 0; i < wire.length; i += split) d.push(wire.subarray(i, i + split));
+      expect(got).toEqual([[3, 7, 5], [4, 8, 0], [5, 9, 70_000]]);
+    }
+    expect(() => new FrameDecoder(() => undefined).push(Buffer.from([1, 0, 0, 0, 0]))).toThrow(/Expected a frame length/);
+  });
+
+  it('carries typed payloads, replies and remote errors over TCP', async () => {
+    const server = await serve((op, body) => {
+      if (op === Op.status) throw new Error('Expected nothing for status but received something');
+      const a = body.i32s(), b = body.f32s();
+      return new Writer().u32(a.length).array(b.map((x) => x * 2)).build();
+    });
+    const { port } = server.address() as net.AddressInfo;
+    const c = await Connection.connect('127.0.0.1', port, 'test server');
+    const r = await c.request(Op.pull, new Writer().array(Int32Array.of(1, 2, 3)).array(Float32Array.of(0.5, 4)).build());
+    expect(r.u32()).toBe(3);
+    expect([...r.f32s()]).toEqual([1, 8]);
+    await expect(c.request(Op.status)).rejects.toThrow(RemoteError);
+    c.close();
+    server.close();
+  });
+
+  it('turns a silent server into a timeout and a dead one into an error, never a hang', async () => {
+    const silent = net.createServer(() => undefined).listen(0, '127.0.0.1');
+    await new Promise((r) => silent.once('listening', r));
+    const c = await Connection.connect('127.0.0.1', (silent.address() as net.AddressInfo).port, 'silent shard', 200);
+    const t0 = Date.now();
+    await expect(c.request(Op.pull)).rejects.toThrow(/Expected a reply from silent shard to pull within 200 ms but received none/);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    c.close();
+    const port = (silent.address() as net.AddressInfo).port;
+    silent.close();
+    await new Promise((r) => setTimeout(r, 50));
+    await expect(Connection.connect('127.0.0.1', port, 'gone shard', 1000)).rejects.toThrow(ShardUnavailableError);
+  });
+});
