@@ -1,0 +1,229 @@
+// ParM's codes over whole batches: the encoder turns k queries (k batches of equal shape, row-major
+// [B, C, H, W]) into the r parity queries, and the decoder rebuilds up to r unavailable predictions
+// from the parity models' outputs and the predictions that arrived.
+//
+// Summation (P_t = Σ_i c_{t,i}·X_i) reuses SummationCode, so one parity row is exactly the code the
+// serving frontend uses. Concatenation (ParM §4.2) tiles the k queries, downsampled, into one image
+// of the same size: k = 2 side by side at half width, k = 4 a 2×2 grid at half size. Either way the
+// parity model is trained to output Σ_i c_{t,i}·F(X_i), so the decoder is the same subtraction.
+import { SummationCode } from '../index.js';
+import { expected } from '../serving/protocol.js';
+
+export const encoderNames = ['sum', 'concat'] as const;
+export type EncoderName = (typeof encoderNames)[number];
+
+/** What a parity model file records about its code (metadata "kintsugi.parm"). */
+export interface CodeSpec {
+  k: number;
+  r: number;
+  encoder: EncoderName;
+  /** r rows of k coefficients: parity t = Σ_i coefficients[t][i]·X_i (for concat: of the outputs). */
+  coefficients: number[][];
+}
+
+/**
+ * Default coefficients: parity 0 sums (all ones, ParM's code); parity t > 0 uses (i + 1)^t, a
+ * Vandermonde row, so any r of the k + r blocks determine the rest (every r×r minor of the
+ * Vandermonde rows on distinct positive nodes is non-zero).
+ */
+export function defaultCoefficients(k: number, r: number): number[][] {
+  return Array.from({ length: r }, (_, t) => Array.from({ length: k }, (_, i) => (i + 1) ** t));
+}
+
+/**
+ * Shape-only check for a concatenation code: the tiling needs an even height/width.
+ */
+export function concatGrid(k: number): [rows: number, cols: number] {
+  if (k === 2) return [1, 2];
+  if (k === 4) return [2, 2];
+  throw new RangeError(expected('k of a concatenation encoder', '2 (side by side) or 4 (2×2 grid)', k));
+}
+
+/**
+ * Tiles k batches of images [B, C, H, W] into one batch of the same shape: each image is
+ * downsampled by averaging (1×2 pixel blocks for k = 2, 2×2 for k = 4) and placed in its tile,
+ * query i at row ⌊i / cols⌋, column i mod cols.
+ */
+export function concatEncode(queries: Float32Array[], imageShape: readonly [number, number, number]): Float32Array {
+  const k = queries.length;
+  const [gridRows, gridCols] = concatGrid(k);
+  const [c, h, w] = imageShape;
+  if (h % gridRows !== 0 || w % gridCols !== 0) throw new RangeError(expected('imageShape', `a height divisible by ${gridRows} and width by ${gridCols}`, `[${imageShape}]`, true));
+  const px = c * h * w;
+  const n = queries[0].length;
+  if (n % px !== 0) throw new RangeError(expected('queries[0]', `a multiple of ${px} values (whole [${imageShape}] images)`, `${n} values`, true));
+  queries.forEach((q, i) => {
+    if (!(q instanceof Float32Array) || q.length !== n) throw new RangeError(expected(`queries[${i}]`, `a Float32Array of ${n} values`, q instanceof Float32Array ? `${q.length} values` : typeof q, true));
+  });
+  const th = h / gridRows, tw = w / gridCols; // tile size
+  const inv = 1 / (gridRows * gridCols);
+  const out = new Float32Array(n);
+  for (let b = 0; b < n / px; b++) {
+    for (let q = 0; q < k; q++) {
+      const src = queries[q];
+      const r0 = Math.floor(q / gridCols) * th, c0 = (q % gridCols) * tw;
+      for (let ch = 0; ch < c; ch++) {
+        const base = b * px + ch * h * w;
+        for (let y = 0; y < th; y++) {
+          for (let x = 0; x < tw; x++) {
+            let s = 0;
+            for (let dy = 0; dy < gridRows; dy++) for (let dx = 0; dx < gridCols; dx++) s += src[base + (y * gridRows + dy) * w + x * gridCols + dx];
+            out[base + (r0 + y) * w + c0 + x] = s * inv;
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** A (k, r) parity code: r parity models, each fed one encoded query per group of k. */
+export class ParityCode {
+  readonly k: number;
+  readonly r: number;
+  readonly encoder: EncoderName;
+  readonly coefficients: number[][];
+  /** One summation code per parity row (its coefficients). */
+  readonly rows: SummationCode[];
+
+  constructor(spec: { k: number; r?: number; encoder?: EncoderName; coefficients?: number[][] }) {
+    const k = spec.k, r = spec.r ?? 1, encoder = spec.encoder ?? 'sum';
+    if (!Number.isInteger(k) || k < 2 || k > 64) throw new RangeError(expected('k', 'an integer in [2, 64]', k));
+    if (!Number.isInteger(r) || r < 1 || r > k) throw new RangeError(expected('r', `an integer in [1, ${k}]`, r));
+    if (!(encoderNames as readonly string[]).includes(encoder)) throw new RangeError(expected('encoder', encoderNames.join(' | '), encoder));
+    if (encoder === 'concat') concatGrid(k);
+    const coefficients = spec.coefficients ?? defaultCoefficients(k, r);
+    if (!Array.isArray(coefficients) || coefficients.length !== r) throw new RangeError(expected('coefficients', `${r} rows`, coefficients));
+    this.rows = coefficients.map((row) => new SummationCode(k, row));
+    this.k = k;
+    this.r = r;
+    this.encoder = encoder;
+    this.coefficients = coefficients.map((row) => Array.from(row));
+    // Every set of up to r losses must be solvable from the r parities.
+    for (const lost of subsets(k, r)) {
+      if (Math.abs(determinant(lost.map((_, a) => lost.map((m) => this.coefficients[a][m])))) < 1e-9) {
+        throw new RangeError(expected('coefficients', `rows that recover any ${r} losses`, `a singular set for losses [${lost}]`, true));
+      }
+    }
+  }
+
+  get spec(): CodeSpec {
+    return { k: this.k, r: this.r, encoder: this.encoder, coefficients: this.coefficients.map((r) => r.slice()) };
+  }
+
+  /**
+   * The query of parity model t for k equally sized batches. Summation weights the queries by
+   * row t's coefficients; concatenation tiles them (the coefficients then only weight the outputs).
+   */
+  async encode(queries: Float32Array[], t = 0, imageShape: readonly [number, number, number] = [1, 28, 28]): Promise<Float32Array> {
+    if (!Number.isInteger(t) || t < 0 || t >= this.r) throw new RangeError(expected('t', `an integer in [0, ${this.r - 1}]`, t));
+    if (queries.length !== this.k) throw new RangeError(expected('queries', `${this.k} queries`, `${queries.length}`, true));
+    if (this.encoder === 'concat') return concatEncode(queries, imageShape);
+    return this.rows[t].encode(queries);
+  }
+
+  /** What parity model t is trained to output: Σ_i c_{t,i}·F(X_i) (computed in float64). */
+  encodeOutputs(outputs: Float32Array[], t = 0): Float32Array {
+    const c = this.coefficients[t];
+    const n = outputs[0].length;
+    const out = new Float32Array(n);
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let i = 0; i < this.k; i++) s += c[i] * outputs[i][j];
+      out[j] = s;
+    }
+    return out;
+  }
+
+  /**
+   * Rebuilds the unavailable outputs (null entries of `outputs`) from the parity outputs (null for
+   * an unavailable parity). One loss with parity 0 is SummationCode's subtraction decoder; more
+   * losses solve the small linear system over the first available parities. Returns all k outputs.
+   */
+  async decode(parityOutputs: (Float32Array | null)[], outputs: (Float32Array | null)[]): Promise<Float32Array[]> {
+    if (outputs.length !== this.k) throw new RangeError(expected('outputs', `${this.k} entries`, `${outputs.length}`, true));
+    if (parityOutputs.length !== this.r) throw new RangeError(expected('parityOutputs', `${this.r} entries`, `${parityOutputs.length}`, true));
+    const lost = outputs.flatMap((o, i) => (o === null ? [i] : []));
+    if (lost.length === 0) return outputs as Float32Array[];
+    const parities = parityOutputs.flatMap((p, t) => (p === null ? [] : [t]));
+    if (lost.length > parities.length) throw new RangeError(expected('outputs', `at most ${parities.length} unavailable (one per available parity)`, `${lost.length} unavailable`, true));
+    const result = outputs.slice();
+    if (lost.length === 1) {
+      const t = parities[0];
+      result[lost[0]] = await this.rows[t].decode(parityOutputs[t]!, outputs, lost[0]);
+      return result as Float32Array[];
+    }
+    const use = parities.slice(0, lost.length);
+    const n = parityOutputs[use[0]]!.length;
+    // Residuals: parity t minus the known outputs' share = Σ_{m lost} c_{t,m}·y_m.
+    const residual = use.map((t) => {
+      const res = Float64Array.from(parityOutputs[t]!);
+      outputs.forEach((o, i) => {
+        if (o === null) return;
+        const c = this.coefficients[t][i];
+        for (let j = 0; j < n; j++) res[j] -= c * o[j];
+      });
+      return res;
+    });
+    const inv = invert(use.map((t) => lost.map((m) => this.coefficients[t][m])));
+    lost.forEach((m, a) => {
+      const y = new Float32Array(n);
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let b = 0; b < use.length; b++) s += inv[a][b] * residual[b][j];
+        y[j] = s;
+      }
+      result[m] = y;
+    });
+    return result as Float32Array[];
+  }
+}
+
+/** All subsets of {0..k-1} of size 1..r. */
+function subsets(k: number, r: number): number[][] {
+  const out: number[][] = [];
+  const rec = (start: number, cur: number[]) => {
+    if (cur.length > 0) out.push(cur.slice());
+    if (cur.length === r) return;
+    for (let i = start; i < k; i++) rec(i + 1, [...cur, i]);
+  };
+  rec(0, []);
+  return out;
+}
+
+function determinant(m: number[][]): number {
+  const a = m.map((r) => r.slice());
+  const n = a.length;
+  let det = 1;
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let i = c + 1; i < n; i++) if (Math.abs(a[i][c]) > Math.abs(a[p][c])) p = i;
+    if (a[p][c] === 0) return 0;
+    if (p !== c) { [a[p], a[c]] = [a[c], a[p]]; det = -det; }
+    det *= a[c][c];
+    for (let i = c + 1; i < n; i++) {
+      const f = a[i][c] / a[c][c];
+      for (let j = c; j < n; j++) a[i][j] -= f * a[c][j];
+    }
+  }
+  return det;
+}
+
+/** Gauss–Jordan inverse of a small matrix (float64). */
+function invert(m: number[][]): number[][] {
+  const n = m.length;
+  const a = m.map((r, i) => [...r, ...Array.from({ length: n }, (_, j) => (i === j ? 1 : 0))]);
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let i = c + 1; i < n; i++) if (Math.abs(a[i][c]) > Math.abs(a[p][c])) p = i;
+    [a[p], a[c]] = [a[c], a[p]];
+    const d = a[c][c];
+    for (let j = 0; j < 2 * n; j++) a[c][j] /= d;
+    for (let i = 0; i < n; i++) {
+      if (i === c) continue;
+      const f = a[i][c];
+      for (let j = 0; j < 2 * n; j++) a[i][j] -= f * a[c][j];
+    }
+  }
+  return a.map((r) => r.slice(n));
+}

@@ -1,0 +1,145 @@
+// Degraded-mode evaluation on a real test set: the accuracy of the predictions a code reconstructs
+// when some of the k are unavailable (argmax of the decoded output vs the true label), beside the
+// deployed model's own accuracy and the trivial default prediction.
+import type { ImageDataset, Module } from '@kintsugi/cuda-core/nn';
+import { Rng } from '@kintsugi/cuda-core/nn';
+
+import { BerrutCode } from './berrut.js';
+import type { ParityCode } from './codes.js';
+import { argmaxRows, forwardAll, gather, rows, type InputSpec } from './data.js';
+
+export interface TestOutputs {
+  /** Normalised test images [n, C·H·W] and the deployed model's logits [n, classes]. */
+  x: Float32Array;
+  y: Float32Array;
+  labels: Uint8Array;
+  classes: number;
+  shape: [number, number, number];
+  deployedAccuracy: number;
+}
+
+export async function deployedOutputs(deployed: Module, test: ImageDataset, input: InputSpec): Promise<TestOutputs> {
+  const idx = Int32Array.from({ length: test.count }, (_, i) => i);
+  const x = gather(test, idx, input);
+  const y = await forwardAll(deployed, x, input.shape);
+  const classes = y.length / test.count;
+  const pred = argmaxRows(y, classes);
+  let correct = 0;
+  for (let i = 0; i < pred.length; i++) if (pred[i] === test.labels[i]) correct++;
+  return { x, y, labels: test.labels, classes, shape: input.shape, deployedAccuracy: correct / test.count };
+}
+
+/** Seeded random k-groups over the test set: k arrays of member indices, group g = [a[0][g], …]. */
+export function testGroups(n: number, k: number, seed = 1): Int32Array[] {
+  const perm = new Rng(seed).shuffle(Int32Array.from({ length: n }, (_, i) => i));
+  const g = Math.floor(n / k);
+  return Array.from({ length: k }, (_, m) => Int32Array.from({ length: g }, (_, i) => perm[i * k + m]));
+}
+
+export interface ParmResult {
+  k: number;
+  /** Lost predictions per group in this row. */
+  lost: number;
+  /** Reconstructed predictions that match the true label. */
+  accuracy: number;
+  /** Reconstructed predictions that match the deployed model's own prediction. */
+  agreement: number;
+  reconstructed: number;
+}
+
+/**
+ * ParM degraded mode: for every test group and every set of `lost` members (every member for one
+ * loss, every pair for two with r = 2), the lost predictions are decoded from the parity models'
+ * outputs and the deployed outputs of the rest.
+ */
+export async function evaluateParm(t: TestOutputs, code: ParityCode, parities: (Module | null)[], options: { seed?: number; maxLost?: number } = {}): Promise<ParmResult[]> {
+  const k = code.k, c = t.classes;
+  const px = t.shape[0] * t.shape[1] * t.shape[2];
+  const groups = testGroups(t.labels.length, k, options.seed ?? 1);
+  const members = groups.map((g) => rows(t.x, px, g));
+  const outputs = groups.map((g) => rows(t.y, c, g));
+  // A missing parity file leaves its row out (fewer losses are then recoverable).
+  const parityOutputs: (Float32Array | null)[] = [];
+  for (let p = 0; p < code.r; p++) {
+    const m = parities[p];
+    parityOutputs.push(m ? await forwardAll(m, await code.encode(members, p, t.shape), t.shape) : null);
+  }
+  const available = parityOutputs.filter((p) => p !== null).length;
+  const results: ParmResult[] = [];
+  for (let lost = 1; lost <= Math.min(available, options.maxLost ?? code.r); lost++) {
+    let correct = 0, agree = 0, total = 0;
+    for (const set of combinations(k, lost)) {
+      const decoded = await code.decode(parityOutputs, outputs.map((o, i) => (set.includes(i) ? null : o)));
+      for (const m of set) {
+        const pred = argmaxRows(decoded[m], c);
+        const own = argmaxRows(outputs[m], c);
+        for (let g = 0; g < pred.length; g++) {
+          if (pred[g] === t.labels[groups[m][g]]) correct++;
+          if (pred[g] === own[g]) agree++;
+          total++;
+        }
+      }
+    }
+    results.push({ k, lost, accuracy: correct / total, agreement: agree / total, reconstructed: total });
+  }
+  return results;
+}
+
+export interface BerrutResult {
+  k: number;
+  stragglers: number;
+  /** Accuracy of all k decoded predictions per group, averaged over the straggler patterns. */
+  accuracy: number;
+  agreement: number;
+  patterns: number;
+  reconstructed: number;
+}
+
+/**
+ * The Berrut code (ApproxIFER): every group of k test images becomes N = k + s coded queries run
+ * on the deployed model; with s of them missing, all k predictions are interpolated from the rest.
+ * Averaged over every straggler pattern (or `maxPatterns` seeded random ones when there are more).
+ */
+export async function evaluateBerrut(t: TestOutputs, deployed: Module, k: number, s: number, options: { seed?: number; maxPatterns?: number } = {}): Promise<BerrutResult> {
+  const code = new BerrutCode(k, s);
+  const c = t.classes;
+  const px = t.shape[0] * t.shape[1] * t.shape[2];
+  const groups = testGroups(t.labels.length, k, options.seed ?? 1);
+  const members = groups.map((g) => rows(t.x, px, g));
+  const coded = code.encode(members);
+  const outs: Float32Array[] = [];
+  for (const q of coded) outs.push(await forwardAll(deployed, q, t.shape));
+  const all = combinations(code.n, s);
+  const maxPatterns = options.maxPatterns ?? 64;
+  const patterns = all.length <= maxPatterns
+    ? all
+    : Array.from(new Rng((options.seed ?? 1) + 7).shuffle(Int32Array.from({ length: all.length }, (_, i) => i)).subarray(0, maxPatterns), (i) => all[i]);
+  const own = groups.map((g) => argmaxRows(rows(t.y, c, g), c));
+  let correct = 0, agree = 0, total = 0;
+  for (const drop of patterns) {
+    const decoded = code.decode(outs.map((o, i) => (drop.includes(i) ? null : o)));
+    for (let j = 0; j < k; j++) {
+      const pred = argmaxRows(decoded[j], c);
+      for (let g = 0; g < pred.length; g++) {
+        if (pred[g] === t.labels[groups[j][g]]) correct++;
+        if (pred[g] === own[j][g]) agree++;
+        total++;
+      }
+    }
+  }
+  return { k, stragglers: s, accuracy: correct / total, agreement: agree / total, patterns: patterns.length, reconstructed: total };
+}
+
+/** All subsets of {0..n−1} of the given size, in lexicographic order. */
+export function combinations(n: number, size: number): number[][] {
+  const out: number[][] = [];
+  const rec = (start: number, cur: number[]) => {
+    if (cur.length === size) {
+      out.push(cur.slice());
+      return;
+    }
+    for (let i = start; i < n; i++) rec(i + 1, [...cur, i]);
+  };
+  rec(0, []);
+  return out;
+}

@@ -1,0 +1,184 @@
+// Parity-model training (ParM §3.3): the parity model has the deployed model's architecture and
+// learns F_P(P) ≈ Σ_i c_i·F(X_i) by minimising the MSE between its output on the encoded query and
+// the encoding of the deployed model's outputs (logits, no softmax), over random k-groups of training
+// images, regrouped every epoch. The deployed outputs are computed once per image. The checkpoint
+// kept is the one with the best reconstruction accuracy on 5,000 held-out training images.
+import { Tensor } from '@kintsugi/cuda-core';
+import { Adam, CosineLR, layerFromConfig, manualSeed, mse, Rng, type ImageDataset, type Module } from '@kintsugi/cuda-core/nn';
+
+import { ParityCode } from './codes.js';
+import { argmaxRows, forwardAll, gather, rows, type InputSpec } from './data.js';
+
+export interface ParityTrainOptions {
+  /** The deployed model (eval mode is used for its outputs). */
+  deployed: Module;
+  code: ParityCode;
+  /** Which parity row this model serves (0 ≤ t < r). */
+  parityIndex?: number;
+  train: ImageDataset;
+  input: InputSpec;
+  epochs: number;
+  /** Default: 64 for k = 2, 32 for k > 2 (the paper's). */
+  batchSize?: number;
+  lr?: number;
+  weightDecay?: number;
+  /** Cosine-decay the learning rate over the run (the paper keeps it constant over up to 500 epochs). */
+  cosine?: boolean;
+  /** Held-out training images for checkpoint selection (default 5,000). */
+  validation?: number;
+  /** Start from the deployed model's weights ('deployed') or a fresh seeded initialisation. */
+  init?: 'deployed' | 'random';
+  seed?: number;
+  /** Stop each epoch after this many batches (tests, quick runs). */
+  maxBatches?: number;
+  /** Train on only this many of the non-held-out images (tests, quick runs). */
+  limit?: number;
+  onEpoch?: (e: ParityEpoch) => void;
+  onProgress?: (done: number, total: number, loss: number) => void;
+}
+
+export interface ParityEpoch {
+  epoch: number;
+  loss: number;
+  /** Reconstruction accuracy on the held-out images (argmax of the decoded output vs the label). */
+  validationAccuracy: number;
+  validationLoss: number;
+  seconds: number;
+  best: boolean;
+}
+
+export interface ParityTrainResult {
+  model: Module;
+  history: ParityEpoch[];
+  bestEpoch: number;
+  bestValidationAccuracy: number;
+  seconds: number;
+}
+
+/** A fresh copy of the deployed architecture (same config), seeded or with the deployed weights. */
+export function parityModelLike(deployed: Module, init: 'deployed' | 'random', seed = 1): Module {
+  manualSeed(seed);
+  const model = layerFromConfig(deployed.config()) as Module;
+  if (init === 'deployed') {
+    const src = deployed.stateDict();
+    for (const [name, t] of model.stateDict()) t.data.set(src.get(name)!.data);
+  }
+  return model;
+}
+
+/** Fixed k-groups of `indices` (the tail that does not fill a group is dropped). */
+function groupsOf(indices: Int32Array, k: number): Int32Array[] {
+  const g = Math.floor(indices.length / k);
+  return Array.from({ length: k }, (_, m) => {
+    const a = new Int32Array(g);
+    for (let i = 0; i < g; i++) a[i] = indices[i * k + m];
+    return a;
+  });
+}
+
+/**
+ * Degraded-mode accuracy of one parity model on given groups: for every group and every member j,
+ * the prediction of j is decoded from the parity output and the other k − 1 deployed outputs.
+ * Returns the accuracy against the labels and the MSE of the parity output against its target.
+ */
+export async function reconstructionAccuracy(parity: Module, code: ParityCode, t: number, members: Float32Array[], outputs: Float32Array[], labels: ArrayLike<number>[], shape: readonly [number, number, number], classes: number): Promise<{ accuracy: number; loss: number; correct: number; total: number }> {
+  const encoded = await code.encode(members, t, shape);
+  const out = await forwardAll(parity, encoded, shape);
+  const target = code.encodeOutputs(outputs, t);
+  let loss = 0;
+  for (let i = 0; i < out.length; i++) loss += (out[i] - target[i]) ** 2;
+  let correct = 0, total = 0;
+  const parityOutputs = Array.from({ length: code.r }, (_, i) => (i === t ? out : null));
+  for (let j = 0; j < code.k; j++) {
+    const [dec] = [(await code.decode(parityOutputs, outputs.map((o, i) => (i === j ? null : o))))[j]];
+    const pred = argmaxRows(dec, classes);
+    for (let g = 0; g < pred.length; g++) if (pred[g] === labels[j][g]) correct++;
+    total += pred.length;
+  }
+  return { accuracy: correct / total, loss: loss / out.length, correct, total };
+}
+
+export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTrainResult> {
+  const { code, deployed, train, input } = o;
+  const t = o.parityIndex ?? 0;
+  const k = code.k;
+  const seed = o.seed ?? 1;
+  const shape = input.shape;
+  const px = shape[0] * shape[1] * shape[2];
+  const batchSize = o.batchSize ?? (k === 2 ? 64 : 32);
+  const start = performance.now();
+
+  // Held-out split: a seeded permutation; the first `validation` images are held out.
+  const perm = new Int32Array(train.count);
+  for (let i = 0; i < perm.length; i++) perm[i] = i;
+  new Rng(seed).shuffle(perm);
+  const nVal = Math.min(o.validation ?? 5000, Math.floor(train.count / 2));
+  const valIdx = perm.slice(0, nVal);
+  let trainIdx = perm.slice(nVal);
+  if (o.limit !== undefined) trainIdx = trainIdx.slice(0, o.limit);
+
+  // Deployed outputs for every image used, once.
+  const used = new Int32Array(valIdx.length + trainIdx.length);
+  used.set(valIdx);
+  used.set(trainIdx, valIdx.length);
+  const usedX = gather(train, used, input);
+  const usedY = await forwardAll(deployed, usedX, shape);
+  const classes = usedY.length / used.length;
+  // Position of each dataset index in `used`.
+  const pos = new Int32Array(train.count).fill(-1);
+  used.forEach((s, i) => (pos[s] = i));
+
+  const valGroups = groupsOf(valIdx, k);
+  const valMembers = valGroups.map((g) => rows(usedX, px, Array.from(g, (s) => pos[s])));
+  const valOutputs = valGroups.map((g) => rows(usedY, classes, Array.from(g, (s) => pos[s])));
+  const valLabels = valGroups.map((g) => Array.from(g, (s) => train.labels[s]));
+
+  const model = parityModelLike(deployed, o.init ?? 'random', seed);
+  const opt = new Adam(model.parameters(), { lr: o.lr ?? 1e-3, weightDecay: o.weightDecay ?? 1e-5 });
+  const groupsPerEpoch = Math.floor(trainIdx.length / k);
+  const batchesPerEpoch = Math.min(Math.floor(groupsPerEpoch / batchSize), o.maxBatches ?? Infinity);
+  const scheduler = o.cosine === false ? null : new CosineLR(opt, { totalSteps: o.epochs * batchesPerEpoch, warmupSteps: 0 });
+
+  const history: ParityEpoch[] = [];
+  let best = -1, bestEpoch = -1;
+  let bestState: Map<string, Float32Array> | null = null;
+  const rng = new Rng(seed + 1);
+  for (let epoch = 0; epoch < o.epochs; epoch++) {
+    const e0 = performance.now();
+    model.train();
+    const order = rng.shuffle(trainIdx.slice());
+    let lossSum = 0;
+    for (let b = 0; b < batchesPerEpoch; b++) {
+      const members: Float32Array[] = [], outs: Float32Array[] = [];
+      for (let m = 0; m < k; m++) {
+        const ids = new Array<number>(batchSize);
+        for (let i = 0; i < batchSize; i++) ids[i] = pos[order[(b * batchSize + i) * k + m]];
+        members.push(rows(usedX, px, ids));
+        outs.push(rows(usedY, classes, ids));
+      }
+      const x = await code.encode(members, t, shape);
+      const target = code.encodeOutputs(outs, t);
+      opt.zeroGrad();
+      const y = await model.forward(new Tensor(x, [batchSize, ...shape]));
+      const { loss, grad } = mse(y, new Tensor(target, [batchSize, classes]));
+      await model.backward(grad);
+      opt.step();
+      scheduler?.step();
+      lossSum += loss;
+      o.onProgress?.(b + 1, batchesPerEpoch, lossSum / (b + 1));
+    }
+    const v = await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes);
+    const isBest = v.accuracy > best;
+    if (isBest) {
+      best = v.accuracy;
+      bestEpoch = epoch;
+      bestState = new Map([...model.stateDict()].map(([n, tt]) => [n, Float32Array.from(tt.data)]));
+    }
+    const rec: ParityEpoch = { epoch, loss: lossSum / Math.max(1, batchesPerEpoch), validationAccuracy: v.accuracy, validationLoss: v.loss, seconds: (performance.now() - e0) / 1000, best: isBest };
+    history.push(rec);
+    o.onEpoch?.(rec);
+  }
+  if (bestState) for (const [n, tt] of model.stateDict()) tt.data.set(bestState.get(n)!);
+  model.eval();
+  return { model, history, bestEpoch, bestValidationAccuracy: best, seconds: (performance.now() - start) / 1000 };
+}

@@ -1,0 +1,99 @@
+import { describe, expect, it } from 'vitest';
+import { gemm, Tensor } from '@kintsugi/cuda-core';
+
+import { ParityCode, concatEncode, defaultCoefficients } from '../../src/parm/index.js';
+
+// For a linear model F(X) = X·W the ideal parity model is F itself (F(Σ c_i X_i) = Σ c_i F(X_i)),
+// so every decode must be exact up to float rounding.
+const W = Tensor.random([20, 10], 3);
+const linear = async (x: Float32Array) => (await gemm(Tensor.from(x, [x.length / 20, 20]), W)).contiguousData() as Float32Array;
+
+describe('ParityCode (summation encoder, subtraction decoder)', () => {
+  it('decodes any single loss exactly on a linear model, k = 2…4 and 8, batched', async () => {
+    for (const k of [2, 3, 4, 8]) {
+      const code = new ParityCode({ k });
+      const queries = Array.from({ length: k }, (_, i) => Tensor.random([5 * 20], 100 + i).data); // 5 rows each
+      const outputs = await Promise.all(queries.map(linear));
+      const parity = await linear(await code.encode(queries));
+      const target = code.encodeOutputs(outputs); // what a parity model is trained to output
+      for (let j = 0; j < parity.length; j++) expect(parity[j]).toBeCloseTo(target[j], 3);
+      for (let m = 0; m < k; m++) {
+        const got = await code.decode([parity], outputs.map((o, i) => (i === m ? null : o)));
+        for (let j = 0; j < got[m].length; j++) expect(got[m][j]).toBeCloseTo(outputs[m][j], 3);
+        expect(got.filter((_, i) => i !== m)).toEqual(outputs.filter((_, i) => i !== m));
+      }
+    }
+  });
+
+  it('r = 2 with distinct coefficients recovers any two losses (and one loss from either parity)', async () => {
+    for (const k of [2, 3, 4]) {
+      const code = new ParityCode({ k, r: 2 });
+      expect(code.coefficients).toEqual(defaultCoefficients(k, 2));
+      expect(code.coefficients[1]).toEqual(Array.from({ length: k }, (_, i) => i + 1));
+      const queries = Array.from({ length: k }, (_, i) => Tensor.random([3 * 20], 200 + i).data);
+      const outputs = await Promise.all(queries.map(linear));
+      const parities = [await linear(await code.encode(queries, 0)), await linear(await code.encode(queries, 1))];
+      for (let a = 0; a < k; a++) {
+        for (let b = a + 1; b < k; b++) {
+          const got = await code.decode(parities, outputs.map((o, i) => (i === a || i === b ? null : o)));
+          for (const m of [a, b]) for (let j = 0; j < got[m].length; j++) expect(got[m][j]).toBeCloseTo(outputs[m][j], 2);
+        }
+        const one = await code.decode([null, parities[1]], outputs.map((o, i) => (i === a ? null : o)));
+        for (let j = 0; j < one[a].length; j++) expect(one[a][j]).toBeCloseTo(outputs[a][j], 3);
+      }
+    }
+  });
+
+  it('rejects bad codes and more losses than parities', async () => {
+    expect(() => new ParityCode({ k: 1 })).toThrow('Expected an integer in [2, 64] for k but received 1');
+    expect(() => new ParityCode({ k: 3, r: 4 })).toThrow(/for r but received 4/);
+    expect(() => new ParityCode({ k: 3, encoder: 'concat' })).toThrow(/2 \(side by side\) or 4/);
+    expect(() => new ParityCode({ k: 2, r: 2, coefficients: [[1, 1], [2, 2]] })).toThrow(/singular set for losses \[0,1\]/);
+    const code = new ParityCode({ k: 3 });
+    const o = new Float32Array(4);
+    await expect(code.decode([o], [null, null, o])).rejects.toThrow('Expected at most 1 unavailable (one per available parity) for outputs but received 2 unavailable');
+    await expect(code.encode([o, o])).rejects.toThrow(/3 queries/);
+  });
+});
+
+describe('concatenation encoder', () => {
+  // Image i of batch b has pixel (c, y, x) = 1000·i + 100·b + 10·y + x (c = 0) — every value unique.
+  const image = (i: number, batch: number, h: number, w: number) => {
+    const a = new Float32Array(batch * h * w);
+    for (let b = 0; b < batch; b++) for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) a[b * h * w + y * w + x] = 1000 * i + 100 * b + 10 * y + x;
+    return a;
+  };
+
+  it('k = 2 puts the two images side by side at half width (1×2 averages)', () => {
+    const [h, w] = [4, 6];
+    const out = concatEncode([image(0, 2, h, w), image(1, 2, h, w)], [1, h, w]);
+    expect(out.length).toBe(2 * h * w);
+    for (let b = 0; b < 2; b++) {
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          const q = x < w / 2 ? 0 : 1, xs = (x % (w / 2)) * 2;
+          expect(out[b * h * w + y * w + x]).toBe(1000 * q + 100 * b + 10 * y + xs + 0.5);
+        }
+      }
+    }
+  });
+
+  it('k = 4 tiles a 2×2 grid at half size (2×2 averages), query i at row ⌊i/2⌋, column i mod 2', async () => {
+    const [h, w] = [28, 28];
+    const qs = [0, 1, 2, 3].map((i) => image(i, 1, h, w));
+    const out = await new ParityCode({ k: 4, encoder: 'concat' }).encode(qs, 0, [1, h, w]);
+    expect(out.length).toBe(h * w);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const q = (y < 14 ? 0 : 2) + (x < 14 ? 0 : 1);
+        const ys = (y % 14) * 2, xs = (x % 14) * 2;
+        expect(out[y * w + x]).toBeCloseTo(1000 * q + 10 * ys + xs + 5.5, 3); // mean of 10y + x over the 2×2 block
+      }
+    }
+  });
+
+  it('checks shapes', () => {
+    expect(() => concatEncode([new Float32Array(12), new Float32Array(12)], [1, 3, 3])).toThrow('Expected a height divisible by 1 and width by 2 for imageShape but received [1,3,3]');
+    expect(() => concatEncode([new Float32Array(16), new Float32Array(8)], [1, 4, 4])).toThrow('Expected a Float32Array of 16 values for queries[1] but received 8 values');
+  });
+});

@@ -1,0 +1,41 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Tensor } from '@kintsugi/cuda-core';
+import { loadModel, manualSeed, mlp } from '@kintsugi/cuda-core/nn';
+
+import { ParityCode, decodeParityModel, encodeParityModel, loadParityModel, saveParityModel, servingModelFromFile } from '../../src/parm/index.js';
+
+const dir = await mkdtemp(join(tmpdir(), 'parm-files-'));
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+describe('parity model files', () => {
+  it('round-trips weights and the code metadata (k, r, parity index, coefficients, encoder)', async () => {
+    manualSeed(7);
+    const model = mlp();
+    const code = new ParityCode({ k: 3, r: 2 });
+    const path = join(dir, 'p.safetensors');
+    await saveParityModel(model, path, { ...code.spec, parityIndex: 1, dataset: 'mnist', deployed: 'mnist-mlp.safetensors', validationAccuracy: 0.9 }, { 'kintsugi.input': JSON.stringify({ shape: [1, 28, 28], classes: 10 }) });
+    const loaded = await loadParityModel(path);
+    expect(loaded.parm).toMatchObject({ k: 3, r: 2, parityIndex: 1, encoder: 'sum', coefficients: [[1, 1, 1], [1, 2, 3]], dataset: 'mnist', validationAccuracy: 0.9 });
+    expect(loaded.code.coefficients).toEqual(code.coefficients);
+    const x = Tensor.random([2, 1, 28, 28], 9);
+    model.eval();
+    expect(Array.from((await loaded.model.forward(x)).data)).toEqual(Array.from((await model.forward(x)).data));
+    // Still an ordinary model file: loadModel and the serving adapter read it.
+    expect((await loadModel(path)).parameterCount()).toBe(model.parameterCount());
+    const serving = await servingModelFromFile(path, 'parity');
+    expect(serving.inputShape).toEqual([1, 28, 28]);
+    expect(Array.from(await serving.predict(x.contiguousData() as Float32Array, 2))).toEqual(Array.from((await model.forward(x)).data));
+  });
+
+  it('refuses files without or with broken code metadata', async () => {
+    manualSeed(1);
+    const model = mlp();
+    expect(() => encodeParityModel(model, { k: 2, r: 1, encoder: 'sum', coefficients: [[1, 1]], parityIndex: 1 })).toThrow('Expected an integer in [0, 0] for parity metadata.parityIndex but received 1');
+    expect(() => encodeParityModel(model, { k: 2, r: 1, encoder: 'xor' as 'sum', coefficients: [[1, 1]], parityIndex: 0 })).toThrow(/sum \| concat for parity metadata.encoder/);
+    const { encodeModel } = await import('@kintsugi/cuda-core/nn');
+    expect(() => decodeParityModel(encodeModel(model), 'plain.safetensors')).toThrow(/Expected the parity code .* for plain.safetensors __metadata__\["kintsugi.parm"\] but received undefined/);
+  });
+});
