@@ -55,20 +55,43 @@ function combine(blocks: Float32Array[], w: ArrayLike<number>): Float32Array {
   return out;
 }
 
+export interface BerrutOptions {
+  /**
+   * true (default): the k queries are served as they are (their nodes are the α_j, where the
+   * interpolant equals the query) and the s parity queries are u at s extra points between them;
+   * a returned prediction is exact and only a lost one is interpolated. false: ApproxIFER as
+   * published, every one of the k + s workers gets u at a Chebyshev point of the second kind and
+   * all k predictions are interpolated.
+   */
+  systematic?: boolean;
+}
+
 export class BerrutCode {
   readonly k: number;
   /** Stragglers tolerated: N = k + s coded queries, any k of which decode. */
   readonly s: number;
+  readonly systematic: boolean;
+  /** The k query nodes (Chebyshev points of the first kind). */
   readonly alphas: number[];
+  /** The N = k + s worker nodes; for a systematic code the first k are the alphas. */
   readonly betas: number[];
 
-  constructor(k: number, s = 1) {
+  constructor(k: number, s = 1, options: BerrutOptions = {}) {
     if (!Number.isInteger(k) || k < 1 || k > 256) throw new RangeError(expected('k', 'an integer in [1, 256]', k));
     if (!Number.isInteger(s) || s < 0 || s > 256) throw new RangeError(expected('s', 'an integer in [0, 256]', s));
     this.k = k;
     this.s = s;
+    this.systematic = options.systematic !== false;
     this.alphas = chebyshevFirst(k);
-    this.betas = chebyshevSecond(Math.max(2, k + s));
+    if (this.systematic && s > k - 1) throw new RangeError(expected('s', `an integer in [0, ${k - 1}] for a systematic code with k = ${k} (one parity point per gap between query points)`, s));
+    // Systematic: the s parity points are the midpoints of s gaps between neighbouring query
+    // points, spread evenly over the k − 1 gaps (s = 1: the middle gap).
+    this.betas = this.systematic
+      ? [...this.alphas, ...Array.from({ length: s }, (_, i) => {
+        const g = Math.min(k - 2, Math.max(0, Math.round(((i + 0.5) * (k - 1)) / s - 0.5)));
+        return (this.alphas[g] + this.alphas[g + 1]) / 2;
+      })]
+      : chebyshevSecond(Math.max(2, k + s));
   }
 
   /** Number of coded queries (workers). */
@@ -82,6 +105,7 @@ export class BerrutCode {
     queries.forEach((q, i) => {
       if (!(q instanceof Float32Array) || q.length !== queries[0].length) throw new RangeError(expected(`queries[${i}]`, `a Float32Array of ${queries[0].length} values`, q instanceof Float32Array ? `${q.length} values` : typeof q, true));
     });
+    // At a query node the weights are exactly one-hot, so a systematic code passes the query through.
     return this.betas.map((b) => combine(queries, berrutWeights(this.alphas, b)));
   }
 

@@ -252,13 +252,20 @@ async function runEval(o: ParmEvalArgs): Promise<void> {
     }
   }
   if (o.berrutK > 0) {
-    for (const s of o.stragglers) {
-      const r = await evaluateBerrut(out, deployed.model, o.berrutK, s, { seed: o.seed });
-      say(`| Berrut (ApproxIFER), ${o.berrutK + s} coded queries, no parity model | ${r.k} | ${s} of ${o.berrutK + s} | ${pct(r.accuracy)} | ${pct(r.agreement)} | ${r.reconstructed} (${r.patterns} straggler patterns) |`);
+    say('');
+    say('| Berrut code, no parity model | k | stragglers of k + s | accuracy, all k | accuracy, interpolated only | agrees with deployed | straggler patterns |');
+    say('|---|---|---|---|---|---|---|');
+    for (const systematic of [true, false]) {
+      for (const s of o.stragglers) {
+        if (systematic && s > o.berrutK - 1) continue;
+        const r = await evaluateBerrut(out, deployed.model, o.berrutK, s, { seed: o.seed, systematic });
+        const name = systematic ? 'systematic: k queries + s Berrut parity queries' : 'ApproxIFER: k + s Berrut-coded queries';
+        say(`| ${name} | ${r.k} | ${s} of ${o.berrutK + s} | ${pct(r.accuracy)} | ${Number.isNaN(r.lostAccuracy) ? '–' : pct(r.lostAccuracy)} (${r.lost}) | ${pct(r.agreement)} | ${r.patterns} |`);
+      }
     }
   }
   say('');
-  say('accuracy: argmax of the reconstructed output vs the true label. ParM rows: every member of every seeded random test group is reconstructed once per set of lost members. Berrut rows: all k predictions of a group are decoded from the coded queries that returned, averaged over straggler patterns.');
+  say('accuracy: argmax of the reconstructed output vs the true label. ParM rows: every member of every seeded random test group is reconstructed once per set of lost members. Berrut rows: all k predictions of a group, returned or interpolated from the outputs that returned, averaged over straggler patterns; "interpolated only" counts just the predictions that had to be interpolated (for ApproxIFER every one is).');
 }
 
 /** `kintsugi parm train|eval …`; resolves with the exit code (0 ok, 1 failure, 2 usage). */

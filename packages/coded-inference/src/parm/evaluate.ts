@@ -88,9 +88,16 @@ export async function evaluateParm(t: TestOutputs, code: ParityCode, parities: (
 export interface BerrutResult {
   k: number;
   stragglers: number;
-  /** Accuracy of all k decoded predictions per group, averaged over the straggler patterns. */
+  systematic: boolean;
+  /** Accuracy of all k predictions per group (returned or interpolated), averaged over the straggler patterns. */
   accuracy: number;
   agreement: number;
+  /**
+   * Accuracy of the interpolated predictions only: for a systematic code those whose own query
+   * straggled; for the non-systematic code every prediction is interpolated (= accuracy).
+   */
+  lostAccuracy: number;
+  lost: number;
   patterns: number;
   reconstructed: number;
 }
@@ -100,8 +107,8 @@ export interface BerrutResult {
  * on the deployed model; with s of them missing, all k predictions are interpolated from the rest.
  * Averaged over every straggler pattern (or `maxPatterns` seeded random ones when there are more).
  */
-export async function evaluateBerrut(t: TestOutputs, deployed: Module, k: number, s: number, options: { seed?: number; maxPatterns?: number } = {}): Promise<BerrutResult> {
-  const code = new BerrutCode(k, s);
+export async function evaluateBerrut(t: TestOutputs, deployed: Module, k: number, s: number, options: { seed?: number; maxPatterns?: number; systematic?: boolean } = {}): Promise<BerrutResult> {
+  const code = new BerrutCode(k, s, { systematic: options.systematic });
   const c = t.classes;
   const px = t.shape[0] * t.shape[1] * t.shape[2];
   const groups = testGroups(t.labels.length, k, options.seed ?? 1);
@@ -115,19 +122,25 @@ export async function evaluateBerrut(t: TestOutputs, deployed: Module, k: number
     ? all
     : Array.from(new Rng((options.seed ?? 1) + 7).shuffle(Int32Array.from({ length: all.length }, (_, i) => i)).subarray(0, maxPatterns), (i) => all[i]);
   const own = groups.map((g) => argmaxRows(rows(t.y, c, g), c));
-  let correct = 0, agree = 0, total = 0;
+  let correct = 0, agree = 0, total = 0, lostCorrect = 0, lost = 0;
   for (const drop of patterns) {
     const decoded = code.decode(outs.map((o, i) => (drop.includes(i) ? null : o)));
     for (let j = 0; j < k; j++) {
+      const interpolated = !code.systematic || drop.includes(j);
       const pred = argmaxRows(decoded[j], c);
       for (let g = 0; g < pred.length; g++) {
-        if (pred[g] === t.labels[groups[j][g]]) correct++;
+        const hit = pred[g] === t.labels[groups[j][g]];
+        if (hit) correct++;
         if (pred[g] === own[j][g]) agree++;
         total++;
+        if (interpolated) {
+          lost++;
+          if (hit) lostCorrect++;
+        }
       }
     }
   }
-  return { k, stragglers: s, accuracy: correct / total, agreement: agree / total, patterns: patterns.length, reconstructed: total };
+  return { k, stragglers: s, systematic: code.systematic, accuracy: correct / total, agreement: agree / total, lostAccuracy: lost ? lostCorrect / lost : NaN, lost, patterns: patterns.length, reconstructed: total };
 }
 
 /** All subsets of {0..n−1} of the given size, in lexicographic order. */

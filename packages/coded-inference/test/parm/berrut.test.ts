@@ -47,8 +47,8 @@ describe('Berrut rational interpolation', () => {
 });
 
 describe('BerrutCode (ApproxIFER)', () => {
-  it('uses k first-kind and k + s second-kind Chebyshev points, all distinct', () => {
-    const code = new BerrutCode(8, 2);
+  it('ApproxIFER layout: k first-kind and k + s second-kind Chebyshev points, all distinct', () => {
+    const code = new BerrutCode(8, 2, { systematic: false });
     expect(code.alphas).toEqual(chebyshevFirst(8));
     expect(code.n).toBe(10);
     for (const a of code.alphas) for (const b of code.betas) expect(Math.abs(a - b)).toBeGreaterThan(1e-3);
@@ -78,6 +78,25 @@ describe('BerrutCode (ApproxIFER)', () => {
     expect(err(8, 0, [])).toBeLessThan(0.1);
     expect(err(8, 1, [4])).toBeLessThan(0.2);
     expect(err(16, 1, [8])).toBeLessThan(err(8, 1, [4]));
+  });
+
+  it('systematic layout: queries pass through, returned predictions are exact, parity points sit in the gaps', async () => {
+    const code = new BerrutCode(8, 3);
+    expect(code.betas.slice(0, 8)).toEqual(code.alphas);
+    const sorted = [...code.alphas].sort((a, b) => a - b);
+    for (const b of code.betas.slice(8)) {
+      const gap = sorted.findIndex((a, i) => i < 7 && a < b && b < sorted[i + 1]);
+      expect(gap).toBeGreaterThanOrEqual(0);
+    }
+    const qs = Array.from({ length: 8 }, (_, j) => Float32Array.from([j, 1 - 2 * j, 0.5]));
+    const coded = code.encode(qs);
+    for (let j = 0; j < 8; j++) expect(Array.from(coded[j])).toEqual(Array.from(qs[j]));
+    const F = (x: Float32Array) => Float32Array.from(x, (v) => Math.tanh(v));
+    const outs = coded.map(F);
+    const dec = code.decode(outs.map((o, i) => (i === 2 || i === 9 ? null : o)));
+    for (const j of [0, 1, 3, 4, 5, 6, 7]) expect(Array.from(dec[j])).toEqual(Array.from(outs[j]));
+    for (const v of dec[2]) expect(Number.isFinite(v) && Math.abs(v) <= 1.5).toBe(true);
+    expect(() => new BerrutCode(3, 3)).toThrow(/Expected an integer in \[0, 2\] for a systematic code with k = 3/);
   });
 
   it('rejects too many stragglers', () => {
