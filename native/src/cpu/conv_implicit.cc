@@ -338,9 +338,17 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
     const int64_t blocks = (cols + nc - 1) / nc;
     nc = round_up((cols + blocks - 1) / blocks, pl.nr);
   }
+  const int64_t units = (pl.virtual_cols ? 1 : p.n) * p.groups;
+  if (threads > 1 && tune.nc <= 0 && units * ((cols + nc - 1) / nc) < 2 * threads) {
+    // Few pixel blocks for the threads: smaller blocks (down to two register tiles) before the
+    // output channels are split, since every channel block packs its own copy of B.
+    const int64_t want = (2 * threads + units - 1) / units;
+    nc = std::max<int64_t>(2 * pl.nr, round_up((cols + want - 1) / want, pl.nr));
+    if (nc >= cols) nc = cols;
+  }
   pl.nc = nc;
   pl.col_blocks = (cols + nc - 1) / nc;
-  const int64_t outer = (pl.virtual_cols ? 1 : p.n) * p.groups * pl.col_blocks;
+  const int64_t outer = units * pl.col_blocks;
   // Too few pixel blocks to keep every thread busy: split the output channels too.
   pl.m_tasks = 1;
   if (threads > 1 && outer < 2 * threads) {
