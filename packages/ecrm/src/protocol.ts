@@ -187,12 +187,13 @@ export class Connection {
     socket.on('close', () => this.#fail(`a closed connection`));
   }
 
+  /** `label` names the peer in errors; it should say where it is (role and host:port). */
   static connect(host: string, port: number, label: string, timeoutMs = 10_000): Promise<Connection> {
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host, port });
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new ShardUnavailableError(label, `Expected a connection to ${label} at ${host}:${port} within ${timeoutMs} ms but received none`));
+        reject(new ShardUnavailableError(label, `Expected a connection to ${label} within ${timeoutMs} ms but received none`));
       }, timeoutMs);
       socket.once('connect', () => {
         clearTimeout(timer);
@@ -200,7 +201,7 @@ export class Connection {
       });
       socket.once('error', (e) => {
         clearTimeout(timer);
-        reject(new ShardUnavailableError(label, `Expected a connection to ${label} at ${host}:${port} but received ${e.message}`));
+        reject(new ShardUnavailableError(label, `Expected a connection to ${label} but received ${e.message}`));
       });
     });
   }

@@ -377,7 +377,7 @@ export class ShardServer {
     const c = this.#cfg;
     if (!this.#parities || this.#parities.some((p) => p.closed)) {
       this.#closePeers();
-      this.#parities = await Promise.all(c.parities.map((a, i) => Connection.connect(a.host, a.port, `parity ${i}`, c.timeoutMs)));
+      this.#parities = await Promise.all(c.parities.map((a, i) => Connection.connect(a.host, a.port, `parity ${i} (${a.host}:${a.port})`, c.timeoutMs)));
     }
     return this.#parities;
   }
@@ -470,7 +470,7 @@ export class ShardServer {
 
   async #runRebuild(plan: RebuildPlan): Promise<void> {
     const c = this.#cfg;
-    this.#sources = await Promise.all(plan.sources.map(async (s) => ({ block: s.block, conn: await Connection.connect(s.host, s.port, `source ${s.block}`, c.timeoutMs) })));
+    this.#sources = await Promise.all(plan.sources.map(async (s) => ({ block: s.block, conn: await Connection.connect(s.host, s.port, `rebuild source ${s.block} (${s.host}:${s.port})`, c.timeoutMs) })));
     try {
       const present = this.#present!;
       for (let start = 0, r = 0; start < this.#slots; start += plan.rangeSlots, r++) {
