@@ -520,7 +520,8 @@ TEST(row_streaming_path) {
             if (!run_case(c)) return;
           }
     // Big enough (>= 4 MFLOP) to split columns across threads, with an uneven last range.
-    for (Shape sh : std::vector<Shape>{{3, 1005, 1400}, {8, 517, 1000}}) {
+    // k >= 1024 splits K into segments (partial products reduced at the end), uneven last one.
+    for (Shape sh : std::vector<Shape>{{3, 1005, 1400}, {8, 517, 1000}, {2, 300, 2100}, {5, 70, 4099}}) {
       Case c;
       c.m = sh.m;
       c.n = sh.n;
@@ -528,6 +529,11 @@ TEST(row_streaming_path) {
       c.beta = 0.0f;
       c.nan_c = true;
       c.pad_b = 7;
+      if (!run_case(c)) return;
+      c.beta = -1.5f;
+      c.alpha = 2.0f;
+      c.nan_c = false;
+      c.ta = Transpose::Yes;
       if (!run_case(c)) return;
     }
     // Floats with a long k (many row groups, partial sums through the scratch).
@@ -575,6 +581,32 @@ TEST(row_streaming_path) {
       if (!run_case(c, &A, &B)) return;
     }
   });
+}
+
+TEST(row_streaming_is_thread_count_independent) {
+  // K segments are fixed by k alone, so float results are bitwise equal on 1 and N threads.
+  for (Isa isa : isas()) {
+    set_isa_limit(isa);
+    for (Shape sh : std::vector<Shape>{{1, 2000, 3000}, {6, 777, 2100}, {4, 1500, 900}}) {
+      std::vector<float> a = harness::random_floats(size_t(sh.m * sh.k), 21), b = harness::random_floats(size_t(sh.k * sh.n), 22);
+      std::vector<float> c1(size_t(sh.m * sh.n), NAN), c2 = c1;
+      SgemmArgs g;
+      g.m = sh.m;
+      g.n = sh.n;
+      g.k = sh.k;
+      g.a = a.data();
+      g.lda = sh.k;
+      g.b = b.data();
+      g.ldb = sh.n;
+      g.ldc = sh.n;
+      g.c = c1.data();
+      kintsugi::parallel_run(1, [&](int, int) { sgemm(g); });
+      g.c = c2.data();
+      sgemm(g);
+      CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0) << isa_name(isa) << " m=" << sh.m << " k=" << sh.k;
+    }
+  }
+  set_isa_limit(Isa::Avx512);
 }
 
 TEST(stream_kernel_checksum_hook) {

@@ -425,6 +425,48 @@ void stream_range(const Problem& P, const Config& cfg, int64_t n0, int64_t n1) {
   }
 }
 
+// The row-streaming path split along K: segment s of `segments` (near-equal row ranges of B,
+// multiples of 8) streams whole B rows into its own partial product part[s] (m x n, alpha = 1,
+// beta = 0); reduce_segments then forms C. Splitting K rather than N keeps every thread's B
+// reads whole rows (splitting N halves the sequential runs the prefetchers see: M = 1 on two
+// threads ran at half the bandwidth), and the segment count depends on k only, so results are
+// bitwise the same for any thread count.
+int64_t stream_segments(const Problem& P) { return std::min<int64_t>(4, P.k / 512); }
+
+void stream_segment(const Problem& P, const Config& cfg, int64_t s, int64_t segments, float* part) {
+  const int64_t rows = (P.k + segments - 1) / segments;
+  const int64_t step = (rows + 7) / 8 * 8;
+  const int64_t p0 = std::min(P.k, s * step), p1 = std::min(P.k, p0 + step);
+  Problem Q = P;
+  Q.k = p1 - p0;
+  Q.a = P.a + p0 * (P.ta ? P.lda : 1);
+  Q.b = P.b + p0 * P.ldb;
+  Q.alpha = 1.0f;
+  Q.beta = 0.0f;
+  Q.c = part;
+  Q.ldc = P.n;
+  if (Q.k == 0) {
+    std::fill(part, part + P.m * P.n, 0.0f);
+    return;
+  }
+  stream_range(Q, cfg, 0, P.n);
+}
+
+// C = alpha * (part[0] + ... + part[segments - 1]) + beta * C (beta == 0: C not read).
+void reduce_segments(const Problem& P, const float* parts, int64_t segments) {
+  const int64_t size = P.m * P.n;
+  for (int64_t i = 0; i < P.m; ++i) {
+    float* c = P.c + i * P.ldc;
+    const float* p = parts + i * P.n;
+    for (int64_t j = 0; j < P.n; ++j) {
+      float v = p[j];
+      for (int64_t s = 1; s < segments; ++s) v += p[s * size + j];
+      v *= P.alpha;
+      c[j] = P.beta == 0.0f ? v : v + P.beta * c[j];
+    }
+  }
+}
+
 // C = beta * C (alpha == 0 or k == 0); beta == 0 writes zeros without reading C.
 void scale_c(const Problem& P) {
   const int64_t rows = P.c_trans ? P.n : P.m, cols = P.c_trans ? P.m : P.n;
@@ -458,6 +500,20 @@ void run(const Problem& P) {
     return;
   }
   if (!P.packed && !P.tb && !P.c_trans && !P.observer && cfg.ks->stream && P.m <= cfg.stream_m) {
+    const int64_t segments = stream_segments(P);
+    if (segments >= 2) {
+      float* parts = t_b_buffer.get(size_t(segments * P.m * P.n));
+      const int threads = int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), segments));
+      if (threads <= 1) {
+        for (int64_t s = 0; s < segments; ++s) stream_segment(P, cfg, s, segments, parts + s * P.m * P.n);
+      } else {
+        parallel_run(threads, [&](int t, int count) {
+          for (int64_t s = t; s < segments; s += count) stream_segment(P, cfg, s, segments, parts + s * P.m * P.n);
+        });
+      }
+      reduce_segments(P, parts, segments);
+      return;
+    }
     const int64_t unit = 64, units = (P.n + unit - 1) / unit;
     const int threads = int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), units));
     if (threads <= 1) {
