@@ -180,32 +180,49 @@ Napi::Value SetIsaLimit(const Napi::CallbackInfo& info) {
 bool read_async(const Napi::CallbackInfo& info) { return info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value(); }
 
 // ---- GEMM ----
+// The GEMM arguments shared by sgemm and sgemmChecked, from argument 0 of `a`:
+// layout, transA, transB, m, n, k, alpha, a, lda, b, ldb, [beta,] c, ldc. Returns the index of the
+// next argument. Extents are checked by the caller (check_sgemm / check_sgemm_checked).
+struct GemmOperands {
+  SgemmArgs g;
+  Array<float> A, B, C;
+  size_t next = 0;
+};
+
+GemmOperands read_gemm_operands(const Args& a, bool with_beta) {
+  GemmOperands o;
+  SgemmArgs& g = o.g;
+  g.layout = read_layout(a, 0);
+  g.trans_a = read_trans(a, 1, "transA");
+  g.trans_b = read_trans(a, 2, "transB");
+  g.m = a.integer(3, "m", 0, kMaxDim);
+  g.n = a.integer(4, "n", 0, kMaxDim);
+  g.k = a.integer(5, "k", 0, kMaxDim);
+  g.alpha = float(a.number(6, "alpha"));
+  o.A = a.array<float>(7, "a");
+  g.lda = a.integer(8, "lda", 1, kMaxDim);
+  o.B = a.array<float>(9, "b");
+  g.ldb = a.integer(10, "ldb", 1, kMaxDim);
+  size_t i = 11;
+  if (with_beta) g.beta = float(a.number(i++, "beta"));
+  o.C = a.array<float>(i++, "c");
+  g.ldc = a.integer(i++, "ldc", 1, kMaxDim);
+  check_no_overlap(o.C, o.A);
+  check_no_overlap(o.C, o.B);
+  g.a = o.A.data;
+  g.b = o.B.data;
+  g.c = o.C.data;
+  o.next = i;
+  return o;
+}
+
 // sgemm(async, layout, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
-    Args a(info, 1);
-    SgemmArgs g;
-    g.layout = read_layout(a, 0);
-    g.trans_a = read_trans(a, 1, "transA");
-    g.trans_b = read_trans(a, 2, "transB");
-    g.m = a.integer(3, "m", 0, kMaxDim);
-    g.n = a.integer(4, "n", 0, kMaxDim);
-    g.k = a.integer(5, "k", 0, kMaxDim);
-    g.alpha = float(a.number(6, "alpha"));
-    auto A = a.array<float>(7, "a");
-    g.lda = a.integer(8, "lda", 1, kMaxDim);
-    auto B = a.array<float>(9, "b");
-    g.ldb = a.integer(10, "ldb", 1, kMaxDim);
-    g.beta = float(a.number(11, "beta"));
-    auto C = a.array<float>(12, "c");
-    g.ldc = a.integer(13, "ldc", 1, kMaxDim);
-    check_no_overlap(C, A);
-    check_no_overlap(C, B);
-    g.a = A.data;
-    g.b = B.data;
-    g.c = C.data;
-    check_sgemm(g, A.length, B.length, C.length);
-    return Job{[g] { sgemm(g); }, C.value, {A.value, B.value, C.value}};
+    GemmOperands op = read_gemm_operands(Args(info, 1), true);
+    check_sgemm(op.g, op.A.length, op.B.length, op.C.length);
+    SgemmArgs g = op.g;
+    return Job{[g] { sgemm(g); }, op.C.value, {op.A.value, op.B.value, op.C.value}};
   });
 }
 
@@ -283,20 +300,9 @@ constexpr int64_t kAbftEventFields = 11;
 Napi::Value SgemmChecked(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
     Args a(info, 1);
-    SgemmArgs g;
-    g.layout = read_layout(a, 0);
-    g.trans_a = read_trans(a, 1, "transA");
-    g.trans_b = read_trans(a, 2, "transB");
-    g.m = a.integer(3, "m", 0, kMaxDim);
-    g.n = a.integer(4, "n", 0, kMaxDim);
-    g.k = a.integer(5, "k", 0, kMaxDim);
-    g.alpha = float(a.number(6, "alpha"));
-    auto A = a.array<float>(7, "a");
-    g.lda = a.integer(8, "lda", 1, kMaxDim);
-    auto B = a.array<float>(9, "b");
-    g.ldb = a.integer(10, "ldb", 1, kMaxDim);
-    auto C = a.array<float>(11, "c");
-    g.ldc = a.integer(12, "ldc", 1, kMaxDim);
+    GemmOperands op = read_gemm_operands(a, false);
+    SgemmArgs g = op.g;
+    auto &A = op.A, &B = op.B, &C = op.C;
     AbftOptions o;
     o.check = a.choice(13, "check", {"one-sided", "two-sided"}) == "one-sided" ? AbftCheck::OneSided : AbftCheck::TwoSided;
     o.tolerance = a.number(14, "tolerance");
@@ -305,16 +311,11 @@ Napi::Value SgemmChecked(const Napi::CallbackInfo& info) {
     o.b_group_width = int(a.integer(17, "groupWidth", 0, 4096));
     auto R = a.array<double>(18, "report");
     check_min_length(R, 3);
-    check_no_overlap(C, A);
-    check_no_overlap(C, B);
     check_no_overlap(C, G);
     if (G.present()) {
       o.b_group_sums = G.data;
       o.b_group_sums_len = G.length;
     }
-    g.a = A.data;
-    g.b = B.data;
-    g.c = C.data;
     check_sgemm_checked(g, o, A.length, B.length, C.length);
     double* report = R.data;
     const int64_t capacity = (R.length - 3) / kAbftEventFields;
