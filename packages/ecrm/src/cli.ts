@@ -20,7 +20,8 @@ Options:
   --dim N              embedding dimension (default 16)
   --k N                data shards (default 4)
   --seed N             (default 1)
-  --fail-step N|random step at which a data shard is killed (default: the middle of the run)
+  --fail-step N|random step at which a data shard is killed (default: mid-run, half a
+                       checkpoint interval after a checkpoint)
   --fail-server N      which data shard (default 1)
   --fail-when W        step | prepare | after-first-delta (die between steps or inside a push)
   --checkpoint-every N (default 20)
@@ -85,10 +86,12 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
     const steps = int(flags, 'steps', quick ? 60 : 160, 8);
     const k = int(flags, 'k', 4, 2);
     const seed = int(flags, 'seed', 1, 0);
+    const every = int(flags, 'checkpoint-every', 20);
     const failStepFlag = flags.get('fail-step');
     const failure = failStepFlag === 'random'
       ? randomFailure(steps, k, seed)
-      : { step: int(flags, 'fail-step', Math.floor(steps / 2) + 3, 0), server: int(flags, 'fail-server', 1, 0), when: choice(flags, 'fail-when', ['step', 'prepare', 'after-first-delta'] as const, 'step') };
+      // By default mid-way between two checkpoints: a checkpoint's expected lost work.
+      : { step: int(flags, 'fail-step', every * Math.floor(steps / 2 / every) + Math.floor(every / 2), 0), server: int(flags, 'fail-server', 1, 0), when: choice(flags, 'fail-when', ['step', 'prepare', 'after-first-delta'] as const, 'step') };
     if (failure.server >= k) throw new UsageError(`Expected a data shard in [0, ${k - 1}] for --fail-server but received ${failure.server}`);
     const common = { steps, batchSize: int(flags, 'batch', 256), rowsPerTable: int(flags, 'rows', 2000, 2), dim: int(flags, 'dim', 16), k, seed };
     if (command === 'train') {
@@ -97,7 +100,7 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
       const source = criteo ? new FileBatches(await readCriteoTsv(criteo, { rowsPerTable: common.rowsPerTable }), common.rowsPerTable, common.batchSize) : undefined;
       const result = await trainDlrm({
         ...common, mode, source, code: choice(flags, 'code', ['xor', 'rs', 'sum'] as const, 'xor'), r: int(flags, 'r', 1),
-        checkpointEvery: int(flags, 'checkpoint-every', 20), failures: mode === 'none' ? [] : [failure],
+        checkpointEvery: every, failures: mode === 'none' ? [] : [failure],
         onStep: (s) => { if (s.step % 20 === 0) process.stdout.write(`step ${s.step}${s.redo ? ' (redo)' : ''} loss ${s.loss.toFixed(4)} ${s.ms.toFixed(1)} ms\n`); },
       });
       process.stdout.write(comparisonTable([summarize(result)]) + '\n');
@@ -105,7 +108,7 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
     }
     const modes = (flags.get('modes') ?? 'none,checkpoint,checkpoint-tuned,cpr,xor,xor-replicated,rs').split(',');
     const rows = await runComparison({
-      ...common, failure, checkpointEvery: int(flags, 'checkpoint-every', 20), modes,
+      ...common, failure, checkpointEvery: every, modes,
       log: (line) => process.stderr.write(line + '\n'),
     });
     const svg = flags.get('svg') ?? 'ecrm-throughput.svg';

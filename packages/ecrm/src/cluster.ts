@@ -232,9 +232,9 @@ export class EmbeddingCluster {
   async pull(step: number, rows: Int32Array): Promise<Float32Array> {
     const routes = this.#route(rows);
     return this.#retrying(async () => {
-      const commits = this.#commits.splice(0);
+      // The last commit's acks are not awaited here: a shard handles requests in order, so the
+      // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
       const replies = await Promise.all(routes.map((r, s) => (r.slots.length ? this.#servers[s].conn.request(Op.pull, new Writer().u32(step + 1).array(r.slots).build()) : null)));
-      await Promise.all(commits);
       const out = new Float32Array(rows.length * this.dim);
       replies.forEach((reply, s) => {
         if (!reply) return;
@@ -259,16 +259,19 @@ export class EmbeddingCluster {
       return g;
     };
     const payloads = routes.map((r, s) => (r.slots.length ? { slots: r.slots, grads: gradsOf(s) } : null));
+    // No await before the requests are written: the caller overlaps its own work with the push.
     await this.#retrying(async () => {
-      await Promise.all(this.#commits.splice(0));
       if (this.protection === 'none') {
         await Promise.all(payloads.map((p, s) => p && this.#servers[s].conn.request(Op.push, new Writer().u32(step + 1).array(p.slots).array(p.grads).build())));
         this.#committed = step;
         return;
       }
       const txn = ++this.#txn;
-      const prepared = await Promise.allSettled(payloads.map((p, s) => p && this.#servers[s].conn.request(Op.prepare, new Writer().u32(step + 1).u32(txn).array(p.slots).array(p.grads).build())));
-      const failed = prepared.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+      const commits = this.#commits.splice(0);
+      const prepares = payloads.map((p, s) => p && this.#servers[s].conn.request(Op.prepare, new Writer().u32(step + 1).u32(txn).array(p.slots).array(p.grads).build()));
+      // The previous commit's acks arrive alongside: a server that died after it shows up here.
+      const [committed, prepared] = await Promise.all([Promise.allSettled(commits), Promise.allSettled(prepares)]);
+      const failed = [...committed, ...prepared].find((p): p is PromiseRejectedResult => p.status === 'rejected');
       if (failed) {
         // Nothing is applied until the commit: dropping the staged rows and deltas leaves every
         // parity in step with its data, and the push is redone whole after recovery.
@@ -372,6 +375,23 @@ export class EmbeddingCluster {
       await this.#configure(i, { crash: undefined });
       this.events.push({ at: performance.now(), kind: 'replaced', server: i });
     }
+  }
+
+  /**
+   * Restart of a checkpointing job: every data shard process is stopped and relaunched (fresh
+   * processes, initial weights); the caller then loads the checkpoint into all of them.
+   */
+  async restartData(): Promise<void> {
+    const old = this.#servers.slice(0, this.k);
+    await Promise.allSettled(old.map((s) => s.conn.request(Op.shutdown, undefined, 1000)));
+    for (const s of old) {
+      s.conn.close();
+      s.proc?.kill('SIGKILL');
+    }
+    const fresh = await Promise.all(old.map((s, i) => (s.proc ? this.#open(undefined, this.#label(i)) : this.#takeSpare(this.#label(i)))));
+    fresh.forEach((s, i) => (this.#servers[i] = s));
+    await Promise.all(fresh.map((_, i) => this.#configure(i, { crash: undefined })));
+    this.events.push({ at: performance.now(), kind: 'replaced', server: -1, detail: 'all data shards restarted' });
   }
 
   /** Injected failure: the server's process dies at once (SIGKILL, or a crash request if remote). */

@@ -102,7 +102,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
   const cluster = await EmbeddingCluster.start({
     totalRows: rows * SPARSE_FEATURES, rowsPerTable: rows, dim, k, seed,
     protection: mode === 'ecrm' ? options.code ?? 'xor' : 'none', r: options.r, state: options.state,
-    optimizer: options.optimizer, lr: options.lr ?? 0.05, spares: mode === 'none' ? 0 : 1,
+    optimizer: options.optimizer, lr: options.lr ?? 0.05, spares: mode === 'ecrm' ? options.r ?? 1 : mode === 'cpr' ? 1 : 0,
     timeoutMs: options.timeoutMs, rebuild: options.rebuild,
     crash: inPush ? { shard: inPush.server, step: inPush.step, when: inPush.when as 'prepare' | 'after-first-delta' } : undefined,
   });
@@ -119,6 +119,11 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
     const start = performance.now();
     let step = 0, frontier = 0;
     let pendingRecovery: TrainResult['failures'][number] | null = null;
+    const load = (s: number) => {
+      const batch = source.batch(s);
+      return { step: s, batch, lookup: lookupRows(batch, rows) };
+    };
+    let next: ReturnType<typeof load> | null = null;
     while (step < steps) {
       // Each injected failure fires once (a redo after a restart passes its step again).
       for (const f of failures.filter((f) => f.step === step && (f.when ?? 'step') === 'step')) {
@@ -127,14 +132,17 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
       }
       const t0 = performance.now();
       try {
-        const batch = source.batch(step);
-        const lookup = lookupRows(batch, rows);
+        const { batch, lookup } = next?.step === step ? next : load(step);
+        next = null;
         const table = await cluster.pull(step, lookup.rows);
         opt.zeroGrad();
         const logits = await model.forward(batch, lookup, table);
         const { loss, grad } = binaryCrossEntropyWithLogits(logits, new Tensor(batch.labels, [batch.size, 1]));
         const tableGrad = await model.backward(grad);
-        await cluster.push(step, lookup.rows, tableGrad);
+        const pushed = cluster.push(step, lookup.rows, tableGrad);
+        // The next batch is read while the shards apply this one (and stage their parity deltas).
+        if (step + 1 < steps) next = load(step + 1);
+        await pushed;
         opt.step();
         const t = performance.now() - start;
         const record = { step, t, ms: performance.now() - t0, loss, redo: step < frontier };
@@ -160,15 +168,18 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
         const failure = { at: performance.now() - start, server: e.servers, resumedAt: NaN, lostSteps: 0 };
         result.failures.push(failure);
         pendingRecovery = failure;
-        await cluster.replace(e.servers);
+        next = null;
         const lostData = e.servers.filter((s) => s < k);
         if (mode === 'checkpoint') {
+          // A restart: the whole job relaunches and loads the last checkpoint; lost steps are redone.
+          await cluster.restartData();
           await cluster.restore(dir);
           opt.restore(mlpCheckpoint);
           failure.lostSteps = step - checkpointStep;
           step = checkpointStep;
         } else {
-          // CPR: only the lost shard goes back in time; this step is redone against it.
+          // CPR: only the lost shard goes back in time (on a spare); this step is redone against it.
+          await cluster.replace(e.servers);
           await cluster.restore(dir, lostData);
           failure.lostSteps = step - checkpointStep;
         }
