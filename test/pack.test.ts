@@ -11,7 +11,7 @@ const require = createRequire(import.meta.url);
 const pkgDir = dirname(require.resolve('@kintsugi/cuda-core/package.json'));
 
 describe('npm pack + npm install', () => {
-  it('the packed package loads its prebuilt addon and multiplies', () => {
+  it('the packed package loads its prebuilt addon and multiplies', { timeout: 900_000 }, () => {
     const work = mkdtempSync(join(tmpdir(), 'kintsugi-pack-'));
     try {
       execFileSync('npm', ['pack', '--pack-destination', work], { cwd: pkgDir, stdio: 'pipe' });
@@ -32,6 +32,9 @@ describe('npm pack + npm install', () => {
       expect(JSON.parse(r.stdout)).toEqual({ c: [19, 22, 43, 50], cpu: 'cpu' });
     } finally {
       rmSync(work, { recursive: true, force: true });
+      // The source checkout loads native/build; a leftover prebuild would only go stale.
+      rmSync(join(pkgDir, 'prebuilds'), { recursive: true, force: true });
+      rmSync(join(pkgDir, 'build'), { recursive: true, force: true });
     }
   });
 });
