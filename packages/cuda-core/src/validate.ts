@@ -1,4 +1,5 @@
-// One validation module with one message shape, used by every public function:
+// One validation module with one message shape, used by every public function of every package
+// (exported as @kintsugi/cuda-core/validate):
 // "Expected {expected} for {name} but received {actual}". TypeError for types, RangeError for
 // values out of range; the addon checks again with the same shape.
 
@@ -50,9 +51,10 @@ export function integer(value: unknown, name: string, min = 0, max = Number.MAX_
   return value;
 }
 
-export function finiteNumber(value: unknown, name: string): number {
+export function finiteNumber(value: unknown, name: string, min = -Infinity, max = Infinity): number {
   if (typeof value !== 'number') throw typeError(name, 'a number', value);
-  if (!Number.isFinite(value)) throw rangeError(name, 'a finite number', value);
+  const bounded = min !== -Infinity || max !== Infinity;
+  if (!Number.isFinite(value) || value < min || value > max) throw rangeError(name, bounded ? `a finite number in [${min}, ${max}]` : 'a finite number', value);
   return value;
 }
 
