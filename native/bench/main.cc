@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -122,7 +123,15 @@ std::string stats_json(const Stats& s) {
 std::string peak_line(const Context& c) {
   std::string s = "- measured FMA peak (fp32 GFLOP/s, best 1 ms trial):";
   for (const auto& p : c.peaks) s += fmt(" %d thr: AVX-512 %.1f, AVX2 %.1f;", p.threads, p.avx512, p.avx2);
-  return s + " \"% peak\" is relative to the active ISA's figure at the row's threads\n";
+  s += " \"% peak\" is relative to the active ISA's figure at the row's threads";
+  for (const auto& p : c.peaks) {
+    const double measured = c.isa == "avx512" ? p.avx512 : p.avx2;
+    const double used = c.peak_gflops(p.threads);
+    if (std::isfinite(used) && used > measured * 1.0001)
+      s += fmt(" (%d thr: %.1f = %d x the 1-thread figure, as the %d threads never ran the trial undisturbed together)", p.threads,
+               used, p.threads, p.threads);
+  }
+  return s + "\n";
 }
 
 std::string q(const std::string& s) { return "\"" + json_escape(s) + "\""; }
@@ -140,7 +149,7 @@ void write_json(const Context& c, const std::string& path, bool complete) {
   j += "],\n  \"fma_peak_gflops\": [";
   for (size_t i = 0; i < c.peaks.size(); ++i)
     j += std::string(i ? ", " : "") + "{\"threads\": " + std::to_string(c.peaks[i].threads) + ", \"avx512\": " + jnum(c.peaks[i].avx512) +
-         ", \"avx2\": " + jnum(c.peaks[i].avx2) + "}";
+         ", \"avx2\": " + jnum(c.peaks[i].avx2) + ", \"used_for_pct_peak\": " + jnum(c.peak_gflops(c.peaks[i].threads)) + "}";
   j += "],\n";
   const OpenBlas& ob = openblas();
   j += "  \"peers\": {\"openblas\": " + (ob.loaded ? "{\"library\": " + q(ob.path) + ", \"config\": " + q(ob.config) + ", \"core\": " + q(ob.corename) + "}" : "null") +
@@ -212,11 +221,24 @@ int main(int argc, char** argv) {
 
   // The measured peak: FMA throughput at each thread count this run uses.
   const double peak_s = c.opt.quick ? 0.15 : 0.4;
-  for (int t : c.opt.threads) {
+  double one_thread = NAN;
+  std::vector<int> peak_threads = c.opt.threads;
+  if (std::find(peak_threads.begin(), peak_threads.end(), 1) == peak_threads.end()) peak_threads.insert(peak_threads.begin(), 1);
+  for (int t : peak_threads) {
     Peaks p;
     p.threads = t;
     p.avx512 = measure_fma_gflops(true, t, peak_s);
     p.avx2 = measure_fma_gflops(false, t, peak_s);
+    // On a shared machine the threads may never have run together: try again a few times while
+    // the figure is below t x the one-thread figure (it stays below on SMT siblings; that costs
+    // a second or two).
+    for (int attempt = 0; attempt < 3 && t > 1 && std::isfinite(one_thread); ++attempt) {
+      const double best = std::isfinite(p.avx512) ? p.avx512 : p.avx2;
+      if (best >= 0.9 * t * one_thread) break;
+      p.avx512 = std::max(p.avx512, measure_fma_gflops(true, t, peak_s));
+      p.avx2 = std::max(p.avx2, measure_fma_gflops(false, t, peak_s));
+    }
+    if (t == 1) one_thread = std::isfinite(p.avx512) ? p.avx512 : p.avx2;
     c.peaks.push_back(p);
   }
 
