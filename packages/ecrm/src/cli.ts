@@ -27,6 +27,7 @@ Options:
   --checkpoint-every N (default 20)
   --modes LIST         comma list of none, checkpoint, checkpoint-tuned, cpr, xor, xor-replicated,
                        rs, sum (default none,checkpoint,checkpoint-tuned,cpr,xor,xor-replicated,rs)
+  --repeat N           run the mode list N times, interleaved; report medians (noisy machines)
   --svg PATH           plot file (default ecrm-throughput.svg)
   --json PATH          also write the measurements as JSON
   --criteo PATH        train on a Criteo Kaggle TSV file instead of synthetic data (train only)
@@ -108,7 +109,7 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
     }
     const modes = (flags.get('modes') ?? 'none,checkpoint,checkpoint-tuned,cpr,xor,xor-replicated,rs').split(',');
     const rows = await runComparison({
-      ...common, failure, checkpointEvery: every, modes,
+      ...common, failure, checkpointEvery: every, modes, repeat: int(flags, 'repeat', 1),
       log: (line) => process.stderr.write(line + '\n'),
     });
     const svg = flags.get('svg') ?? 'ecrm-throughput.svg';

@@ -419,6 +419,13 @@ export class EmbeddingCluster {
     return reply.f32s();
   }
 
+  /** CPU time used so far by the live server processes (spares included), ms. */
+  async cpuMs(): Promise<number> {
+    const all = [...this.#servers, ...this.#spares];
+    const ms = await Promise.all(all.map((s) => s.conn.request(Op.status).then((r) => r.json<{ cpuMs: number }>().cpuMs, () => 0)));
+    return ms.reduce((a, b) => a + b, 0);
+  }
+
   /** Every row with its optimizer state, in global row order ([totalRows × width]): for checks. */
   async readAll(): Promise<Float32Array> {
     await Promise.all(this.#commits.splice(0));

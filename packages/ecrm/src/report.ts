@@ -18,6 +18,7 @@ export interface ComparisonRow {
   /** Longest step after warm-up, ms (a training pause shows here). */
   maxStepMs: number;
   medianStepMs: number;
+  cpuMsPerStep: number;
   lostSteps: number;
   checkpointMs: number;
   evalLoss: number;
@@ -47,7 +48,7 @@ export function summarize(result: TrainResult, baseline?: number): ComparisonRow
   const times = rec.slice(WARMUP).map((r) => r.ms).sort((a, b) => a - b);
   return {
     label: result.label, steadyThroughput, overheadPct: baseline ? 100 * (1 - steadyThroughput / baseline) : 0,
-    recoveryMs, lostMs: Math.max(0, lostMs), recoveryThroughput, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN,
+    recoveryMs, lostMs: Math.max(0, lostMs), recoveryThroughput, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep,
     lostSteps: result.failures.reduce((n, f) => n + f.lostSteps, 0), checkpointMs: result.checkpointMs,
     evalLoss: result.evalLoss, evalAuc: result.evalAuc, result,
   };
@@ -64,52 +65,72 @@ export interface ComparisonOptions {
   checkpointEvery: number;
   /** Tokens: none, checkpoint, checkpoint-tuned, cpr, xor, xor-replicated, rs, sum. */
   modes: string[];
+  /** Runs of the whole list, interleaved so load from other tenants hits every mode alike; each
+   * metric is the median over the runs. */
+  repeat?: number;
   log?: (line: string) => void;
 }
 
+export const comparisonModes = ['none', 'checkpoint', 'checkpoint-tuned', 'cpr', 'xor', 'xor-replicated', 'rs', 'sum'] as const;
+
 export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow[]> {
-  const base: Omit<TrainOptions, 'mode'> = { steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed };
-  const rows: ComparisonRow[] = [];
-  let baseline: number | undefined;
-  for (const token of o.modes) {
-    const fail = [o.failure];
-    let options: TrainOptions;
-    switch (token) {
-      case 'none': options = { ...base, mode: 'none' }; break;
-      case 'checkpoint': options = { ...base, mode: 'checkpoint', checkpointEvery: o.checkpointEvery, failures: fail }; break;
-      // Checkpointing tuned to ECRM's expected lost work: ECRM redoes no step, and the closest a
-      // checkpoint gets is one every step (half a step lost on average).
-      case 'checkpoint-tuned': options = { ...base, mode: 'checkpoint', checkpointEvery: 1, failures: fail }; break;
-      case 'cpr': options = { ...base, mode: 'cpr', checkpointEvery: o.checkpointEvery, failures: fail }; break;
-      case 'xor': case 'sum': options = { ...base, mode: 'ecrm', code: token, failures: fail }; break;
-      case 'xor-replicated': options = { ...base, mode: 'ecrm', code: 'xor', state: 'replicated', failures: fail }; break;
-      case 'rs': options = { ...base, mode: 'ecrm', code: 'rs', r: 2, failures: [o.failure, { ...o.failure, server: (o.failure.server + 1) % o.k }] }; break;
-      default: throw new RangeError(`Expected one of none, checkpoint, checkpoint-tuned, cpr, xor, xor-replicated, rs, sum for a mode but received ${JSON.stringify(token)}`);
-    }
-    o.log?.(`running ${token} ...`);
-    const result = await trainDlrm(options);
-    const row = summarize(result, baseline);
-    if (token === 'none') baseline = row.steadyThroughput;
-    if (token === 'checkpoint-tuned') row.label = `${row.label} (tuned)`;
-    rows.push(row);
-    o.log?.(`  ${formatRow(row)}`);
+  for (const m of o.modes) {
+    if (!(comparisonModes as readonly string[]).includes(m)) throw new RangeError(`Expected one of ${comparisonModes.join(', ')} for a mode but received ${JSON.stringify(m)}`);
   }
+  const runs: ComparisonRow[][] = o.modes.map(() => []);
+  for (let rep = 0; rep < (o.repeat ?? 1); rep++) {
+    for (const [i, token] of o.modes.entries()) {
+      o.log?.(`running ${token}${o.repeat && o.repeat > 1 ? ` (${rep + 1}/${o.repeat})` : ''} ...`);
+      const row = summarize(await trainDlrm(comparisonRun(o, token)));
+      if (token === 'checkpoint-tuned') row.label = `${row.label} (tuned)`;
+      runs[i].push(row);
+      o.log?.(`  ${formatRow(row)}`);
+    }
+  }
+  const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
+  const rows = runs.map((list) => {
+    const m = (key: keyof ComparisonRow) => median(list.map((r) => r[key] as number));
+    return {
+      ...list[0], steadyThroughput: m('steadyThroughput'), recoveryMs: m('recoveryMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
+      maxStepMs: m('maxStepMs'), medianStepMs: m('medianStepMs'), cpuMsPerStep: m('cpuMsPerStep'), checkpointMs: m('checkpointMs'), evalLoss: m('evalLoss'), evalAuc: m('evalAuc'),
+    };
+  });
+  const baseline = rows[o.modes.indexOf('none')]?.steadyThroughput;
+  for (const r of rows) r.overheadPct = baseline ? 100 * (1 - r.steadyThroughput / baseline) : NaN;
   return rows;
+}
+
+function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
+  const base: Omit<TrainOptions, 'mode'> = { steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed };
+  const fail = [o.failure];
+  switch (token) {
+    case 'none': return { ...base, mode: 'none' };
+    case 'checkpoint': return { ...base, mode: 'checkpoint', checkpointEvery: o.checkpointEvery, failures: fail };
+    // Checkpointing tuned to ECRM's expected lost work: ECRM redoes no step, and the closest a
+    // checkpoint gets is one every step (half a step lost on average).
+    case 'checkpoint-tuned': return { ...base, mode: 'checkpoint', checkpointEvery: 1, failures: fail };
+    case 'cpr': return { ...base, mode: 'cpr', checkpointEvery: o.checkpointEvery, failures: fail };
+    case 'xor': case 'sum': return { ...base, mode: 'ecrm', code: token, failures: fail };
+    case 'xor-replicated': return { ...base, mode: 'ecrm', code: 'xor', state: 'replicated', failures: fail };
+    // Two simultaneous losses: the failed shard and its neighbour, killed at the same step.
+    case 'rs': return { ...base, mode: 'ecrm', code: 'rs', r: 2, failures: [o.failure, { ...o.failure, server: (o.failure.server + 1) % o.k }] };
+    default: throw new RangeError(`Expected a comparison mode for a mode but received ${JSON.stringify(token)}`);
+  }
 }
 
 const fmt = (v: number, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '-');
 
 function formatRow(r: ComparisonRow): string {
-  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, overhead ${fmt(r.overheadPct, 1)}%, recovery ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, AUC ${fmt(r.evalAuc, 4)}`;
+  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, recovery ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, AUC ${fmt(r.evalAuc, 4)}`;
 }
 
 export function comparisonTable(rows: ComparisonRow[]): string {
-  const head = ['mode', 'samples/s', 'overhead', 'median step', 'max step', 'recovery', 'time lost', 'samples/s in recovery', 'steps redone', 'checkpoint time', 'eval loss', 'AUC'];
+  const head = ['mode', 'samples/s', 'overhead', 'CPU ms/step', 'median step', 'max step', 'recovery', 'time lost', 'samples/s in recovery', 'steps redone', 'checkpoint time', 'eval loss', 'AUC'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
     const failed = r.result.failures.length > 0;
     lines.push(`| ${[
-      r.label, fmt(r.steadyThroughput), `${fmt(r.overheadPct, 1)}%`, `${fmt(r.medianStepMs, 1)} ms`, `${fmt(r.maxStepMs, 0)} ms`,
+      r.label, fmt(r.steadyThroughput), `${fmt(r.overheadPct, 1)}%`, fmt(r.cpuMsPerStep, 1), `${fmt(r.medianStepMs, 1)} ms`, `${fmt(r.maxStepMs, 0)} ms`,
       failed ? `${fmt(r.recoveryMs)} ms` : '-', failed ? `${fmt(r.lostMs)} ms` : '-', failed ? fmt(r.recoveryThroughput) : '-',
       String(r.lostSteps), `${fmt(r.checkpointMs)} ms`, fmt(r.evalLoss, 4), fmt(r.evalAuc, 4),
     ].join(' | ')} |`);

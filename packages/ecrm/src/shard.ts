@@ -233,6 +233,8 @@ export class ShardServer {
   /** An unprotected push (no fault tolerance, checkpoint baselines): apply at once. */
   async #push(body: Reader): Promise<void> {
     const step = body.u32() - 1, slots = body.i32s(), grads = body.f32s();
+    // Injected death inside a push (without parity there is no later point to die at).
+    if (this.#cfg.crash?.step === step) process.kill(process.pid, 'SIGKILL');
     this.#checkSlots(slots);
     await this.#ensure(slots);
     this.#writeRows(slots, this.#updatedRows(slots, grads));
@@ -358,7 +360,7 @@ export class ShardServer {
   #status(): Buffer {
     const c = this.#config;
     return new Writer().json({
-      pid: process.pid, role: c?.role ?? null, index: c?.index ?? null, committedStep: this.#committed,
+      pid: process.pid, cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000, role: c?.role ?? null, index: c?.index ?? null, committedStep: this.#committed,
       rebuilding: this.#present !== null, present: this.#present ? this.#present.reduce((a, b) => a + b, 0) : this.#slots, slots: this.#slots, stats: this.stats,
     }).build();
   }

@@ -74,6 +74,8 @@ export interface TrainResult {
   failures: { at: number; server: number[]; resumedAt: number; lostSteps: number }[];
   checkpointMs: number;
   checkpoints: number;
+  /** CPU per training step, ms: the trainer and every shard process (killed ones' share is lost). */
+  cpuMsPerStep: number;
   wallMs: number;
   evalLoss: number;
   evalAuc: number;
@@ -111,11 +113,12 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
   const opt = new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02);
   const result: TrainResult = {
     mode, label: modeLabel({ ...options, k }), batchSize: source.batch(0).size, records: [], events: cluster.events, failures: [],
-    checkpointMs: 0, checkpoints: 0, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
+    checkpointMs: 0, checkpoints: 0, cpuMsPerStep: NaN, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
   };
   try {
     let mlpCheckpoint = opt.snapshot(), checkpointStep = 0;
     if (dir) await cluster.checkpoint(dir);
+    const cpu0 = process.cpuUsage(), serverCpu0 = await cluster.cpuMs();
     const start = performance.now();
     let step = 0, frontier = 0;
     let pendingRecovery: TrainResult['failures'][number] | null = null;
@@ -186,6 +189,8 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
       }
     }
     result.wallMs = performance.now() - start;
+    const cpu = process.cpuUsage(cpu0);
+    result.cpuMsPerStep = ((cpu.user + cpu.system) / 1000 + (await cluster.cpuMs()) - serverCpu0) / result.records.length;
     for (const f of cluster.events) if (f.kind === 'failure' && mode === 'ecrm') {
       result.failures.push({ at: f.at - start, server: [f.server], resumedAt: NaN, lostSteps: 0 });
     }

@@ -1,0 +1,42 @@
+import { describe, expect, it, vi } from 'vitest';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ecrmCommand } from '../src/cli.js';
+
+async function run(argv: string[]) {
+  let out = '', err = '';
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
+  try {
+    return { code: await ecrmCommand(argv), out, err };
+  } finally {
+    o.mockRestore();
+    e.mockRestore();
+  }
+}
+
+describe('kintsugi ecrm', () => {
+  it('runs the comparison with a failure, prints the table and writes the SVG plot', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ecrm-cli-'));
+    const svg = join(dir, 'plot.svg');
+    const r = await run(['--modes', 'none,checkpoint,xor', '--steps', '24', '--batch', '64', '--rows', '300', '--dim', '8', '--checkpoint-every', '8', '--svg', svg]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/data shard 1 killed at step 12/);
+    expect(r.out).toMatch(/\| no fault tolerance \| \d+ \|/);
+    expect(r.out).toMatch(/\| checkpoint every 8 \| \d+ \| -?\d+\.\d% .*\| 4 \|/); // 4 steps redone
+    expect(r.out).toMatch(/\| ecrm xor k=4 r=1 \| \d+ \| -?\d+\.\d% .*\| 0 \|/);
+    const plot = await readFile(svg, 'utf8');
+    expect(plot).toMatch(/^<svg/);
+    expect(plot.match(/<path /g)).toHaveLength(3);
+  });
+
+  it('rejects bad options with usage and exit code 2', async () => {
+    const r = await run(['--steps', 'many']);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/Expected an integer >= 8 for --steps but received "many"/);
+    expect((await run(['--modes', 'none,raid5', '--steps', '8'])).err).toMatch(/Expected one of none, .* for a mode but received "raid5"/);
+    expect((await run(['frobnicate'])).err).toMatch(/Expected report, train or serve for the ecrm command but received "frobnicate"/);
+    expect((await run(['--help'])).out).toMatch(/Usage:/);
+  });
+});
