@@ -371,21 +371,6 @@ class Checker final : public TileObserver {
   int fault_bit_ = 0;
 };
 
-SgemmArgs as_row_major_view(const SgemmArgs& a) {
-  if (a.layout == Layout::RowMajor) return a;
-  SgemmArgs r = a;
-  r.layout = Layout::RowMajor;
-  r.m = a.n;
-  r.n = a.m;
-  r.a = a.b;
-  r.lda = a.ldb;
-  r.trans_a = a.trans_b;
-  r.b = a.a;
-  r.ldb = a.lda;
-  r.trans_b = a.trans_a;
-  return r;
-}
-
 }  // namespace
 
 int abft_group_width() {
@@ -452,7 +437,7 @@ AbftReport sgemm_checked(const SgemmArgs& args, const AbftOptions& opt) {
   constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
   check_sgemm_checked(args, opt, kUnbounded, kUnbounded, kUnbounded);
   g_fault_fired.store(false);
-  const SgemmArgs g = as_row_major_view(args);
+  const SgemmArgs g = as_row_major(args);
   const bool nonempty = g.m > 0 && g.n > 0;
   if (nonempty && !g.c) throw_expected(ErrorKind::Type, "a non-null buffer", "c", "null");
   if (!nonempty || g.k == 0 || g.alpha == 0.0f) {

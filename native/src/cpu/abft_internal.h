@@ -39,6 +39,9 @@ struct AbftKernels {
 };
 const AbftKernels* abft_avx512_kernels();  // null where not compiled
 
+// Row-major view of the arguments (gemm.cc): column-major sgemm is row-major on the transposes.
+SgemmArgs as_row_major(const SgemmArgs& args);
+
 // sgemm (beta and alpha as given) with every block and tile passed through `observer`. Always takes
 // the packed/streamed micro-kernel path (never the dot-product tiles), row-major view of `args`.
 void sgemm_observed(const SgemmArgs& args, TileObserver& observer);

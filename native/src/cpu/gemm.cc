@@ -38,22 +38,6 @@ int64_t extent(int64_t rows, int64_t cols, int64_t ld) { return rows == 0 || col
 // Element (i, j) of op(X) for a matrix stored row-major with leading dimension ld.
 inline float at(const float* x, bool trans, int64_t ld, int64_t i, int64_t j) { return trans ? x[j * ld + i] : x[i * ld + j]; }
 
-// Row-major view of the arguments: column-major C = op(A) op(B) is row-major C^T = op(B)^T op(A)^T.
-SgemmArgs as_row_major(const SgemmArgs& a) {
-  if (a.layout == Layout::RowMajor) return a;
-  SgemmArgs r = a;
-  r.layout = Layout::RowMajor;
-  r.m = a.n;
-  r.n = a.m;
-  r.a = a.b;
-  r.lda = a.ldb;
-  r.trans_a = a.trans_b;
-  r.b = a.a;
-  r.ldb = a.lda;
-  r.trans_b = a.trans_a;
-  return r;
-}
-
 // A buffer aligned to 64 bytes that only grows; one per thread and role, kept between calls
 // because faulting fresh pages in costs more than small multiplies.
 class AlignedBuffer {
@@ -86,6 +70,24 @@ class AlignedBuffer {
 thread_local AlignedBuffer t_a_buffer, t_b_buffer;
 
 }  // namespace
+
+namespace gemm_internal {
+// Column-major C = op(A) op(B) is row-major C^T = op(B)^T op(A)^T.
+SgemmArgs as_row_major(const SgemmArgs& a) {
+  if (a.layout == Layout::RowMajor) return a;
+  SgemmArgs r = a;
+  r.layout = Layout::RowMajor;
+  r.m = a.n;
+  r.n = a.m;
+  r.a = a.b;
+  r.lda = a.ldb;
+  r.trans_a = a.trans_b;
+  r.b = a.a;
+  r.ldb = a.lda;
+  r.trans_b = a.trans_a;
+  return r;
+}
+}  // namespace gemm_internal
 
 class PackedMatrix {
  public:
