@@ -118,6 +118,26 @@ struct Problem {
   TileObserver* observer = nullptr;  // checksum-protected GEMM (abft.cc): sees blocks and runs tiles
 };
 
+// The problem of an sgemm call (plain B) in row-major terms.
+Problem row_major_problem(const SgemmArgs& args) {
+  SgemmArgs g = as_row_major(args);
+  Problem P;
+  P.m = g.m;
+  P.n = g.n;
+  P.k = g.k;
+  P.alpha = g.alpha;
+  P.beta = g.beta;
+  P.a = g.a;
+  P.lda = g.lda;
+  P.ta = g.trans_a == Transpose::Yes;
+  P.b = g.b;
+  P.ldb = g.ldb;
+  P.tb = g.trans_b == Transpose::Yes;
+  P.c = g.c;
+  P.ldc = g.ldc;
+  return P;
+}
+
 Blocking g_override;
 
 const KernelSet& kernels_for(Isa isa) {
@@ -192,6 +212,19 @@ int64_t balanced_block(int64_t total, int64_t block, int64_t unit) {
   return std::min(block, (even + unit - 1) / unit * unit);
 }
 
+// The transposing copy of both packers: dst[p * w + i] = src[i * ld + p] for i < rows, p < kc;
+// entries rows..w-1 of each p zero.
+void pack_transposed(const float* src, int64_t ld, int64_t kc, int rows, int w, float* dst) {
+  for (int i = 0; i < rows; ++i) {
+    const float* s = src + i * ld;
+    float* di = dst + i;
+    for (int64_t p = 0; p < kc; ++p) di[p * w] = s[p];
+  }
+  if (rows < w)
+    for (int64_t p = 0; p < kc; ++p)
+      for (int i = rows; i < w; ++i) dst[p * w + i] = 0.0f;
+}
+
 // Packs rows [i0, i0 + mc) x cols [p0, p0 + kc) of op(A) into MR-row micro-panels: panel r holds
 // A(i0 + r*MR + i, p0 + p) at dst[r*kc*MR + p*MR + i], rows past mc zero.
 void pack_a(const Problem& P, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr, float* dst) {
@@ -206,14 +239,7 @@ void pack_a(const Problem& P, int64_t i0, int64_t mc, int64_t p0, int64_t kc, in
         for (int i = rows; i < mr; ++i) dp[i] = 0.0f;
       }
     } else {
-      for (int i = 0; i < rows; ++i) {
-        const float* s = P.a + (i0 + r0 + i) * P.lda + p0;
-        float* di = d + i;
-        for (int64_t p = 0; p < kc; ++p) di[p * mr] = s[p];
-      }
-      if (rows < mr)
-        for (int64_t p = 0; p < kc; ++p)
-          for (int i = rows; i < mr; ++i) d[p * mr + i] = 0.0f;
+      pack_transposed(P.a + (i0 + r0) * P.lda + p0, P.lda, kc, rows, mr, d);
     }
   }
 }
@@ -236,14 +262,7 @@ void pack_b_block(const float* b, int64_t ldb, bool tb, int64_t p0, int64_t kc, 
         for (int j = cols; j < nr; ++j) dp[j] = 0.0f;
       }
     } else {
-      for (int j = 0; j < cols; ++j) {
-        const float* s = b + (j0 + q0 + j) * ldb + p0;
-        float* dj = d + j;
-        for (int64_t p = 0; p < kc; ++p) dj[p * nr] = s[p];
-      }
-      if (cols < nr)
-        for (int64_t p = 0; p < kc; ++p)
-          for (int j = cols; j < nr; ++j) d[p * nr + j] = 0.0f;
+      pack_transposed(b + (j0 + q0) * ldb + p0, ldb, kc, cols, nr, d);
     }
   }
 }
@@ -481,6 +500,23 @@ void scale_c(const Problem& P) {
   }
 }
 
+// Threads for a call of `flops` work split into at most `parts` pieces: one for small calls
+// (waking the pool costs more than they take).
+int thread_count(double flops, int64_t parts) { return int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), parts)); }
+
+// Runs range(lo, hi) over [0, total) split into near-equal runs of whole `unit`s, one per thread
+// (on the calling thread alone when one thread is enough).
+template <typename Range>
+void split_range(double flops, int64_t total, int64_t unit, const Range& range) {
+  const int64_t units = (total + unit - 1) / unit;
+  const int threads = thread_count(flops, units);
+  if (threads <= 1) {
+    range(0, total);
+    return;
+  }
+  parallel_run(threads, [&](int t, int count) { range(units * t / count * unit, std::min(total, units * (t + 1) / count * unit)); });
+}
+
 void run(const Problem& P) {
   if (P.m == 0 || P.n == 0) return;
   if (P.alpha == 0.0f || P.k == 0) {
@@ -490,22 +526,14 @@ void run(const Problem& P) {
   const Config cfg = make_config();
   const double flops = 2.0 * double(P.m) * double(P.n) * double(P.k);
   if (!P.packed && P.tb && !P.ta && !P.c_trans && !P.observer && cfg.ks->dot && P.m <= cfg.dot_m) {
-    const int64_t unit = 16, units = (P.n + unit - 1) / unit;
-    const int threads = int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), units));
-    if (threads <= 1) {
-      dot_range(P, cfg, 0, P.n);
-    } else {
-      parallel_run(threads, [&](int t, int count) {
-        dot_range(P, cfg, units * t / count * unit, std::min(P.n, units * (t + 1) / count * unit));
-      });
-    }
+    split_range(flops, P.n, 16, [&](int64_t n0, int64_t n1) { dot_range(P, cfg, n0, n1); });
     return;
   }
   if (!P.packed && !P.tb && !P.c_trans && !P.observer && cfg.ks->stream && P.m <= cfg.stream_m) {
     const int64_t segments = stream_segments(P);
     if (segments >= 2) {
       float* parts = t_b_buffer.get(size_t(segments * P.m * P.n));
-      const int threads = int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), segments));
+      const int threads = thread_count(flops, segments);
       if (threads <= 1) {
         for (int64_t s = 0; s < segments; ++s) stream_segment(P, cfg, s, segments, parts + s * P.m * P.n);
       } else {
@@ -516,36 +544,18 @@ void run(const Problem& P) {
       reduce_segments(P, parts, segments);
       return;
     }
-    const int64_t unit = 64, units = (P.n + unit - 1) / unit;
-    const int threads = int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), units));
-    if (threads <= 1) {
-      stream_range(P, cfg, 0, P.n);
-    } else {
-      parallel_run(threads, [&](int t, int count) {
-        stream_range(P, cfg, units * t / count * unit, std::min(P.n, units * (t + 1) / count * unit));
-      });
-    }
+    split_range(flops, P.n, 64, [&](int64_t n0, int64_t n1) { stream_range(P, cfg, n0, n1); });
     return;
   }
   // Stream B in place when few rows share it and its rows are contiguous.
   const bool direct = !P.packed && !P.tb && P.m <= cfg.small_m;
-  int threads = flops < 4.0e6 ? 1 : num_threads();
   // Split the longer side of C; columns in units of whole B panels, rows of whole A panels.
   const bool split_n = P.packed || direct || P.n >= P.m;
-  const int64_t unit = split_n ? (P.packed ? P.packed->nr : (direct ? 64 : cfg.nr)) : cfg.mr;
-  const int64_t extent_units = ((split_n ? P.n : P.m) + unit - 1) / unit;
-  threads = int(std::min<int64_t>(threads, extent_units));
-  if (threads <= 1) {
-    gemm_range(P, cfg, direct, 0, P.m, 0, P.n);
-    return;
-  }
-  parallel_run(threads, [&](int t, int count) {
-    const int64_t u0 = extent_units * t / count, u1 = extent_units * (t + 1) / count;
-    if (split_n)
-      gemm_range(P, cfg, direct, 0, P.m, u0 * unit, std::min(P.n, u1 * unit));
-    else
-      gemm_range(P, cfg, direct, u0 * unit, std::min(P.m, u1 * unit), 0, P.n);
-  });
+  if (split_n)
+    split_range(flops, P.n, P.packed ? P.packed->nr : (direct ? 64 : cfg.nr),
+                [&](int64_t n0, int64_t n1) { gemm_range(P, cfg, direct, 0, P.m, n0, n1); });
+  else
+    split_range(flops, P.m, cfg.mr, [&](int64_t m0, int64_t m1) { gemm_range(P, cfg, direct, m0, m1, 0, P.n); });
 }
 
 }  // namespace
@@ -569,21 +579,7 @@ Blocking current_blocking() {
 const KernelSet& active_kernels() { return kernels_for(active_isa()); }
 
 void sgemm_observed(const SgemmArgs& args, TileObserver& observer) {
-  SgemmArgs g = as_row_major(args);
-  Problem P;
-  P.m = g.m;
-  P.n = g.n;
-  P.k = g.k;
-  P.alpha = g.alpha;
-  P.beta = g.beta;
-  P.a = g.a;
-  P.lda = g.lda;
-  P.ta = g.trans_a == Transpose::Yes;
-  P.b = g.b;
-  P.ldb = g.ldb;
-  P.tb = g.trans_b == Transpose::Yes;
-  P.c = g.c;
-  P.ldc = g.ldc;
+  Problem P = row_major_problem(args);
   P.observer = &observer;
   run(P);
 }
@@ -637,22 +633,7 @@ void sgemm(const SgemmArgs& args) {
   require_pointer(args.c, nonempty, "c");
   require_pointer(args.a, nonempty && args.k > 0 && args.alpha != 0.0f, "a");
   require_pointer(args.b, nonempty && args.k > 0 && args.alpha != 0.0f, "b");
-  SgemmArgs g = as_row_major(args);
-  Problem P;
-  P.m = g.m;
-  P.n = g.n;
-  P.k = g.k;
-  P.alpha = g.alpha;
-  P.beta = g.beta;
-  P.a = g.a;
-  P.lda = g.lda;
-  P.ta = g.trans_a == Transpose::Yes;
-  P.b = g.b;
-  P.ldb = g.ldb;
-  P.tb = g.trans_b == Transpose::Yes;
-  P.c = g.c;
-  P.ldc = g.ldc;
-  run(P);
+  run(row_major_problem(args));
 }
 
 PackedMatrixPtr pack_b(Layout layout, Transpose trans_b, int64_t k, int64_t n, const float* b, int64_t ldb) {
