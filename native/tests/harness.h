@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "kintsugi/cpu.h"
+
 namespace harness {
 
 struct Case {
@@ -81,6 +83,20 @@ inline double worst_error(const float* a, const float* b, size_t n, double atol,
   }
   return worst;
 }
+
+// Every ISA path this CPU supports, portable first (each test sweeps them with set_isa_limit).
+inline std::vector<kintsugi::Isa> supported_isas() {
+  std::vector<kintsugi::Isa> isas = {kintsugi::Isa::Portable};
+  if (int(kintsugi::best_isa()) >= int(kintsugi::Isa::Avx2)) isas.push_back(kintsugi::Isa::Avx2);
+  if (int(kintsugi::best_isa()) >= int(kintsugi::Isa::Avx512)) isas.push_back(kintsugi::Isa::Avx512);
+  return isas;
+}
+
+// Restores the ISA limit when a test ends (also on an exception).
+struct IsaScope {
+  explicit IsaScope(kintsugi::Isa isa) { kintsugi::set_isa_limit(isa); }
+  ~IsaScope() { kintsugi::set_isa_limit(kintsugi::Isa::Avx512); }
+};
 
 inline int run_all() {
   for (auto& c : cases()) {

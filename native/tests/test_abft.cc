@@ -23,13 +23,6 @@ using kintsugi::gemm_internal::set_blocking_override;
 
 namespace {
 
-std::vector<Isa> isas() {
-  std::vector<Isa> out{Isa::Portable};
-  if (best_isa() >= Isa::Avx2) out.push_back(Isa::Avx2);
-  if (best_isa() >= Isa::Avx512) out.push_back(Isa::Avx512);
-  return out;
-}
-
 struct Problem {
   int64_t m, n, k;
   Transpose ta = Transpose::No, tb = Transpose::No;
@@ -90,7 +83,7 @@ void clean_sweep(AbftCheck check, float lo, float hi) {
 }  // namespace
 
 TEST(clean_runs_match_reference_without_events_every_isa) {
-  for (Isa isa : isas()) {
+  for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     for (AbftCheck check : {AbftCheck::TwoSided, AbftCheck::OneSided}) {
       clean_sweep(check, -1.0f, 1.0f);
@@ -125,7 +118,7 @@ TEST(large_k_one_signed_clean) {
 }
 
 TEST(injected_accumulator_flips_are_corrected_every_isa) {
-  for (Isa isa : isas()) {
+  for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     for (AbftCheck check : {AbftCheck::TwoSided, AbftCheck::OneSided}) {
       int corrected = 0, flips = 0;

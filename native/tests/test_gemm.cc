@@ -24,13 +24,6 @@ namespace {
 const float kSentinel = -12345.5f;
 bool g_single_thread = false;
 
-std::vector<Isa> isas() {
-  std::vector<Isa> out{Isa::Portable};
-  if (int(best_isa()) >= int(Isa::Avx2)) out.push_back(Isa::Avx2);
-  if (int(best_isa()) >= int(Isa::Avx512)) out.push_back(Isa::Avx512);
-  return out;
-}
-
 struct Matrix {
   std::vector<float> data;
   int64_t rows = 0, cols = 0, ld = 0;
@@ -190,7 +183,7 @@ bool run_case(const Case& c, Matrix* a_out = nullptr, Matrix* b_out = nullptr) {
 // forced by running inside a one-thread parallel_run (nested calls run inline), so the pool is
 // never resized between jobs.
 template <typename F> void for_each_path(F body) {
-  for (Isa isa : isas()) {
+  for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     g_single_thread = true;
     kintsugi::parallel_run(1, [&](int, int) { body(); });
@@ -283,7 +276,7 @@ TEST(random_floats_within_k_scaled_tolerance) {
     sweep({{129, 77, 300}, {70, 257, 65}}, Fill::Floats, 0.75f, 0.25f, 1);
   });
   // Large K on the best path and the AVX2 path only (the reference costs m*n*k).
-  for (Isa isa : isas()) {
+  for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     Case c;
     c.m = 19;
@@ -410,8 +403,8 @@ TEST(packed_matches_plain_every_layout) {
     sweep({{20, 50, 30}}, Fill::Ints, 2.0f, 1.0f, 0, true);
   });
   // Packed under one ISA, multiplied under another (panel widths differ).
-  for (Isa pack_isa : isas())
-    for (Isa run_isa : isas()) {
+  for (Isa pack_isa : harness::supported_isas())
+    for (Isa run_isa : harness::supported_isas()) {
       set_isa_limit(pack_isa);
       std::vector<float> b = harness::random_small_ints(size_t(37 * 45), 3);
       std::vector<float> a = harness::random_small_ints(size_t(11 * 37), 4);
@@ -585,7 +578,7 @@ TEST(row_streaming_path) {
 
 TEST(row_streaming_is_thread_count_independent) {
   // K segments are fixed by k alone, so float results are bitwise equal on 1 and N threads.
-  for (Isa isa : isas()) {
+  for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     for (Shape sh : std::vector<Shape>{{1, 2000, 3000}, {6, 777, 2100}, {4, 1500, 900}}) {
       std::vector<float> a = harness::random_floats(size_t(sh.m * sh.k), 21), b = harness::random_floats(size_t(sh.k * sh.n), 22);
@@ -611,7 +604,7 @@ TEST(row_streaming_is_thread_count_independent) {
 
 TEST(stream_kernel_checksum_hook) {
   // The ABFT hook on the row-streaming kernel: row and column sums of what it wrote to C.
-  for (Isa isa : isas()) {
+  for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     const auto& ks = gemm_internal::active_kernels();
     if (!ks.stream) continue;
@@ -664,7 +657,7 @@ TEST(stream_kernel_checksum_hook) {
 
 TEST(micro_kernel_checksum_hook) {
   // The ABFT hook: row and column sums of the tile written to C are added to the given arrays.
-  for (Isa isa : isas()) {
+  for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     const auto& ks = gemm_internal::active_kernels();
     for (int mr : {1, ks.mr}) {
@@ -751,7 +744,7 @@ TEST(bigger_square_matches_reference_spot_check) {
   const int64_t m = 517, n = 611, k = 700;
   std::vector<float> a = harness::random_floats(size_t(m * k), 11), b = harness::random_floats(size_t(k * n), 12);
   std::vector<float> c(size_t(m * n), NAN), t = harness::random_floats(size_t(n), 13);
-  for (Isa isa : isas()) {
+  for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     SgemmArgs g;
     g.m = m;

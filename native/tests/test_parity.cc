@@ -12,15 +12,10 @@
 #include "kintsugi/parity.h"
 
 using kintsugi::Isa;
+using harness::IsaScope;
+using harness::supported_isas;
 
 namespace {
-
-std::vector<Isa> supported_isas() {
-  std::vector<Isa> isas = {Isa::Portable};
-  if (int(kintsugi::best_isa()) >= int(Isa::Avx2)) isas.push_back(Isa::Avx2);
-  if (int(kintsugi::best_isa()) >= int(Isa::Avx512)) isas.push_back(Isa::Avx512);
-  return isas;
-}
 
 std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -30,12 +25,6 @@ std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
 }
 
 const size_t kLengths[] = {0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300, 1000, 4096 + 13};
-
-// Restores the ISA limit when a test ends (also on an exception).
-struct IsaScope {
-  explicit IsaScope(Isa isa) { kintsugi::set_isa_limit(isa); }
-  ~IsaScope() { kintsugi::set_isa_limit(Isa::Avx512); }
-};
 
 }  // namespace
 

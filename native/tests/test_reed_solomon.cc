@@ -12,21 +12,11 @@
 #include "kintsugi/threadpool.h"
 
 using kintsugi::Isa;
+using harness::IsaScope;
+using harness::supported_isas;
 using kintsugi::ReedSolomon;
 
 namespace {
-
-std::vector<Isa> supported_isas() {
-  std::vector<Isa> isas = {Isa::Portable};
-  if (int(kintsugi::best_isa()) >= int(Isa::Avx2)) isas.push_back(Isa::Avx2);
-  if (int(kintsugi::best_isa()) >= int(Isa::Avx512)) isas.push_back(Isa::Avx512);
-  return isas;
-}
-
-struct IsaScope {
-  explicit IsaScope(Isa isa) { kintsugi::set_isa_limit(isa); }
-  ~IsaScope() { kintsugi::set_isa_limit(Isa::Avx512); }
-};
 
 // Carry-less multiplication reduced by 0x11D: independent of the library's log/exp tables.
 uint8_t slow_mul(uint8_t a, uint8_t b) {
