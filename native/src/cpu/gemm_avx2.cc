@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "gemm_internal.h"
+#include "gemm_stream.h"
 
 namespace kintsugi {
 namespace gemm_internal {
@@ -131,26 +132,8 @@ const MicroKernel kTiles[kMaxRows + 1][kMaxVectors + 1] = {
 
 void micro(const MicroTile& t) { kTiles[t.mr][(t.nr + 7) >> 3](t); }
 
-// Row-streaming kernel (StreamTile), as in gemm_avx512.cc: B is walked kStreamRows whole rows at
-// a time; per chunk of NV vectors of columns the M x NV partial sums come from `acc` (or start at
-// zero), take the row group's rank-1 updates and go back to `acc` (or, after the last group, to C).
+// Row-streaming kernel (StreamTile): the driver in gemm_stream.h around this ISA's chunk.
 constexpr int kStreamRows = 8;
-constexpr int kStreamMaxRows = 8;
-
-struct StreamChunk {
-  const float* al;  // A(i, p0 + r) at al[r * M + i]
-  int kb;
-  const float* b;
-  int64_t ldb;
-  float* acc;
-  int64_t accld;
-  float* c;
-  int64_t ldc;
-  bool first, last;
-  float alpha, beta;
-  float* row_sums;
-  float* col_sums;
-};
 
 template <int M, int NV, bool MASKED>
 inline __attribute__((always_inline)) void stream_chunk(const StreamChunk& s, __m256i last_mask) {
@@ -238,62 +221,21 @@ inline __attribute__((always_inline)) void stream_chunk(const StreamChunk& s, __
   }
 }
 
-// Vectors per chunk for M rows within 16 ymm registers.
-constexpr int stream_width(int m) { return m == 1 ? 8 : m == 2 ? 6 : m == 3 ? 4 : m == 4 ? 3 : m <= 6 ? 2 : 1; }
-
-template <int M>
-void stream_rows(const StreamTile& t) {
-  constexpr int NV = stream_width(M);
-  constexpr int W = 8 * NV;
-  alignas(32) float al[kStreamRows * M];
-  const int64_t n = t.n;
-  const int64_t n_full = n / W * W;
-  const __m256i full = tail_mask(8);
-  StreamChunk s;
-  s.ldb = t.ldb;
-  s.accld = n;
-  s.ldc = t.ldc;
-  s.alpha = t.alpha;
-  s.beta = t.beta;
-  s.row_sums = t.row_sums;
-  for (int64_t p0 = 0; p0 < t.k; p0 += kStreamRows) {
-    const int kb = t.k - p0 < kStreamRows ? int(t.k - p0) : kStreamRows;
-    for (int r = 0; r < kb; ++r)
-#pragma GCC unroll 8
-      for (int i = 0; i < M; ++i) al[r * M + i] = t.a[i * t.a_row_stride + (p0 + r) * t.a_stride];
-    s.al = al;
-    s.kb = kb;
-    s.first = p0 == 0;
-    s.last = p0 + kb >= t.k;
-    const float* brow = t.b + p0 * t.ldb;
-    int64_t j = 0;
-    for (; j < n_full; j += W) {
-      s.b = brow + j;
-      s.acc = t.acc + j;
-      s.c = t.c + j;
-      s.col_sums = t.col_sums ? t.col_sums + j : nullptr;
-      stream_chunk<M, NV, false>(s, full);
-    }
-    for (; j < n; j += 8) {
-      s.b = brow + j;
-      s.acc = t.acc + j;
-      s.c = t.c + j;
-      s.col_sums = t.col_sums ? t.col_sums + j : nullptr;
-      if (n - j >= 8)
-        stream_chunk<M, 1, false>(s, full);
-      else
-        stream_chunk<M, 1, true>(s, tail_mask(int(n - j)));
-    }
+struct StreamIsa {
+  static constexpr int kLanes = 8;
+  static constexpr int kRows = kStreamRows;
+  using Mask = __m256i;
+  static Mask full_mask() { return gemm_internal::tail_mask(8); }
+  static Mask tail_mask(int64_t n) { return gemm_internal::tail_mask(int(n)); }
+  // Vectors per chunk for M rows within 16 ymm registers.
+  static constexpr int width(int m) { return m == 1 ? 8 : m == 2 ? 6 : m == 3 ? 4 : m == 4 ? 3 : m <= 6 ? 2 : 1; }
+  template <int M, int NV, bool MASKED>
+  static inline __attribute__((always_inline)) void chunk(const StreamChunk& s, Mask last_mask) {
+    stream_chunk<M, NV, MASKED>(s, last_mask);
   }
-}
+};
 
-const StreamKernel kStreamKernels[kStreamMaxRows + 1] = {nullptr,         &stream_rows<1>, &stream_rows<2>,
-                                                         &stream_rows<3>, &stream_rows<4>, &stream_rows<5>,
-                                                         &stream_rows<6>, &stream_rows<7>, &stream_rows<8>};
-
-void stream(const StreamTile& t) { kStreamKernels[t.mr](t); }
-
-const KernelSet kSet = {"sgemm_avx2_6x16", 6, 16, kMaxRows, false, {0, 32, 32, 24, 16, 16, 16, 16}, &micro, nullptr, nullptr, 0, 0, &stream, kStreamMaxRows};
+const KernelSet kSet = {"sgemm_avx2_6x16", 6, 16, kMaxRows, false, {0, 32, 32, 24, 16, 16, 16, 16}, &micro, nullptr, nullptr, 0, 0, &stream<StreamIsa>, kStreamMaxRows};
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include "gemm_internal.h"
+#include "gemm_stream.h"
 
 namespace kintsugi {
 namespace gemm_internal {
@@ -275,11 +276,7 @@ void dot(const DotTile& t) {
   }
 }
 
-// Row-streaming kernel (StreamTile): B is walked kStreamRows whole rows at a time. For each
-// chunk of NV vectors of columns, the M x NV partial sums come from `acc` (or start at zero),
-// take kStreamRows rank-1 updates from the rows' chunks, and go back to `acc` (or, after the
-// last row group, to C). The A values of a row group are copied to a small contiguous block
-// first, so both op(A) layouts broadcast from L1.
+// Row-streaming kernel (StreamTile): the driver in gemm_stream.h around this ISA's chunk.
 #ifndef KINTSUGI_STREAM_ROWS
 #define KINTSUGI_STREAM_ROWS 8
 #endif
@@ -287,25 +284,9 @@ void dot(const DotTile& t) {
 #define KINTSUGI_STREAM_PF 0
 #endif
 constexpr int kStreamRows = KINTSUGI_STREAM_ROWS;
-constexpr int kStreamMaxRows = 8;
 // Software prefetch (floats ahead within a row, T0): off, the hardware prefetchers follow the
 // row-group streams better on Zen 4 (M = 1: 10-11 vs 6-8 GFLOP/s with 512 floats ahead).
 constexpr int64_t kStreamPrefetch = KINTSUGI_STREAM_PF;
-
-struct StreamChunk {
-  const float* al;  // A block: A(i, p0 + r) at al[r * M + i]
-  int kb;
-  const float* b;   // B(p0, j) for the chunk's first column j
-  int64_t ldb;
-  float* acc;       // acc + i * accld: row i of the chunk's partial sums
-  int64_t accld;
-  float* c;
-  int64_t ldc;
-  bool first, last;
-  float alpha, beta;
-  float* row_sums;
-  float* col_sums;
-};
 
 template <int M, int NV, bool MASKED>
 inline __attribute__((always_inline)) void stream_chunk(const StreamChunk& s, __mmask16 last_mask) {
@@ -393,62 +374,22 @@ inline __attribute__((always_inline)) void stream_chunk(const StreamChunk& s, __
   }
 }
 
-// Vectors per chunk for M rows: M * NV accumulators plus NV B vectors within 32 registers.
-constexpr int stream_width(int m) { return m <= 3 ? 8 : m == 4 ? 6 : m <= 6 ? 4 : 3; }
-
-template <int M>
-void stream_rows(const StreamTile& t) {
-  constexpr int NV = stream_width(M);
-  constexpr int W = 16 * NV;
-  alignas(64) float al[kStreamRows * M];
-  const int64_t n = t.n;
-  const int64_t n_full = n / W * W;
-  StreamChunk s;
-  s.ldb = t.ldb;
-  s.accld = n;
-  s.ldc = t.ldc;
-  s.alpha = t.alpha;
-  s.beta = t.beta;
-  s.row_sums = t.row_sums;
-  for (int64_t p0 = 0; p0 < t.k; p0 += kStreamRows) {
-    const int kb = t.k - p0 < kStreamRows ? int(t.k - p0) : kStreamRows;
-    for (int r = 0; r < kb; ++r)
-#pragma GCC unroll 8
-      for (int i = 0; i < M; ++i) al[r * M + i] = t.a[i * t.a_row_stride + (p0 + r) * t.a_stride];
-    s.al = al;
-    s.kb = kb;
-    s.first = p0 == 0;
-    s.last = p0 + kb >= t.k;
-    const float* brow = t.b + p0 * t.ldb;
-    int64_t j = 0;
-    for (; j < n_full; j += W) {
-      s.b = brow + j;
-      s.acc = t.acc + j;
-      s.c = t.c + j;
-      s.col_sums = t.col_sums ? t.col_sums + j : nullptr;
-      stream_chunk<M, NV, false>(s, 0xFFFF);
-    }
-    for (; j < n; j += 16) {
-      s.b = brow + j;
-      s.acc = t.acc + j;
-      s.c = t.c + j;
-      s.col_sums = t.col_sums ? t.col_sums + j : nullptr;
-      if (n - j >= 16)
-        stream_chunk<M, 1, false>(s, 0xFFFF);
-      else
-        stream_chunk<M, 1, true>(s, __mmask16((1u << (n - j)) - 1u));
-    }
+struct StreamIsa {
+  static constexpr int kLanes = 16;
+  static constexpr int kRows = kStreamRows;
+  using Mask = __mmask16;
+  static Mask full_mask() { return 0xFFFF; }
+  static Mask tail_mask(int64_t n) { return __mmask16((1u << n) - 1u); }
+  // Vectors per chunk for M rows: M * NV accumulators plus NV B vectors within 32 registers.
+  static constexpr int width(int m) { return m <= 3 ? 8 : m == 4 ? 6 : m <= 6 ? 4 : 3; }
+  template <int M, int NV, bool MASKED>
+  static inline __attribute__((always_inline)) void chunk(const StreamChunk& s, Mask last_mask) {
+    stream_chunk<M, NV, MASKED>(s, last_mask);
   }
-}
-
-const StreamKernel kStreamKernels[kStreamMaxRows + 1] = {nullptr,         &stream_rows<1>, &stream_rows<2>,
-                                                         &stream_rows<3>, &stream_rows<4>, &stream_rows<5>,
-                                                         &stream_rows<6>, &stream_rows<7>, &stream_rows<8>};
-
-void stream(const StreamTile& t) { kStreamKernels[t.mr](t); }
+};
 
 const KernelSet kSet = {"sgemm_avx512_6x64", 6,   64, kMaxRows, true, {0, 128, 128, 96, 96, 64, 64, 32}, &micro, &pack_b_transposed,
-                        &dot,                 kDotRows, 64, &stream, kStreamMaxRows};
+                        &dot,                 kDotRows, 64, &stream<StreamIsa>, kStreamMaxRows};
 
 }  // namespace
 
