@@ -16,6 +16,14 @@ inline __m256i tail_mask(int tail) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// Horizontal sum of the 8 lanes.
+inline __attribute__((always_inline)) float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
 template <int M, int NV, bool MASKED, bool STRIDED_A>
 inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
   __m256 acc[M][NV];
@@ -80,10 +88,7 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
       __m256 row = zero;
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) row = _mm256_add_ps(row, acc[i][v]);
-      __m128 s = _mm_add_ps(_mm256_castps256_ps128(row), _mm256_extractf128_ps(row, 1));
-      s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-      s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-      t.row_sums[i] += _mm_cvtss_f32(s);
+      t.row_sums[i] += hsum(row);
     }
     if (t.col_sums) {
 #pragma GCC unroll 4
@@ -202,12 +207,7 @@ inline __attribute__((always_inline)) void stream_chunk(const StreamChunk& s, __
       row = _mm256_add_ps(row, r);
       col[v] = _mm256_add_ps(col[v], r);
     }
-    if (s.row_sums) {
-      __m128 h = _mm_add_ps(_mm256_castps256_ps128(row), _mm256_extractf128_ps(row, 1));
-      h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-      h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-      s.row_sums[i] += _mm_cvtss_f32(h);
-    }
+    if (s.row_sums) s.row_sums[i] += hsum(row);
   }
   if (s.col_sums) {
 #pragma GCC unroll 8
