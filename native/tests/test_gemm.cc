@@ -68,6 +68,15 @@ struct Case {
   uint32_t seed = 1;
 };
 
+// A default case of the given size.
+Case sized_case(int64_t m, int64_t n, int64_t k) {
+  Case c;
+  c.m = m;
+  c.n = n;
+  c.k = k;
+  return c;
+}
+
 std::string describe(const Case& c) {
   std::ostringstream s;
   s << "isa=" << isa_name(active_isa()) << " threads=" << (g_single_thread ? 1 : num_threads()) << " " << (c.layout == Layout::RowMajor ? "row" : "col")
@@ -206,13 +215,10 @@ void sweep(const std::vector<Shape>& shapes, Fill f, float alpha, float beta, in
     for (Layout l : kLayouts)
       for (Transpose ta : kTrans)
         for (Transpose tb : kTrans) {
-          Case c;
+          Case c = sized_case(s.m, s.n, s.k);
           c.layout = l;
           c.ta = ta;
           c.tb = tb;
-          c.m = s.m;
-          c.n = s.n;
-          c.k = s.k;
           c.alpha = alpha;
           c.beta = beta;
           c.pad_a = pad;
@@ -278,10 +284,7 @@ TEST(random_floats_within_k_scaled_tolerance) {
   // Large K on the best path and the AVX2 path only (the reference costs m*n*k).
   for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
-    Case c;
-    c.m = 19;
-    c.n = 45;
-    c.k = 4099;
+    Case c = sized_case(19, 45, 4099);
     c.fill = Fill::Floats;
     for (Transpose ta : kTrans)
       for (Transpose tb : kTrans)
@@ -304,11 +307,8 @@ TEST(beta_zero_ignores_nan_in_c) {
   for_each_path([] {
     for (bool packed : {false, true})
       for (Layout l : kLayouts) {
-        Case c;
+        Case c = sized_case(23, 41, 17);
         c.layout = l;
-        c.m = 23;
-        c.n = 41;
-        c.k = 17;
         c.nan_c = true;
         c.packed = packed;
         run_case(c);
@@ -325,11 +325,8 @@ TEST(beta_zero_ignores_nan_in_c) {
 TEST(alpha_zero_and_k_zero_scale_c_by_beta) {
   for_each_path([] {
     for (Layout l : kLayouts) {
-      Case c;
+      Case c = sized_case(9, 21, 0);
       c.layout = l;
-      c.m = 9;
-      c.n = 21;
-      c.k = 0;
       c.beta = 3.0f;
       c.pad_c = 2;
       run_case(c);
@@ -355,11 +352,8 @@ TEST(empty_dimensions_touch_nothing) {
   for_each_path([] {
     for (Shape s : std::vector<Shape>{{0, 5, 3}, {4, 0, 3}, {0, 0, 0}, {0, 3, 0}})
       for (Layout l : kLayouts) {
-        Case c;
+        Case c = sized_case(s.m, s.n, s.k);
         c.layout = l;
-        c.m = s.m;
-        c.n = s.n;
-        c.k = s.k;
         c.beta = 2.0f;
         run_case(c);
         c.packed = true;
@@ -373,12 +367,9 @@ TEST(nan_and_inf_in_operands_propagate) {
     for (Layout l : kLayouts)
       for (Transpose tb : kTrans)
         for (int64_t m : {3, 40}) {
-          Case c;
+          Case c = sized_case(m, 35, 12);
           c.layout = l;
           c.tb = tb;
-          c.m = m;
-          c.n = 35;
-          c.k = 12;
           int64_t b_rows = tb == Transpose::No ? c.k : c.n, b_cols = tb == Transpose::No ? c.n : c.k;
           Matrix A = make_matrix(l, c.m, c.k, 0, 0.0f);
           Matrix B = make_matrix(l, b_rows, b_cols, 0, 0.0f);
@@ -437,11 +428,8 @@ TEST(small_m_streaming_path) {
       shapes.push_back({m, 131 + m, 40 + m});
     for (const Shape& s : shapes)
       for (Transpose ta : kTrans) {
-        Case c;
+        Case c = sized_case(s.m, s.n, s.k);
         c.ta = ta;
-        c.m = s.m;
-        c.n = s.n;
-        c.k = s.k;
         c.pad_b = 5;
         c.seed = uint32_t(s.m);
         if (!run_case(c)) return;
@@ -454,11 +442,8 @@ TEST(small_m_streaming_path) {
     for (int64_t m : {1, 3, 4, 5, 9, 32, 33})
       for (int64_t k : {1, 15, 16, 47})
         for (float beta : {0.0f, 1.5f}) {
-          Case c;
+          Case c = sized_case(m, 37, k);
           c.tb = Transpose::Yes;
-          c.m = m;
-          c.n = 37;
-          c.k = k;
           c.beta = beta;
           c.nan_c = beta == 0.0f;
           c.pad_a = 3;
@@ -472,10 +457,7 @@ TEST(small_m_streaming_path) {
     b.stream_m = 0;
     set_blocking_override(b);
     for (int64_t m : {1, 3, 7}) {
-      Case c;
-      c.m = m;
-      c.n = 131;
-      c.k = 40;
+      Case c = sized_case(m, 131, 40);
       c.pad_b = 5;
       if (!run_case(c)) return;
     }
@@ -498,11 +480,8 @@ TEST(row_streaming_path) {
       for (int64_t n : {1, 15, 17, 33, 97, 131, 200})
         for (int64_t k : {1, 7, 8, 9, 24, 43})
           for (Transpose ta : kTrans) {
-            Case c;
+            Case c = sized_case(m, n, k);
             c.ta = ta;
-            c.m = m;
-            c.n = n;
-            c.k = k;
             c.pad_a = 1;
             c.pad_b = 3;
             c.pad_c = 2;
@@ -515,10 +494,7 @@ TEST(row_streaming_path) {
     // Big enough (>= 4 MFLOP) to split columns across threads, with an uneven last range.
     // k >= 1024 splits K into segments (partial products reduced at the end), uneven last one.
     for (Shape sh : std::vector<Shape>{{3, 1005, 1400}, {8, 517, 1000}, {2, 300, 2100}, {5, 70, 4099}}) {
-      Case c;
-      c.m = sh.m;
-      c.n = sh.n;
-      c.k = sh.k;
+      Case c = sized_case(sh.m, sh.n, sh.k);
       c.beta = 0.0f;
       c.nan_c = true;
       c.pad_b = 7;
@@ -531,10 +507,7 @@ TEST(row_streaming_path) {
     }
     // Floats with a long k (many row groups, partial sums through the scratch).
     for (int64_t m : {1, 5, 8}) {
-      Case c;
-      c.m = m;
-      c.n = 300;
-      c.k = 1001;
+      Case c = sized_case(m, 300, 1001);
       c.fill = Fill::Floats;
       c.alpha = 0.5f;
       c.beta = -0.25f;
@@ -544,10 +517,7 @@ TEST(row_streaming_path) {
     b.stream_m = 40;
     set_blocking_override(b);
     for (int64_t m : {9, 16, 17, 33}) {
-      Case c;
-      c.m = m;
-      c.n = 75;
-      c.k = 19;
+      Case c = sized_case(m, 75, 19);
       c.beta = 2.0f;
       c.pad_b = 1;
       if (!run_case(c)) return;
@@ -560,10 +530,7 @@ TEST(row_streaming_path) {
     set_blocking_override(Blocking{});
     // NaN / Inf in A and B reach exactly the outputs they should.
     for (int64_t m : {1, 2, 8}) {
-      Case c;
-      c.m = m;
-      c.n = 70;
-      c.k = 20;
+      Case c = sized_case(m, 70, 20);
       Matrix A = make_matrix(Layout::RowMajor, c.m, c.k, 0, 0.0f);
       Matrix B = make_matrix(Layout::RowMajor, c.k, c.n, 0, 0.0f);
       fill(A, Fill::Ints, 5);
