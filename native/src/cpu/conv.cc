@@ -20,30 +20,8 @@
 #include "kintsugi/threadpool.h"
 
 namespace kintsugi {
-namespace {
 
-// Column buffers are split into chunks of output pixels so that one chunk stays about this size:
-// large images do not need a K*KH*KW x OH*OW buffer, and a chunk is still read back from cache.
-constexpr int64_t kColumnBudgetBytes = int64_t(4) << 20;
-
-int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
-
-// Output positions o in [lo, hi) whose input position o * stride + off lies in [0, in).
-void valid_range(int64_t off, int64_t stride, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
-  lo = std::max<int64_t>(0, ceil_div(-off, stride));
-  hi = std::min<int64_t>(out, floor_div(in - 1 - off, stride) + 1);
-  if (hi < lo) hi = lo;
-}
-
-struct Geometry {
-  int64_t oh = 0, ow = 0, ohw = 0, hw = 0;
-  int64_t cg = 0, kg = 0;  // input / output channels per group
-  int64_t kk = 0;          // kh * kw
-  int64_t krows = 0;       // rows of the column matrix: cg * kh * kw
-  bool pointwise = false;  // 1x1, stride 1, no padding: the image is its own column matrix
-  bool depthwise = false;  // one input channel per group and few outputs per group: direct loops
-};
+namespace conv_internal {
 
 Geometry geometry(const Conv2dParams& p) {
   Geometry g;
@@ -61,6 +39,20 @@ Geometry geometry(const Conv2dParams& p) {
   g.depthwise = g.cg == 1 && g.kg <= 8 && !g.pointwise;
   return g;
 }
+
+}  // namespace conv_internal
+
+using conv_internal::ceil_div;
+using conv_internal::floor_div;
+using conv_internal::Geometry;
+using conv_internal::geometry;
+using conv_internal::valid_range;
+
+namespace {
+
+// Column buffers are split into chunks of output pixels so that one chunk stays about this size:
+// large images do not need a K*KH*KW x OH*OW buffer, and a chunk is still read back from cache.
+constexpr int64_t kColumnBudgetBytes = int64_t(4) << 20;
 
 int64_t column_chunk(const Geometry& g) {
   int64_t max_cols = kColumnBudgetBytes / int64_t(sizeof(float)) / g.krows;

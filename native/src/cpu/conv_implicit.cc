@@ -36,8 +36,6 @@ namespace {
 using gemm_internal::KernelSet;
 using gemm_internal::MicroTile;
 
-int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-int64_t ceil_div_s(int64_t a, int64_t b) { return -floor_div(-a, b); }
 int64_t round_up(int64_t v, int64_t unit) { return (v + unit - 1) / unit * unit; }
 
 // Grow-only, 64-byte aligned, per-thread scratch (no zeroing, no page faults after the first call).
@@ -65,7 +63,7 @@ using Segment = PanelSegment;
 struct Plan {
   const Conv2dParams* p;
   const KernelSet* ks;
-  int64_t oh, ow, P, hw, cg, kg, kk, K;
+  Geometry geo;           // geo.ohw: the GEMM N per image (output pixels), geo.krows: its K
   int mr, nr;
   int64_t kc, mc, nc;     // reduction slice, row block, pixel block (multiple of nr)
   bool virtual_cols;      // pixel blocks run across images (small planes, several images)
@@ -75,14 +73,6 @@ struct Plan {
   const int64_t* hi_w;
   void (*pack)(const PackPanelJob&);
 };
-
-// Valid output columns [lo, hi) for kernel column j: input column ow*sw + off lies in [0, w).
-void valid_cols(const Conv2dParams& p, int64_t ow_n, int64_t j, int64_t& lo, int64_t& hi) {
-  const int64_t off = j * p.dilation_w - p.pad_w;
-  lo = std::max<int64_t>(0, ceil_div_s(-off, p.stride_w));
-  hi = std::min<int64_t>(ow_n, floor_div(p.w - 1 - off, p.stride_w) + 1);
-  if (hi < lo) hi = lo;
-}
 
 // Portable packing (see PackPanelJob).
 void pack_panel_portable(const PackPanelJob& jb) {
@@ -132,16 +122,16 @@ int make_segments(const Plan& pl, int64_t img0, int64_t j0, int cols, Segment* s
   int n = 0, jj = 0;
   int64_t img = img0, q = j0;
   if (pl.virtual_cols) {
-    img = j0 / pl.P;
-    q = j0 % pl.P;
+    img = j0 / pl.geo.ohw;
+    q = j0 % pl.geo.ohw;
   }
   while (jj < cols) {
-    if (q == pl.P) {
+    if (q == pl.geo.ohw) {
       ++img;
       q = 0;
     }
-    const int64_t oh = q / pl.ow, ow0 = q % pl.ow;
-    const int len = int(std::min<int64_t>(pl.ow - ow0, cols - jj));
+    const int64_t oh = q / pl.geo.ow, ow0 = q % pl.geo.ow;
+    const int len = int(std::min<int64_t>(pl.geo.ow - ow0, cols - jj));
     segs[n++] = Segment{img, oh, ow0, len, jj};
     jj += len;
     q += len;
@@ -159,24 +149,24 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
   const int64_t g = rest % p.groups;
   const int64_t img = pl.virtual_cols ? 0 : rest / p.groups;
 
-  const int64_t total_cols = pl.virtual_cols ? p.n * pl.P : pl.P;
+  const int64_t total_cols = pl.virtual_cols ? p.n * pl.geo.ohw : pl.geo.ohw;
   const int64_t j0 = cb * pl.nc, ncols = std::min(pl.nc, total_cols - j0);
-  const int64_t m0 = mt * pl.m_task, m1 = std::min(pl.kg, m0 + pl.m_task);
+  const int64_t m0 = mt * pl.m_task, m1 = std::min(pl.geo.kg, m0 + pl.m_task);
   if (m0 >= m1) return;
   const int nr = pl.nr, mr = pl.mr;
   const int64_t panels = (ncols + nr - 1) / nr;
-  const int64_t kc_max = std::min(pl.kc, pl.K);
+  const int64_t kc_max = std::min(pl.kc, pl.geo.krows);
   float* bbuf = t_bpack.get(size_t(panels * kc_max * nr + 16));  // + the AVX-512 packer's spill
 
   // Direct C when the block lies in one image's planes; a scratch block otherwise.
-  const bool direct_c = !pl.virtual_cols || (j0 / pl.P == (j0 + ncols - 1) / pl.P);
+  const bool direct_c = !pl.virtual_cols || (j0 / pl.geo.ohw == (j0 + ncols - 1) / pl.geo.ohw);
   float* cbase;
   int64_t ldc;
   if (direct_c) {
-    const int64_t im = pl.virtual_cols ? j0 / pl.P : img;
-    const int64_t q0 = pl.virtual_cols ? j0 % pl.P : j0;
-    cbase = y + (im * p.c_out + g * pl.kg) * pl.P + q0;
-    ldc = pl.P;
+    const int64_t im = pl.virtual_cols ? j0 / pl.geo.ohw : img;
+    const int64_t q0 = pl.virtual_cols ? j0 % pl.geo.ohw : j0;
+    cbase = y + (im * p.c_out + g * pl.geo.kg) * pl.geo.ohw + q0;
+    ldc = pl.geo.ohw;
   } else {
     ldc = round_up(ncols, 16);
     cbase = t_cblock.get(size_t((m1 - m0) * ldc)) - m0 * ldc;
@@ -184,9 +174,9 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
 
   Segment segs[260];
   PackPanelJob job;
-  job.x = x + g * pl.cg * pl.hw;
-  job.img_stride = p.c_in * pl.hw;
-  job.plane = pl.hw;
+  job.x = x + g * pl.geo.cg * pl.geo.hw;
+  job.img_stride = p.c_in * pl.geo.hw;
+  job.plane = pl.geo.hw;
   job.h = p.h;
   job.w = p.w;
   job.kh = p.kh;
@@ -201,14 +191,14 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
   job.hi_w = pl.hi_w;
   job.segs = segs;
   job.nr = nr;
-  const float* wg = w + g * pl.kg * pl.K;
+  const float* wg = w + g * pl.geo.kg * pl.geo.krows;
   MicroTile t;
   t.a_stride = 1;
-  t.a_row_stride = pl.K;
+  t.a_row_stride = pl.geo.krows;
   t.b_stride = nr;
   t.alpha = 1.0f;
-  for (int64_t k0 = 0; k0 < pl.K; k0 += pl.kc) {
-    const int64_t kc = std::min(pl.kc, pl.K - k0);
+  for (int64_t k0 = 0; k0 < pl.geo.krows; k0 += pl.kc) {
+    const int64_t kc = std::min(pl.kc, pl.geo.krows - k0);
     for (int64_t q = 0; q < panels; ++q) {
       const int cols = int(std::min<int64_t>(nr, ncols - q * nr));
       job.nseg = make_segments(pl, img, j0 + q * nr, cols, segs);
@@ -226,14 +216,14 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
         t.b = bbuf + q * kc * nr;
         for (int64_t m = ic; m < ic1; m += mr) {
           t.mr = int(std::min<int64_t>(mr, ic1 - m));
-          t.a = wg + m * pl.K + k0;
+          t.a = wg + m * pl.geo.krows + k0;
           if (q == 0) {
             // The weights stream from memory on their first use: fetch the next tile's rows
             // while this one computes (short rows far apart defeat the hardware prefetchers).
             const int64_t mn = std::min<int64_t>(m + mr, m1);
             const int64_t me = std::min<int64_t>(mn + mr, m1);
             for (int64_t r = mn; r < me; ++r) {
-              const char* a = reinterpret_cast<const char*>(wg + r * pl.K + k0);
+              const char* a = reinterpret_cast<const char*>(wg + r * pl.geo.krows + k0);
               for (int64_t off = 0; off < kc * 4; off += 64) __builtin_prefetch(a + off, 0, 2);
             }
           }
@@ -249,7 +239,7 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
     if (bias) {
       for (int64_t m = m0; m < m1; ++m) {
         float* row = cbase + m * ldc;
-        const float b = bias[g * pl.kg + m];
+        const float b = bias[g * pl.geo.kg + m];
         for (int64_t q = 0; q < ncols; ++q) row[q] += b;
       }
     }
@@ -258,12 +248,12 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
   // Scatter the block to the images' planes.
   for (int64_t m = m0; m < m1; ++m) {
     const float* src = cbase + m * ldc;
-    const float b = bias ? bias[g * pl.kg + m] : 0.0f;
+    const float b = bias ? bias[g * pl.geo.kg + m] : 0.0f;
     int64_t jj = 0;
     while (jj < ncols) {
-      const int64_t jv = j0 + jj, im = jv / pl.P, q = jv % pl.P;
-      const int64_t len = std::min(pl.P - q, ncols - jj);
-      float* dst = y + (im * p.c_out + g * pl.kg + m) * pl.P + q;
+      const int64_t jv = j0 + jj, im = jv / pl.geo.ohw, q = jv % pl.geo.ohw;
+      const int64_t len = std::min(pl.geo.ohw - q, ncols - jj);
+      float* dst = y + (im * p.c_out + g * pl.geo.kg + m) * pl.geo.ohw + q;
       for (int64_t e = 0; e < len; ++e) dst[e] = src[jj + e] + b;
       jj += len;
     }
@@ -282,14 +272,7 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
   Plan pl;
   pl.p = &p;
   pl.ks = &gemm_internal::active_kernels();
-  pl.oh = p.out_h();
-  pl.ow = p.out_w();
-  pl.P = pl.oh * pl.ow;
-  pl.hw = p.h * p.w;
-  pl.cg = p.c_in / p.groups;
-  pl.kg = p.c_out / p.groups;
-  pl.kk = p.kh * p.kw;
-  pl.K = pl.cg * pl.kk;
+  pl.geo = geometry(p);
   pl.mr = tune.mr > 0 ? tune.mr : pl.ks->mr;
   pl.nr = tune.nr > 0 ? tune.nr : pl.ks->nr;
   int64_t lo_small[16], hi_small[16];
@@ -301,7 +284,8 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
     lo = lo_big.data();
     hi = hi_big.data();
   }
-  for (int64_t j = 0; j < p.kw; ++j) valid_cols(p, pl.ow, j, lo[j], hi[j]);
+  // Valid output columns for kernel column j: input column ow*sw + off lies in [0, w).
+  for (int64_t j = 0; j < p.kw; ++j) valid_range(j * p.dilation_w - p.pad_w, p.stride_w, p.w, pl.geo.ow, lo[j], hi[j]);
   pl.lo_w = lo;
   pl.hi_w = hi;
   pl.pack = &pack_panel_portable;
@@ -313,11 +297,11 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
   // KC: the KC x NR panel of B about a quarter of L2, as in sgemm's direct-A blocking; a K a
   // little over one slice is split evenly.
   int64_t kc = tune.kc > 0 ? tune.kc : std::min<int64_t>(1024, std::max<int64_t>(256, ci.l2_bytes / 4 / (int64_t(pl.nr) * 4)));
-  if (pl.K > kc) {
-    const int64_t slices = (pl.K + kc - 1) / kc;
-    kc = (pl.K + slices - 1) / slices;
+  if (pl.geo.krows > kc) {
+    const int64_t slices = (pl.geo.krows + kc - 1) / kc;
+    kc = (pl.geo.krows + slices - 1) / slices;
   } else {
-    kc = pl.K;
+    kc = pl.geo.krows;
   }
   pl.kc = kc;
   // MC: the MC x KC block of weights about three quarters of L2.
@@ -326,9 +310,9 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
   const int threads = num_threads();
   // Small planes with several images: pixel blocks run across images, so that the last
   // register tile of a plane is not mostly padding (7 x 7 = 49 pixels fill 77% of 64 lanes).
-  pl.virtual_cols = p.n > 1 && pl.P % pl.nr != 0 && pl.P < 4 * pl.nr;
+  pl.virtual_cols = p.n > 1 && pl.geo.ohw % pl.nr != 0 && pl.geo.ohw < 4 * pl.nr;
   if (tune.virtual_cols >= 0) pl.virtual_cols = p.n > 1 && tune.virtual_cols != 0;
-  const int64_t cols = pl.virtual_cols ? p.n * pl.P : pl.P;
+  const int64_t cols = pl.virtual_cols ? p.n * pl.geo.ohw : pl.geo.ohw;
   int64_t nc = tune.nc > 0 ? round_up(tune.nc, pl.nr) : 256;
   nc = std::max<int64_t>(pl.nr, nc / pl.nr * pl.nr);
   // Not much more than one block's worth of pixels: even blocks.
@@ -352,12 +336,12 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
   // Too few pixel blocks to keep every thread busy: split the output channels too.
   pl.m_tasks = 1;
   if (threads > 1 && outer < 2 * threads) {
-    const int64_t want = std::min<int64_t>((2 * threads + outer - 1) / outer, (pl.kg + pl.mr - 1) / pl.mr);
+    const int64_t want = std::min<int64_t>((2 * threads + outer - 1) / outer, (pl.geo.kg + pl.mr - 1) / pl.mr);
     pl.m_tasks = std::max<int64_t>(1, want);
   }
   if (tune.m_tasks > 0) pl.m_tasks = tune.m_tasks;
-  pl.m_task = round_up((pl.kg + pl.m_tasks - 1) / pl.m_tasks, pl.mr);
-  pl.m_tasks = (pl.kg + pl.m_task - 1) / pl.m_task;
+  pl.m_task = round_up((pl.geo.kg + pl.m_tasks - 1) / pl.m_tasks, pl.mr);
+  pl.m_tasks = (pl.geo.kg + pl.m_task - 1) / pl.m_task;
   const int64_t tasks = outer * pl.m_tasks;
 
   if (threads <= 1 || tasks == 1) {

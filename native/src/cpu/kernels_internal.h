@@ -9,6 +9,7 @@
 // plain declarations: no STL or template code may be instantiated with -mavx2/-mavx512 (an inline
 // function emitted there could be picked by the linker for baseline callers: an ODR hazard).
 #if !defined(KINTSUGI_ISA_TU)
+#include <algorithm>
 #include <new>
 #include <string>
 
@@ -126,6 +127,28 @@ void pack_panel_avx512(const PackPanelJob& job);
 #if !defined(KINTSUGI_ISA_TU)
 struct Conv2dParams;
 namespace conv_internal {
+
+// Floor / ceiling of a / b for b > 0 and any sign of a.
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// Output positions o in [lo, hi) whose input position o * stride + off lies in [0, in).
+inline void valid_range(int64_t off, int64_t stride, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
+  lo = std::max<int64_t>(0, ceil_div(-off, stride));
+  hi = std::min<int64_t>(out, floor_div(in - 1 - off, stride) + 1);
+  if (hi < lo) hi = lo;
+}
+
+// Sizes of a convolution derived from its parameters (geometry() in conv.cc).
+struct Geometry {
+  int64_t oh = 0, ow = 0, ohw = 0, hw = 0;
+  int64_t cg = 0, kg = 0;  // input / output channels per group
+  int64_t kk = 0;          // kh * kw
+  int64_t krows = 0;       // rows of the column matrix: cg * kh * kw
+  bool pointwise = false;  // 1x1, stride 1, no padding: the image is its own column matrix
+  bool depthwise = false;  // one input channel per group and few outputs per group: direct loops
+};
+Geometry geometry(const Conv2dParams& p);
 
 // Blocking of the implicit-GEMM convolution (conv_implicit.cc); 0 / -1 fields: the default
 // derived from the active KernelSet and cpu_info(). For tests (tiny blocks reach every edge) and
