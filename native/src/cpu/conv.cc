@@ -337,6 +337,21 @@ void forward_impl(const Conv2dParams& p, const float* x, const float* w, const f
   conv_internal::implicit_gemm_forward(p, x, w, bias, y, conv_internal::implicit_gemm_tuning());
 }
 
+// The batched backward passes: for each batch of nb <= nb_max images and each group, dy's planes
+// of the batch and group gathered side by side into dyb (kg x nb*ohw), then
+// step(img0, nb, grp, col, dyb) with a column buffer col of krows x nb*ohw.
+template <typename Step>
+void image_batches(const Conv2dParams& p, const Geometry& g, int64_t nb_max, const float* dy, const Step& step) {
+  std::vector<float> col = scratch(g.krows * nb_max * g.ohw), dyb = scratch(g.kg * nb_max * g.ohw);
+  for (int64_t img0 = 0; img0 < p.n; img0 += nb_max) {
+    const int64_t nb = std::min(nb_max, p.n - img0);
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      gather_planes(p, g, dy, grp, img0, nb, dyb.data());
+      step(img0, nb, grp, col.data(), dyb.data());
+    }
+  }
+}
+
 void backward_data_impl(const Conv2dParams& p, const float* dy, const float* w, float* dx) {
   const Geometry g = geometry(p);
   if (p.n == 0) return;
@@ -346,17 +361,12 @@ void backward_data_impl(const Conv2dParams& p, const float* dy, const float* w, 
   }
   const int64_t nb_max = images_per_gemm(p, g);
   if (nb_max > 1) {
-    std::vector<float> col = scratch(g.krows * nb_max * g.ohw), dyb = scratch(g.kg * nb_max * g.ohw);
-    for (int64_t img0 = 0; img0 < p.n; img0 += nb_max) {
-      const int64_t nb = std::min(nb_max, p.n - img0), ld = nb * g.ohw;
-      for (int64_t grp = 0; grp < p.groups; ++grp) {
-        gather_planes(p, g, dy, grp, img0, nb, dyb.data());
-        // col (krows x nb*ohw) = W_g^T (krows x kg) . dy (kg x nb*ohw)
-        gemm(Transpose::Yes, Transpose::No, g.krows, ld, g.kg, w + grp * g.kg * g.krows, g.krows, dyb.data(), ld, 0.0f,
-             col.data(), ld);
-        col2im_images(p, g, col.data(), grp, img0, nb, dx);
-      }
-    }
+    image_batches(p, g, nb_max, dy, [&](int64_t img0, int64_t nb, int64_t grp, float* col, const float* dyb) {
+      const int64_t ld = nb * g.ohw;
+      // col (krows x nb*ohw) = W_g^T (krows x kg) . dy (kg x nb*ohw)
+      gemm(Transpose::Yes, Transpose::No, g.krows, ld, g.kg, w + grp * g.kg * g.krows, g.krows, dyb, ld, 0.0f, col, ld);
+      col2im_images(p, g, col, grp, img0, nb, dx);
+    });
     return;
   }
   const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
@@ -386,16 +396,12 @@ void backward_data_impl(const Conv2dParams& p, const float* dy, const float* w, 
 void weight_grad(const Conv2dParams& p, const Geometry& g, const float* x, const float* dy, float* dw) {
   const int64_t nb_max = images_per_gemm(p, g);
   if (nb_max > 1) {
-    std::vector<float> col = scratch(g.krows * nb_max * g.ohw), dyb = scratch(g.kg * nb_max * g.ohw);
-    for (int64_t img0 = 0; img0 < p.n; img0 += nb_max) {
-      const int64_t nb = std::min(nb_max, p.n - img0), ld = nb * g.ohw;
-      for (int64_t grp = 0; grp < p.groups; ++grp) {
-        gather_planes(p, g, dy, grp, img0, nb, dyb.data());
-        im2col_images(p, g, x, grp, img0, nb, col.data());
-        gemm(Transpose::No, Transpose::Yes, g.kg, g.krows, ld, dyb.data(), ld, col.data(), ld, img0 == 0 ? 0.0f : 1.0f,
-             dw + grp * g.kg * g.krows, g.krows);
-      }
-    }
+    image_batches(p, g, nb_max, dy, [&](int64_t img0, int64_t nb, int64_t grp, float* col, const float* dyb) {
+      const int64_t ld = nb * g.ohw;
+      im2col_images(p, g, x, grp, img0, nb, col);
+      gemm(Transpose::No, Transpose::Yes, g.kg, g.krows, ld, dyb, ld, col, ld, img0 == 0 ? 0.0f : 1.0f, dw + grp * g.kg * g.krows,
+           g.krows);
+    });
     return;
   }
   const int64_t chunk = g.pointwise ? 0 : column_chunk(g);
