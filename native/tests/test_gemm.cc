@@ -569,6 +569,32 @@ TEST(row_streaming_is_thread_count_independent) {
   set_isa_limit(Isa::Avx512);
 }
 
+// After a kernel call with alpha = 2, beta = -1 and the ABFT hook on: C (mr rows of ldc, the first
+// n columns written) must be 2 A B - C0 exactly and untouched past column n, and rows / cols (set
+// to 1 / 2 before the call) must have gained the row / column sums of the values written.
+// A(i, p) at a[i * a_row + p * a_col], B(p, j) at b[p * ldb + j].
+bool hooked_tile_matches(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, int64_t k, int mr,
+                         int64_t n, int64_t ldc, const std::vector<float>& c0, const std::vector<float>& c,
+                         const std::vector<float>& rows, const std::vector<float>& cols) {
+  bool ok = true;
+  std::vector<double> want_rows(size_t(mr), 1.0), want_cols(size_t(n), 2.0);
+  for (int i = 0; i < mr; ++i)
+    for (int64_t j = 0; j < ldc; ++j) {
+      float want = c0[size_t(i * ldc + j)];
+      if (j < n) {
+        double s = 0;
+        for (int64_t p = 0; p < k; ++p) s += double(a[size_t(i * a_row + p * a_col)]) * b[size_t(p * ldb + j)];
+        want = float(2.0 * s - c0[size_t(i * ldc + j)]);
+        want_rows[size_t(i)] += want;
+        want_cols[size_t(j)] += want;
+      }
+      ok = ok && c[size_t(i * ldc + j)] == want;
+    }
+  for (int i = 0; i < mr; ++i) ok = ok && rows[size_t(i)] == float(want_rows[size_t(i)]);
+  for (int64_t j = 0; j < n; ++j) ok = ok && cols[size_t(j)] == float(want_cols[size_t(j)]);
+  return ok;
+}
+
 TEST(stream_kernel_checksum_hook) {
   // The ABFT hook on the row-streaming kernel: row and column sums of what it wrote to C.
   for (Isa isa : harness::supported_isas()) {
@@ -600,23 +626,8 @@ TEST(stream_kernel_checksum_hook) {
           t.row_sums = rows.data();
           t.col_sums = cols.data();
           ks.stream(t);
-          bool ok = true;
-          std::vector<double> want_rows(size_t(mr), 1.0), want_cols(size_t(n), 2.0);
-          for (int i = 0; i < mr; ++i)
-            for (int64_t j = 0; j < ldc; ++j) {
-              float want = c0[size_t(i * ldc + j)];
-              if (j < n) {
-                double s = 0;
-                for (int64_t p = 0; p < k; ++p) s += double(a[size_t(i * k + p)]) * b[size_t(p * n + j)];
-                want = float(2.0 * s - c0[size_t(i * ldc + j)]);
-                want_rows[size_t(i)] += want;
-                want_cols[size_t(j)] += want;
-              }
-              ok = ok && c[size_t(i * ldc + j)] == want;
-            }
-          for (int i = 0; i < mr; ++i) ok = ok && rows[size_t(i)] == float(want_rows[size_t(i)]);
-          for (int64_t j = 0; j < n; ++j) ok = ok && cols[size_t(j)] == float(want_cols[size_t(j)]);
-          CHECK(ok) << ks.name << " stream mr=" << mr << " n=" << n << " k=" << k;
+          CHECK(hooked_tile_matches(a.data(), k, 1, b.data(), n, k, mr, n, ldc, c0, c, rows, cols))
+              << ks.name << " stream mr=" << mr << " n=" << n << " k=" << k;
         }
   }
   set_isa_limit(Isa::Avx512);
@@ -649,23 +660,8 @@ TEST(micro_kernel_checksum_hook) {
         t.row_sums = rows.data();
         t.col_sums = cols.data();
         ks.micro(t);
-        bool ok = true;
-        std::vector<double> want_rows(size_t(mr), 1.0), want_cols(size_t(nr), 2.0);
-        for (int i = 0; i < mr; ++i)
-          for (int j = 0; j < nr + 3; ++j) {
-            float want = c0[size_t(i * (nr + 3) + j)];
-            if (j < nr) {
-              double s = 0;
-              for (int p = 0; p < k; ++p) s += double(a[size_t(p * ks.mr + i)]) * b[size_t(p * ks.nr + j)];
-              want = float(2.0 * s - c0[size_t(i * (nr + 3) + j)]);
-              want_rows[size_t(i)] += want;
-              want_cols[size_t(j)] += want;
-            }
-            ok = ok && c[size_t(i * (nr + 3) + j)] == want;
-          }
-        for (int i = 0; i < mr; ++i) ok = ok && rows[size_t(i)] == float(want_rows[size_t(i)]);
-        for (int j = 0; j < nr; ++j) ok = ok && cols[size_t(j)] == float(want_cols[size_t(j)]);
-        CHECK(ok) << ks.name << " mr=" << mr << " nr=" << nr;
+        CHECK(hooked_tile_matches(a.data(), 1, ks.mr, b.data(), ks.nr, k, mr, nr, nr + 3, c0, c, rows, cols))
+            << ks.name << " mr=" << mr << " nr=" << nr;
       }
     }
   }
