@@ -164,13 +164,10 @@ function poolGeometry(x: Tensor<'float32'>, k: number, s: number, p: number, lay
   return { n, c, h, w, oh, ow };
 }
 
-/** Max over k×k windows; the winning input index is kept so backward routes each gradient once. */
-export class MaxPool2d extends Module {
+/** The window geometry (kernel, stride, padding) the pooling layers share. */
+abstract class Pool2d extends Module {
   readonly stride: number;
   readonly padding: number;
-  #argmax: Int32Array | null = null;
-  #inShape: readonly number[] = [];
-  #outShape: number[] = [];
 
   constructor(readonly kernelSize: number, options: { stride?: number; padding?: number } = {}) {
     super();
@@ -179,8 +176,19 @@ export class MaxPool2d extends Module {
     this.stride = o.stride === undefined ? kernelSize : integer(o.stride, 'options.stride', 1, 65535);
     this.padding = o.padding === undefined ? 0 : integer(o.padding, 'options.padding', 0, Math.floor(kernelSize / 2));
   }
+  protected poolConfig(type: string): LayerConfig {
+    return { type, kernelSize: this.kernelSize, stride: this.stride, padding: this.padding };
+  }
+}
+
+/** Max over k×k windows; the winning input index is kept so backward routes each gradient once. */
+export class MaxPool2d extends Pool2d {
+  #argmax: Int32Array | null = null;
+  #inShape: readonly number[] = [];
+  #outShape: number[] = [];
+
   override config(): LayerConfig {
-    return { type: 'MaxPool2d', kernelSize: this.kernelSize, stride: this.stride, padding: this.padding };
+    return this.poolConfig('MaxPool2d');
   }
 
   async forward(x: Tensor<'float32'>): Promise<Tensor<'float32'>> {
@@ -255,21 +263,12 @@ export class MaxPool2d extends Module {
 }
 
 /** Mean over k×k windows (padding counts as zeros in the mean, as PyTorch's default). */
-export class AvgPool2d extends Module {
-  readonly stride: number;
-  readonly padding: number;
+export class AvgPool2d extends Pool2d {
   #inShape: readonly number[] | null = null;
   #outShape: number[] = [];
 
-  constructor(readonly kernelSize: number, options: { stride?: number; padding?: number } = {}) {
-    super();
-    integer(kernelSize, 'kernelSize', 1, 65535);
-    const o = plainObject(options, 'options') as { stride?: number; padding?: number };
-    this.stride = o.stride === undefined ? kernelSize : integer(o.stride, 'options.stride', 1, 65535);
-    this.padding = o.padding === undefined ? 0 : integer(o.padding, 'options.padding', 0, Math.floor(kernelSize / 2));
-  }
   override config(): LayerConfig {
-    return { type: 'AvgPool2d', kernelSize: this.kernelSize, stride: this.stride, padding: this.padding };
+    return this.poolConfig('AvgPool2d');
   }
 
   // Forward and backward share one window walk; `scatter` picks the direction.

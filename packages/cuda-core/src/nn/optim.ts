@@ -160,18 +160,28 @@ function adagradOptions(options: unknown): Required<AdagradOptions> {
   };
 }
 
-/** Adagrad with one accumulator per element (dense; sparse rows are honoured through the hint). */
-export class Adagrad extends Optimizer {
+/** The options both Adagrad variants read. */
+abstract class AdagradBase extends Optimizer {
   readonly eps: number;
   readonly weightDecay: number;
-  readonly #sum: Float32Array[];
+  protected readonly initialAccumulator: number;
 
-  constructor(params: Iterable<Parameter>, options: AdagradOptions = {}) {
+  constructor(params: Iterable<Parameter>, options: AdagradOptions) {
     const o = adagradOptions(options);
     super(params, o.lr);
     this.eps = o.eps;
     this.weightDecay = o.weightDecay;
-    this.#sum = this.params.map((p) => new Float32Array(p.size).fill(o.initialAccumulator));
+    this.initialAccumulator = o.initialAccumulator;
+  }
+}
+
+/** Adagrad with one accumulator per element (dense; sparse rows are honoured through the hint). */
+export class Adagrad extends AdagradBase {
+  readonly #sum: Float32Array[];
+
+  constructor(params: Iterable<Parameter>, options: AdagradOptions = {}) {
+    super(params, options);
+    this.#sum = this.params.map((p) => new Float32Array(p.size).fill(this.initialAccumulator));
   }
 
   protected update(p: Parameter, index: number): void {
@@ -192,17 +202,12 @@ export class Adagrad extends Optimizer {
  * gradient), as DLRM/FBGEMM use, so the state is rows floats instead of rows × dim. Updates only the
  * rows a backward touched. 1-D parameters fall back to element-wise Adagrad.
  */
-export class RowwiseAdagrad extends Optimizer {
-  readonly eps: number;
-  readonly weightDecay: number;
+export class RowwiseAdagrad extends AdagradBase {
   readonly #sum: Float32Array[];
 
   constructor(params: Iterable<Parameter>, options: AdagradOptions = {}) {
-    const o = adagradOptions(options);
-    super(params, o.lr);
-    this.eps = o.eps;
-    this.weightDecay = o.weightDecay;
-    this.#sum = this.params.map((p) => new Float32Array(p.value.ndim === 2 ? p.value.shape[0] : p.size).fill(o.initialAccumulator));
+    super(params, options);
+    this.#sum = this.params.map((p) => new Float32Array(p.value.ndim === 2 ? p.value.shape[0] : p.size).fill(this.initialAccumulator));
   }
 
   protected update(p: Parameter, index: number): void {
