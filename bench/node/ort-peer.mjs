@@ -103,12 +103,16 @@ async function measure(sides) {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+// ORT's intra-op threads spin after each run by default. Interleaved with ours, that spinning
+// takes the second core while our call runs (our 2-thread times then equal our 1-thread times), so
+// spinning is off: both libraries' idle threads sleep, as our pool's do.
 function createSession(bytes, threads) {
   return ort.InferenceSession.create(bytes, {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
   });
 }
 
