@@ -36,6 +36,19 @@ export interface CodedFrontendOptions {
    * worker's queries are decoded at once either way).
    */
   reconstructAfterMs?: number;
+  /**
+   * Requests the frontend keeps in flight per worker (default 1: a worker runs one at a time).
+   * Everything else waits in the frontend, where a slot whose query got decoded is dropped unsent
+   * and a parity batch no group needs any more is skipped, instead of queueing inside a worker
+   * behind a slowed request, where one slowdown would turn every request behind it into a straggler.
+   */
+  maxOutstanding?: number;
+  /**
+   * A slot batch waits this long for the data worker it was assigned (distinct workers per group,
+   * so one slowdown costs a group one prediction, which parity restores); after that any free
+   * data worker takes it. Default 10 ms.
+   */
+  rebalanceAfterMs?: number;
   /** A query still unanswered after this gets a 504. */
   requestTimeoutMs?: number;
   /** Tries per query when its worker failed and it could not be decoded. */
@@ -92,6 +105,8 @@ interface Dispatch {
   parityFailed: boolean[];
   /** Reconstructions computed but not yet handed out (reconstructAfterMs > 0). */
   recon: (Float32Array | null)[];
+  /** Data workers this dispatch's slots were assigned to (distinct while there are enough). */
+  used: Set<WorkerHandle>;
   retried: boolean[];
   /** All slots and the parity batch have been sent. */
   sealed: boolean;
@@ -104,8 +119,17 @@ interface Dispatch {
 interface OpenDispatch {
   d: Dispatch;
   queries: Query[];
-  used: Set<WorkerHandle>;
   timer: NodeJS.Timeout | null;
+}
+
+/** A slot batch waiting in the frontend for a free data worker. */
+interface SlotJob {
+  d: Dispatch;
+  i: number;
+  batch: Float32Array;
+  /** The worker the slot was assigned to; another takes it after rebalanceAfterMs. */
+  home: WorkerHandle;
+  queuedAt: number;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -136,6 +160,14 @@ export class CodedFrontend {
   /** Every unsettled query, so close() can answer each one. */
   #pending = new Set<Query>();
   #open: OpenDispatch | null = null;
+  #maxOutstanding: number;
+  #rebalanceAfterMs: number;
+  /** Slot batches not yet sent, oldest first. */
+  #slotQueue: SlotJob[] = [];
+  #slotTimer: NodeJS.Timeout | null = null;
+  #slotTimerAt = Infinity;
+  /** Per parity worker: parity batches not yet sent, oldest first. */
+  #parityQueue: { d: Dispatch; batch: Float32Array }[][] = [];
   #rr = 0;
   #server: Server | null = null;
   #host: string;
@@ -166,12 +198,18 @@ export class CodedFrontend {
     this.#reconstructAfterMs = nonNegative(o.reconstructAfterMs ?? 0, 'options.reconstructAfterMs');
     this.#requestTimeoutMs = nonNegative(o.requestTimeoutMs ?? 5000, 'options.requestTimeoutMs');
     this.#maxAttempts = positiveInt(o.maxAttempts ?? 3, 'options.maxAttempts', 1, 100);
+    this.#maxOutstanding = positiveInt(o.maxOutstanding ?? 1, 'options.maxOutstanding', 1, 1024);
+    this.#rebalanceAfterMs = nonNegative(o.rebalanceAfterMs ?? 10, 'options.rebalanceAfterMs');
     this.#host = o.host ?? '127.0.0.1';
     this.#port = o.port ?? 0;
     this.#model = o.model ? { inputName: 'input', ...o.model } : null;
     const handleOpts = (role: string, i: number) => ({ health: o.health, entry: o.workerEntry, label: `${role}[${i}]` });
     this.dataWorkers = o.data.map((s, i) => new WorkerHandle(s, handleOpts('data', i)));
     this.parityWorkers = parity.map((s, i) => new WorkerHandle(s, handleOpts('parity', i)));
+    this.#parityQueue = this.parityWorkers.map(() => []);
+    // A worker that comes (back) up takes what waits for it.
+    this.dataWorkers.forEach((w) => w.on('ready', () => this.#pumpSlots()));
+    this.parityWorkers.forEach((w, j) => w.on('ready', () => this.#pumpParity(j)));
   }
 
   get port(): number {
@@ -262,7 +300,7 @@ export class CodedFrontend {
   #enqueue(q: Query): void {
     let o = this.#open;
     if (!o) {
-      o = this.#open = { d: this.#newDispatch(), queries: [], used: new Set(), timer: null };
+      o = this.#open = { d: this.#newDispatch(), queries: [], timer: null };
       const opened = o;
       o.timer = setTimeout(() => this.#seal(opened, true), this.#fillTimeoutMs);
     }
@@ -282,7 +320,7 @@ export class CodedFrontend {
       groups: 0, slots: Array.from({ length: k }, () => []), inputs: new Array(k).fill(null), sentAt: new Array(k).fill(0),
       slotOut: new Array(k).fill(null), slotFailed: new Array(k).fill(null),
       parityOut: new Array(this.r).fill(null), parityFailed: new Array(this.r).fill(false),
-      recon: new Array(k).fill(null), retried: new Array(k).fill(false),
+      recon: new Array(k).fill(null), retried: new Array(k).fill(false), used: new Set(),
       sealed: false, decoding: false, again: false, timers: [],
     };
   }
@@ -297,8 +335,95 @@ export class CodedFrontend {
     const n = this.dataWorkers.length;
     const start = this.#rr++ % n;
     const order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n })).filter((x) => !used.has(x.w));
-    order.sort((a, b) => Number(b.w.state === 'ready') - Number(a.w.state === 'ready') || a.w.outstanding - b.w.outstanding || a.rank - b.rank);
+    // Load: calls in flight plus slot batches waiting in the frontend for that worker.
+    const load = (w: WorkerHandle) => w.outstanding + this.#slotQueue.filter((j) => j.home === w).length;
+    order.sort((a, b) => Number(b.w.state === 'ready') - Number(a.w.state === 'ready') || load(a.w) - load(b.w) || a.rank - b.rank);
     return order[0].w;
+  }
+
+  #free(w: WorkerHandle): boolean {
+    return w.state === 'ready' && w.outstanding < this.#maxOutstanding;
+  }
+
+  /**
+   * Sends waiting slot batches to free data workers: a batch to its own worker, or after
+   * rebalanceAfterMs to any free one (least loaded first). Batches whose queries are all answered
+   * (decoded meanwhile) are dropped. With no data worker up at all, a batch is sent anyway and
+   * fails at once, so the retry path (with its backoff and attempt limit) takes over.
+   */
+  #pumpSlots(): void {
+    if (this.#closed) return;
+    const now = performance.now();
+    const anyReady = this.dataWorkers.some((w) => w.state === 'ready');
+    let wake = Infinity;
+    for (let n = 0; n < this.#slotQueue.length; ) {
+      const job = this.#slotQueue[n];
+      if (!this.#unsettled(job.d, job.i)) {
+        this.#slotQueue.splice(n, 1);
+        continue;
+      }
+      let w: WorkerHandle | undefined;
+      if (!anyReady) w = job.home;
+      else if (this.#free(job.home)) w = job.home;
+      else if (now - job.queuedAt >= this.#rebalanceAfterMs) {
+        w = this.dataWorkers.filter((x) => this.#free(x)).sort((a, b) => Number(job.d.used.has(a)) - Number(job.d.used.has(b)) || a.outstanding - b.outstanding)[0];
+      } else wake = Math.min(wake, job.queuedAt + this.#rebalanceAfterMs);
+      if (!w) {
+        n++;
+        continue;
+      }
+      this.#slotQueue.splice(n, 1);
+      this.#sendSlotTo(w, job);
+    }
+    if (wake < Infinity && wake < this.#slotTimerAt) {
+      if (this.#slotTimer) clearTimeout(this.#slotTimer);
+      this.#slotTimerAt = wake;
+      this.#slotTimer = setTimeout(() => {
+        this.#slotTimer = null;
+        this.#slotTimerAt = Infinity;
+        this.#pumpSlots();
+      }, Math.max(0, wake - now));
+    }
+  }
+
+  #sendSlotTo(w: WorkerHandle, job: SlotJob): void {
+    const { d, i } = job;
+    w.infer(this.#call(job.batch, d.groups)).then(
+      (out) => {
+        this.#pumpSlots();
+        this.#onSlot(d, i, out);
+      },
+      (err) => {
+        this.#pumpSlots();
+        this.#onSlotFailed(d, i, err instanceof ServingError ? err : new ServingError(502, String(err?.message ?? err)));
+      },
+    );
+  }
+
+  /** Sends waiting parity batches to parity worker j while it is free; skips those no group needs. */
+  #pumpParity(j: number): void {
+    if (this.#closed) return;
+    const queue = this.#parityQueue[j], w = this.parityWorkers[j];
+    while (queue.length > 0) {
+      const { d, batch } = queue[0];
+      if (!d.slots.some((_, i) => this.#unsettled(d, i))) {
+        queue.shift();
+        continue;
+      }
+      // A worker that is down gets the batch anyway: it fails at once and the group is rechecked.
+      if (w.state === 'ready' && !this.#free(w)) return;
+      queue.shift();
+      w.infer(this.#call(batch, d.groups)).then(
+        (out) => {
+          this.#pumpParity(j);
+          this.#onParity(d, j, out);
+        },
+        () => {
+          this.#pumpParity(j);
+          this.#onParityFailed(d, j);
+        },
+      );
+    }
   }
 
   #call(batch: Float32Array, rows: number) {
@@ -313,12 +438,10 @@ export class CodedFrontend {
     column.forEach((q, g) => batch.set(q.input, g * this.#inSize));
     d.inputs[i] = batch;
     d.sentAt[i] = performance.now();
-    const w = this.#pickData(o.used);
-    o.used.add(w);
-    w.infer(this.#call(batch, d.groups)).then(
-      (out) => this.#onSlot(d, i, out),
-      (err) => this.#onSlotFailed(d, i, err instanceof ServingError ? err : new ServingError(502, String(err?.message ?? err))),
-    );
+    const home = this.#pickData(d.used);
+    d.used.add(home);
+    this.#slotQueue.push({ d, i, batch, home, queuedAt: d.sentAt[i] });
+    this.#pumpSlots();
     if (this.r > 0 && this.#reconstructAfterMs > 0) d.timers.push(setTimeout(() => void this.#tryDecode(d), this.#reconstructAfterMs));
   }
 
@@ -356,9 +479,13 @@ export class CodedFrontend {
     // to the batch of parity queries (one kernel call for all groups).
     const inputs = d.inputs as Float32Array[];
     this.codes.forEach((code, j) => {
-      code.encode(inputs)
-        .then((parityBatch) => this.parityWorkers[j].infer(this.#call(parityBatch, d.groups)))
-        .then((out) => this.#onParity(d, j, out), () => this.#onParityFailed(d, j));
+      code.encode(inputs).then(
+        (batch) => {
+          this.#parityQueue[j].push({ d, batch });
+          this.#pumpParity(j);
+        },
+        () => this.#onParityFailed(d, j),
+      );
     });
     void this.#tryDecode(d);
   }
@@ -575,6 +702,9 @@ export class CodedFrontend {
     this.#closed = true;
     if (this.#open?.timer) clearTimeout(this.#open.timer);
     this.#open = null;
+    if (this.#slotTimer) clearTimeout(this.#slotTimer);
+    this.#slotQueue = [];
+    this.#parityQueue = this.#parityQueue.map(() => []);
     for (const q of [...this.#pending]) this.#fail(q, new ServingError(503, 'The frontend closed before the query was answered'));
     await Promise.all([...this.dataWorkers, ...this.parityWorkers].map((w) => w.stop()));
     if (this.#server) {

@@ -66,6 +66,22 @@ describe('coded frontend (k = 2, r = 1)', () => {
     expect(f.stats().reconstructed).toBe(3);
   });
 
+  it('rescues a straggler within a bound and keeps later slots out of the slowed worker\'s queue', async () => {
+    // Data worker 1 takes 3 s per request. Each group's query assigned to it must come back decoded
+    // well before that, and the frontend must not pile later groups' slots up inside that worker.
+    const f = await frontend({ k: 2, r: 1, data: [{ model: SPEC }, { model: SPEC, faults: { delayMs: 3000 } }], parity: data(1), requestTimeoutMs: 10_000 });
+    let worst = 0;
+    for (let g = 0; g < 4; g++) {
+      const results = await Promise.all([2 * g, 2 * g + 1].map((i) => f.infer(sample(i))));
+      for (const [n, p] of results.entries()) await expectPrediction(p.output, 2 * g + n);
+      worst = Math.max(worst, ...results.map((p) => p.latencyMs));
+      expect(f.dataWorkers[1].outstanding).toBeLessThanOrEqual(1);
+    }
+    expect(worst).toBeLessThan(1000);
+    expect(f.stats().reconstructed).toBeGreaterThanOrEqual(1);
+    expect(f.stats().errors).toBe(0);
+  });
+
   it('with reconstructAfterMs, gives the query\'s own worker that long before returning the decode', async () => {
     const f = await frontend({ k: 2, r: 1, data: [{ model: SPEC }, { model: SPEC, faults: { delayMs: 4000 } }], parity: data(1), reconstructAfterMs: 400 });
     const results = await Promise.all([0, 1].map((i) => f.infer(sample(i))));
