@@ -61,7 +61,20 @@ void accumulate_columns(const T* a, int64_t ld, const T* weights, int64_t i0, in
   for (int64_t b0 = j0; b0 < j1; b0 += kColumnBlock) {
     const int64_t b1 = std::min(j1, b0 + kColumnBlock), len = b1 - b0;
     double* dst = acc + (b0 - j0);
-    for (int64_t i = i0; i < i1; ++i) {
+    // Four rows per pass: the accumulators are loaded and stored once per four rows instead of
+    // once per row (the load-add-store chain, not memory, bounded the one-row loop at ~4 GB/s).
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+      const T *r0 = a + i * ld + b0, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+      if (weights) {
+        const double w0 = double(weights[i]), w1 = double(weights[i + 1]), w2 = double(weights[i + 2]), w3 = double(weights[i + 3]);
+        for (int64_t j = 0; j < len; ++j)
+          dst[j] += (w0 * double(r0[j]) + w1 * double(r1[j])) + (w2 * double(r2[j]) + w3 * double(r3[j]));
+      } else {
+        for (int64_t j = 0; j < len; ++j) dst[j] += (double(r0[j]) + double(r1[j])) + (double(r2[j]) + double(r3[j]));
+      }
+    }
+    for (; i < i1; ++i) {
       const T* row = a + i * ld + b0;
       if (weights) {
         const double wi = double(weights[i]);
