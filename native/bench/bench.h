@@ -127,6 +127,10 @@ class Context {
 
   // Fills the derived columns (rate, % of peak, ratio), stores the row and prints it.
   void emit(Row row);
+  // measure() then emit(): fills the row's timings and checks (the peer's under `peer_name` when
+  // `peer` is given); an exception becomes a failed check on the row.
+  void measure_and_emit(Row row, const Call& ours, const std::string& peer_name, const Call* peer, const Check& check,
+                        const Check* peer_check);
   void section(const std::string& title, const std::string& text);
   void print(const std::string& markdown);  // to stdout (flushed) and the markdown document
   // Recomputes the derived columns (after the peaks were re-measured) and renders the document.

@@ -31,18 +31,7 @@ void measure_rows(const Row& base, const Call& ours, const Call& peer, const Che
     if (before) before();
     Row r = base;
     r.threads = t;
-    try {
-      Measured ms = cx.measure(ours, cx.opt.peers ? &peer : nullptr, check, nullptr);
-      r.ours = ms.ours;
-      r.check = ms.check;
-      if (cx.opt.peers) {
-        r.peer = "memcpy";
-        r.theirs = ms.theirs;
-      }
-    } catch (const std::exception& e) {
-      r.check = std::string("FAIL: error: ") + e.what();
-    }
-    ctx().emit(std::move(r));
+    cx.measure_and_emit(std::move(r), ours, "memcpy", cx.opt.peers ? &peer : nullptr, check, nullptr);
   }
 }
 

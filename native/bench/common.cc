@@ -242,6 +242,23 @@ Stats summarize(std::vector<double> per_call_s, int inner) {
 
 }  // namespace
 
+void Context::measure_and_emit(Row r, const Call& ours, const std::string& peer_name, const Call* peer, const Check& check,
+                               const Check* peer_check) {
+  try {
+    Measured ms = measure(ours, peer, check, peer_check);
+    r.ours = ms.ours;
+    r.check = ms.check;
+    if (peer) {
+      r.peer = peer_name;
+      r.theirs = ms.theirs;
+      r.peer_check = ms.peer_check;
+    }
+  } catch (const std::exception& e) {
+    r.check = std::string("FAIL: error: ") + e.what();
+  }
+  emit(std::move(r));
+}
+
 Measured Context::measure(const Call& ours, const Call* peer, const Check& check, const Check* peer_check) {
   Measured m;
   int64_t io = 0, ip = 0;

@@ -207,19 +207,7 @@ void run_layer(const Layer& l, int64_t batch) {
     r.params = {{"batch", double(p.n)}, {"c_in", double(p.c_in)}, {"h", double(p.h)},       {"w", double(p.w)},
                 {"c_out", double(p.c_out)}, {"kh", double(p.kh)}, {"kw", double(p.kw)},     {"stride", double(p.stride_h)},
                 {"pad", double(p.pad_h)},   {"count", double(l.count)}};
-    try {
-      Measured ms = cx.measure(ours, with_peer ? &peer : nullptr, check, with_peer ? &peer_check : nullptr);
-      r.ours = ms.ours;
-      r.check = ms.check;
-      if (with_peer) {
-        r.peer = "openblas im2col";
-        r.theirs = ms.theirs;
-        r.peer_check = ms.peer_check;
-      }
-    } catch (const std::exception& e) {
-      r.check = std::string("FAIL: error: ") + e.what();
-    }
-    cx.emit(std::move(r));
+    cx.measure_and_emit(std::move(r), ours, "openblas im2col", with_peer ? &peer : nullptr, check, with_peer ? &peer_check : nullptr);
   }
 }
 

@@ -142,19 +142,7 @@ void run_case(const GemmCase& gc) {
     r.note = gc.note;
     r.params = {{"m", double(m)}, {"n", double(n)}, {"k", double(k)}, {"trans_a", gc.ta ? 1.0 : 0.0},
                 {"trans_b", gc.tb ? 1.0 : 0.0}, {"col_major", row ? 0.0 : 1.0}};
-    try {
-      Measured ms = cx.measure(ours, with_peer ? &peer : nullptr, check, with_peer ? &peer_check : nullptr);
-      r.ours = ms.ours;
-      r.check = ms.check;
-      if (with_peer) {
-        r.peer = "openblas";
-        r.theirs = ms.theirs;
-        r.peer_check = ms.peer_check;
-      }
-    } catch (const std::exception& e) {
-      r.check = std::string("FAIL: error: ") + e.what();
-    }
-    cx.emit(std::move(r));
+    cx.measure_and_emit(std::move(r), ours, "openblas", with_peer ? &peer : nullptr, check, with_peer ? &peer_check : nullptr);
   }
 }
 
@@ -176,13 +164,7 @@ void run_pack(int64_t k, int64_t n) {
     r.work = 2.0 * double(k * n) * sizeof(float);
     r.bytes = true;
     r.params = {{"k", double(k)}, {"n", double(n)}};
-    try {
-      Measured ms = cx.measure(ours, nullptr, Check(), nullptr);
-      r.ours = ms.ours;
-    } catch (const std::exception& e) {
-      r.check = std::string("FAIL: error: ") + e.what();
-    }
-    cx.emit(std::move(r));
+    cx.measure_and_emit(std::move(r), ours, "", nullptr, Check(), nullptr);
   }
 }
 
