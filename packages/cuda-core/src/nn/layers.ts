@@ -216,32 +216,29 @@ export class MaxPool2d extends Pool2d {
           }
         }
       }
-      this.#argmax = arg;
-      this.#inShape = X.shape;
-      this.#outShape = [n, c, oh, ow];
-      return y;
-    }
-    for (let plane = 0; plane < n * c; plane++) {
-      const base = plane * h * w;
-      for (let i = 0; i < oh; i++) {
-        const y0 = i * s - p;
-        for (let j = 0; j < ow; j++, o++) {
-          const x0 = j * s - p;
-          let best = -Infinity, at = -1;
-          for (let di = 0; di < k; di++) {
-            const yy = y0 + di;
-            if (yy < 0 || yy >= h) continue;
-            for (let dj = 0; dj < k; dj++) {
-              const xx = x0 + dj;
-              if (xx < 0 || xx >= w) continue;
-              const idx = base + yy * w + xx;
-              const v = xd[idx];
-              // `at < 0` keeps NaN inputs routed somewhere instead of leaving -1.
-              if (v > best || at < 0) { best = v; at = idx; }
+    } else {
+      for (let plane = 0; plane < n * c; plane++) {
+        const base = plane * h * w;
+        for (let i = 0; i < oh; i++) {
+          const y0 = i * s - p;
+          for (let j = 0; j < ow; j++, o++) {
+            const x0 = j * s - p;
+            let best = -Infinity, at = -1;
+            for (let di = 0; di < k; di++) {
+              const yy = y0 + di;
+              if (yy < 0 || yy >= h) continue;
+              for (let dj = 0; dj < k; dj++) {
+                const xx = x0 + dj;
+                if (xx < 0 || xx >= w) continue;
+                const idx = base + yy * w + xx;
+                const v = xd[idx];
+                // `at < 0` keeps NaN inputs routed somewhere instead of leaving -1.
+                if (v > best || at < 0) { best = v; at = idx; }
+              }
             }
+            yd[o] = best;
+            arg[o] = at;
           }
-          yd[o] = best;
-          arg[o] = at;
         }
       }
     }
