@@ -93,10 +93,12 @@ export async function measureCpu(): Promise<CpuMeasurement> {
   const src = new Float32Array(words).fill(1), dst = new Float32Array(words);
   dst.set(src);
   const flopTimes: number[] = [], copyTimes: number[] = [];
-  for (let r = 0; r < 5; r++) {
+  // Many short rounds rather than a few long ones: on a shared machine one of them is more likely
+  // to land in a quiet moment.
+  for (let r = 0; r < 10; r++) {
     let t = performance.now();
-    for (let i = 0; i < 4; i++) await gemm(a, b, { out });
-    flopTimes.push((performance.now() - t) / 4);
+    for (let i = 0; i < 2; i++) await gemm(a, b, { out });
+    flopTimes.push((performance.now() - t) / 2);
     t = performance.now();
     dst.set(src);
     copyTimes.push(performance.now() - t);
@@ -137,6 +139,8 @@ export function cpuFlopsPerCycle(info: { brand: string; activeIsa: string }): nu
 }
 
 export interface CpuPeak {
+  /** Set when the figures disagree enough to distrust the peak (a busy machine, say). */
+  warning: string | null;
   /** The peak utilization is computed against. */
   peakFlops: number;
   source: 'measured' | 'theoretical';
@@ -166,7 +170,11 @@ export async function cpuPeak(options: { source?: 'measured' | 'theoretical' } =
     throw rangeError('options.source', '"measured" (the OS reports no CPU clock for a theoretical peak)', 'theoretical');
   }
   const useTheoretical = options.source === 'theoretical';
+  const warning = theoreticalFlops !== null && m.gemmFlops < theoreticalFlops / 2
+    ? `the measured peak (${(m.gemmFlops / 1e9).toFixed(1)} GFLOP/s) is under half the theoretical one (${(theoreticalFlops / 1e9).toFixed(1)}): the machine may be busy, and utilization overstated`
+    : null;
   return {
+    warning,
     peakFlops: useTheoretical ? (theoreticalFlops as number) : m.gemmFlops,
     source: useTheoretical ? 'theoretical' : 'measured',
     measuredFlops: m.gemmFlops,

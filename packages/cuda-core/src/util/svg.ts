@@ -16,7 +16,8 @@ export function si(v: number): string {
 }
 
 function text(x: number, y: number, s: string, attrs = ''): string {
-  return `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${font} font-size="12" ${attrs}>${esc(s)}</text>`;
+  const size = attrs.includes('font-size') ? '' : ' font-size="12"';
+  return `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${font}${size} ${attrs}>${esc(s)}</text>`;
 }
 
 function svg(width: number, height: number, body: string[]): string {
@@ -84,9 +85,9 @@ export function rooflineSvg(result: StudyResult, title = `Roofline: ${result.dev
     const tip = `${l.network} ${l.label} batch ${l.batch}: AI ${l.intensity.toFixed(1)}, ${si(l.flopsPerSec)}FLOP/s (${(100 * l.utilization).toFixed(1)}%)`;
     body.push(`<circle cx="${sx(l.intensity).toFixed(1)}" cy="${sy(l.flopsPerSec).toFixed(1)}" r="4" fill="${colors.get(l.network)}" fill-opacity="0.75"><title>${esc(tip)}</title></circle>`);
   }
-  const roofLabel = bw ? `roof: ${si(peak)}FLOP/s, ${si(bw)}B/s` : `peak: ${si(peak)}FLOP/s`;
   body.push(...legend(left + pw + 16, top + 12, [
-    { label: roofLabel, color: 'black', shape: 'line' },
+    { label: `roof: peak ${si(peak)}FLOP/s`, color: 'black', shape: 'line' },
+    ...(bw ? [{ label: `bandwidth ${si(bw)}B/s`, color: 'black', shape: 'line' as const }] : []),
     ...[...colors].map(([n, c]) => ({ label: n, color: c, shape: 'dot' as const })),
   ]));
   return svg(W, H, body);
@@ -96,7 +97,7 @@ export function rooflineSvg(result: StudyResult, title = `Roofline: ${result.dev
 export function utilizationSvg(result: StudyResult, title = `Per-layer utilization: ${result.device}, ${result.dtype}`): string {
   const hasNvml = result.layers.some((l) => l.nvmlUtilization !== null);
   const bars = hasNvml ? 2 : 1, barW = 8, groupW = bars * barW + 6;
-  const left = 70, right = 180, top = 40, bottom = 190, ph = 280;
+  const left = 90, right = 230, top = 40, bottom = 170, ph = 280;
   const pw = Math.max(300, result.layers.length * groupW);
   const W = left + pw + right, H = top + ph + bottom;
   const maxPct = Math.max(100, ...result.layers.map((l) => 100 * Math.max(l.utilization, l.nvmlUtilization ?? 0)));
@@ -122,7 +123,7 @@ export function utilizationSvg(result: StudyResult, title = `Per-layer utilizati
       body.push(`<rect x="${x + j * barW}" y="${y.toFixed(1)}" width="${barW - 1}" height="${(top + ph - y).toFixed(1)}" fill="${color}"><title>${esc(`${l.network} ${l.label} batch ${l.batch}: ${what} ${(100 * v).toFixed(1)}%`)}</title></rect>`);
     });
     const lx = x + groupW / 2, ly = top + ph + 10;
-    body.push(text(lx, ly, `${l.network} ${l.layer} b${l.batch}`, `font-size="10" text-anchor="end" transform="rotate(-60 ${lx.toFixed(1)} ${ly})"`));
+    body.push(text(lx, ly, `${l.layer} b${l.batch}`, `font-size="10" text-anchor="end" transform="rotate(-60 ${lx.toFixed(1)} ${ly})"`));
   });
   body.push(...legend(left + pw + 16, top + 12, [
     ...[...colors].map(([n, c]) => ({ label: `${n} (FLOP-based)`, color: c, shape: 'box' as const })),
