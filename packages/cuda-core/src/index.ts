@@ -18,7 +18,7 @@ export {
   type Network, type NetworkName, type Layer, type ConvLayer, type LinearLayer,
 } from './util/networks.js';
 export {
-  runStudy, createCpuRunner, defaultBatches,
+  runStudy, withPeak, createCpuRunner, defaultBatches,
   type StudyOptions, type StudyResult, type LayerResult, type NetworkSummary, type LayerRunner, type PreparedLayer, type UtilizationSource, type UtilizationSample,
 } from './util/study.js';
 export { rooflineSvg, utilizationSvg } from './util/svg.js';

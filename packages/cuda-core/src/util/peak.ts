@@ -41,16 +41,17 @@ export const flopsPerClockPerSm: Record<string, Partial<Record<Dtype, number>>> 
   sm_90: { fp32: 256, tf32: 2048, fp16: 4096, bf16: 4096 },
 };
 
+/** What the table needs of a GPU; a CUDA entry of devices() is one. */
 export interface GpuSpec {
   /** '8.0', 'sm_80' or '80'. */
-  computeCapability: string;
+  computeCapability?: string;
   multiprocessors: number;
   /** SM clock in kHz (what the driver reports as the maximum clock). */
-  clockKHz: number;
+  clockKHz?: number;
 }
 
 /** 'sm_80' from '8.0', '80' or 'sm_80'. */
-export function smArch(computeCapability: string): string {
+export function smArch(computeCapability: string | undefined): string {
   const m = /^(?:sm_?)?(\d)\.?(\d)$/i.exec(String(computeCapability).trim());
   if (!m) throw rangeError('computeCapability', `a compute capability like "8.0" or "sm_80"`, computeCapability);
   return `sm_${m[1]}${m[2]}`;
@@ -63,8 +64,8 @@ export function gpuPeakFlops(spec: GpuSpec, dtype: Dtype = 'fp32'): number {
   if (!row) throw rangeError('computeCapability', `one of ${Object.keys(flopsPerClockPerSm).join(', ')} (no peak FLOP/s table for other architectures)`, arch, true);
   const perClock = row[dtype];
   if (perClock === undefined) throw rangeError('dtype', `one of ${Object.keys(row).join(', ')} on ${arch}`, dtype);
-  if (!(spec.multiprocessors > 0) || !(spec.clockKHz > 0)) throw rangeError('spec', 'positive multiprocessors and clockKHz', `${spec.multiprocessors} SMs at ${spec.clockKHz} kHz`, true);
-  return spec.multiprocessors * spec.clockKHz * 1e3 * perClock;
+  if (!(spec.multiprocessors > 0) || !((spec.clockKHz ?? 0) > 0)) throw rangeError('spec', 'positive multiprocessors and clockKHz', `${spec.multiprocessors} SMs at ${spec.clockKHz} kHz`, true);
+  return spec.multiprocessors * (spec.clockKHz as number) * 1e3 * perClock;
 }
 
 export interface CpuMeasurement {
@@ -78,12 +79,15 @@ export interface CpuMeasurement {
 let measured: { threads: number; value: CpuMeasurement } | null = null;
 
 /**
- * Measures (once per process and thread count) the CPU's achievable FMA rate and memory bandwidth.
- * Best rather than median of the repetitions: both are capabilities, and noise only slows a run.
+ * Measures the CPU's achievable FMA rate and memory bandwidth once per process and thread count;
+ * `refresh` measures again and keeps the best of all measurements. Best rather than median of the
+ * repetitions: both are capabilities, and noise (another process on a shared machine) only slows
+ * a run down.
  */
-export async function measureCpu(): Promise<CpuMeasurement> {
+export async function measureCpu(options: { refresh?: boolean } = {}): Promise<CpuMeasurement> {
   const threads = numThreads();
-  if (measured && measured.threads === threads) return measured.value;
+  const previous = measured?.threads === threads ? measured.value : null;
+  if (previous && !options.refresh) return previous;
   // A 1024³ GEMM runs at the kernel's peak on every thread (a smaller one is dominated by the call
   // and thread wake-up, and understated the 2-core peak by 3×).
   const n = 1024;
@@ -104,8 +108,8 @@ export async function measureCpu(): Promise<CpuMeasurement> {
     copyTimes.push(performance.now() - t);
   }
   const value = {
-    gemmFlops: (2 * n ** 3) / (Math.min(...flopTimes) / 1e3),
-    bandwidth: (2 * 4 * words) / (Math.min(...copyTimes) / 1e3),
+    gemmFlops: Math.max((2 * n ** 3) / (Math.min(...flopTimes) / 1e3), previous?.gemmFlops ?? 0),
+    bandwidth: Math.max((2 * 4 * words) / (Math.min(...copyTimes) / 1e3), previous?.bandwidth ?? 0),
     threads,
   };
   measured = { threads, value };
@@ -157,11 +161,12 @@ export interface CpuPeak {
 /**
  * The CPU's peak fp32 FLOP/s. The measured GEMM rate is used by default: the reported clock is
  * the base clock (turbo can beat it) and threads may be SMT siblings sharing FMA pipes, so the
- * theoretical figure can miss either way. `source: 'theoretical'` uses it instead when known.
+ * theoretical figure can miss either way. `source: 'theoretical'` uses it instead when known;
+ * `refresh` measures again (see measureCpu).
  */
-export async function cpuPeak(options: { source?: 'measured' | 'theoretical' } = {}): Promise<CpuPeak> {
+export async function cpuPeak(options: { source?: 'measured' | 'theoretical'; refresh?: boolean } = {}): Promise<CpuPeak> {
   const info = cpuInfo();
-  const m = await measureCpu();
+  const m = await measureCpu({ refresh: options.refresh });
   const clockMHz = cpuClockMHz();
   const flopsPerCycle = cpuFlopsPerCycle(info);
   const threads = Math.min(m.threads, info.logicalCores);

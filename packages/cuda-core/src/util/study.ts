@@ -214,6 +214,16 @@ function summarise(net: Network, batch: number, done: LayerResult[], selected: n
   return { network: net.name, title: net.title, batch, complete: done.length === selected, ms, flops, flopsPerSec, utilization: flopsPerSec / peak, nvmlUtilization: nvml };
 }
 
+/** The result with utilization recomputed against another peak (a later, better measurement). */
+export function withPeak(result: StudyResult, peakFlops: number): StudyResult {
+  return {
+    ...result,
+    peakFlops,
+    layers: result.layers.map((l) => ({ ...l, utilization: l.flopsPerSec / peakFlops })),
+    networks: result.networks.map((n) => ({ ...n, utilization: n.flopsPerSec / peakFlops })),
+  };
+}
+
 /**
  * The CPU runner: NCHW float32 conv2d (groups included) and gemm for linear layers, with inputs,
  * weights and the output allocated in prepare() so that allocation is not timed. Its peak is the

@@ -47,8 +47,11 @@ describe('CPU peak', () => {
     expect(m.gemmFlops).toBeGreaterThan(1e9);
     expect(m.bandwidth).toBeGreaterThan(1e8);
     expect(await measureCpu()).toBe(m); // cached
+    const again = await measureCpu({ refresh: true }); // measured again, best kept
+    expect(again.gemmFlops).toBeGreaterThanOrEqual(m.gemmFlops);
+    expect(again.bandwidth).toBeGreaterThanOrEqual(m.bandwidth);
     const p = await cpuPeak();
-    expect(p).toMatchObject({ source: 'measured', peakFlops: m.gemmFlops, bandwidth: m.bandwidth });
+    expect(p).toMatchObject({ source: 'measured', peakFlops: again.gemmFlops, bandwidth: again.bandwidth });
     if (p.theoreticalFlops !== null) {
       expect(p.theoreticalFlops).toBeCloseTo(p.threads * (p.clockMHz as number) * 1e6 * p.flopsPerCycle, 0);
       expect(await cpuPeak({ source: 'theoretical' })).toMatchObject({ source: 'theoretical', peakFlops: p.theoreticalFlops });

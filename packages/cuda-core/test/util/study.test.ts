@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 
-import { conv2d, cpuPeak, createCpuRunner, layerFlops, network, runStudy, Tensor, type Layer, type LayerRunner, type UtilizationSample } from '../../src/index.js';
+import { conv2d, cpuPeak, createCpuRunner, layerFlops, network, runStudy, Tensor, withPeak, type Layer, type LayerRunner, type UtilizationSample } from '../../src/index.js';
 
 /** Every layer "runs" at exactly half of a 1 TFLOP/s peak; NVML reads 80% and 60% while timed. */
 function scriptedRunner(nvml: EventEmitter, prepareMs = 0) {
@@ -50,6 +50,12 @@ describe('runStudy', () => {
     expect(total.utilization).toBeCloseTo(0.5, 12);
     expect(total.nvmlUtilization).toBeCloseTo(0.7, 12);
     expect(nvml.listenerCount('sample')).toBe(0);
+    // Against a peak twice as high, every utilization halves.
+    const rescaled = withPeak(r, 2e12);
+    expect(rescaled.peakFlops).toBe(2e12);
+    expect(rescaled.layers[0].utilization).toBeCloseTo(0.25, 12);
+    expect(rescaled.networks[1].utilization).toBeCloseTo(0.25, 12);
+    expect(r.layers[0].utilization).toBeCloseTo(0.5, 12);
   });
 
   it('without NVML reports null, honours layer filters, dtypes and a time budget', async () => {
