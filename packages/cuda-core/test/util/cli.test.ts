@@ -18,7 +18,7 @@ describe('kintsugi util', () => {
     expect(r.stderr).not.toMatch(/failed/);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/\| network +\| layer +\| batch \| ms +\| GFLOP \| AI \(FLOP\/B\) \| GFLOP\/s \| FLOP util % \| NVML util % \|/);
-    expect(r.stdout).toMatch(/\| resnet18 \| layer1\.0\.conv1 \(×4\) \| 1 +\| [\d.]+ \| 0\.231 \| 131\.9 +\|/);
+    expect(r.stdout).toMatch(/\| resnet18 \| layer1\.0\.conv1 \(×4\) \| 1 +\| [\d.]+ +\| 0\.231 +\| 131\.9 +\|/);
     expect(r.stdout).toMatch(/\| ResNet-18 \| 1 +\|/);
     for (const f of ['util.json', 'roofline.svg', 'layers.svg']) expect(existsSync(join(dir, f))).toBe(true);
     const json = JSON.parse(readFileSync(join(dir, 'util.json'), 'utf8'));
