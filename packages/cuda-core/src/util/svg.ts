@@ -49,7 +49,7 @@ const networkColors = (r: StudyResult) => new Map([...new Set(r.layers.map((l) =
  * and batch, coloured by network.
  */
 export function rooflineSvg(result: StudyResult, title = `Roofline: ${result.device}, ${result.dtype}`): string {
-  const W = 760, H = 500, left = 80, right = 170, top = 40, bottom = 60;
+  const W = 780, H = 500, left = 80, right = 190, top = 40, bottom = 60;
   const pw = W - left - right, ph = H - top - bottom;
   const { peakFlops: peak, bandwidth: bw } = result;
   const ais = result.layers.map((l) => l.intensity), perf = result.layers.map((l) => l.flopsPerSec);
@@ -86,7 +86,7 @@ export function rooflineSvg(result: StudyResult, title = `Roofline: ${result.dev
     body.push(`<circle cx="${sx(l.intensity).toFixed(1)}" cy="${sy(l.flopsPerSec).toFixed(1)}" r="4" fill="${colors.get(l.network)}" fill-opacity="0.75"><title>${esc(tip)}</title></circle>`);
   }
   body.push(...legend(left + pw + 16, top + 12, [
-    { label: `roof: peak ${si(peak)}FLOP/s`, color: 'black', shape: 'line' },
+    { label: `roof: ${si(peak)}FLOP/s`, color: 'black', shape: 'line' },
     ...(bw ? [{ label: `bandwidth ${si(bw)}B/s`, color: 'black', shape: 'line' as const }] : []),
     ...[...colors].map(([n, c]) => ({ label: n, color: c, shape: 'dot' as const })),
   ]));
