@@ -5,7 +5,7 @@
 // scheme's separate O(MK + MN) passes are the prior. The balance is measured once per process
 // (a short compute-bound GEMM and a streaming copy) and cached; timing both schemes on the layer
 // itself can confirm or overturn the prior, and explain() shows which happened and why.
-import { cpuInfo, gemm, numThreads, Tensor } from '@kintsugi/cuda-core';
+import { cpuInfo, measureCpu, numThreads } from '@kintsugi/cuda-core';
 
 import type { Scheme } from './gemm.js';
 
@@ -36,27 +36,8 @@ export async function machineBalance(given?: { peakFlops: number; bandwidth: num
     return cached;
   }
   if (cached) return cached;
-  // FMA throughput: a 1024^3 GEMM runs at the kernel's peak on every thread (a smaller one is
-  // dominated by the call and thread wake-up, and understated the 2-core peak by 3x).
-  const n = 1024;
-  const a = Tensor.random([n, n], 1), b = Tensor.random([n, n], 2), out = Tensor.zeros([n, n], 'float32');
-  await gemm(a, b, { out });
-  const flopTimes: number[] = [], copyTimes: number[] = [];
-  // Stream: copy 64 MiB (well past L3), counting read + write bytes.
-  const words = 16 << 20;
-  const src = new Float32Array(words).fill(1), dst = new Float32Array(words);
-  dst.set(src);
-  for (let r = 0; r < 5; r++) {
-    let t = performance.now();
-    for (let i = 0; i < 4; i++) await gemm(a, b, { out });
-    flopTimes.push((performance.now() - t) / 4);
-    t = performance.now();
-    dst.set(src);
-    copyTimes.push(performance.now() - t);
-  }
-  // Best rather than median: both are capabilities, and noise only ever slows a run down.
-  const peakFlops = (2 * n * n * n) / (Math.min(...flopTimes) / 1e3);
-  const bandwidth = (2 * 4 * words) / (Math.min(...copyTimes) / 1e3);
+  // The same FMA (1024³ sgemm) and streaming-copy measurement the utilization study uses.
+  const { gemmFlops: peakFlops, bandwidth } = await measureCpu();
   cached = { peakFlops, bandwidth, balance: peakFlops / bandwidth, device, source: 'measured' };
   return cached;
 }

@@ -12,6 +12,7 @@ import { embeddingBag } from './embedding.js';
 import { gemm } from './gemm.js';
 import { sumDecode, sumEncode, xorEncode } from './parity.js';
 import { Tensor } from './tensor.js';
+import { markdownTable } from './util/table.js';
 import { convOutputAt, gemmProjectionError } from './verify.js';
 
 interface Row {
@@ -142,12 +143,7 @@ async function embeddingRows(): Promise<Row[]> {
 
 function printTable(rows: Row[]): void {
   const header = ['kernel', 'size', 'median ms', 'throughput', 'check', 'result'];
-  const body = rows.map((r) => [r.kernel, r.size, r.ms.toFixed(3), r.rate, r.check, r.pass ? 'PASS' : 'FAIL']);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-  console.log(line(header));
-  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-  for (const b of body) console.log(line(b));
+  console.log(markdownTable(header, rows.map((r) => [r.kernel, r.size, r.ms.toFixed(3), r.rate, r.check, r.pass ? 'PASS' : 'FAIL'])));
 }
 
 async function demo(args: string[]): Promise<number> {
@@ -198,6 +194,7 @@ Commands:
   demo [--quick]   run every kernel on the best device, check it, print throughput (default)
   devices          list devices and why there is or is not a GPU
   train ...        train a model (kintsugi train --help)
+  util ...         per-layer FLOP-based utilization of CNNs, roofline (kintsugi util --help)
   abft ...         fault-injection campaigns and ABFT overhead (@kintsugi/abft)
   serve ...        the coded-inference frontend with model workers (@kintsugi/coded-inference)
   loadgen ...      coded serving vs equal resources under load (@kintsugi/coded-inference)
@@ -218,6 +215,10 @@ export async function main(argv: string[]): Promise<number> {
     case 'train': {
       const { trainCommand } = await import('./nn/cli.js');
       return trainCommand(rest);
+    }
+    case 'util': {
+      const { utilCommand } = await import('./util/cli.js');
+      return utilCommand(rest);
     }
     case 'help':
     case '--help':

@@ -32,26 +32,39 @@ export function conv2dParams(inputShape: readonly number[], weightShape: readonl
 function plan(x: unknown, w: unknown, bias: unknown, options: unknown) {
   const X = checkTensor(x, 'x', ['float32'], 4);
   const W = checkTensor(w, 'w', ['float32'], 4);
-  const p = conv2dParams(X.shape, W.shape, options as Conv2dOptions);
+  const { out, ...convOptions } = plainObject(options, 'options') as Conv2dForwardOptions;
+  const p = conv2dParams(X.shape, W.shape, convOptions);
   let B: Tensor<'float32'> | null = null;
   if (bias !== undefined && bias !== null) {
     B = checkTensor(bias, 'bias', ['float32'], 1);
     if (B.shape[0] !== p.cOut) throw rangeError('bias', `shape [${p.cOut}]`, `shape [${B.shape}]`, true);
   }
-  const y = Tensor.zeros([p.n, p.cOut, p.outH, p.outW], 'float32');
+  const shape = [p.n, p.cOut, p.outH, p.outW];
+  let y: Tensor<'float32'>;
+  if (out !== undefined) {
+    y = checkTensor(out, 'options.out', ['float32'], 4);
+    if (!y.isContiguous || y.shape.some((d, i) => d !== shape[i])) throw rangeError('options.out', `a contiguous Tensor of shape [${shape}]`, `shape [${y.shape}]${y.isContiguous ? '' : ' (not contiguous)'}`, true);
+  } else {
+    y = Tensor.zeros(shape, 'float32');
+  }
   return { p, x: X.contiguousData(), w: W.contiguousData(), b: B ? B.contiguousData() : null, y };
 }
 
 /** y = conv2d(x, w) + bias, x: [N, C, H, W], w: [Cout, C/groups, KH, KW]. */
-export async function conv2d(x: Tensor<'float32'>, w: Tensor<'float32'>, bias?: Tensor<'float32'> | null, options?: Conv2dOptions): Promise<Tensor<'float32'>> {
+export async function conv2d(x: Tensor<'float32'>, w: Tensor<'float32'>, bias?: Tensor<'float32'> | null, options?: Conv2dForwardOptions): Promise<Tensor<'float32'>> {
   const q = plan(x, w, bias, options);
-  await native.conv2dForward(true, q.p, q.x, q.w, q.b, q.y.data);
+  await native.conv2dForward(true, q.p, q.x, q.w, q.b, q.y.contiguousData());
   return q.y;
 }
-export function conv2dSync(x: Tensor<'float32'>, w: Tensor<'float32'>, bias?: Tensor<'float32'> | null, options?: Conv2dOptions): Tensor<'float32'> {
+export function conv2dSync(x: Tensor<'float32'>, w: Tensor<'float32'>, bias?: Tensor<'float32'> | null, options?: Conv2dForwardOptions): Tensor<'float32'> {
   const q = plan(x, w, bias, options);
-  native.conv2dForward(false, q.p, q.x, q.w, q.b, q.y.data);
+  native.conv2dForward(false, q.p, q.x, q.w, q.b, q.y.contiguousData());
   return q.y;
+}
+
+export interface Conv2dForwardOptions extends Conv2dOptions {
+  /** Output [N, Cout, outH, outW], overwritten (reused buffers keep allocation out of timed loops). */
+  out?: Tensor<'float32'>;
 }
 
 export interface Conv2dGradients {
