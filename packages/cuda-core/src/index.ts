@@ -11,3 +11,7 @@ export {
 } from './abft.js';
 export { KintsugiTypeError, KintsugiRangeError } from './validate.js';
 export { native as _native } from './addon.js';
+export {
+  NvmlSampler, nvmlAvailable, nvmlDevices, nvmlFields, fieldStats as nvmlFieldStats,
+  type NvmlSample, type NvmlSummary, type NvmlField, type NvmlFieldStats, type NvmlSamplerOptions, type NvmlDevice,
+} from './nvml.js';
