@@ -23,6 +23,9 @@
 #include "kintsugi/threadpool.h"
 
 namespace kintsugi::binding {
+
+void register_nvml(Napi::Env env, Napi::Object exports);  // nvml.cc
+
 namespace {
 
 constexpr int64_t kMaxDim = 2147483647;  // keeps every extent product inside int64
@@ -802,6 +805,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
     for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
     exports.Set("version", Napi::String::New(env, "0.1.0"));
     exports.Set("cudaCompiled", Napi::Boolean::New(env, cuda::compiled()));
+    register_nvml(env, exports);
   }
   Napi::FunctionReference packed_ctor_;
 };

@@ -34,6 +34,34 @@ export interface NativePackedMatrix {
   dispose(): void;
 }
 
+export interface NativeNvmlStats {
+  samples: number;
+  drops: number;
+  lateTicks: number;
+  threadCpuMs: number;
+  wallMs: number;
+  buffered: number;
+  running: boolean;
+  error: string;
+}
+
+export interface NativeNvmlSampler {
+  readonly name: string;
+  readonly running: boolean;
+  start(intervalMs: number): void;
+  stop(): void;
+  /** nvmlSampleFields doubles per sample: time, epoch, gpu %, memory %, used, total, SM MHz, W, C. */
+  drain(): Float64Array;
+  stats(): NativeNvmlStats;
+}
+
+export interface NativeNvmlDevice {
+  index: number;
+  name: string;
+  uuid: string;
+  memoryTotal: number;
+}
+
 type Maybe<T> = T | null;
 // Functions whose first argument is `async` return a Promise when it is true.
 type Call<Args extends unknown[], R> = {
@@ -75,6 +103,10 @@ export interface NativeAddon {
   abftGroupWidth(): number;
   abftGroupSums(transB: boolean, k: number, n: number, b: Float32Array, ldb: number, width: number, out: Float32Array): Float32Array;
   abftRowCheck: Call<[boolean, number, number, number, Float32Array, number, Float64Array, Float64Array, Float32Array, number, Float64Array, Float64Array, Float64Array], Float64Array>;
+  nvmlAvailable(library?: string): { available: boolean; reason: string; library: string };
+  nvmlDevices(library?: string): NativeNvmlDevice[];
+  NvmlSampler: new (device: number | string, bufferSize: number, library?: string) => NativeNvmlSampler;
+  nvmlSampleFields: number;
   _throwNativeError(kind: string): never;
   _setFaultInjection(row: number | null, col?: number, bit?: number): boolean;
 }

@@ -24,3 +24,7 @@ export {
 export { rooflineSvg, utilizationSvg } from './util/svg.js';
 export { KintsugiTypeError, KintsugiRangeError } from './validate.js';
 export { native as _native } from './addon.js';
+export {
+  NvmlSampler, nvmlAvailable, nvmlDevices, nvmlFields, fieldStats as nvmlFieldStats,
+  type NvmlSample, type NvmlSummary, type NvmlField, type NvmlFieldStats, type NvmlSamplerOptions, type NvmlDevice,
+} from './nvml.js';
