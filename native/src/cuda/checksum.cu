@@ -45,15 +45,16 @@ __global__ void __launch_bounds__(kThreads) col_sums_kernel(const float* __restr
   const int64_t i1 = min(m, i0 + rows_per_chunk);
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   if (j < n) {
-    const float* col = a + j;
+    const int64_t step = 8 * ld;
+    const float* p = a + j + (i0 + ty) * ld;
     int64_t i = i0 + ty;
-    for (; i + 24 < i1; i += 32) {
-      s0 += double(col[i * ld]);
-      s1 += double(col[(i + 8) * ld]);
-      s2 += double(col[(i + 16) * ld]);
-      s3 += double(col[(i + 24) * ld]);
+    for (; i + 24 < i1; i += 32, p += 4 * step) {
+      s0 += double(p[0]);
+      s1 += double(p[step]);
+      s2 += double(p[2 * step]);
+      s3 += double(p[3 * step]);
     }
-    for (; i < i1; i += 8) s0 += double(col[i * ld]);
+    for (; i < i1; i += 8, p += step) s0 += double(*p);
   }
   part[ty][tx] = (s0 + s1) + (s2 + s3);
   __syncthreads();
