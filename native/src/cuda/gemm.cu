@@ -37,7 +37,9 @@
 #include "common.cuh"
 
 namespace kintsugi::cuda {
-namespace {
+// Device code lives in a named namespace: in an anonymous one, each architecture's pass warns
+// about the helpers only the other architectures use.
+namespace gemm_detail {
 
 #if defined(__CUDA_ARCH__)
 constexpr int kArch = __CUDA_ARCH__;
@@ -386,8 +388,10 @@ __device__ __forceinline__ void mma_epilogue(const Params& p, const float (&acc)
 
 // kMinArch: the architecture this configuration is built for (800: cp.async pipeline, 750: the
 // synchronous sm_75 path); other architectures compile an empty body.
+// Two CTAs per SM on sm_80+ (2 x 80 KB of shared memory); one on sm_75, whose 64 KB of shared
+// memory holds one 40 KB CTA anyway, so it may use up to 255 registers.
 template <typename Mma, bool kTransA, bool kTransB, int kStages, int kMinArch>
-__global__ void __launch_bounds__(kThreads, 2) mma_gemm_kernel(Params p) {
+__global__ void __launch_bounds__(kThreads, kMinArch >= 800 ? 2 : 1) mma_gemm_kernel(Params p) {
   constexpr bool kBuild = kArch >= kMinArch && (kMinArch >= 800 || kArch < 800);
   if constexpr (!kBuild) {
     __trap();
@@ -591,8 +595,12 @@ __global__ void __launch_bounds__(256) simt_gemm_kernel(Params p) {
   else simt_epilogue<T>(p, acc, bm, bn, tx, ty);
 }
 
+}  // namespace gemm_detail
+
 // ---------------------------------------------------------------------------------------------
 // Host side.
+namespace {
+using namespace gemm_detail;
 
 bool aligned16(const void* ptr, int64_t ld, size_t elem) {
   return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && (ld * int64_t(elem)) % 16 == 0;
