@@ -12,6 +12,10 @@
 //                                           per thread, shared memory double buffered. F32, and
 //                                           BF16 on sm_75 (no bf16 tensor-core instruction there).
 //
+// sm_90 runs the sm_80 mma.sync kernel (SASS built for sm_90). Hopper's wgmma (sm_90a) is not
+// used yet: mma.sync reaches only part of an H100's dense peak, so matching cuBLAS there needs a
+// wgmma + TMA kernel.
+//
 // Operand tiles live in shared memory in the layout they have in global memory, so a 16-byte
 // global chunk is a 16-byte shared chunk (cp.async); the transposes are absorbed by choosing
 // ldmatrix or ldmatrix.trans (see the fragment notes at load_a_frag / load_b_frag).
