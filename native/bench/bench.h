@@ -55,6 +55,7 @@ struct Row {
   double peer_work = 0, peer_rate = NAN, ratio = NAN;  // ratio = our rate / peer rate
   std::string check = "n/a", peer_check;
   std::string note;
+  double peak = NAN;  // the hardware peak for % of peak (GFLOP/s or GB/s); NAN: the CPU's measured FMA peak
   std::vector<std::pair<std::string, double>> params;  // the case's arguments, for the JSON
 };
 
@@ -172,6 +173,7 @@ struct Case {
 std::vector<Case> gemm_cases();
 std::vector<Case> conv_cases();
 std::vector<Case> coding_cases();
+std::vector<Case> cuda_cases();  // GPU rows (one note row when there is no GPU)
 // Rows "sum over all <net> convs" from the per-layer rows already emitted (complete nets only).
 void conv_sums();
 

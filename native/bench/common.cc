@@ -333,7 +333,8 @@ void Context::section(const std::string& title, const std::string& text) {
 void Context::derive(Row& r) const {
   r.rate = r.pct_peak = r.peer_rate = r.ratio = NAN;
   if (std::isfinite(r.ours.median_ms) && r.ours.median_ms > 0) r.rate = r.work / (r.ours.median_ms * 1e-3) * 1e-9;
-  if (!r.bytes) r.pct_peak = 100.0 * r.rate / peak_gflops(r.threads);
+  if (std::isfinite(r.peak)) r.pct_peak = 100.0 * r.rate / r.peak;
+  else if (!r.bytes) r.pct_peak = 100.0 * r.rate / peak_gflops(r.threads);
   if (!r.peer.empty() && std::isfinite(r.theirs.median_ms) && r.theirs.median_ms > 0) {
     const double pw = r.peer_work > 0 ? r.peer_work : r.work;
     r.peer_rate = pw / (r.theirs.median_ms * 1e-3) * 1e-9;

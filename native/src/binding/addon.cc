@@ -25,6 +25,7 @@
 namespace kintsugi::binding {
 
 void register_nvml(Napi::Env env, Napi::Object exports);  // nvml.cc
+void register_cuda(Napi::Env env, Napi::Object exports);  // cuda.cc
 
 namespace {
 
@@ -71,43 +72,6 @@ class PackedMatrixHandle : public Napi::ObjectWrap<PackedMatrixHandle> {
 
 Layout read_layout(const Args& a, size_t i) { return a.choice(i, "layout", {"row", "col"}) == "row" ? Layout::RowMajor : Layout::ColMajor; }
 Transpose read_trans(const Args& a, size_t i, const char* name) { return a.boolean(i, name) ? Transpose::Yes : Transpose::No; }
-
-int64_t int_field(const Napi::Object& o, const char* name, int64_t min, int64_t max) {
-  Napi::Value v = o.Get(name);
-  if (!v.IsNumber()) throw_expected(ErrorKind::Type, "an integer", std::string("params.") + name, describe(v));
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || std::floor(d) != d) throw_expected(ErrorKind::Type, "an integer", std::string("params.") + name, describe(v));
-  if (d < double(min) || d > double(max))
-    throw_expected(ErrorKind::Range, "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]", std::string("params.") + name, describe(v));
-  return int64_t(d);
-}
-
-Conv2dParams read_conv_params(const Args& a, size_t i) {
-  Napi::Value v = a.value(i);
-  if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) throw_expected(ErrorKind::Type, "a conv2d parameter object", "params", describe(v));
-  auto o = v.As<Napi::Object>();
-  Conv2dParams p;
-  p.n = int_field(o, "n", 1, kMaxDim);
-  p.c_in = int_field(o, "cIn", 1, kMaxDim);
-  p.h = int_field(o, "h", 1, kMaxDim);
-  p.w = int_field(o, "w", 1, kMaxDim);
-  p.c_out = int_field(o, "cOut", 1, kMaxDim);
-  p.kh = int_field(o, "kh", 1, 65535);
-  p.kw = int_field(o, "kw", 1, 65535);
-  p.stride_h = int_field(o, "strideH", 1, 65535);
-  p.stride_w = int_field(o, "strideW", 1, 65535);
-  p.pad_h = int_field(o, "padH", 0, 65535);
-  p.pad_w = int_field(o, "padW", 0, 65535);
-  p.dilation_h = int_field(o, "dilationH", 1, 65535);
-  p.dilation_w = int_field(o, "dilationW", 1, 65535);
-  p.groups = int_field(o, "groups", 1, kMaxDim);
-  // Products in double first: an int64 product of unchecked sizes could overflow.
-  double in = double(p.n) * double(p.c_in) * double(p.h) * double(p.w);
-  double weights = double(p.c_out) * double(p.c_in) * double(p.kh) * double(p.kw);
-  if (in > 9.0e15 || weights > 9.0e15) throw_expected(ErrorKind::Range, "tensor sizes below 2^53 elements", "params", "larger sizes");
-  check_conv2d(p);
-  return p;
-}
 
 // ---- devices, CPU information, threads ----
 Napi::Value Devices(const Napi::CallbackInfo& info) {
@@ -179,8 +143,6 @@ Napi::Value SetIsaLimit(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), isa_name(active_isa()));
   });
 }
-
-bool read_async(const Napi::CallbackInfo& info) { return info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value(); }
 
 // ---- GEMM ----
 // The GEMM arguments shared by sgemm and sgemmChecked, from argument 0 of `a`:
@@ -790,6 +752,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
   KintsugiAddon(Napi::Env env, Napi::Object exports) {
     packed_ctor_ = Napi::Persistent(PackedMatrixHandle::Define(env));
     exports.Set("PackedMatrix", packed_ctor_.Value());
+    register_cuda(env, exports);
     struct Entry { const char* name; Napi::Function::Callback fn; };
     const Entry entries[] = {
         {"devices", Devices}, {"cudaStatus", CudaStatus}, {"cpuInfo", CpuInfoValue},

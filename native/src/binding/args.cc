@@ -3,6 +3,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "kintsugi/conv.h"
+
 namespace kintsugi::binding {
 
 std::string describe(const Napi::Value& v) {
@@ -69,5 +71,49 @@ std::string Args::choice(size_t i, const char* name, const std::vector<std::stri
     if (o == s) return s;
   throw_expected(ErrorKind::Range, "one of " + expected, name, describe(v));
 }
+
+namespace {
+constexpr int64_t kMaxExtent = 2147483647;
+
+int64_t int_field(const Napi::Object& o, const char* name, int64_t min, int64_t max) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsNumber()) throw_expected(ErrorKind::Type, "an integer", std::string("params.") + name, describe(v));
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || std::floor(d) != d) throw_expected(ErrorKind::Type, "an integer", std::string("params.") + name, describe(v));
+  if (d < double(min) || d > double(max))
+    throw_expected(ErrorKind::Range, "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]", std::string("params.") + name, describe(v));
+  return int64_t(d);
+}
+
+}  // namespace
+
+Conv2dParams read_conv_params(const Args& a, size_t i) {
+  Napi::Value v = a.value(i);
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) throw_expected(ErrorKind::Type, "a conv2d parameter object", "params", describe(v));
+  auto o = v.As<Napi::Object>();
+  Conv2dParams p;
+  p.n = int_field(o, "n", 1, kMaxExtent);
+  p.c_in = int_field(o, "cIn", 1, kMaxExtent);
+  p.h = int_field(o, "h", 1, kMaxExtent);
+  p.w = int_field(o, "w", 1, kMaxExtent);
+  p.c_out = int_field(o, "cOut", 1, kMaxExtent);
+  p.kh = int_field(o, "kh", 1, 65535);
+  p.kw = int_field(o, "kw", 1, 65535);
+  p.stride_h = int_field(o, "strideH", 1, 65535);
+  p.stride_w = int_field(o, "strideW", 1, 65535);
+  p.pad_h = int_field(o, "padH", 0, 65535);
+  p.pad_w = int_field(o, "padW", 0, 65535);
+  p.dilation_h = int_field(o, "dilationH", 1, 65535);
+  p.dilation_w = int_field(o, "dilationW", 1, 65535);
+  p.groups = int_field(o, "groups", 1, kMaxExtent);
+  // Products in double first: an int64 product of unchecked sizes could overflow.
+  double in = double(p.n) * double(p.c_in) * double(p.h) * double(p.w);
+  double weights = double(p.c_out) * double(p.c_in) * double(p.kh) * double(p.kw);
+  if (in > 9.0e15 || weights > 9.0e15) throw_expected(ErrorKind::Range, "tensor sizes below 2^53 elements", "params", "larger sizes");
+  check_conv2d(p);
+  return p;
+}
+
+bool read_async(const Napi::CallbackInfo& info) { return info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value(); }
 
 }  // namespace kintsugi::binding

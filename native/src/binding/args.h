@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kintsugi/conv.h"
 #include "kintsugi/error.h"
 
 namespace kintsugi::binding {
@@ -109,5 +110,11 @@ template <typename T> void check_min_length(const Array<T>& a, int64_t need) {
   if (a.length < need)
     throw_expected(ErrorKind::Range, "at least " + std::to_string(need) + " elements", a.name, std::to_string(a.length) + " elements");
 }
+
+// Whether a call's first argument asks for the Promise form.
+bool read_async(const Napi::CallbackInfo& info);
+
+// A conv2d parameter object {n, cIn, h, w, cOut, kh, kw, strideH, ...} at argument i, checked.
+Conv2dParams read_conv_params(const Args& a, size_t i);
 
 }  // namespace kintsugi::binding

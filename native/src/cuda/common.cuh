@@ -21,6 +21,10 @@ inline void check(cudaError_t err, const char* call) {
 // JS thread may each have a different current device).
 void use_device(int device);
 
+// Host-side checks of a GEMM's sizes, leading dimensions and dtypes (shared by our kernels and
+// the cuBLAS path); throws Range / Type errors before any CUDA call.
+void validate_gemm(const GemmArgs& args);
+
 inline cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 
 inline unsigned blocks_for(int64_t work, int threads, unsigned cap = 65535u * 8u) {

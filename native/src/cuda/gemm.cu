@@ -654,8 +654,10 @@ void dispatch_simt(const Params& p, bool ta, bool tb, cudaStream_t stream) {
   check_launch("gemm (SIMT kernel)");
 }
 
-// Everything that can be checked without touching the device.
-void validate(const GemmArgs& g) {
+}  // namespace
+
+// Everything that can be checked without touching the device (the cuBLAS path shares it).
+void validate_gemm(const GemmArgs& g) {
   if (g.m < 0) throw_expected(ErrorKind::Range, "m ≥ 0", "m", std::to_string(g.m));
   if (g.n < 0) throw_expected(ErrorKind::Range, "n ≥ 0", "n", std::to_string(g.n));
   if (g.k < 0) throw_expected(ErrorKind::Range, "k ≥ 0", "k", std::to_string(g.k));
@@ -695,6 +697,8 @@ void validate(const GemmArgs& g) {
   }
 }
 
+namespace {
+
 int compute_capability(int device) {
   int major = 0, minor = 0;
   check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
@@ -705,7 +709,7 @@ int compute_capability(int device) {
 }  // namespace
 
 void gemm(int device, const GemmArgs& args, Stream s) {
-  validate(args);
+  validate_gemm(args);
   if (args.m == 0 || args.n == 0) return;
   use_device(device);
   cudaStream_t stream = as_stream(s);

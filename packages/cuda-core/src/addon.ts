@@ -61,6 +61,27 @@ export interface NativeNvmlDevice {
   uuid: string;
   memoryTotal: number;
 }
+export interface NativeCudaBuffer {
+  readonly bytes: number;
+  readonly device: number;
+  readonly disposed: boolean;
+  dispose(): void;
+}
+export interface NativeCudaStream {
+  readonly disposed: boolean;
+  synchronize(): Promise<void>;
+  dispose(): void;
+}
+export interface NativeCudaEvent {
+  readonly disposed: boolean;
+  record(stream: NativeCudaStream | null): void;
+  query(): boolean;
+  synchronize(): Promise<void>;
+  elapsedMs(end: NativeCudaEvent): number;
+  dispose(): void;
+}
+type CudaFloat = 'float32' | 'float16' | 'bfloat16';
+type HostArray = Float32Array | Float64Array | Int32Array | Uint8Array;
 
 type Maybe<T> = T | null;
 // Functions whose first argument is `async` return a Promise when it is true.
@@ -107,6 +128,36 @@ export interface NativeAddon {
   nvmlDevices(library?: string): NativeNvmlDevice[];
   NvmlSampler: new (device: number | string, bufferSize: number, library?: string) => NativeNvmlSampler;
   nvmlSampleFields: number;
+  CudaBuffer: new (device: number, bytes: number) => NativeCudaBuffer;
+  CudaStream: new (device: number) => NativeCudaStream;
+  CudaEvent: new (device: number) => NativeCudaEvent;
+  cudaProperties(device: number): {
+    name: string; computeCapability: string; major: number; minor: number; multiprocessors: number; smClockKHz: number; memoryClockKHz: number;
+    memoryBusWidth: number; totalMemory: number; l2CacheBytes: number; sharedMemoryPerBlockOptin: number; maxThreadsPerMultiprocessor: number;
+    warpSize: number; pciBusId: number; uuid: string;
+  };
+  cudaMemoryInfo(device: number): { free: number; total: number };
+  cudaPinned(bytes: number): ArrayBuffer;
+  cudaUpload: Call<[number, Maybe<NativeCudaStream>, NativeCudaBuffer, number, HostArray], HostArray>;
+  cudaDownload: Call<[number, Maybe<NativeCudaStream>, NativeCudaBuffer, number, HostArray], HostArray>;
+  cudaCopyDevice(device: number, stream: Maybe<NativeCudaStream>, dst: NativeCudaBuffer, dstOffset: number, src: NativeCudaBuffer, srcOffset: number, bytes: number): void;
+  cudaMemset(device: number, stream: Maybe<NativeCudaStream>, dst: NativeCudaBuffer, dstOffset: number, value: number, bytes: number): void;
+  cudaConvert(device: number, stream: Maybe<NativeCudaStream>, from: CudaFloat, src: NativeCudaBuffer, srcOffset: number, to: CudaFloat, dst: NativeCudaBuffer, dstOffset: number, count: number): void;
+  cudaGemm(device: number, stream: Maybe<NativeCudaStream>, backend: 'kintsugi' | 'cublas', transA: boolean, transB: boolean, m: number, n: number, k: number,
+    alpha: number, a: NativeCudaBuffer, aOffset: number, lda: number, b: NativeCudaBuffer, bOffset: number, ldb: number, beta: number,
+    c: NativeCudaBuffer, cOffset: number, ldc: number, abType: CudaFloat, cType: CudaFloat, tf32: boolean): void;
+  cublasStatus(): { available: boolean; library?: string; reason?: string };
+  cudaConv2d(pass: 'forward' | 'backwardData' | 'backwardWeight', device: number, stream: Maybe<NativeCudaStream>, dtype: 'float32' | 'float16', params: NativeConvParams,
+    in0: NativeCudaBuffer, in0Offset: number, in1: NativeCudaBuffer, in1Offset: number, out0: NativeCudaBuffer, out0Offset: number,
+    out1: Maybe<NativeCudaBuffer>, out1Offset: number): void;
+  cudaChecksum(axis: 'rows' | 'cols', device: number, stream: Maybe<NativeCudaStream>, a: NativeCudaBuffer, aOffset: number, m: number, n: number, ld: number,
+    out: NativeCudaBuffer, outOffset: number): void;
+  cudaXorEncode(device: number, stream: Maybe<NativeCudaStream>, blocks: (object | number)[], len: number, parity: NativeCudaBuffer, parityOffset: number): Promise<void>;
+  cudaSumEncode(device: number, stream: Maybe<NativeCudaStream>, blocks: (object | number)[], coeffs: Maybe<Float32Array>, len: number, parity: NativeCudaBuffer, parityOffset: number): Promise<void>;
+  cudaSumDecode(device: number, stream: Maybe<NativeCudaStream>, available: (object | number)[], coeffs: Maybe<Float32Array>, missingCoeff: number, len: number,
+    parity: NativeCudaBuffer, parityOffset: number, out: NativeCudaBuffer, outOffset: number): Promise<void>;
+  cudaEmbeddingBag(pass: 'forward' | 'backward', device: number, stream: Maybe<NativeCudaStream>, rows: number, dim: number, indices: Int32Array, offsets: Int32Array,
+    weights: Maybe<Float32Array>, mode: BagMode, scale: number, src: NativeCudaBuffer, srcOffset: number, dst: NativeCudaBuffer, dstOffset: number): Promise<void>;
   _throwNativeError(kind: string): never;
   _setFaultInjection(row: number | null, col?: number, bit?: number): boolean;
 }

@@ -154,6 +154,10 @@ async function demo(args: string[]): Promise<number> {
   console.log(`Kintsugi ${device.kind === 'cuda' ? 'GPU' : 'CPU'} run on ${device.name} (${device.kind}${device.kind === 'cpu' ? `, ${cpu.activeIsa}, ${numThreads()} threads` : ''})`);
   if (!gpu.deviceCount) console.log(`CUDA: ${gpu.compiled ? 'backend compiled' : 'not compiled'}; ${gpu.reason}`);
   const rows = [...(await gemmRows(quick)), ...(await convRows(quick)), ...(await codingRows()), ...(await embeddingRows())];
+  if (gpu.deviceCount > 0) {
+    const { gpuDemoRows } = await import('./cuda/demo.js');
+    rows.push(...(await gpuDemoRows(quick)));
+  }
   printTable(rows);
   const failed = rows.filter((r) => !r.pass).length;
   console.log(failed ? `${failed} check(s) FAILED` : `all ${rows.length} checks passed`);

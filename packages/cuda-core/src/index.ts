@@ -22,6 +22,7 @@ export {
   type StudyOptions, type StudyResult, type LayerResult, type NetworkSummary, type LayerRunner, type PreparedLayer, type UtilizationSource, type UtilizationSample,
 } from './util/study.js';
 export { rooflineSvg, utilizationSvg } from './util/svg.js';
+export * from './cuda/index.js';
 export { KintsugiTypeError, KintsugiRangeError } from './validate.js';
 export { native as _native } from './addon.js';
 export {

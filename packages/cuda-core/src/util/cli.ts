@@ -5,8 +5,9 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { cudaStatus, devices, numThreads } from '../device.js';
+import { NvmlSampler, nvmlAvailable } from '../nvml.js';
 import { networkNames } from './networks.js';
-import { cpuPeak, type CpuPeak } from './peak.js';
+import { cpuPeak, dtypes, type CpuPeak, type Dtype } from './peak.js';
 import { createCpuRunner, defaultBatches, runStudy, withPeak, type LayerResult, type LayerRunner, type StudyResult } from './study.js';
 import { rooflineSvg, utilizationSvg } from './svg.js';
 import { markdownTable } from './table.js';
@@ -25,6 +26,7 @@ Options:
   --layers LIST     only these layer names (e.g. conv1,fc)
   --budget-s S      start no new layer after S seconds; the rest is listed as skipped
   --peak KIND       CPU peak: measured (1024^3 sgemm, default) | theoretical (threads x clock x FLOP/cycle)
+  --dtype T         fp32 (default) | tf32 | fp16 | bf16 (GPU only; convolutions take fp32 or fp16)
   --out DIR         where util.json, roofline.svg and layers.svg go (default ./util-results)
   --json            print the result as JSON instead of tables
   -h, --help        this text`;
@@ -58,6 +60,7 @@ function parseOptions(argv: string[]) {
       layers: { type: 'string' },
       'budget-s': { type: 'string' },
       peak: { type: 'string', default: 'measured' },
+      dtype: { type: 'string', default: 'fp32' },
       out: { type: 'string', default: 'util-results' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -76,8 +79,11 @@ function parseOptions(argv: string[]) {
   const budget = values['budget-s'] === undefined ? undefined : Number(values['budget-s']);
   if (budget !== undefined && !(budget > 0)) throw new UsageError(`Expected a positive number of seconds for --budget-s but received ${JSON.stringify(values['budget-s'])}`);
   if (values.peak !== 'measured' && values.peak !== 'theoretical') throw new UsageError(`Expected measured or theoretical for --peak but received ${JSON.stringify(values.peak)}`);
+  if (!(dtypes as readonly string[]).includes(values.dtype)) throw new UsageError(`Expected one of ${dtypes.join(', ')} for --dtype but received ${JSON.stringify(values.dtype)}`);
+  if (device[1] === 'cpu' && values.dtype !== 'fp32') throw new UsageError(`Expected fp32 for --dtype on the CPU (its kernels are float32) but received ${JSON.stringify(values.dtype)}`);
   return {
     kind: device[1] as 'cpu' | 'cuda',
+    dtype: values.dtype as Dtype,
     index: Number(device[2] ?? 0),
     networks,
     batches,
@@ -94,14 +100,16 @@ function parseOptions(argv: string[]) {
 type Options = Exclude<ReturnType<typeof parseOptions>, 'help'>;
 
 /** The runner for --device. A CUDA runner (device tensors, CUDA-event timing) plugs in here. */
-async function createRunner(o: Options): Promise<{ runner: LayerRunner; peakInfo: CpuPeak }> {
+/** The runner for --device; peakInfo is the CPU's peak measurement (null on a GPU, whose peak comes from the table). */
+async function createRunner(o: Options): Promise<{ runner: LayerRunner; peakInfo: CpuPeak | null }> {
   if (o.kind === 'cuda') {
     const gpu = devices().find((d) => d.kind === 'cuda' && d.index === o.index);
     if (!gpu) {
       const status = cudaStatus();
       throw new UsageError(`No CUDA device cuda:${o.index} for --device (found ${status.deviceCount}; ${status.compiled ? 'CUDA backend compiled' : 'CUDA backend not compiled'}: ${status.reason}). Use --device cpu.`);
     }
-    throw new UsageError(`The CUDA layer runner is not available in this build; ${gpu.name} was found but only --device cpu can be studied.`);
+    const { createCudaRunner } = await import('./cuda-runner.js');
+    return { runner: createCudaRunner(o.index), peakInfo: null };
   }
   const peak = await cpuPeak({ source: o.peak });
   if (peak.warning) process.stderr.write(`Warning: ${peak.warning}\n`);
@@ -129,9 +137,16 @@ async function run(o: Options): Promise<void> {
   const { runner, peakInfo: peakBefore } = await createRunner(o);
   const batches = o.batches ?? (o.kind === 'cpu' ? [1, 8] : defaultBatches);
   const progress = (r: LayerResult) => process.stderr.write(`${r.network} ${r.label} batch ${r.batch}: ${r.ms.toFixed(3)} ms, ${(100 * r.utilization).toFixed(1)}%\n`);
-  let result = await runStudy({ networks: o.networks, batches, runner, repeats: o.repeats, maxLayers: o.maxLayers, layers: o.layers, budgetMs: o.budgetMs, onResult: o.json ? undefined : progress });
+  // On a GPU, NVML's utilization.gpu is sampled beside the FLOP-based figure when NVML loads.
+  const sampler = o.kind === 'cuda' && nvmlAvailable().available ? new NvmlSampler({ device: o.index, intervalMs: 10 }).start() : undefined;
+  let result: StudyResult;
+  try {
+    result = await runStudy({ networks: o.networks, batches, runner, dtype: o.dtype, nvml: sampler, repeats: o.repeats, maxLayers: o.maxLayers, layers: o.layers, budgetMs: o.budgetMs, onResult: o.json ? undefined : progress });
+  } finally {
+    await sampler?.stop();
+  }
   let peakInfo = peakBefore;
-  if (peakBefore.source === 'measured') {
+  if (peakBefore?.source === 'measured') {
     // Measure again after the study and keep the best: a busy moment during the first measurement
     // would otherwise understate the peak and overstate every layer's utilization.
     peakInfo = await cpuPeak({ refresh: true });
@@ -152,8 +167,8 @@ async function run(o: Options): Promise<void> {
     return;
   }
   const bw = result.bandwidth ? `, bandwidth ${(result.bandwidth / 1e9).toFixed(1)} GB/s` : '';
-  const source = peakInfo.source === 'measured' ? 'measured: best 1024^3 sgemm before and after the study' : 'theoretical';
-  const theory = peakInfo.theoreticalFlops === null ? '' : `; theoretical ${(peakInfo.theoreticalFlops / 1e9).toFixed(1)} at ${peakInfo.clockMHz?.toFixed(0)} MHz`;
+  const source = !peakInfo ? 'SMs x SM clock x FLOP/clock/SM of the architecture' : peakInfo.source === 'measured' ? 'measured: best 1024^3 sgemm before and after the study' : 'theoretical';
+  const theory = !peakInfo || peakInfo.theoreticalFlops === null ? '' : `; theoretical ${(peakInfo.theoreticalFlops / 1e9).toFixed(1)} at ${peakInfo.clockMHz?.toFixed(0)} MHz`;
   console.log(`Device: ${result.device}; peak ${(result.peakFlops / 1e9).toFixed(1)} GFLOP/s ${result.dtype} (${source}${theory})${bw}; median of ${result.repeats} runs\n`);
   console.log(layerTable(result.layers));
   console.log();

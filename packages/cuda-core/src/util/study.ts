@@ -34,7 +34,7 @@ export interface LayerRunner {
 
 export interface UtilizationSample {
   /** Percent of the sample period during which a kernel ran (NVML utilization.gpu). */
-  utilizationGpu: number;
+  gpuUtilization: number;
 }
 
 /** A stream of NVML samples (an NvmlSampler is one); the caller starts and stops it. */
@@ -145,7 +145,7 @@ function selectLayers(net: Network, names: readonly string[] | undefined, maxLay
 async function measureLayer(o: Required<Pick<StudyOptions, 'runner' | 'repeats' | 'warmup' | 'dtype' | 'nvmlWindowMs'>> & { nvml?: UtilizationSource }, layer: Layer, batch: number) {
   const prepared = await o.runner.prepare(layer, batch, o.dtype);
   const samples: number[] = [];
-  const listener = (s: UtilizationSample) => samples.push(s.utilizationGpu);
+  const listener = (s: UtilizationSample) => samples.push(s.gpuUtilization);
   try {
     for (let i = 0; i < o.warmup; i++) await prepared.run();
     o.nvml?.on('sample', listener);

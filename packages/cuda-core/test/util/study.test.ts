@@ -16,13 +16,13 @@ function scriptedRunner(nvml: EventEmitter, prepareMs = 0) {
     async prepare(layer: Layer, batch: number) {
       state.prepared++;
       if (prepareMs) await new Promise((r) => setTimeout(r, prepareMs));
-      const p = { run: () => void nvml.emit('sample', { utilizationGpu: 0 } satisfies UtilizationSample), dispose: () => void state.disposed++ };
+      const p = { run: () => void nvml.emit('sample', { gpuUtilization: 0 } satisfies UtilizationSample), dispose: () => void state.disposed++ };
       runner.flops.set(p, layerFlops(layer, batch));
       return p;
     },
     async time(prepared, repeats) {
-      nvml.emit('sample', { utilizationGpu: 80 });
-      nvml.emit('sample', { utilizationGpu: 60 });
+      nvml.emit('sample', { gpuUtilization: 80 });
+      nvml.emit('sample', { gpuUtilization: 60 });
       const ms = ((runner.flops.get(prepared) as number) / 0.5e12) * 1e3;
       return Array.from({ length: repeats }, () => ms);
     },

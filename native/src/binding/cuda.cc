@@ -1,0 +1,655 @@
+// The CUDA backend's binding: device buffers, pinned host memory, streams and events as handles,
+// and the kernels' launchers. Kernel launches are asynchronous on a stream, so they run inline
+// (the JS thread only enqueues); anything that waits for the device (copies to pageable memory,
+// stream and event synchronisation, ops that need scratch memory) returns a Promise and waits on
+// libuv's pool. Every buffer argument is bounds-checked here against what the kernel will touch.
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "call.h"
+#include "kintsugi/conv.h"
+#include "kintsugi/cuda.h"
+#include "kintsugi/device.h"
+#include "kintsugi/embedding.h"
+
+namespace kintsugi::binding {
+
+namespace {
+
+constexpr int64_t kMaxDim = 2147483647;
+// Type tags tell our handles apart without keeping constructors per environment.
+const napi_type_tag kBufferTag = {0x6b696e7473756769ull, 0x6375646162756631ull};
+const napi_type_tag kStreamTag = {0x6b696e7473756769ull, 0x6375646173747231ull};
+const napi_type_tag kEventTag = {0x6b696e7473756769ull, 0x6375646165767431ull};
+
+// Device memory owned by shared pointers, so an in-flight async call keeps it alive across dispose().
+struct DeviceMemory {
+  int device;
+  void* ptr;
+  size_t bytes;
+  DeviceMemory(int d, size_t n) : device(d), ptr(cuda::malloc_device(d, n)), bytes(n) {}
+  ~DeviceMemory() {
+    try {
+      cuda::free_device(device, ptr);
+    } catch (...) {  // a failed free at teardown must not abort the process
+    }
+  }
+};
+
+struct StreamHandle {
+  int device;
+  cuda::Stream stream;
+  StreamHandle(int d) : device(d), stream(cuda::stream_create(d)) {}
+  ~StreamHandle() {
+    try {
+      cuda::stream_destroy(device, stream);
+    } catch (...) {
+    }
+  }
+};
+
+struct EventHandle {
+  int device;
+  cuda::Event event;
+  EventHandle(int d) : device(d), event(cuda::event_create(d)) {}
+  ~EventHandle() {
+    try {
+      cuda::event_destroy(device, event);
+    } catch (...) {
+    }
+  }
+};
+
+int read_device(const Args& a, size_t i) { return int(a.integer(i, "device", 0, 1023)); }
+
+// A JS handle class wrapping shared_ptr<T>, with dispose() and `disposed`.
+template <typename Self, typename T> class Handle : public Napi::ObjectWrap<Self> {
+ public:
+  explicit Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Self>(info) {}
+  // dispose() and `disposed`, plus the class's own members.
+  static Napi::Function DefineWith(Napi::Env env, const char* name, std::vector<typename Napi::ObjectWrap<Self>::PropertyDescriptor> props) {
+    props.push_back(Napi::ObjectWrap<Self>::InstanceMethod("dispose", static_cast<Napi::Value (Self::*)(const Napi::CallbackInfo&)>(&Handle::Dispose)));
+    props.push_back(Napi::ObjectWrap<Self>::InstanceAccessor("disposed", static_cast<Napi::Value (Self::*)(const Napi::CallbackInfo&)>(&Handle::Disposed), nullptr));
+    return Napi::ObjectWrap<Self>::DefineClass(env, name, props);
+  }
+  std::shared_ptr<T> get(const std::string& name, const char* kind) const {
+    if (!value_) throw_expected(ErrorKind::Type, std::string("a live ") + kind, name, std::string("a disposed ") + kind);
+    return value_;
+  }
+
+ protected:
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    value_.reset();
+    return info.Env().Undefined();
+  }
+  Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !value_); }
+  std::shared_ptr<T> value_;
+};
+
+template <typename H> H* unwrap(const Napi::Value& v, const napi_type_tag& tag, const std::string& name, const char* kind) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&tag)) throw_expected(ErrorKind::Type, std::string("a ") + kind, name, describe(v));
+  return H::Unwrap(v.As<Napi::Object>());
+}
+
+class BufferHandle : public Handle<BufferHandle, DeviceMemory> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineWith(env, "CudaBuffer", {InstanceAccessor<&BufferHandle::Bytes>("bytes"), InstanceAccessor<&BufferHandle::Device>("device")});
+  }
+  // new CudaBuffer(device, bytes)
+  explicit BufferHandle(const Napi::CallbackInfo& info) : Handle(info) {
+    guard(info.Env(), [&] {
+      Args a(info);
+      int device = read_device(a, 0);
+      int64_t bytes = a.integer(1, "bytes", 0, int64_t(1) << 46);
+      value_ = std::make_shared<DeviceMemory>(device, size_t(bytes));
+      device_ = device;
+      bytes_ = bytes;
+      info.This().As<Napi::Object>().TypeTag(&kBufferTag);
+      return info.Env().Undefined();
+    });
+  }
+
+ private:
+  Napi::Value Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(bytes_)); }
+  Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), device_); }
+  int device_ = 0;
+  int64_t bytes_ = 0;
+};
+
+class StreamWrap : public Handle<StreamWrap, StreamHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineWith(env, "CudaStream", {InstanceMethod<&StreamWrap::Synchronize>("synchronize")});
+  }
+  explicit StreamWrap(const Napi::CallbackInfo& info) : Handle(info) {
+    guard(info.Env(), [&] {
+      value_ = std::make_shared<StreamHandle>(read_device(Args(info), 0));
+      info.This().As<Napi::Object>().TypeTag(&kStreamTag);
+      return info.Env().Undefined();
+    });
+  }
+
+ private:
+  // synchronize() -> Promise, resolved when the stream's work is done.
+  Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+    return run_call(info, true, [&] {
+      auto s = get("stream", "CudaStream");
+      return Job{[s] { cuda::stream_synchronize(s->device, s->stream); }, info.Env().Undefined(), {}};
+    });
+  }
+};
+
+class EventWrap : public Handle<EventWrap, EventHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineWith(env, "CudaEvent",
+                      {InstanceMethod<&EventWrap::Record>("record"), InstanceMethod<&EventWrap::Query>("query"),
+                        InstanceMethod<&EventWrap::Synchronize>("synchronize"), InstanceMethod<&EventWrap::ElapsedMs>("elapsedMs")});
+  }
+  explicit EventWrap(const Napi::CallbackInfo& info) : Handle(info) {
+    guard(info.Env(), [&] {
+      value_ = std::make_shared<EventHandle>(read_device(Args(info), 0));
+      info.This().As<Napi::Object>().TypeTag(&kEventTag);
+      return info.Env().Undefined();
+    });
+  }
+
+ private:
+  Napi::Value Record(const Napi::CallbackInfo& info);
+  Napi::Value Query(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&] { return Napi::Boolean::New(info.Env(), cuda::event_query(get("event", "CudaEvent")->event)); });
+  }
+  Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+    return run_call(info, true, [&] {
+      auto e = get("event", "CudaEvent");
+      return Job{[e] { cuda::event_synchronize(e->event); }, info.Env().Undefined(), {}};
+    });
+  }
+  // elapsedMs(endEvent): milliseconds from this event to `end` (both recorded and completed).
+  Napi::Value ElapsedMs(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&] {
+      auto end = unwrap<EventWrap>(info[0], kEventTag, "end", "CudaEvent")->get("end", "CudaEvent");
+      return Napi::Number::New(info.Env(), cuda::event_elapsed_ms(get("event", "CudaEvent")->event, end->event));
+    });
+  }
+};
+
+// A stream argument: null/undefined is the device's default stream.
+std::shared_ptr<StreamHandle> read_stream(const Args& a, size_t i, int device) {
+  Napi::Value v = a.value(i);
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  auto s = unwrap<StreamWrap>(v, kStreamTag, "stream", "CudaStream")->get("stream", "CudaStream");
+  if (s->device != device) throw_expected(ErrorKind::Range, "a stream of CUDA device " + std::to_string(device), "stream", "a stream of device " + std::to_string(s->device));
+  return s;
+}
+cuda::Stream raw(const std::shared_ptr<StreamHandle>& s) { return s ? s->stream : nullptr; }
+
+Napi::Value EventWrap::Record(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    auto e = get("event", "CudaEvent");
+    auto s = read_stream(Args(info), 0, e->device);
+    cuda::event_record(e->device, e->event, raw(s));
+    return info.Env().Undefined();
+  });
+}
+
+// A region of a device buffer: (buffer, byteOffset) plus the bytes the kernel will touch.
+struct Region {
+  std::shared_ptr<DeviceMemory> mem;
+  void* ptr = nullptr;
+};
+
+Region read_region(const Args& a, size_t i, const char* name, int device, int64_t need_bytes, size_t align, bool nullable = false) {
+  Napi::Value v = a.value(i);
+  if (nullable && (v.IsNull() || v.IsUndefined())) return {};
+  auto mem = unwrap<BufferHandle>(v, kBufferTag, name, "CudaBuffer")->get(name, "CudaBuffer");
+  if (mem->device != device)
+    throw_expected(ErrorKind::Range, "a buffer on CUDA device " + std::to_string(device), name, "a buffer on device " + std::to_string(mem->device));
+  int64_t offset = a.integer(i + 1, (std::string(name) + "Offset").c_str(), 0, int64_t(1) << 46);
+  if (size_t(offset) % align)
+    throw_expected(ErrorKind::Range, "a byte offset that is a multiple of " + std::to_string(align), std::string(name) + "Offset", std::to_string(offset));
+  if (offset + need_bytes > int64_t(mem->bytes))
+    throw_expected(ErrorKind::Range, std::to_string(offset + need_bytes) + " bytes (offset " + std::to_string(offset) + " + " + std::to_string(need_bytes) + ")", name,
+                   "a buffer of " + std::to_string(mem->bytes) + " bytes");
+  Region r;
+  r.ptr = static_cast<uint8_t*>(mem->ptr) + offset;
+  r.mem = std::move(mem);
+  return r;
+}
+
+cuda::DType read_dtype(const Args& a, size_t i, const char* name) {
+  std::string t = a.choice(i, name, {"float32", "float16", "bfloat16"});
+  return t == "float32" ? cuda::DType::F32 : t == "float16" ? cuda::DType::F16 : cuda::DType::BF16;
+}
+
+// Bytes a row-major stored matrix of rows x cols with leading dimension ld spans.
+int64_t matrix_bytes(int64_t rows, int64_t cols, int64_t ld, size_t elem) {
+  if (rows == 0 || cols == 0) return 0;
+  return ((rows - 1) * ld + cols) * int64_t(elem);
+}
+
+// ---- Devices ----
+Napi::Value Properties(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    cuda::Properties p = cuda::properties(read_device(Args(info), 0));
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("name", p.name);
+    o.Set("computeCapability", std::to_string(p.major) + "." + std::to_string(p.minor));
+    o.Set("major", p.major);
+    o.Set("minor", p.minor);
+    o.Set("multiprocessors", p.multiprocessors);
+    o.Set("smClockKHz", p.sm_clock_khz);
+    o.Set("memoryClockKHz", p.memory_clock_khz);
+    o.Set("memoryBusWidth", p.memory_bus_width);
+    o.Set("totalMemory", double(p.total_memory));
+    o.Set("l2CacheBytes", double(p.l2_cache_bytes));
+    o.Set("sharedMemoryPerBlockOptin", double(p.shared_memory_per_block_optin));
+    o.Set("maxThreadsPerMultiprocessor", p.max_threads_per_multiprocessor);
+    o.Set("warpSize", p.warp_size);
+    o.Set("pciBusId", p.pci_bus_id);
+    o.Set("uuid", p.uuid);
+    return o;
+  });
+}
+
+Napi::Value MemoryInfo(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    int64_t f = 0, t = 0;
+    cuda::memory_info(read_device(Args(info), 0), &f, &t);
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("free", double(f));
+    o.Set("total", double(t));
+    return o;
+  });
+}
+
+// cudaPinned(bytes) -> ArrayBuffer in page-locked host memory, freed when collected.
+Napi::Value Pinned(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    int64_t bytes = Args(info).integer(0, "bytes", 1, int64_t(1) << 40);
+    void* p = cuda::malloc_pinned(size_t(bytes));
+    return Napi::ArrayBuffer::New(info.Env(), p, size_t(bytes), [](Napi::Env, void* data) {
+      try {
+        cuda::free_pinned(data);
+      } catch (...) {
+      }
+    });
+  });
+}
+
+// ---- Copies ----
+// cudaUpload(async, device, stream|null, dst, dstOffset, src: TypedArray) : async waits for the
+// copy on the pool; sync only enqueues (the caller keeps `src` alive and unchanged until the
+// stream is synchronised: meant for pinned memory).
+template <bool Upload> Napi::Value Copy(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    Napi::Value hv = a.value(4);
+    if (!hv.IsTypedArray()) throw_expected(ErrorKind::Type, "a typed array", Upload ? "src" : "dst", describe(hv));
+    auto typed = hv.As<Napi::TypedArray>();
+    if (typed.ArrayBuffer().IsDetached()) throw_expected(ErrorKind::Type, "a typed array with an attached buffer", Upload ? "src" : "dst", "a detached buffer");
+    size_t bytes = typed.ByteLength();
+    uint8_t* host = static_cast<uint8_t*>(typed.ArrayBuffer().Data()) + typed.ByteOffset();
+    Region dev = read_region(a, 2, Upload ? "dst" : "src", device, int64_t(bytes), 1);
+    bool async = read_async(info);
+    cuda::Stream s = raw(stream);
+    void* d = dev.ptr;
+    auto mem = dev.mem;
+    return Job{[=] {
+                 (void)mem;
+                 if (Upload)
+                   cuda::copy_async(device, d, host, bytes, cuda::CopyKind::HostToDevice, s);
+                 else
+                   cuda::copy_async(device, host, d, bytes, cuda::CopyKind::DeviceToHost, s);
+                 if (async) cuda::stream_synchronize(device, s);
+               },
+               hv, {hv}};
+  });
+}
+
+// cudaCopyDevice(device, stream|null, dst, dstOffset, src, srcOffset, bytes): device to device, enqueued.
+Napi::Value CopyDevice(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    int64_t bytes = a.integer(6, "bytes", 0, int64_t(1) << 46);
+    Region dst = read_region(a, 2, "dst", device, bytes, 1), src = read_region(a, 4, "src", device, bytes, 1);
+    cuda::copy_async(device, dst.ptr, src.ptr, size_t(bytes), cuda::CopyKind::DeviceToDevice, raw(stream));
+    return info.Env().Undefined();
+  });
+}
+
+// cudaMemset(device, stream|null, dst, dstOffset, value, bytes)
+Napi::Value Memset(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    int value = int(a.integer(4, "value", 0, 255));
+    int64_t bytes = a.integer(5, "bytes", 0, int64_t(1) << 46);
+    Region dst = read_region(a, 2, "dst", device, bytes, 1);
+    cuda::memset_async(device, dst.ptr, value, size_t(bytes), raw(stream));
+    return info.Env().Undefined();
+  });
+}
+
+// cudaConvert(device, stream|null, fromType, src, srcOffset, toType, dst, dstOffset, count)
+Napi::Value Convert(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    cuda::DType from = read_dtype(a, 2, "fromType"), to = read_dtype(a, 5, "toType");
+    int64_t count = a.integer(8, "count", 0, int64_t(1) << 44);
+    Region src = read_region(a, 3, "src", device, count * cuda::dtype_size(from), cuda::dtype_size(from));
+    Region dst = read_region(a, 6, "dst", device, count * cuda::dtype_size(to), cuda::dtype_size(to));
+    cuda::convert(from, src.ptr, to, dst.ptr, count, raw(stream));
+    return info.Env().Undefined();
+  });
+}
+
+// ---- GEMM ----
+// cudaGemm(device, stream|null, backend, transA, transB, m, n, k, alpha, a, aOffset, lda, b, bOffset,
+//          ldb, beta, c, cOffset, ldc, abType, cType, tf32)
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    bool cublas = a.choice(2, "backend", {"kintsugi", "cublas"}) == "cublas";
+    cuda::GemmArgs g;
+    g.trans_a = a.boolean(3, "transA");
+    g.trans_b = a.boolean(4, "transB");
+    g.m = a.integer(5, "m", 0, kMaxDim);
+    g.n = a.integer(6, "n", 0, kMaxDim);
+    g.k = a.integer(7, "k", 0, kMaxDim);
+    g.alpha = float(a.number(8, "alpha"));
+    g.lda = a.integer(11, "lda", 1, kMaxDim);
+    g.ldb = a.integer(14, "ldb", 1, kMaxDim);
+    g.beta = float(a.number(15, "beta"));
+    g.ldc = a.integer(18, "ldc", 1, kMaxDim);
+    g.ab = read_dtype(a, 19, "abType");
+    g.c_type = read_dtype(a, 20, "cType");
+    g.tf32 = a.boolean(21, "tf32");
+    size_t ab = cuda::dtype_size(g.ab), cb = cuda::dtype_size(g.c_type);
+    // Stored extents: op(A) is m x k, so A is k x m when transposed.
+    int64_t a_rows = g.trans_a ? g.k : g.m, a_cols = g.trans_a ? g.m : g.k;
+    int64_t b_rows = g.trans_b ? g.n : g.k, b_cols = g.trans_b ? g.k : g.n;
+    if (g.lda < a_cols) throw_expected(ErrorKind::Range, "lda >= " + std::to_string(a_cols), "lda", std::to_string(g.lda));
+    if (g.ldb < b_cols) throw_expected(ErrorKind::Range, "ldb >= " + std::to_string(b_cols), "ldb", std::to_string(g.ldb));
+    if (g.ldc < g.n) throw_expected(ErrorKind::Range, "ldc >= " + std::to_string(g.n), "ldc", std::to_string(g.ldc));
+    Region A = read_region(a, 9, "a", device, matrix_bytes(a_rows, a_cols, g.lda, ab), ab);
+    Region B = read_region(a, 12, "b", device, matrix_bytes(b_rows, b_cols, g.ldb, ab), ab);
+    Region C = read_region(a, 16, "c", device, matrix_bytes(g.m, g.n, g.ldc, cb), cb);
+    g.a = A.ptr;
+    g.b = B.ptr;
+    g.c = C.ptr;
+    if (cublas)
+      cuda::gemm_cublas(device, g, raw(stream));
+    else
+      cuda::gemm(device, g, raw(stream));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value CublasStatus(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    std::string why;
+    bool ok = cuda::cublas_available(&why);
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("available", ok);
+    o.Set(ok ? "library" : "reason", why);
+    return o;
+  });
+}
+
+// ---- conv2d ----
+enum class ConvPass { Forward, BackwardData, BackwardWeight };
+// cudaConv2d(pass, device, stream|null, dtype, params, in0, in0Offset, in1, in1Offset, out0, out0Offset, out1|null, out1Offset)
+//   forward: x, w -> y (out1 = bias input, read);  backwardData: dy, w -> dx;  backwardWeight: x, dy -> dw (out1 = db)
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Args a(info);
+    std::string pass_name = a.choice(0, "pass", {"forward", "backwardData", "backwardWeight"});
+    ConvPass pass = pass_name == "forward" ? ConvPass::Forward : pass_name == "backwardData" ? ConvPass::BackwardData : ConvPass::BackwardWeight;
+    int device = read_device(a, 1);
+    auto stream = read_stream(a, 2, device);
+    cuda::DType t = read_dtype(a, 3, "dtype");
+    Conv2dParams p = read_conv_params(a, 4);
+    size_t e = cuda::dtype_size(t);
+    int64_t x = p.input_size() * e, w = p.weight_size() * e, y = p.output_size() * e, bias = p.c_out * e;
+    switch (pass) {
+      case ConvPass::Forward: {
+        Region X = read_region(a, 5, "x", device, x, e), W = read_region(a, 7, "w", device, w, e), Y = read_region(a, 9, "y", device, y, e);
+        Region Bias = read_region(a, 11, "bias", device, bias, e, true);
+        cuda::conv2d_forward(device, t, p, X.ptr, W.ptr, Bias.ptr, Y.ptr, raw(stream));
+        break;
+      }
+      case ConvPass::BackwardData: {
+        Region DY = read_region(a, 5, "dy", device, y, e), W = read_region(a, 7, "w", device, w, e), DX = read_region(a, 9, "dx", device, x, e);
+        cuda::conv2d_backward_data(device, t, p, DY.ptr, W.ptr, DX.ptr, raw(stream));
+        break;
+      }
+      case ConvPass::BackwardWeight: {
+        Region X = read_region(a, 5, "x", device, x, e), DY = read_region(a, 7, "dy", device, y, e), DW = read_region(a, 9, "dw", device, w, e);
+        Region DB = read_region(a, 11, "db", device, bias, e, true);
+        cuda::conv2d_backward_weight(device, t, p, X.ptr, DY.ptr, DW.ptr, DB.ptr, raw(stream));
+        break;
+      }
+    }
+    return info.Env().Undefined();
+  });
+}
+
+// ---- Checksums: cudaChecksum(axis, device, stream|null, a, aOffset, m, n, ld, out, outOffset) ----
+Napi::Value Checksum(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Args a(info);
+    bool rows = a.choice(0, "axis", {"rows", "cols"}) == "rows";
+    int device = read_device(a, 1);
+    auto stream = read_stream(a, 2, device);
+    int64_t m = a.integer(5, "m", 0, kMaxDim), n = a.integer(6, "n", 0, kMaxDim), ld = a.integer(7, "ld", 1, kMaxDim);
+    if (ld < n) throw_expected(ErrorKind::Range, "ld >= " + std::to_string(n), "ld", std::to_string(ld));
+    Region A = read_region(a, 3, "a", device, matrix_bytes(m, n, ld, 4), 4);
+    Region O = read_region(a, 8, "out", device, (rows ? m : n) * 8, 8);
+    if (rows)
+      cuda::row_sums(device, static_cast<const float*>(A.ptr), m, n, ld, static_cast<double*>(O.ptr), raw(stream));
+    else
+      cuda::col_sums(device, static_cast<const float*>(A.ptr), m, n, ld, static_cast<double*>(O.ptr), raw(stream));
+    return info.Env().Undefined();
+  });
+}
+
+// Uploads a small host array to fresh device memory (the kernels take device arrays of pointers,
+// coefficients and indices). Pageable copies return once the source is consumed.
+template <typename T> std::shared_ptr<DeviceMemory> upload_small(int device, const std::vector<T>& host, cuda::Stream s) {
+  auto mem = std::make_shared<DeviceMemory>(device, host.size() * sizeof(T));
+  cuda::copy_async(device, mem->ptr, host.data(), host.size() * sizeof(T), cuda::CopyKind::HostToDevice, s);
+  return mem;
+}
+
+// Regions of a list [buffer, offset, buffer, offset, ...] each spanning `bytes`.
+std::vector<Region> read_region_list(const Args& a, size_t i, const char* name, int device, int64_t bytes, size_t align, size_t min_count) {
+  Napi::Value v = a.value(i);
+  if (!v.IsArray()) throw_expected(ErrorKind::Type, "an array of [CudaBuffer, byteOffset] pairs", name, describe(v));
+  auto list = v.As<Napi::Array>();
+  if (list.Length() % 2 || list.Length() / 2 < min_count || list.Length() / 2 > 4096)
+    throw_expected(ErrorKind::Range, "between " + std::to_string(min_count) + " and 4096 blocks", name, std::to_string(list.Length() / 2) + " blocks");
+  std::vector<Napi::Value> flat;
+  for (uint32_t j = 0; j < list.Length(); ++j) flat.push_back(list.Get(j));
+  std::vector<Region> out;
+  for (uint32_t j = 0; j < list.Length(); j += 2) {
+    std::string element = std::string(name) + "[" + std::to_string(j / 2) + "]";
+    Napi::Value buf = flat[j];
+    auto mem = unwrap<BufferHandle>(buf, kBufferTag, element, "CudaBuffer")->get(element, "CudaBuffer");
+    if (mem->device != device) throw_expected(ErrorKind::Range, "a buffer on CUDA device " + std::to_string(device), element, "a buffer on another device");
+    if (!flat[j + 1].IsNumber()) throw_expected(ErrorKind::Type, "a byte offset", element + " offset", describe(flat[j + 1]));
+    double off = flat[j + 1].As<Napi::Number>().DoubleValue();
+    if (!(off >= 0) || off != double(int64_t(off)) || int64_t(off) % int64_t(align) || int64_t(off) + bytes > int64_t(mem->bytes))
+      throw_expected(ErrorKind::Range, "a byte offset with " + std::to_string(bytes) + " bytes inside the buffer, a multiple of " + std::to_string(align),
+                     element + " offset", std::to_string(off) + " in a buffer of " + std::to_string(mem->bytes) + " bytes");
+    Region r;
+    r.ptr = static_cast<uint8_t*>(mem->ptr) + int64_t(off);
+    r.mem = std::move(mem);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// ---- Parity: resolves when done (the pointer tables live in device memory for the call) ----
+// cudaXorEncode(device, stream|null, blocks, len, parity, parityOffset)
+Napi::Value XorEncode(const Napi::CallbackInfo& info) {
+  return run_call(info, true, [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    int64_t len = a.integer(3, "len", 0, int64_t(1) << 44);
+    auto blocks = read_region_list(a, 2, "blocks", device, len, 1, 1);
+    Region P = read_region(a, 4, "parity", device, len, 1);
+    std::vector<const uint8_t*> ptrs;
+    for (auto& r : blocks) ptrs.push_back(static_cast<const uint8_t*>(r.ptr));
+    return Job{[=] {
+                 cuda::Stream s = raw(stream);
+                 auto table = upload_small(device, ptrs, s);
+                 cuda::xor_encode(device, static_cast<const uint8_t* const*>(table->ptr), int(ptrs.size()), size_t(len), static_cast<uint8_t*>(P.ptr), s);
+                 cuda::stream_synchronize(device, s);
+                 (void)blocks;
+               },
+               info.Env().Undefined(), {}};
+  });
+}
+
+// cudaSumEncode(device, stream|null, blocks, coeffs: Float32Array|null, len (floats), parity, parityOffset)
+// cudaSumDecode(device, stream|null, available, coeffs|null, missingCoeff, len, parity, parityOffset, out, outOffset)
+Napi::Value SumEncode(const Napi::CallbackInfo& info) {
+  return run_call(info, true, [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    int64_t len = a.integer(4, "len", 0, int64_t(1) << 42);
+    auto blocks = read_region_list(a, 2, "blocks", device, len * 4, 4, 1);
+    auto C = a.array<float>(3, "coeffs", true);
+    if (C.present() && C.length != int64_t(blocks.size()))
+      throw_expected(ErrorKind::Range, std::to_string(blocks.size()) + " coefficients (one per block)", "coeffs", std::to_string(C.length));
+    Region P = read_region(a, 5, "parity", device, len * 4, 4);
+    std::vector<const float*> ptrs;
+    for (auto& r : blocks) ptrs.push_back(static_cast<const float*>(r.ptr));
+    std::vector<float> coeffs = C.present() ? std::vector<float>(C.data, C.data + C.length) : std::vector<float>();
+    return Job{[=] {
+                 cuda::Stream s = raw(stream);
+                 auto table = upload_small(device, ptrs, s);
+                 auto cs = coeffs.empty() ? nullptr : upload_small(device, coeffs, s);
+                 cuda::sum_encode(device, static_cast<const float* const*>(table->ptr), cs ? static_cast<const float*>(cs->ptr) : nullptr, int(ptrs.size()),
+                                  size_t(len), static_cast<float*>(P.ptr), s);
+                 cuda::stream_synchronize(device, s);
+                 (void)blocks;
+               },
+               info.Env().Undefined(), {}};
+  });
+}
+
+Napi::Value SumDecode(const Napi::CallbackInfo& info) {
+  return run_call(info, true, [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    int64_t len = a.integer(5, "len", 0, int64_t(1) << 42);
+    auto avail = read_region_list(a, 2, "available", device, len * 4, 4, 0);
+    auto C = a.array<float>(3, "coeffs", true);
+    if (C.present() && C.length != int64_t(avail.size()))
+      throw_expected(ErrorKind::Range, std::to_string(avail.size()) + " coefficients (one per available block)", "coeffs", std::to_string(C.length));
+    float missing = float(a.number(4, "missingCoeff"));
+    if (missing == 0.0f) throw_expected(ErrorKind::Range, "a nonzero coefficient", "missingCoeff", "0");
+    Region P = read_region(a, 6, "parity", device, len * 4, 4), O = read_region(a, 8, "out", device, len * 4, 4);
+    std::vector<const float*> ptrs;
+    for (auto& r : avail) ptrs.push_back(static_cast<const float*>(r.ptr));
+    std::vector<float> coeffs = C.present() ? std::vector<float>(C.data, C.data + C.length) : std::vector<float>();
+    return Job{[=] {
+                 cuda::Stream s = raw(stream);
+                 auto table = ptrs.empty() ? nullptr : upload_small(device, ptrs, s);
+                 auto cs = coeffs.empty() ? nullptr : upload_small(device, coeffs, s);
+                 cuda::sum_decode(device, static_cast<const float*>(P.ptr), table ? static_cast<const float* const*>(table->ptr) : nullptr,
+                                  cs ? static_cast<const float*>(cs->ptr) : nullptr, int(ptrs.size()), missing, size_t(len), static_cast<float*>(O.ptr), s);
+                 cuda::stream_synchronize(device, s);
+                 (void)avail;
+               },
+               info.Env().Undefined(), {}};
+  });
+}
+
+// ---- Embedding bags: indices and offsets come from the host (checked there), the tables live on the device.
+// cudaEmbeddingBag(pass, device, stream|null, rows, dim, indices, offsets, weights|null, mode, scale, src, srcOffset, dst, dstOffset)
+//   forward: src = table, dst = out;  backward: src = gradOut, dst = gradTable (accumulated into).
+Napi::Value EmbeddingBag(const Napi::CallbackInfo& info) {
+  return run_call(info, true, [&] {
+    Args a(info);
+    bool forward = a.choice(0, "pass", {"forward", "backward"}) == "forward";
+    int device = read_device(a, 1);
+    auto stream = read_stream(a, 2, device);
+    EmbeddingBagArgs e;
+    e.rows = a.integer(3, "rows", 1, kMaxDim);
+    e.dim = a.integer(4, "dim", 1, kMaxDim);
+    auto I = a.array<int32_t>(5, "indices"), O = a.array<int32_t>(6, "offsets");
+    auto W = a.array<float>(7, "weights", true);
+    e.mode = a.choice(8, "mode", {"sum", "mean"}) == "sum" ? BagMode::Sum : BagMode::Mean;
+    float scale = float(a.number(9, "scale"));
+    e.indices = I.data;
+    e.nnz = I.length;
+    e.offsets = O.data;
+    e.bags = O.length - 1;
+    if (O.length < 1) throw_expected(ErrorKind::Range, "at least one offset", "offsets", "0 offsets");
+    if (W.present()) {
+      check_min_length(W, e.nnz);
+      e.weights = W.data;
+    }
+    check_embedding_bag(e);
+    int64_t table = e.rows * e.dim * 4, bags = e.bags * e.dim * 4;
+    Region S = read_region(a, 10, forward ? "table" : "gradOut", device, forward ? table : bags, 4);
+    Region D = read_region(a, 12, forward ? "out" : "gradTable", device, forward ? bags : table, 4);
+    std::vector<int32_t> idx(I.data, I.data + I.length), off(O.data, O.data + O.length);
+    std::vector<float> wts = W.present() ? std::vector<float>(W.data, W.data + e.nnz) : std::vector<float>();
+    return Job{[=] {
+                 cuda::Stream s = raw(stream);
+                 EmbeddingBagArgs d = e;
+                 auto di = idx.empty() ? nullptr : upload_small(device, idx, s);
+                 auto dofs = upload_small(device, off, s);
+                 auto dw = wts.empty() ? nullptr : upload_small(device, wts, s);
+                 d.indices = di ? static_cast<const int32_t*>(di->ptr) : nullptr;
+                 d.offsets = static_cast<const int32_t*>(dofs->ptr);
+                 d.weights = dw ? static_cast<const float*>(dw->ptr) : nullptr;
+                 if (forward)
+                   cuda::embedding_bag_forward(device, d, static_cast<const float*>(S.ptr), static_cast<float*>(D.ptr), s);
+                 else
+                   cuda::embedding_bag_backward(device, d, static_cast<const float*>(S.ptr), scale, static_cast<float*>(D.ptr), s);
+                 cuda::stream_synchronize(device, s);
+               },
+               info.Env().Undefined(), {}};
+  });
+}
+
+}  // namespace
+
+void register_cuda(Napi::Env env, Napi::Object exports) {
+  exports.Set("CudaBuffer", BufferHandle::Define(env));
+  exports.Set("CudaStream", StreamWrap::Define(env));
+  exports.Set("CudaEvent", EventWrap::Define(env));
+  struct Entry { const char* name; Napi::Function::Callback fn; };
+  const Entry entries[] = {
+      {"cudaProperties", Properties}, {"cudaMemoryInfo", MemoryInfo}, {"cudaPinned", Pinned},
+      {"cudaUpload", Copy<true>}, {"cudaDownload", Copy<false>}, {"cudaCopyDevice", CopyDevice}, {"cudaMemset", Memset},
+      {"cudaConvert", Convert}, {"cudaGemm", Gemm}, {"cublasStatus", CublasStatus}, {"cudaConv2d", Conv2d},
+      {"cudaChecksum", Checksum}, {"cudaXorEncode", XorEncode}, {"cudaSumEncode", SumEncode}, {"cudaSumDecode", SumDecode},
+      {"cudaEmbeddingBag", EmbeddingBag},
+  };
+  for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
+}
+
+}  // namespace kintsugi::binding
