@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import {
   colSums, conv2d, conv2dBackward, cublasStatus, CudaEvent, cudaChecksum, cudaConv2d, cudaConv2dBackward, CudaStream, CudaUnavailableError,
   cudaEmbeddingBag, cudaEmbeddingBagBackward, cudaGemm, cudaMemoryInfo, cudaProperties, cudaStatus, cudaSumDecode, cudaSumEncode, cudaXorEncode,
-  DeviceTensor, embeddingBag, gemm, rowSums, synchronize, Tensor, timeCuda, xorEncode,
+  DeviceTensor, embeddingBag, gemm, rowSums, synchronize, Tensor, timeCuda, xorEncode, _native,
 } from '../src/index.js';
 import { worstError } from './reference.js';
 
@@ -39,6 +39,21 @@ describe('CUDA without a GPU', () => {
       expect((error as CudaUnavailableError).code).toBe('KINTSUGI_UNSUPPORTED');
     }
     await expect(DeviceTensor.from(Tensor.random([2, 2]))).rejects.toBeInstanceOf(CudaUnavailableError);
+  });
+  it.skipIf(gpus > 0)('a CUDA runtime failure names the call and the CUDA error', () => {
+    let error: (Error & { code?: string }) | undefined;
+    try {
+      new _native.CudaBuffer(0, 16);
+    } catch (err) {
+      error = err as Error & { code?: string };
+    }
+    if (cudaStatus().compiled) {
+      expect(error?.message).toMatch(/^cudaGetDeviceCount failed: cudaError\w+ \(.+\)$/);
+      expect(error?.code).toBe('KINTSUGI_DEVICE_ERROR');
+    } else {
+      expect(error?.message).toMatch(/without the CUDA backend/);
+      expect(error?.code).toBe('KINTSUGI_UNSUPPORTED');
+    }
   });
   it('cuBLAS status names the libraries it tried when it is missing', () => {
     const s = cublasStatus();
