@@ -17,8 +17,15 @@
 namespace kintsugi::cuda {
 
 enum class DType { F32, F16, BF16 };
-size_t dtype_size(DType t);
-const char* dtype_name(DType t);
+inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "float32";
+    case DType::F16: return "float16";
+    case DType::BF16: return "bfloat16";
+  }
+  return "?";
+}
 
 using Stream = void*;  // cudaStream_t
 using Event = void*;   // cudaEvent_t

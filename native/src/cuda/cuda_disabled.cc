@@ -19,16 +19,6 @@ DeviceInfo device_info(int index) {
 
 bool supports_op(Op) { return false; }
 
-size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "float32";
-    case DType::F16: return "float16";
-    case DType::BF16: return "bfloat16";
-  }
-  return "?";
-}
-
 #define KINTSUGI_NO_CUDA(fn) throw Error(ErrorKind::Unsupported, #fn ": the addon was built without the CUDA backend")
 
 bool cublas_available(std::string* why) {

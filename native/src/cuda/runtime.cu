@@ -30,16 +30,6 @@ void check_launch(const char* what) {
   if (err != cudaSuccess) throw_cuda(err, what);
 }
 
-size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "float32";
-    case DType::F16: return "float16";
-    case DType::BF16: return "bfloat16";
-  }
-  return "?";
-}
-
 Properties properties(int device) {
   use_device(device);
   cudaDeviceProp prop;

@@ -15,7 +15,7 @@ import { Tensor } from './tensor.js';
 import { markdownTable } from './util/table.js';
 import { convOutputAt, gemmProjectionError } from './verify.js';
 
-interface Row {
+export interface Row {
   kernel: string;
   size: string;
   ms: number;

@@ -6,14 +6,7 @@ import { convOutputAt, gemmProjectionError } from '../verify.js';
 import { cudaProperties, DeviceTensor } from './memory.js';
 import { cublasStatus, cudaChecksum, cudaConv2d, cudaGemm, cudaXorEncode, timeCuda } from './ops.js';
 
-export interface DemoRow {
-  kernel: string;
-  size: string;
-  ms: number;
-  rate: string;
-  check: string;
-  pass: boolean;
-}
+import type { Row as DemoRow } from '../cli.js';
 
 const tflops = (flops: number, ms: number) => `${(flops / ms / 1e9).toFixed(1)} TFLOP/s`;
 const gbps = (bytes: number, ms: number) => `${(bytes / ms / 1e6).toFixed(1)} GB/s`;
