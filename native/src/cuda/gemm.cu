@@ -726,6 +726,11 @@ void gemm(int device, const GemmArgs& args, Stream s) {
   p.vec_a = aligned16(args.a, args.lda, elem);
   p.vec_b = aligned16(args.b, args.ldb, elem);
 
+  // SASS exists for sm_75, sm_80 and sm_90 (and sm_80 code runs on 8.x, sm_90 on 9.x+). Checked
+  // before the scale-only path too: its kernel has no image for older devices either, and the
+  // caller should get Unsupported rather than a launch failure.
+  if (cc < 75) throw_expected(ErrorKind::Unsupported, "compute capability ≥ 7.5", "device", std::to_string(cc / 10) + "." + std::to_string(cc % 10));
+
   if (args.k == 0 || args.alpha == 0.0f) {  // C = beta * C; A and B are not read
     int64_t total = args.m * args.n;
     const unsigned blocks = blocks_for(total, 256);
@@ -735,8 +740,6 @@ void gemm(int device, const GemmArgs& args, Stream s) {
     check_launch("gemm (scale C)");
     return;
   }
-  // SASS exists for sm_75, sm_80 and sm_90 (and sm_80 code runs on 8.x, sm_90 on 9.x+).
-  if (cc < 75) throw_expected(ErrorKind::Unsupported, "compute capability ≥ 7.5", "device", std::to_string(cc / 10) + "." + std::to_string(cc % 10));
   const bool ampere = cc >= 80;
   const bool ta = args.trans_a, tb = args.trans_b;
 
