@@ -299,11 +299,13 @@ template <bool Upload> Napi::Value Copy(const Napi::CallbackInfo& info) {
     uint8_t* host = static_cast<uint8_t*>(typed.ArrayBuffer().Data()) + typed.ByteOffset();
     Region dev = read_region(a, 2, Upload ? "dst" : "src", device, int64_t(bytes), 1);
     bool async = read_async(info);
-    cuda::Stream s = raw(stream);
     void* d = dev.ptr;
     auto mem = dev.mem;
+    // `stream` (the shared handle, not just the raw cudaStream_t) is captured so that dispose() of
+    // the CudaStream while the Promise is pending cannot destroy the stream under the copy.
     return Job{[=] {
                  (void)mem;
+                 cuda::Stream s = raw(stream);
                  if (Upload)
                    cuda::copy_async(device, d, host, bytes, cuda::CopyKind::HostToDevice, s);
                  else
