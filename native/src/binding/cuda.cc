@@ -353,6 +353,9 @@ Napi::Value Convert(const Napi::CallbackInfo& info) {
     int64_t count = a.integer(8, "count", 0, int64_t(1) << 44);
     Region src = read_region(a, 3, "src", device, count * cuda::dtype_size(from), cuda::dtype_size(from));
     Region dst = read_region(a, 6, "dst", device, count * cuda::dtype_size(to), cuda::dtype_size(to));
+    // cuda::convert takes no device: launch on `device` (and its default stream for null), not on
+    // whatever device this thread last used.
+    cuda::set_device(device);
     cuda::convert(from, src.ptr, to, dst.ptr, count, raw(stream));
     return info.Env().Undefined();
   });
