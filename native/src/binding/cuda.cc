@@ -227,10 +227,25 @@ cuda::DType read_dtype(const Args& a, size_t i, const char* name) {
   return t == "float32" ? cuda::DType::F32 : t == "float16" ? cuda::DType::F16 : cuda::DType::BF16;
 }
 
+// No buffer exceeds this (CudaBuffer's limit), so larger extents are rejected before they are
+// multiplied out: sizes and leading dimensions below 2^31 each can overflow int64 in bytes, and a
+// wrapped (negative or small) extent would pass the bounds check in read_region.
+constexpr int64_t kMaxBufferBytes = int64_t(1) << 46;
+
 // Bytes a row-major stored matrix of rows x cols with leading dimension ld spans.
-int64_t matrix_bytes(int64_t rows, int64_t cols, int64_t ld, size_t elem) {
+int64_t matrix_bytes(int64_t rows, int64_t cols, int64_t ld, size_t elem, const char* name) {
   if (rows == 0 || cols == 0) return 0;
+  if ((double(rows - 1) * double(ld) + double(cols)) * double(elem) > double(kMaxBufferBytes))
+    throw_expected(ErrorKind::Range, "a matrix of at most 2^46 bytes", name,
+                   std::to_string(rows) + " x " + std::to_string(cols) + " with leading dimension " + std::to_string(ld));
   return ((rows - 1) * ld + cols) * int64_t(elem);
+}
+
+// Bytes of a x b elements, checked like matrix_bytes.
+int64_t product_bytes(int64_t a, int64_t b, size_t elem, const char* name) {
+  if (double(a) * double(b) * double(elem) > double(kMaxBufferBytes))
+    throw_expected(ErrorKind::Range, "at most 2^46 bytes", name, std::to_string(a) + " x " + std::to_string(b) + " elements");
+  return a * b * int64_t(elem);
 }
 
 // ---- Devices ----
@@ -391,9 +406,9 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     if (g.lda < a_cols) throw_expected(ErrorKind::Range, "lda >= " + std::to_string(a_cols), "lda", std::to_string(g.lda));
     if (g.ldb < b_cols) throw_expected(ErrorKind::Range, "ldb >= " + std::to_string(b_cols), "ldb", std::to_string(g.ldb));
     if (g.ldc < g.n) throw_expected(ErrorKind::Range, "ldc >= " + std::to_string(g.n), "ldc", std::to_string(g.ldc));
-    Region A = read_region(a, 9, "a", device, matrix_bytes(a_rows, a_cols, g.lda, ab), ab);
-    Region B = read_region(a, 12, "b", device, matrix_bytes(b_rows, b_cols, g.ldb, ab), ab);
-    Region C = read_region(a, 16, "c", device, matrix_bytes(g.m, g.n, g.ldc, cb), cb);
+    Region A = read_region(a, 9, "a", device, matrix_bytes(a_rows, a_cols, g.lda, ab, "a"), ab);
+    Region B = read_region(a, 12, "b", device, matrix_bytes(b_rows, b_cols, g.ldb, ab, "b"), ab);
+    Region C = read_region(a, 16, "c", device, matrix_bytes(g.m, g.n, g.ldc, cb, "c"), cb);
     g.a = A.ptr;
     g.b = B.ptr;
     g.c = C.ptr;
@@ -463,7 +478,7 @@ Napi::Value Checksum(const Napi::CallbackInfo& info) {
     auto stream = read_stream(a, 2, device);
     int64_t m = a.integer(5, "m", 0, kMaxDim), n = a.integer(6, "n", 0, kMaxDim), ld = a.integer(7, "ld", 1, kMaxDim);
     if (ld < n) throw_expected(ErrorKind::Range, "ld >= " + std::to_string(n), "ld", std::to_string(ld));
-    Region A = read_region(a, 3, "a", device, matrix_bytes(m, n, ld, 4), 4);
+    Region A = read_region(a, 3, "a", device, matrix_bytes(m, n, ld, 4, "a"), 4);
     Region O = read_region(a, 8, "out", device, (rows ? m : n) * 8, 8);
     if (rows)
       cuda::row_sums(device, static_cast<const float*>(A.ptr), m, n, ld, static_cast<double*>(O.ptr), raw(stream));
@@ -616,7 +631,7 @@ Napi::Value EmbeddingBag(const Napi::CallbackInfo& info) {
       e.weights = W.data;
     }
     check_embedding_bag(e);
-    int64_t table = e.rows * e.dim * 4, bags = e.bags * e.dim * 4;
+    int64_t table = product_bytes(e.rows, e.dim, 4, "rows x dim"), bags = product_bytes(e.bags, e.dim, 4, "bags x dim");
     Region S = read_region(a, 10, forward ? "table" : "gradOut", device, forward ? table : bags, 4);
     Region D = read_region(a, 12, forward ? "out" : "gradTable", device, forward ? bags : table, 4);
     std::vector<int32_t> idx(I.data, I.data + I.length), off(O.data, O.data + O.length);
