@@ -46,7 +46,10 @@ class JobWorker : public Napi::AsyncWorker {
     // Only objects can be referenced (null / undefined optional arguments need no reference).
     for (auto& v : job.keep_alive)
       if (!v.IsEmpty() && v.IsObject()) keep_.push_back(Napi::Persistent(v));
-    if (!job.result.IsEmpty()) result_ = Napi::Persistent(job.result);
+    // The same holds for the result: before Node-API 10, napi_create_reference rejects undefined
+    // ("Invalid argument"), which the GPU jobs that resolve with nothing pass. Such results
+    // resolve as undefined (OnOK) without a reference.
+    if (!job.result.IsEmpty() && job.result.IsObject()) result_ = Napi::Persistent(job.result);
   }
   Napi::Promise promise() const { return deferred_.Promise(); }
 

@@ -202,7 +202,17 @@ Napi::Value EventWrap::Record(const Napi::CallbackInfo& info) {
 struct Region {
   std::shared_ptr<DeviceMemory> mem;
   void* ptr = nullptr;
+  int64_t bytes = 0;  // what the kernel touches from ptr
 };
+
+// Throws when an output shares bytes with an input: other threads still read the input while the
+// output is written, so aliasing gives silently wrong answers (the CPU binding rejects it too).
+void check_disjoint(const Region& out, const char* out_name, const Region& in, const char* in_name) {
+  if (!out.mem || out.mem != in.mem || out.bytes == 0 || in.bytes == 0) return;
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(out.ptr), b0 = reinterpret_cast<uintptr_t>(in.ptr);
+  if (a0 < b0 + uintptr_t(in.bytes) && b0 < a0 + uintptr_t(out.bytes))
+    throw_expected(ErrorKind::Range, std::string("memory not shared with ") + in_name, out_name, "an overlapping region of the same buffer");
+}
 
 Region read_region(const Args& a, size_t i, const char* name, int device, int64_t need_bytes, size_t align, bool nullable = false) {
   Napi::Value v = a.value(i);
@@ -218,6 +228,7 @@ Region read_region(const Args& a, size_t i, const char* name, int device, int64_
                    "a buffer of " + std::to_string(mem->bytes) + " bytes");
   Region r;
   r.ptr = static_cast<uint8_t*>(mem->ptr) + offset;
+  r.bytes = need_bytes;
   r.mem = std::move(mem);
   return r;
 }
@@ -227,10 +238,25 @@ cuda::DType read_dtype(const Args& a, size_t i, const char* name) {
   return t == "float32" ? cuda::DType::F32 : t == "float16" ? cuda::DType::F16 : cuda::DType::BF16;
 }
 
+// No buffer exceeds this (CudaBuffer's limit), so larger extents are rejected before they are
+// multiplied out: sizes and leading dimensions below 2^31 each can overflow int64 in bytes, and a
+// wrapped (negative or small) extent would pass the bounds check in read_region.
+constexpr int64_t kMaxBufferBytes = int64_t(1) << 46;
+
 // Bytes a row-major stored matrix of rows x cols with leading dimension ld spans.
-int64_t matrix_bytes(int64_t rows, int64_t cols, int64_t ld, size_t elem) {
+int64_t matrix_bytes(int64_t rows, int64_t cols, int64_t ld, size_t elem, const char* name) {
   if (rows == 0 || cols == 0) return 0;
+  if ((double(rows - 1) * double(ld) + double(cols)) * double(elem) > double(kMaxBufferBytes))
+    throw_expected(ErrorKind::Range, "a matrix of at most 2^46 bytes", name,
+                   std::to_string(rows) + " x " + std::to_string(cols) + " with leading dimension " + std::to_string(ld));
   return ((rows - 1) * ld + cols) * int64_t(elem);
+}
+
+// Bytes of a x b elements, checked like matrix_bytes.
+int64_t product_bytes(int64_t a, int64_t b, size_t elem, const char* name) {
+  if (double(a) * double(b) * double(elem) > double(kMaxBufferBytes))
+    throw_expected(ErrorKind::Range, "at most 2^46 bytes", name, std::to_string(a) + " x " + std::to_string(b) + " elements");
+  return a * b * int64_t(elem);
 }
 
 // ---- Devices ----
@@ -299,11 +325,13 @@ template <bool Upload> Napi::Value Copy(const Napi::CallbackInfo& info) {
     uint8_t* host = static_cast<uint8_t*>(typed.ArrayBuffer().Data()) + typed.ByteOffset();
     Region dev = read_region(a, 2, Upload ? "dst" : "src", device, int64_t(bytes), 1);
     bool async = read_async(info);
-    cuda::Stream s = raw(stream);
     void* d = dev.ptr;
     auto mem = dev.mem;
+    // `stream` (the shared handle, not just the raw cudaStream_t) is captured so that dispose() of
+    // the CudaStream while the Promise is pending cannot destroy the stream under the copy.
     return Job{[=] {
                  (void)mem;
+                 cuda::Stream s = raw(stream);
                  if (Upload)
                    cuda::copy_async(device, d, host, bytes, cuda::CopyKind::HostToDevice, s);
                  else
@@ -351,6 +379,9 @@ Napi::Value Convert(const Napi::CallbackInfo& info) {
     int64_t count = a.integer(8, "count", 0, int64_t(1) << 44);
     Region src = read_region(a, 3, "src", device, count * cuda::dtype_size(from), cuda::dtype_size(from));
     Region dst = read_region(a, 6, "dst", device, count * cuda::dtype_size(to), cuda::dtype_size(to));
+    // cuda::convert takes no device: launch on `device` (and its default stream for null), not on
+    // whatever device this thread last used.
+    cuda::set_device(device);
     cuda::convert(from, src.ptr, to, dst.ptr, count, raw(stream));
     return info.Env().Undefined();
   });
@@ -386,9 +417,11 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     if (g.lda < a_cols) throw_expected(ErrorKind::Range, "lda >= " + std::to_string(a_cols), "lda", std::to_string(g.lda));
     if (g.ldb < b_cols) throw_expected(ErrorKind::Range, "ldb >= " + std::to_string(b_cols), "ldb", std::to_string(g.ldb));
     if (g.ldc < g.n) throw_expected(ErrorKind::Range, "ldc >= " + std::to_string(g.n), "ldc", std::to_string(g.ldc));
-    Region A = read_region(a, 9, "a", device, matrix_bytes(a_rows, a_cols, g.lda, ab), ab);
-    Region B = read_region(a, 12, "b", device, matrix_bytes(b_rows, b_cols, g.ldb, ab), ab);
-    Region C = read_region(a, 16, "c", device, matrix_bytes(g.m, g.n, g.ldc, cb), cb);
+    Region A = read_region(a, 9, "a", device, matrix_bytes(a_rows, a_cols, g.lda, ab, "a"), ab);
+    Region B = read_region(a, 12, "b", device, matrix_bytes(b_rows, b_cols, g.ldb, ab, "b"), ab);
+    Region C = read_region(a, 16, "c", device, matrix_bytes(g.m, g.n, g.ldc, cb, "c"), cb);
+    check_disjoint(C, "c", A, "a");
+    check_disjoint(C, "c", B, "b");
     g.a = A.ptr;
     g.b = B.ptr;
     g.c = C.ptr;
@@ -430,17 +463,27 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
       case ConvPass::Forward: {
         Region X = read_region(a, 5, "x", device, x, e), W = read_region(a, 7, "w", device, w, e), Y = read_region(a, 9, "y", device, y, e);
         Region Bias = read_region(a, 11, "bias", device, bias, e, true);
+        check_disjoint(Y, "y", X, "x");
+        check_disjoint(Y, "y", W, "w");
+        check_disjoint(Y, "y", Bias, "bias");
         cuda::conv2d_forward(device, t, p, X.ptr, W.ptr, Bias.ptr, Y.ptr, raw(stream));
         break;
       }
       case ConvPass::BackwardData: {
         Region DY = read_region(a, 5, "dy", device, y, e), W = read_region(a, 7, "w", device, w, e), DX = read_region(a, 9, "dx", device, x, e);
+        check_disjoint(DX, "dx", DY, "dy");
+        check_disjoint(DX, "dx", W, "w");
         cuda::conv2d_backward_data(device, t, p, DY.ptr, W.ptr, DX.ptr, raw(stream));
         break;
       }
       case ConvPass::BackwardWeight: {
         Region X = read_region(a, 5, "x", device, x, e), DY = read_region(a, 7, "dy", device, y, e), DW = read_region(a, 9, "dw", device, w, e);
         Region DB = read_region(a, 11, "db", device, bias, e, true);
+        check_disjoint(DW, "dw", X, "x");
+        check_disjoint(DW, "dw", DY, "dy");
+        check_disjoint(DB, "db", X, "x");
+        check_disjoint(DB, "db", DY, "dy");
+        check_disjoint(DB, "db", DW, "dw");
         cuda::conv2d_backward_weight(device, t, p, X.ptr, DY.ptr, DW.ptr, DB.ptr, raw(stream));
         break;
       }
@@ -458,8 +501,9 @@ Napi::Value Checksum(const Napi::CallbackInfo& info) {
     auto stream = read_stream(a, 2, device);
     int64_t m = a.integer(5, "m", 0, kMaxDim), n = a.integer(6, "n", 0, kMaxDim), ld = a.integer(7, "ld", 1, kMaxDim);
     if (ld < n) throw_expected(ErrorKind::Range, "ld >= " + std::to_string(n), "ld", std::to_string(ld));
-    Region A = read_region(a, 3, "a", device, matrix_bytes(m, n, ld, 4), 4);
+    Region A = read_region(a, 3, "a", device, matrix_bytes(m, n, ld, 4, "a"), 4);
     Region O = read_region(a, 8, "out", device, (rows ? m : n) * 8, 8);
+    check_disjoint(O, "out", A, "a");
     if (rows)
       cuda::row_sums(device, static_cast<const float*>(A.ptr), m, n, ld, static_cast<double*>(O.ptr), raw(stream));
     else
@@ -498,6 +542,7 @@ std::vector<Region> read_region_list(const Args& a, size_t i, const char* name, 
                      element + " offset", std::to_string(off) + " in a buffer of " + std::to_string(mem->bytes) + " bytes");
     Region r;
     r.ptr = static_cast<uint8_t*>(mem->ptr) + int64_t(off);
+    r.bytes = bytes;
     r.mem = std::move(mem);
     out.push_back(std::move(r));
   }
@@ -515,7 +560,10 @@ Napi::Value XorEncode(const Napi::CallbackInfo& info) {
     auto blocks = read_region_list(a, 2, "blocks", device, len, 1, 1);
     Region P = read_region(a, 4, "parity", device, len, 1);
     std::vector<const uint8_t*> ptrs;
-    for (auto& r : blocks) ptrs.push_back(static_cast<const uint8_t*>(r.ptr));
+    for (auto& r : blocks) {
+      check_disjoint(P, "parity", r, "blocks");
+      ptrs.push_back(static_cast<const uint8_t*>(r.ptr));
+    }
     return Job{[=] {
                  cuda::Stream s = raw(stream);
                  auto table = upload_small(device, ptrs, s);
@@ -541,7 +589,10 @@ Napi::Value SumEncode(const Napi::CallbackInfo& info) {
       throw_expected(ErrorKind::Range, std::to_string(blocks.size()) + " coefficients (one per block)", "coeffs", std::to_string(C.length));
     Region P = read_region(a, 5, "parity", device, len * 4, 4);
     std::vector<const float*> ptrs;
-    for (auto& r : blocks) ptrs.push_back(static_cast<const float*>(r.ptr));
+    for (auto& r : blocks) {
+      check_disjoint(P, "parity", r, "blocks");
+      ptrs.push_back(static_cast<const float*>(r.ptr));
+    }
     std::vector<float> coeffs = C.present() ? std::vector<float>(C.data, C.data + C.length) : std::vector<float>();
     return Job{[=] {
                  cuda::Stream s = raw(stream);
@@ -569,8 +620,12 @@ Napi::Value SumDecode(const Napi::CallbackInfo& info) {
     float missing = float(a.number(4, "missingCoeff"));
     if (missing == 0.0f) throw_expected(ErrorKind::Range, "a nonzero coefficient", "missingCoeff", "0");
     Region P = read_region(a, 6, "parity", device, len * 4, 4), O = read_region(a, 8, "out", device, len * 4, 4);
+    check_disjoint(O, "out", P, "parity");
     std::vector<const float*> ptrs;
-    for (auto& r : avail) ptrs.push_back(static_cast<const float*>(r.ptr));
+    for (auto& r : avail) {
+      check_disjoint(O, "out", r, "available");
+      ptrs.push_back(static_cast<const float*>(r.ptr));
+    }
     std::vector<float> coeffs = C.present() ? std::vector<float>(C.data, C.data + C.length) : std::vector<float>();
     return Job{[=] {
                  cuda::Stream s = raw(stream);
@@ -611,9 +666,10 @@ Napi::Value EmbeddingBag(const Napi::CallbackInfo& info) {
       e.weights = W.data;
     }
     check_embedding_bag(e);
-    int64_t table = e.rows * e.dim * 4, bags = e.bags * e.dim * 4;
+    int64_t table = product_bytes(e.rows, e.dim, 4, "rows x dim"), bags = product_bytes(e.bags, e.dim, 4, "bags x dim");
     Region S = read_region(a, 10, forward ? "table" : "gradOut", device, forward ? table : bags, 4);
     Region D = read_region(a, 12, forward ? "out" : "gradTable", device, forward ? bags : table, 4);
+    check_disjoint(D, forward ? "out" : "gradTable", S, forward ? "table" : "gradOut");
     std::vector<int32_t> idx(I.data, I.data + I.length), off(O.data, O.data + O.length);
     std::vector<float> wts = W.present() ? std::vector<float>(W.data, W.data + e.nnz) : std::vector<float>();
     return Job{[=] {
