@@ -227,6 +227,11 @@ std::vector<Conv2dParams> implicit_gemm_shapes() {
   v.push_back(make(1, 70, 9, 11, 15, 3, 3, 1, 1, 1, 1));         // K = 630 over several slices
   v.push_back(make(2, 12, 12, 12, 16, 3, 3, 3, 3, 2, 2, 2, 2));  // stride 3, dilation 2
   v.push_back(make(4, 6, 5, 5, 12, 3, 3, 1, 1, 1, 1, 1, 1, 2));  // groups, small planes
+  // Pixel blocks 1-4 columns past a multiple of 16 (those columns run as dot products).
+  v.push_back(make(1, 20, 7, 7, 13, 3, 3, 1, 1, 1, 1));          // 48 + 1
+  v.push_back(make(1, 9, 14, 14, 10, 3, 3, 1, 1, 1, 1));         // 192 + 4
+  v.push_back(make(1, 70, 6, 3, 7, 3, 3, 1, 1, 1, 1));           // 16 + 2, K over slices
+  v.push_back(make(2, 11, 10, 14, 9, 1, 1, 2, 2));               // 1x1 stride 2, 32 + 3
   return v;
 }
 }  // namespace

@@ -470,6 +470,36 @@ TEST(small_m_streaming_path) {
   });
 }
 
+TEST(few_rows_transposed_form) {
+  // 32 < M <= 256 (last 64-column panel of A^T at least 48 wide) and N > M: computed as
+  // C^T = op(B)^T op(A)^T with B read in place and A packed, C stored through transposed
+  // tiles. Every layout and transpose, odd N and K, padding, alpha/beta, and M values around the
+  // rule (40, 96: not taken; 48, 112, 176: taken with a partial panel).
+  for_each_path([] {
+    sweep({{48, 131, 37}, {64, 97, 70}, {112, 150, 9}, {128, 129, 20}, {256, 263, 5}, {40, 90, 11}, {96, 99, 13}}, Fill::Ints,
+          1.0f, 0.0f, 1);
+    sweep({{64, 200, 33}}, Fill::Ints, 2.0f, -1.0f, 2);
+    for (Transpose tb : kTrans) {
+      // Both default KC choices (512 down B's columns, longer along B^T rows) crossed.
+      Case c = sized_case(48, 70, 600);
+      c.tb = tb;
+      c.nan_c = true;
+      if (!run_case(c)) return;
+      c = sized_case(64, 67, 2100);
+      c.tb = tb;
+      c.fill = Fill::Floats;
+      c.beta = 0.5f;
+      if (!run_case(c)) return;
+    }
+    // Several KC blocks (beta applied once, then accumulation).
+    Blocking b;
+    b.kc = 16;
+    set_blocking_override(b);
+    sweep({{64, 77, 50}, {176, 181, 41}}, Fill::Ints, -1.0f, 0.5f, 0);
+    set_blocking_override(Blocking{});
+  });
+}
+
 TEST(row_streaming_path) {
   // B not transposed, M <= stream_m: B walked a row group at a time. Every row count, column
   // counts around the vector and chunk widths, k around the row-group size (8), both op(A)

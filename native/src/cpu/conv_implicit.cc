@@ -154,9 +154,17 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
   const int64_t m0 = mt * pl.m_task, m1 = std::min(pl.geo.kg, m0 + pl.m_task);
   if (m0 >= m1) return;
   const int nr = pl.nr, mr = pl.mr;
-  const int64_t panels = (ncols + nr - 1) / nr;
+  // A few columns past a multiple of 16 (a 7 x 7 plane: 48 + 1) would cost a whole vector per
+  // row in the register tiles; they run as dot products along K instead (their B columns
+  // transposed to rows), which costs about one FMA per 16 of theirs.
+  const int tail = (ks.dot && ncols > 16 && ncols % 16 <= 4) ? int(ncols % 16) : 0;
+  const int64_t main_cols = ncols - tail;
+  const int64_t panels = (main_cols + nr - 1) / nr;
   const int64_t kc_max = std::min(pl.kc, pl.geo.krows);
-  float* bbuf = t_bpack.get(size_t(panels * kc_max * nr + 16));  // + the AVX-512 packer's spill
+  // Panels, the tail's 16-wide panel and its transpose (+ the AVX-512 packer's spill).
+  float* bbuf = t_bpack.get(size_t(panels * kc_max * nr + (tail ? kc_max * (16 + tail) : 0) + 16));
+  float* tail_panel = bbuf + panels * kc_max * nr;
+  float* tail_rows = tail_panel + kc_max * 16;
 
   // Direct C when the block lies in one image's planes; a scratch block otherwise.
   const bool direct_c = !pl.virtual_cols || (j0 / pl.geo.ohw == (j0 + ncols - 1) / pl.geo.ohw);
@@ -200,19 +208,30 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
   for (int64_t k0 = 0; k0 < pl.geo.krows; k0 += pl.kc) {
     const int64_t kc = std::min(pl.kc, pl.geo.krows - k0);
     for (int64_t q = 0; q < panels; ++q) {
-      const int cols = int(std::min<int64_t>(nr, ncols - q * nr));
+      const int cols = int(std::min<int64_t>(nr, main_cols - q * nr));
       job.nseg = make_segments(pl, img, j0 + q * nr, cols, segs);
       job.k0 = k0;
       job.kc = kc;
       job.dst = bbuf + q * kc * nr;
       pl.pack(job);
     }
+    if (tail) {
+      job.nseg = make_segments(pl, img, j0 + main_cols, tail, segs);
+      job.k0 = k0;
+      job.kc = kc;
+      job.nr = 16;
+      job.dst = tail_panel;
+      pl.pack(job);
+      job.nr = nr;
+      for (int jt = 0; jt < tail; ++jt)
+        for (int64_t r = 0; r < kc; ++r) tail_rows[jt * kc + r] = tail_panel[r * 16 + jt];
+    }
     t.k = kc;
     t.beta = k0 == 0 ? 0.0f : 1.0f;
     for (int64_t ic = m0; ic < m1; ic += pl.mc) {
       const int64_t ic1 = std::min(m1, ic + pl.mc);
       for (int64_t q = 0; q < panels; ++q) {
-        t.nr = int(std::min<int64_t>(nr, ncols - q * nr));
+        t.nr = int(std::min<int64_t>(nr, main_cols - q * nr));
         t.b = bbuf + q * kc * nr;
         for (int64_t m = ic; m < ic1; m += mr) {
           t.mr = int(std::min<int64_t>(mr, ic1 - m));
@@ -230,6 +249,23 @@ void run_task(const Plan& pl, const float* x, const float* w, const float* bias,
           t.c = cbase + m * ldc + q * nr;
           t.ldc = ldc;
           ks.micro(t);
+        }
+      }
+      if (tail) {
+        gemm_internal::DotTile d;
+        d.k = kc;
+        d.lda = pl.geo.krows;
+        d.b = tail_rows;
+        d.ldb = kc;
+        d.ldc = ldc;
+        d.nr = tail;
+        d.alpha = 1.0f;
+        d.beta = t.beta;
+        for (int64_t m = ic; m < ic1; m += ks.dot_mr) {
+          d.mr = int(std::min<int64_t>(ks.dot_mr, ic1 - m));
+          d.a = wg + m * pl.geo.krows + k0;
+          d.c = cbase + m * ldc + main_cols;
+          ks.dot(d);
         }
       }
     }

@@ -116,6 +116,7 @@ struct Problem {
   int64_t ldc = 0;
   bool c_trans = false;  // C(i, j) at c[j * ldc + i] (column-major C of sgemm_packed)
   TileObserver* observer = nullptr;  // checksum-protected GEMM (abft.cc): sees blocks and runs tiles
+  bool swapped = false;  // the transposed form of a few-row problem (see run)
 };
 
 // The problem of an sgemm call (plain B) in row-major terms.
@@ -156,6 +157,8 @@ struct Config {
   int mr, nr;
   int64_t kc, mc, nc, small_m, dot_m, stream_m;
   bool direct_a;
+  int64_t swap_m;
+  int64_t swap_kc_strided, swap_kc_rows;
 };
 
 int64_t round_down(int64_t v, int64_t unit) { return std::max(unit, v / unit * unit); }
@@ -200,6 +203,19 @@ Config make_config() {
   if (g_override.dot_m >= 0 && ks.dot) cfg.dot_m = g_override.dot_m;
   if (g_override.stream_m >= 0 && ks.stream) cfg.stream_m = g_override.stream_m;
   if (g_override.direct_a >= 0) cfg.direct_a = g_override.direct_a != 0;
+  // The transposed form wins from M = 48 (NN 77 vs 68 GFLOP/s, NT 101 vs 66) to M = 256 (NN 96 vs
+  // 89, NT 102 vs 87) with N = K = 4096, and loses when the last NR panel of A^T is narrow (M = 96:
+  // 64 + 32 columns; NN M = 40 at 57 vs 78); swap_fits checks that.
+  cfg.swap_m = ks.direct_a ? 256 : 0;
+  // KC of the transposed form: when B is read down its columns (B not transposed, rows ldb
+  // apart) each tile walks KC rows, which must stay cached for the next tiles that share their
+  // lines (measured on Zen 4 at ldb = 4096: KC 512 at 101 GFLOP/s, 768 at 89, 1024 at 78);
+  // along rows of B^T a long KC amortises the C updates, with the packed KC x NR panel of A in
+  // half of L2 (KC 2048 at 105 GFLOP/s, 1024 at 102, 512 at 93).
+  cfg.swap_kc_strided = 512;
+  cfg.swap_kc_rows = std::min<int64_t>(4096, std::max<int64_t>(256, ci.l2_bytes / 2 / (int64_t(cfg.nr) * 4) / 16 * 16));
+  if (g_override.swap_m >= 0) cfg.swap_m = g_override.swap_m;
+  if (g_override.kc > 0) cfg.swap_kc_strided = cfg.swap_kc_rows = g_override.kc;
   return cfg;
 }
 
@@ -249,6 +265,24 @@ void pack_a(const Problem& P, int64_t i0, int64_t mc, int64_t p0, int64_t kc, in
 void pack_b_block(const float* b, int64_t ldb, bool tb, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr,
                   int64_t panel_stride, float* dst) {
   const KernelSet& ks = kernels_for(active_isa());
+  if (!tb) {
+    // Row by row across all panels: each source row segment is read once, front to back, so
+    // the hardware prefetchers see long sequential runs (panel by panel, the reads would be
+    // NR-float pieces ldb apart, a pattern they barely follow).
+    const int64_t full = nc / nr * nr;
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* s = b + (p0 + p) * ldb + j0;
+      float* d = dst + p * nr;
+      for (int64_t q0 = 0; q0 < full; q0 += nr) std::memcpy(d + (q0 / nr) * panel_stride, s + q0, sizeof(float) * size_t(nr));
+      if (full < nc) {
+        float* dp = d + (full / nr) * panel_stride;
+        const int cols = int(nc - full);
+        std::memcpy(dp, s + full, sizeof(float) * size_t(cols));
+        for (int j = cols; j < nr; ++j) dp[j] = 0.0f;
+      }
+    }
+    return;
+  }
   for (int64_t q0 = 0; q0 < nc; q0 += nr) {
     const int cols = int(std::min<int64_t>(nr, nc - q0));
     float* d = dst + (q0 / nr) * panel_stride;
@@ -346,7 +380,8 @@ void gemm_range(const Problem& P, const Config& cfg, bool direct, int64_t m0, in
   if (m0 >= m1 || n0 >= n1) return;
   const int mr = cfg.mr, nr = cfg.nr;
   const int64_t k = P.k;
-  const int64_t kc_block = balanced_block(k, cfg.kc, 8);
+  const int64_t kc_want = P.swapped ? (P.ta ? cfg.swap_kc_strided : cfg.swap_kc_rows) : cfg.kc;
+  const int64_t kc_block = balanced_block(k, kc_want, 8);
   const int64_t mc_block = balanced_block(m1 - m0, cfg.mc, mr);
   for (int64_t jc = n0; jc < n1; jc += cfg.nc) {
     const int64_t nc = std::min(cfg.nc, n1 - jc);
@@ -547,6 +582,26 @@ void run(const Problem& P) {
     split_range(flops, P.n, 64, [&](int64_t n0, int64_t n1) { stream_range(P, cfg, n0, n1); });
     return;
   }
+  const int64_t tail = P.m % cfg.nr;
+  const bool swap_fits = P.m > 32 && (tail == 0 || 4 * tail >= 3 * cfg.nr);
+  if (!P.packed && !P.c_trans && !P.observer && cfg.direct_a && P.m <= cfg.swap_m && swap_fits && P.n > P.m) {
+    // C^T = op(B)^T op(A)^T: the large B becomes the operand read in place (broadcast from its
+    // rows, nothing packed), and the few rows of A are packed once per KC block as the panel
+    // every tile reuses; C is written through transposed tile stores.
+    Problem Q = P;
+    Q.m = P.n;
+    Q.n = P.m;
+    Q.a = P.b;
+    Q.lda = P.ldb;
+    Q.ta = !P.tb;
+    Q.b = P.a;
+    Q.ldb = P.lda;
+    Q.tb = !P.ta;
+    Q.c_trans = true;
+    Q.swapped = true;
+    run(Q);
+    return;
+  }
   // Stream B in place when few rows share it and its rows are contiguous.
   const bool direct = !P.packed && !P.tb && P.m <= cfg.small_m;
   // Split the longer side of C; columns in units of whole B panels, rows of whole A panels.
@@ -574,6 +629,7 @@ Blocking current_blocking() {
   b.dot_m = c.dot_m;
   b.stream_m = c.stream_m;
   b.direct_a = c.direct_a ? 1 : 0;
+  b.swap_m = c.swap_m;
   return b;
 }
 const KernelSet& active_kernels() { return kernels_for(active_isa()); }
