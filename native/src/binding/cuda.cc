@@ -5,6 +5,7 @@
 // libuv's pool. Every buffer argument is bounds-checked here against what the kernel will touch.
 #include <napi.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "call.h"
 #include "kintsugi/conv.h"
 #include "kintsugi/cuda.h"
+#include "kintsugi/cuda_abft.h"
 #include "kintsugi/device.h"
 #include "kintsugi/embedding.h"
 
@@ -691,6 +693,157 @@ Napi::Value EmbeddingBag(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- Checksum-protected GEMM (ABFT) ----
+// Report layout (Float64Array), as sgemmChecked's plus the fault flag: [checks, maxRatio,
+// eventCount, faultFired, then per event 11 values: row0, col0, rows, cols, residual, bound, row,
+// col, before, after, action (0 corrected, 1 recomputed, 2 detected)].
+constexpr int64_t kCudaAbftHeader = 4, kCudaAbftEventFields = 11;
+
+cuda::AbftScheme read_scheme(const Args& a, size_t i) {
+  return a.choice(i, "scheme", {"global", "thread"}) == "global" ? cuda::AbftScheme::Global : cuda::AbftScheme::Thread;
+}
+
+// cudaAbftWorkspaceBytes(scheme, k, maxEvents, hasWeightSums)
+Napi::Value AbftWorkspaceBytes(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Args a(info);
+    cuda::CudaAbftOptions o;
+    o.scheme = read_scheme(a, 0);
+    cuda::GemmArgs g;
+    g.k = a.integer(1, "k", 0, kMaxDim);
+    o.max_events = int(a.integer(2, "maxEvents", 1, 65536));
+    static const double marker = 0;
+    o.weight_sums = a.boolean(3, "hasWeightSums") ? &marker : nullptr;  // only its presence matters
+    return Napi::Number::New(info.Env(), double(cuda::abft_workspace_bytes(g, o)));
+  });
+}
+
+// cudaGemmChecked(phase, device, stream|null, scheme, check, tolerance, correct, transA, transB, m, n, k, alpha,
+//                 a, aOffset, lda, b, bOffset, ldb, c, cOffset, ldc, abType, workspace, workspaceOffset,
+//                 weightSums|null, weightSumsOffset, faults: Int32Array(6)|null, maxEvents, report: Float64Array|null)
+// phase 'launch' enqueues the checked GEMM (returns at once); 'finish' waits for it, repairs what
+// was flagged and fills `report` (a Promise). Both phases take the same arguments.
+Napi::Value GemmChecked(const Napi::CallbackInfo& info) {
+  Napi::Value first = info[0];
+  const bool finish = first.IsString() && first.As<Napi::String>().Utf8Value() == "finish";
+  return run_call(info, finish, [&] {
+    Args a(info);
+    a.choice(0, "phase", {"launch", "finish"});
+    int device = read_device(a, 1);
+    auto stream = read_stream(a, 2, device);
+    cuda::CudaAbftOptions o;
+    o.scheme = read_scheme(a, 3);
+    o.check = a.choice(4, "check", {"one-sided", "two-sided"}) == "one-sided" ? AbftCheck::OneSided : AbftCheck::TwoSided;
+    o.tolerance = a.number(5, "tolerance");
+    o.correct = a.boolean(6, "correct");
+    cuda::GemmArgs g;
+    g.trans_a = a.boolean(7, "transA");
+    g.trans_b = a.boolean(8, "transB");
+    g.m = a.integer(9, "m", 0, kMaxDim);
+    g.n = a.integer(10, "n", 0, kMaxDim);
+    g.k = a.integer(11, "k", 0, kMaxDim);
+    g.alpha = float(a.number(12, "alpha"));
+    g.lda = a.integer(15, "lda", 1, kMaxDim);
+    g.ldb = a.integer(18, "ldb", 1, kMaxDim);
+    g.ldc = a.integer(21, "ldc", 1, kMaxDim);
+    g.ab = read_dtype(a, 22, "abType");
+    g.c_type = cuda::DType::F32;
+    o.max_events = int(a.integer(28, "maxEvents", 1, 65536));
+    auto F = a.array<int32_t>(27, "faults", true);
+    if (F.present()) {
+      if (F.length != 6) throw_expected(ErrorKind::Range, "6 values (row, col, bit for two faults; row -1 = off)", "faults", std::to_string(F.length));
+      for (int f = 0; f < 2; ++f) {
+        o.faults[f].row = F.data[3 * f];
+        o.faults[f].col = F.data[3 * f + 1];
+        o.faults[f].bit = F.data[3 * f + 2];
+      }
+    }
+    const size_t ab = cuda::dtype_size(g.ab);
+    const int64_t a_rows = g.trans_a ? g.k : g.m, a_cols = g.trans_a ? g.m : g.k;
+    const int64_t b_rows = g.trans_b ? g.n : g.k, b_cols = g.trans_b ? g.k : g.n;
+    if (g.lda < a_cols) throw_expected(ErrorKind::Range, "lda >= " + std::to_string(a_cols), "lda", std::to_string(g.lda));
+    if (g.ldb < b_cols) throw_expected(ErrorKind::Range, "ldb >= " + std::to_string(b_cols), "ldb", std::to_string(g.ldb));
+    if (g.ldc < g.n) throw_expected(ErrorKind::Range, "ldc >= " + std::to_string(g.n), "ldc", std::to_string(g.ldc));
+    Region A = read_region(a, 13, "a", device, matrix_bytes(a_rows, a_cols, g.lda, ab, "a"), ab);
+    Region B = read_region(a, 16, "b", device, matrix_bytes(b_rows, b_cols, g.ldb, ab, "b"), ab);
+    Region C = read_region(a, 19, "c", device, matrix_bytes(g.m, g.n, g.ldc, 4, "c"), 4);
+    Region S = read_region(a, 25, "weightSums", device, 2 * g.k * 8, 8, true);
+    o.weight_sums = static_cast<const double*>(S.ptr);
+    Region W = read_region(a, 23, "workspace", device, cuda::abft_workspace_bytes(g, o), 16);
+    check_disjoint(C, "c", A, "a");
+    check_disjoint(C, "c", B, "b");
+    check_disjoint(C, "c", S, "weightSums");
+    check_disjoint(W, "workspace", A, "a");
+    check_disjoint(W, "workspace", B, "b");
+    check_disjoint(W, "workspace", C, "c");
+    check_disjoint(W, "workspace", S, "weightSums");
+    g.a = A.ptr;
+    g.b = B.ptr;
+    g.c = C.ptr;
+    cuda::validate_gemm_checked(g, o);
+    if (!finish) {
+      cuda::gemm_checked_launch(device, g, o, W.ptr, raw(stream));
+      return Job{[] {}, info.Env().Undefined(), {}};
+    }
+    auto R = a.array<double>(29, "report");
+    check_min_length(R, kCudaAbftHeader);
+    double* report = R.data;
+    const int64_t capacity = (R.length - kCudaAbftHeader) / kCudaAbftEventFields;
+    return Job{[=] {
+                 (void)A; (void)B; (void)C; (void)S;
+                 cuda::CudaAbftReport r = cuda::gemm_checked_finish(device, g, o, W.ptr, raw(stream));
+                 report[0] = double(r.checks);
+                 report[1] = r.max_ratio;
+                 report[2] = double(std::max<int64_t>(r.event_count, int64_t(r.events.size())));
+                 report[3] = r.fault_fired ? 1 : 0;
+                 for (int64_t e = 0; e < capacity && e < int64_t(r.events.size()); ++e) {
+                   const AbftEvent& v = r.events[size_t(e)];
+                   double* d = report + kCudaAbftHeader + e * kCudaAbftEventFields;
+                   const double f[kCudaAbftEventFields] = {double(v.row0), double(v.col0), double(v.rows), double(v.cols), v.residual, v.bound,
+                                                           double(v.row), double(v.col), double(v.before), double(v.after),
+                                                           v.action == AbftAction::Corrected ? 0.0 : v.action == AbftAction::Recomputed ? 1.0 : 2.0};
+                   for (int64_t q = 0; q < kCudaAbftEventFields; ++q) d[q] = f[q];
+                 }
+               },
+               R.value, {R.value}};
+  });
+}
+
+// cudaAbftWeightSums(device, stream|null, dtype, transB, k, n, b, bOffset, ldb, out, outOffset): 2k doubles, enqueued.
+Napi::Value AbftWeightSums(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    cuda::DType t = read_dtype(a, 2, "dtype");
+    bool tb = a.boolean(3, "transB");
+    int64_t k = a.integer(4, "k", 0, kMaxDim), n = a.integer(5, "n", 0, kMaxDim), ldb = a.integer(8, "ldb", 1, kMaxDim);
+    const int64_t rows = tb ? n : k, cols = tb ? k : n;
+    if (ldb < cols) throw_expected(ErrorKind::Range, "ldb >= " + std::to_string(cols), "ldb", std::to_string(ldb));
+    Region B = read_region(a, 6, "b", device, matrix_bytes(rows, cols, ldb, cuda::dtype_size(t), "b"), cuda::dtype_size(t));
+    Region O = read_region(a, 9, "out", device, 2 * k * 8, 8);
+    check_disjoint(O, "out", B, "b");
+    cuda::abft_weight_sums(device, t, tb, k, n, B.ptr, ldb, static_cast<double*>(O.ptr), raw(stream));
+    return info.Env().Undefined();
+  });
+}
+
+// cudaFlipBit(device, stream|null, dtype, data, dataOffset, count, index, bit): flips one bit of element `index` (< count).
+Napi::Value FlipBit(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Args a(info);
+    int device = read_device(a, 0);
+    auto stream = read_stream(a, 1, device);
+    cuda::DType t = read_dtype(a, 2, "dtype");
+    int64_t count = a.integer(5, "count", 1, int64_t(1) << 44);
+    int64_t index = a.integer(6, "index", 0, count - 1);
+    int bit = int(a.integer(7, "bit", 0, int64_t(cuda::dtype_size(t)) * 8 - 1));
+    Region D = read_region(a, 3, "data", device, count * int64_t(cuda::dtype_size(t)), cuda::dtype_size(t));
+    cuda::flip_bit(device, t, D.ptr, index, bit, raw(stream));
+    return info.Env().Undefined();
+  });
+}
+
 }  // namespace
 
 void register_cuda(Napi::Env env, Napi::Object exports) {
@@ -703,7 +856,8 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
       {"cudaUpload", Copy<true>}, {"cudaDownload", Copy<false>}, {"cudaCopyDevice", CopyDevice}, {"cudaMemset", Memset},
       {"cudaConvert", Convert}, {"cudaGemm", Gemm}, {"cublasStatus", CublasStatus}, {"cudaConv2d", Conv2d},
       {"cudaChecksum", Checksum}, {"cudaXorEncode", XorEncode}, {"cudaSumEncode", SumEncode}, {"cudaSumDecode", SumDecode},
-      {"cudaEmbeddingBag", EmbeddingBag},
+      {"cudaEmbeddingBag", EmbeddingBag}, {"cudaAbftWorkspaceBytes", AbftWorkspaceBytes}, {"cudaGemmChecked", GemmChecked},
+      {"cudaAbftWeightSums", AbftWeightSums}, {"cudaFlipBit", FlipBit},
   };
   for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
 }

@@ -1,5 +1,6 @@
 // The CUDA backend when the addon was built without nvcc: no devices, every op unsupported.
 #include "kintsugi/cuda.h"
+#include "kintsugi/cuda_abft.h"
 #include "kintsugi/device.h"
 #include "kintsugi/error.h"
 
@@ -71,6 +72,15 @@ void embedding_bag_forward(int, const EmbeddingBagArgs&, const float*, float*, S
 void embedding_bag_backward(int, const EmbeddingBagArgs&, const float*, float, float*, Stream) {
   KINTSUGI_NO_CUDA(embedding_bag_backward);
 }
+
+double abft_bound_factor(DType, int64_t, AbftScheme) { KINTSUGI_NO_CUDA(abft_bound_factor); }
+void validate_gemm_checked(const GemmArgs&, const CudaAbftOptions&) { KINTSUGI_NO_CUDA(validate_gemm_checked); }
+int64_t abft_workspace_bytes(const GemmArgs&, const CudaAbftOptions&) { KINTSUGI_NO_CUDA(abft_workspace_bytes); }
+void gemm_checked_launch(int, const GemmArgs&, const CudaAbftOptions&, void*, Stream) { KINTSUGI_NO_CUDA(gemm_checked_launch); }
+CudaAbftReport gemm_checked_finish(int, const GemmArgs&, const CudaAbftOptions&, void*, Stream) { KINTSUGI_NO_CUDA(gemm_checked_finish); }
+CudaAbftReport gemm_checked(int, const GemmArgs&, const CudaAbftOptions&, Stream) { KINTSUGI_NO_CUDA(gemm_checked); }
+void abft_weight_sums(int, DType, bool, int64_t, int64_t, const void*, int64_t, double*, Stream) { KINTSUGI_NO_CUDA(abft_weight_sums); }
+void flip_bit(int, DType, void*, int64_t, int, Stream) { KINTSUGI_NO_CUDA(flip_bit); }
 
 }  // namespace cuda
 }  // namespace kintsugi

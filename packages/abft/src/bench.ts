@@ -1,10 +1,12 @@
 // Overhead benchmark: none / global / thread / intensity-guided on DLRM MLP layers at small
 // batch (memory-bound), ResNet-50 conv layers in GEMM form and DeepBench-like squares.
 // Interleaved repetitions, medians (the machine is shared and noisy).
-import { numThreads, cpuInfo, Tensor } from '@kintsugi/cuda-core';
+import {
+  cpuInfo, cudaAbftWorkspaceBytes, cudaGemm, cudaGemmCheckedLaunch, cudaWeightChecksums, DeviceTensor, numThreads, Tensor, timeCuda,
+} from '@kintsugi/cuda-core';
 
-import { protectedGemm, weightChecksums, type Scheme } from './gemm.js';
-import { intensityRule, machineBalance, timeSchemes } from './select.js';
+import { cudaIndex, protectedGemm, weightChecksums, type Scheme } from './gemm.js';
+import { cudaMachineBalance, intensityRule, machineBalance, timeSchemes, type MachineBalance } from './select.js';
 
 export interface OverheadRow {
   suite: string;
@@ -77,6 +79,63 @@ export function overheadMarkdown(r: Awaited<ReturnType<typeof runOverhead>>): st
   ];
   for (const x of r.rows) {
     lines.push(`| ${x.suite} | ${x.layer} | ${x.m}x${x.n}x${x.k} | ${x.intensity.toFixed(1)} | ${x.noneMs.toFixed(4)} | ${x.globalPct.toFixed(1)} | ${x.threadPct.toFixed(1)} | ${x.guidedPct.toFixed(1)} | ${x.prior} | ${x.choice} |`);
+  }
+  return lines.join('\n');
+}
+
+export interface CudaOverheadRow extends OverheadRow {
+  reason: string;
+}
+
+/**
+ * The same layers on a GPU: none / global / thread / intensity-guided, each timed with CUDA
+ * events (timeCuda) on clean runs (the check's flags stay on the device; nothing is read back),
+ * weights' checksums precomputed, no allocation inside the timed loop.
+ */
+export async function runCudaOverhead(options: { device?: string; quick?: boolean; reps?: number; onRow?: (r: CudaOverheadRow) => void } = {}): Promise<{ machine: MachineBalance; rows: CudaOverheadRow[] }> {
+  const device = cudaIndex(options.device ?? 'cuda:0');
+  const machine = cudaMachineBalance(device, 'fp32');
+  const rows: CudaOverheadRow[] = [];
+  for (const L of overheadLayers(options.quick)) {
+    const x = await DeviceTensor.from(Tensor.random([L.m, L.k], 3), { device });
+    const w = await DeviceTensor.from(Tensor.random([L.k, L.n], 4), { device });
+    const out = DeviceTensor.empty([L.m, L.n], { device });
+    const sums = cudaWeightChecksums(w);
+    const ws = DeviceTensor.empty([Math.max(cudaAbftWorkspaceBytes('global', L.k, { weightChecksums: true }), cudaAbftWorkspaceBytes('thread', L.k))], { device, dtype: 'uint8' });
+    try {
+      const launch: Record<Scheme, () => void> = {
+        none: () => { cudaGemm(x, w, { out }); },
+        global: () => { cudaGemmCheckedLaunch(x, w, { scheme: 'global', weightChecksums: sums, out, workspace: ws }); },
+        thread: () => { cudaGemmCheckedLaunch(x, w, { scheme: 'thread', out, workspace: ws }); },
+      };
+      const repeat = options.reps ?? 50;
+      const t: Partial<Record<Scheme, number>> = {};
+      for (const s of ['none', 'global', 'thread'] as const) t[s] = (await timeCuda(launch[s], { device, warmup: 5, repeat })).medianMs;
+      const rule = intensityRule(L.m, L.n, L.k, machine.balance, ['global', 'thread']);
+      const pct = (s: Scheme) => (100 * (t[s]! - t.none!)) / t.none!;
+      const reason = `AI ${rule.intensity.toFixed(1)} ${rule.bound === 'memory' ? '<' : '≥'} balance ${machine.balance.toFixed(1)} FLOP/B: ${rule.bound}-bound → ${rule.prior}`;
+      const row: CudaOverheadRow = {
+        suite: L.suite, layer: L.layer, m: L.m, n: L.n, k: L.k, intensity: rule.intensity, noneMs: t.none!,
+        globalPct: pct('global'), threadPct: pct('thread'), guidedPct: pct(rule.prior), prior: rule.prior, choice: rule.prior, reason,
+      };
+      rows.push(row);
+      options.onRow?.(row);
+    } finally {
+      for (const d of [x, w, out, sums.sums, ws]) d.dispose();
+    }
+  }
+  return { machine, rows };
+}
+
+export function cudaOverheadMarkdown(r: Awaited<ReturnType<typeof runCudaOverhead>>): string {
+  const lines = [
+    `Device: ${r.machine.device}; table peak ${(r.machine.peakFlops / 1e12).toFixed(1)} TFLOP/s, DRAM ${(r.machine.bandwidth / 1e9).toFixed(0)} GB/s, balance ${r.machine.balance.toFixed(1)} FLOP/B; CUDA-event medians`,
+    '',
+    '| suite | layer | M x N x K | AI | none ms | global % | thread % | guided % | choice | reason |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const x of r.rows) {
+    lines.push(`| ${x.suite} | ${x.layer} | ${x.m}x${x.n}x${x.k} | ${x.intensity.toFixed(1)} | ${x.noneMs.toFixed(4)} | ${x.globalPct.toFixed(1)} | ${x.threadPct.toFixed(1)} | ${x.guidedPct.toFixed(1)} | ${x.choice} | ${x.reason} |`);
   }
   return lines.join('\n');
 }

@@ -1,5 +1,5 @@
 // `kintsugi abft campaign` and `kintsugi abft overhead` (wired into the kintsugi CLI by cuda-core).
-import { runOverhead, overheadMarkdown } from './bench.js';
+import { cudaOverheadMarkdown, runCudaOverhead, runOverhead, overheadMarkdown } from './bench.js';
 import { runCampaign, targets, type Target } from './inject.js';
 
 function flag(argv: string[], name: string): string | undefined {
@@ -8,7 +8,7 @@ function flag(argv: string[], name: string): string | undefined {
 }
 
 const usage = `usage: kintsugi abft campaign [--trials N] [--clean N] [--targets input,weight,accumulator,output] [--bits 31,30,...] [--seed S] [--json]
-       kintsugi abft overhead [--quick] [--json]`;
+       kintsugi abft overhead [--quick] [--device cuda:0] [--json]`;
 
 export async function abftCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -32,6 +32,12 @@ export async function abftCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (sub === 'overhead') {
+    const device = flag(rest, 'device');
+    if (device !== undefined && device !== 'cpu') {
+      const r = await runCudaOverhead({ device, quick: rest.includes('--quick') });
+      console.log(json ? JSON.stringify(r, null, 2) : cudaOverheadMarkdown(r));
+      return 0;
+    }
     const r = await runOverhead({ quick: rest.includes('--quick') });
     console.log(json ? JSON.stringify(r, null, 2) : overheadMarkdown(r));
     return 0;

@@ -8,8 +8,8 @@
 // Thresholds: |residual| <= BOUND_SCALE · tolerance · eps32 · magnitude, magnitude = the same
 // checksum over |A| and |B| (calibrated for zero false positives: see test/calibration.test.ts).
 import {
-  abftGroupSums, abftRowCheck, colSums, gemm, gemmChecked, Tensor, weightedColSums, weightedRowSums,
-  type AbftCheck, type AbftGroupSums,
+  abftGroupSums, abftRowCheck, colSums, cudaDevice, cudaGemm, cudaGemmChecked, cudaWeightChecksums, DeviceTensor, gemm, gemmChecked, Tensor,
+  weightedColSums, weightedRowSums, type AbftCheck, type AbftGroupSums, type CudaAbftReport, type CudaFault, type CudaWeightChecksums,
 } from '@kintsugi/cuda-core';
 
 import { bool, finite, oneOf, options as optionsOf, rangeError, typeError } from './validate.js';
@@ -107,6 +107,12 @@ export interface ProtectedGemmOptions {
   layer?: string;
   /** Added to every row of C after the GEMM (a Linear layer's bias); its sums enter the check. */
   bias?: Float32Array;
+  /** Run on a GPU ('cuda:0', ...): host Tensors are uploaded and the result downloaded. Implied by DeviceTensor inputs. */
+  device?: string;
+  /** GPU global scheme: the weights' checksums on the device (cudaWeightChecksums). */
+  cudaChecksums?: CudaWeightChecksums;
+  /** GPU only: flip bit `bit` of the accumulator of C(row, col) (fault-injection campaigns). */
+  inject?: CudaFault | CudaFault[];
 }
 
 interface Normalized {
@@ -159,8 +165,95 @@ function addBias(out: Tensor<'float32'>, bias: Float32Array): void {
   for (let r = 0; r < out.shape[0]; r++) for (let j = 0; j < n; j++) d[r * n + j] += bias[j];
 }
 
-/** C = op(A)·op(B) (+ bias), protected by the chosen scheme; errors found are repaired in place. */
-export async function protectedGemm(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: ProtectedGemmOptions): Promise<{ out: Tensor<'float32'>; report: ProtectionReport }> {
+/** 'cuda:N' -> N (checked against the GPUs present; CudaUnavailableError without one). */
+export function cudaIndex(device: unknown, name = 'options.device'): number {
+  const m = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
+  if (!m) throw rangeError(name, "'cuda' or 'cuda:N'", device);
+  return cudaDevice(m[1] === undefined ? 0 : Number(m[1]), name);
+}
+
+/**
+ * C = op(A)·op(B) (+ bias), protected by the chosen scheme; errors found are repaired in place.
+ * DeviceTensors (or `device: 'cuda:N'`) run the GPU schemes (cudaGemmChecked) and return a
+ * DeviceTensor (a Tensor for host inputs).
+ */
+export async function protectedGemm(a: DeviceTensor, b: DeviceTensor, options?: ProtectedGemmOptions): Promise<{ out: DeviceTensor; report: ProtectionReport }>;
+export async function protectedGemm(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: ProtectedGemmOptions): Promise<{ out: Tensor<'float32'>; report: ProtectionReport }>;
+export async function protectedGemm(a: Tensor<'float32'> | DeviceTensor, b: Tensor<'float32'> | DeviceTensor, options?: ProtectedGemmOptions): Promise<{ out: Tensor<'float32'> | DeviceTensor; report: ProtectionReport }> {
+  const device = (options as { device?: unknown } | undefined)?.device;
+  if (a instanceof DeviceTensor || b instanceof DeviceTensor || device !== undefined) return gpuProtectedGemm(a, b, options ?? {});
+  return cpuProtectedGemm(a, b, options);
+}
+
+function gpuEvents(r: CudaAbftReport, layer: string, scheme: Scheme): AbftEvent[] {
+  return r.events.map((e) => ({
+    layer, scheme, row: e.row, col: e.col, residual: e.residual, bound: e.bound,
+    ...(e.row >= 0 ? { before: e.before, after: e.after } : { region: { row0: e.row0, col0: e.col0, rows: e.rows, cols: e.cols } }),
+    action: e.action,
+  }));
+}
+
+async function gpuProtectedGemm(a: unknown, b: unknown, options: ProtectedGemmOptions): Promise<{ out: Tensor<'float32'> | DeviceTensor; report: ProtectionReport }> {
+  const o = optionsOf(options, 'options');
+  const onHost = !(a instanceof DeviceTensor);
+  if (onHost !== !(b instanceof DeviceTensor)) throw typeError('b', onHost ? 'a Tensor (as a)' : 'a DeviceTensor (as a)', b);
+  const index = o.device !== undefined ? cudaIndex(o.device) : (a as DeviceTensor).device;
+  if (!onHost && (a as DeviceTensor).device !== index) throw rangeError('options.device', `cuda:${(a as DeviceTensor).device} (where a lives)`, o.device);
+  const scheme = o.scheme === undefined ? 'global' : oneOf(o.scheme, 'options.scheme', schemes);
+  const transA = o.transA === undefined ? false : bool(o.transA, 'options.transA');
+  const transB = o.transB === undefined ? false : bool(o.transB, 'options.transB');
+  const check = o.check === undefined ? 'two-sided' : oneOf(o.check, 'options.check', ['one-sided', 'two-sided'] as const);
+  const tolerance = o.tolerance === undefined ? 1 : finite(o.tolerance, 'options.tolerance', Number.MIN_VALUE);
+  const correct = o.correct === undefined ? true : bool(o.correct, 'options.correct');
+  const layer = o.layer === undefined ? 'gemm' : String(o.layer);
+  if (o.checksums !== undefined) throw typeError('options.checksums', 'undefined on the GPU (pass cudaChecksums from cudaWeightChecksums)', 'host checksums', true);
+  let A: DeviceTensor, B: DeviceTensor;
+  if (onHost) {
+    A = await DeviceTensor.from(checkMatrix(a, 'a'), { device: index });
+    B = await DeviceTensor.from(checkMatrix(b, 'b'), { device: index });
+  } else {
+    [A, B] = [a as DeviceTensor, b as DeviceTensor];
+  }
+  try {
+    let out: DeviceTensor;
+    let report: ProtectionReport;
+    if (scheme === 'none') {
+      out = cudaGemm(A, B, { transA, transB });
+      report = { scheme: 'none', events: [], maxRatio: 0 };
+    } else {
+      const r = await cudaGemmChecked(A, B, {
+        scheme, check, tolerance, correct, transA, transB,
+        ...(o.cudaChecksums !== undefined ? { weightChecksums: o.cudaChecksums as CudaWeightChecksums } : {}),
+        ...(o.inject !== undefined ? { inject: o.inject as CudaFault } : {}),
+      });
+      out = r.out;
+      report = { scheme, events: gpuEvents(r.report, layer, scheme), maxRatio: r.report.maxRatio };
+    }
+    if (!onHost) {
+      if (o.bias !== undefined) throw typeError('options.bias', 'undefined for DeviceTensor inputs (add the bias on the device)', 'a bias', true);
+      return { out, report };
+    }
+    const host = (await out.download()) as Tensor<'float32'>;
+    out.dispose();
+    if (o.bias !== undefined) {
+      if (!(o.bias instanceof Float32Array) || o.bias.length !== host.shape[1]) throw rangeError('options.bias', `a Float32Array of ${host.shape[1]} elements`, o.bias);
+      addBias(host, o.bias);
+    }
+    return { out: host, report };
+  } finally {
+    if (onHost) {
+      A.dispose();
+      B.dispose();
+    }
+  }
+}
+
+/** Device checksums of a constant op(B) for the GPU global scheme (computed once per weight). */
+export function deviceWeightChecksums(b: DeviceTensor, options: { transB?: boolean } = {}): CudaWeightChecksums {
+  return cudaWeightChecksums(b, options);
+}
+
+async function cpuProtectedGemm(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: ProtectedGemmOptions): Promise<{ out: Tensor<'float32'>; report: ProtectionReport }> {
   const A = checkMatrix(a, 'a'), B = checkMatrix(b, 'b');
   const o = normalize(A, B, options);
   if (o.scheme === 'none') {

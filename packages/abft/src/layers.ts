@@ -6,7 +6,7 @@
 import { conv2d, Tensor } from '@kintsugi/cuda-core';
 import { Conv2d, Linear, Module, Sequential } from '@kintsugi/cuda-core/nn';
 
-import { BOUND_SCALE, EPS32, protectedGemm, weightChecksums, type AbftEvent, type Scheme, type WeightChecksums } from './gemm.js';
+import { BOUND_SCALE, cudaIndex, EPS32, protectedGemm, weightChecksums, type AbftEvent, type Scheme, type WeightChecksums } from './gemm.js';
 import { intensityRule, machineBalance, timeSchemes, type LayerDecision, type MachineBalance } from './select.js';
 import { bool, finite, oneOf, options as optionsOf, typeError } from './validate.js';
 
@@ -15,6 +15,8 @@ export interface LayerProtectionOptions {
   tolerance?: number;
   correct?: boolean;
   name?: string;
+  /** 'cuda:N': run the layer's GEMM with the GPU schemes (inputs uploaded, outputs downloaded). */
+  device?: string;
 }
 
 function layerOptions(options: unknown, fallbackName: string) {
@@ -24,6 +26,7 @@ function layerOptions(options: unknown, fallbackName: string) {
     tolerance: o.tolerance === undefined ? 1 : finite(o.tolerance, 'options.tolerance', Number.MIN_VALUE),
     correct: o.correct === undefined ? true : bool(o.correct, 'options.correct'),
     name: o.name === undefined ? fallbackName : String(o.name),
+    device: o.device === undefined ? undefined : String(o.device),
   };
 }
 
@@ -34,6 +37,8 @@ export class ProtectedLinear {
   readonly tolerance: number;
   readonly correct: boolean;
   readonly name: string;
+  /** 'cuda:N' when the GEMM runs on a GPU. */
+  readonly device: string | undefined;
   /** Wᵀ (in x out), contiguous: the fused path streams it in place for small batches. */
   #wt: Tensor<'float32'> | null = null;
   #sumsT: WeightChecksums | null = null;  // of W used transposed ('global', 'none')
@@ -48,6 +53,8 @@ export class ProtectedLinear {
     this.tolerance = o.tolerance;
     this.correct = o.correct;
     this.name = o.name;
+    this.device = o.device;
+    if (o.device !== undefined) cudaIndex(o.device);  // CudaUnavailableError now rather than at the first forward
   }
 
   /** Recomputes the offline checksums (after the weights change). */
@@ -66,7 +73,9 @@ export class ProtectedLinear {
     const bias = this.layer.bias ? this.layer.bias.value.contiguousData() : undefined;
     const X = x.ndim === 2 ? x : x.reshape([x.shape[0], x.size / x.shape[0]]);
     let r;
-    if (scheme === 'thread') {
+    if (this.device !== undefined) {
+      r = await protectedGemm(X, W, { scheme, transB: true, bias, tolerance: this.tolerance, correct: this.correct, layer: this.name, device: this.device });
+    } else if (scheme === 'thread') {
       if (!this.#wt) this.#wt = W.transpose().contiguous();
       if (!this.#sumsWt) this.#sumsWt = weightChecksums(this.#wt);
       r = await protectedGemm(X, this.#wt, { scheme, checksums: this.#sumsWt, bias, tolerance: this.tolerance, correct: this.correct, layer: this.name });

@@ -5,7 +5,7 @@
 // scheme's separate O(MK + MN) passes are the prior. The balance is measured once per process
 // (a short compute-bound GEMM and a streaming copy) and cached; timing both schemes on the layer
 // itself can confirm or overturn the prior, and explain() shows which happened and why.
-import { cpuInfo, measureCpu, numThreads } from '@kintsugi/cuda-core';
+import { cpuInfo, cudaProperties, gpuPeakFlops, measureCpu, numThreads } from '@kintsugi/cuda-core';
 
 import type { Scheme } from './gemm.js';
 
@@ -17,7 +17,7 @@ export interface MachineBalance {
   /** peakFlops / bandwidth (FLOP per byte). */
   balance: number;
   device: string;
-  source: 'measured' | 'given';
+  source: 'measured' | 'given' | 'table';
 }
 
 let cached: MachineBalance | null = null;
@@ -40,6 +40,17 @@ export async function machineBalance(given?: { peakFlops: number; bandwidth: num
   const { gemmFlops: peakFlops, bandwidth } = await measureCpu();
   cached = { peakFlops, bandwidth, balance: peakFlops / bandwidth, device, source: 'measured' };
   return cached;
+}
+
+/**
+ * A GPU's balance from its datasheet figures: peak FLOP/s of the dtype from the per-architecture
+ * table (gpuPeakFlops: SMs × SM clock × FLOPs per clock) over the theoretical DRAM bandwidth
+ * (cudaProperties().memoryBandwidth). CudaUnavailableError without a GPU.
+ */
+export function cudaMachineBalance(device = 0, dtype: 'fp32' | 'fp16' | 'bf16' = 'fp32'): MachineBalance {
+  const p = cudaProperties(device);
+  const peakFlops = gpuPeakFlops({ computeCapability: p.computeCapability, multiprocessors: p.multiprocessors, clockKHz: p.smClockKHz }, dtype);
+  return { peakFlops, bandwidth: p.memoryBandwidth, balance: peakFlops / p.memoryBandwidth, device: `${p.name} (cuda:${device}, ${dtype})`, source: 'table' };
 }
 
 /** AI of an M x N x K GEMM with `bytes`-wide elements. */
@@ -67,8 +78,8 @@ export interface LayerDecision {
 }
 
 /** The intensity rule: memory-bound → thread-level, compute-bound → global. */
-export function intensityRule(m: number, n: number, k: number, balance: number, available: readonly Scheme[]): { prior: Scheme; intensity: number; bound: 'memory' | 'compute' } {
-  const intensity = arithmeticIntensity(m, n, k);
+export function intensityRule(m: number, n: number, k: number, balance: number, available: readonly Scheme[], bytes = 4): { prior: Scheme; intensity: number; bound: 'memory' | 'compute' } {
+  const intensity = arithmeticIntensity(m, n, k, bytes);
   const bound = intensity < balance ? 'memory' : 'compute';
   let prior: Scheme = bound === 'memory' ? 'thread' : 'global';
   if (!available.includes(prior)) prior = available.find((s) => s !== 'none') ?? 'none';

@@ -158,6 +158,15 @@ export interface NativeAddon {
     parity: NativeCudaBuffer, parityOffset: number, out: NativeCudaBuffer, outOffset: number): Promise<void>;
   cudaEmbeddingBag(pass: 'forward' | 'backward', device: number, stream: Maybe<NativeCudaStream>, rows: number, dim: number, indices: Int32Array, offsets: Int32Array,
     weights: Maybe<Float32Array>, mode: BagMode, scale: number, src: NativeCudaBuffer, srcOffset: number, dst: NativeCudaBuffer, dstOffset: number): Promise<void>;
+  cudaAbftWorkspaceBytes(scheme: 'global' | 'thread', k: number, maxEvents: number, hasWeightSums: boolean): number;
+  cudaGemmChecked(phase: 'launch' | 'finish', device: number, stream: Maybe<NativeCudaStream>, scheme: 'global' | 'thread', check: 'one-sided' | 'two-sided',
+    tolerance: number, correct: boolean, transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
+    a: NativeCudaBuffer, aOffset: number, lda: number, b: NativeCudaBuffer, bOffset: number, ldb: number, c: NativeCudaBuffer, cOffset: number, ldc: number,
+    abType: CudaFloat, workspace: NativeCudaBuffer, workspaceOffset: number, weightSums: Maybe<NativeCudaBuffer>, weightSumsOffset: number,
+    faults: Maybe<Int32Array>, maxEvents: number, report: Maybe<Float64Array>): undefined | Promise<Float64Array>;
+  cudaAbftWeightSums(device: number, stream: Maybe<NativeCudaStream>, dtype: CudaFloat, transB: boolean, k: number, n: number, b: NativeCudaBuffer, bOffset: number,
+    ldb: number, out: NativeCudaBuffer, outOffset: number): void;
+  cudaFlipBit(device: number, stream: Maybe<NativeCudaStream>, dtype: CudaFloat, data: NativeCudaBuffer, dataOffset: number, count: number, index: number, bit: number): void;
   _throwNativeError(kind: string): never;
   _setFaultInjection(row: number | null, col?: number, bit?: number): boolean;
 }

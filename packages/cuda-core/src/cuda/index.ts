@@ -1,2 +1,3 @@
 export * from './memory.js';
 export * from './ops.js';
+export * from './abft.js';
