@@ -404,7 +404,7 @@ const meta = {
   quick: args.quick,
   sync: args.sync,
   date: new Date().toISOString(),
-  method: `interleaved, sides rotate first; 2 warm-up calls per side; ${timing.minReps}-${timing.maxReps} reps (~${timing.budgetMs} ms per case); ${args.sync ? 'all our calls use the *Sync kernels (on the JS thread)' : `our calls under ${SYNC_FLOPS / 1e6} MFLOP use the *Sync kernels, larger ones the async API`}; conv weights prepacked once on both sides (ORT: initializers; ours: PackedConv2dWeights)`,
+  method: `interleaved, sides rotate first; 2 warm-up calls per side; ${timing.minReps}-${timing.maxReps} reps (~${timing.budgetMs} ms per case); ${args.sync ? 'all our calls use the *Sync kernels (on the JS thread)' : `our calls under ${SYNC_FLOPS / 1e6} MFLOP use the *Sync kernels, larger ones the async API`}; conv2d's Promise API runs calls under 16 MFLOP on the calling thread; conv weights prepacked once on both sides (ORT: initializers; ours: PackedConv2dWeights)`,
 };
 
 console.log(`# Kintsugi vs onnxruntime-node ${meta.onnxruntime} (CPU)\n`);

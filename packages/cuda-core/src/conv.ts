@@ -54,14 +54,25 @@ function plan(x: unknown, w: unknown, bias: unknown, options: unknown) {
   return { p, x: X.contiguousData(), w: W ? W.contiguousData() : null, packed: packed ? packed.data() : null, b: B ? B.contiguousData() : null, y };
 }
 
+// Forward calls under this many FLOPs run on the calling thread even through the Promise API:
+// that is at most about 0.15 ms of one core's arithmetic, while the round trip to a worker thread
+// and back (queue, wake-up, completion callback) costs 25-100 µs on a busy machine.
+const INLINE_FLOPS = 16e6;
+
 /**
  * y = conv2d(x, w) + bias, x: [N, C, H, W], w: [Cout, C/groups, KH, KW] or weights packed once
  * with `PackedConv2dWeights` (their groups apply; stride, padding and dilation come from options).
  */
 export async function conv2d(x: Tensor<'float32'>, w: Tensor<'float32'> | PackedConv2dWeights, bias?: Tensor<'float32'> | null, options?: Conv2dForwardOptions): Promise<Tensor<'float32'>> {
   const q = plan(x, w, bias, options);
-  if (q.packed) await native.conv2dForwardPacked(true, q.p, q.x, q.packed, q.b, q.y.contiguousData());
-  else await native.conv2dForward(true, q.p, q.x, q.w!, q.b, q.y.contiguousData());
+  if (q.p.flops < INLINE_FLOPS) {
+    if (q.packed) native.conv2dForwardPacked(false, q.p, q.x, q.packed, q.b, q.y.contiguousData());
+    else native.conv2dForward(false, q.p, q.x, q.w!, q.b, q.y.contiguousData());
+  } else if (q.packed) {
+    await native.conv2dForwardPacked(true, q.p, q.x, q.packed, q.b, q.y.contiguousData());
+  } else {
+    await native.conv2dForward(true, q.p, q.x, q.w!, q.b, q.y.contiguousData());
+  }
   return q.y;
 }
 export function conv2dSync(x: Tensor<'float32'>, w: Tensor<'float32'> | PackedConv2dWeights, bias?: Tensor<'float32'> | null, options?: Conv2dForwardOptions): Tensor<'float32'> {
