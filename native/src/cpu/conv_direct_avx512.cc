@@ -171,10 +171,38 @@ void unblock(const float* src, int64_t npix, int channels, const float* bias, fl
   }
 }
 
+// Zero-bordered copies of input planes [c0, c1) (hp x wp each, the image at the centre).
+void pad_planes(const Conv2dParams& p, int64_t hp, int64_t wp, const float* x, float* xp, int64_t c0, int64_t c1) {
+  const int64_t plane = hp * wp;
+  for (int64_t c = c0; c < c1; ++c) {
+    float* d = xp + c * plane;
+    const float* s = x + c * p.h * p.w;
+    std::memset(d, 0, size_t(p.pad_h * wp) * sizeof(float));
+    for (int64_t r = 0; r < p.h; ++r) {
+      float* dr = d + (r + p.pad_h) * wp;
+      std::memset(dr, 0, size_t(p.pad_w) * sizeof(float));
+      std::memcpy(dr + p.pad_w, s + r * p.w, size_t(p.w) * sizeof(float));
+      std::memset(dr + p.pad_w + p.w, 0, size_t(p.pad_w) * sizeof(float));
+    }
+    std::memset(d + (p.h + p.pad_h) * wp, 0, size_t(p.pad_h * wp) * sizeof(float));
+  }
+}
+
+// Which image of which call a thread's padded buffer holds (per-task padding).
+struct PaddedKey {
+  uint64_t call = 0;
+  int64_t img = -1;
+};
+thread_local PaddedKey t_padded_key;
+std::atomic<uint64_t> g_calls{0};
+
 struct DirectPlan {
   const Conv2dParams* p;
   int64_t oh, ow, ohw;
-  const float* xin;      // input, zero-bordered when padded
+  const float* xin;      // input, zero-bordered when padded (unless pad_per_task)
+  const float* x;        // the caller's input
+  bool pad_per_task;     // several images: each task pads its image into its thread's buffer
+  uint64_t call;
   int64_t hp, wp;        // its plane's rows and columns
   int64_t img_in;        // floats between images of xin
   int64_t krows;         // c_in * kh * kw
@@ -196,8 +224,17 @@ void run_task(const DirectPlan& pl, const float* packed, const float* bias, floa
   const int V = int(std::min<int64_t>(kMaxV, pl.vecs - blk * kMaxV));
   const int64_t khw = p.kh * p.kw;
   const float* wblk = packed + blk * kMaxV * kLanes * pl.krows;
-  const float* ximg = pl.xin + img * pl.img_in;
   const int64_t plane = pl.hp * pl.wp;
+  const float* ximg = pl.pad_per_task ? nullptr : pl.xin + img * pl.img_in;
+  if (pl.pad_per_task) {
+    // A batch padded up front would be a pass over memory; one image at a time stays in cache.
+    float* xp = t_padded.get(size_t(pl.img_in));
+    if (t_padded_key.call != pl.call || t_padded_key.img != img) {
+      pad_planes(p, pl.hp, pl.wp, pl.x + img * p.c_in * p.h * p.w, xp, 0, p.c_in);
+      t_padded_key = PaddedKey{pl.call, img};
+    }
+    ximg = xp;
+  }
   // Blocked [V][rows_cached * ow][16] output of a group of rows, transposed out while in cache.
   const int64_t yv = pl.rows_cached * pl.ow * kLanes;
   float* yb = t_blocked.get(size_t(V * yv));
@@ -268,7 +305,11 @@ void direct_forward_avx512(const Conv2dParams& p, const float* x, const float* p
   pl.blocks = (pl.vecs + kMaxV - 1) / kMaxV;
   const int threads = num_threads();
 
-  // Zero-bordered copy of the input when padded (only the rows and columns the taps reach).
+  // Zero-bordered copy of the input when padded: one image at a time per task when there are
+  // several, else the whole input up front (split over the threads).
+  pl.x = x;
+  pl.pad_per_task = false;
+  pl.call = g_calls.fetch_add(1, std::memory_order_relaxed) + 1;
   if (p.pad_h == 0 && p.pad_w == 0) {
     pl.xin = x;
     pl.hp = p.h;
@@ -277,27 +318,19 @@ void direct_forward_avx512(const Conv2dParams& p, const float* x, const float* p
     pl.hp = p.h + 2 * p.pad_h;
     pl.wp = p.w + 2 * p.pad_w;
     const int64_t planes = p.n * p.c_in, plane = pl.hp * pl.wp;
-    float* xp = t_padded.get(size_t(planes * plane));
-    auto copy = [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        float* d = xp + c * plane;
-        const float* s = x + c * p.h * p.w;
-        std::memset(d, 0, size_t(p.pad_h * pl.wp) * sizeof(float));
-        for (int64_t r = 0; r < p.h; ++r) {
-          float* dr = d + (r + p.pad_h) * pl.wp;
-          std::memset(dr, 0, size_t(p.pad_w) * sizeof(float));
-          std::memcpy(dr + p.pad_w, s + r * p.w, size_t(p.w) * sizeof(float));
-          std::memset(dr + p.pad_w + p.w, 0, size_t(p.pad_w) * sizeof(float));
-        }
-        std::memset(d + (p.h + p.pad_h) * pl.wp, 0, size_t(p.pad_h * pl.wp) * sizeof(float));
-      }
-    };
-    if (threads > 1 && planes * plane > (1 << 16)) {
-      parallel_run(threads, [&](int t, int nt) { copy(planes * t / nt, planes * (t + 1) / nt); });
+    if (p.n > 1) {
+      pl.pad_per_task = true;
+      pl.xin = nullptr;
     } else {
-      copy(0, planes);
+      float* xp = t_padded.get(size_t(planes * plane));
+      if (threads > 1 && planes * plane > (1 << 16)) {
+        parallel_run(threads, [&](int t, int nt) { pad_planes(p, pl.hp, pl.wp, x, xp, planes * t / nt, planes * (t + 1) / nt); });
+      } else {
+        pad_planes(p, pl.hp, pl.wp, x, xp, 0, planes);
+      }
+      pl.xin = xp;
+      t_padded_key = PaddedKey{};  // the buffer no longer holds a per-task image
     }
-    pl.xin = xp;
   }
   pl.img_in = p.c_in * pl.hp * pl.wp;
 
