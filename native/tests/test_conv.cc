@@ -366,4 +366,113 @@ TEST(invalid_parameters_raise_range_errors) {
   expect_range_error(with([](Conv2dParams& p) { p.n = 1 << 30; p.c_in = 1 << 20; p.groups = 1; }), "for x");
 }
 
+namespace {
+// Packs w, runs the packed forward and compares with the reference (bit for bit for small-integer
+// fills, whose sums are exact in float).
+void check_packed(const Conv2dParams& p, uint32_t seed, bool with_bias, bool exact) {
+  const int64_t xs = p.input_size(), ys = p.output_size();
+  auto gen = [&](int64_t n, uint32_t s) {
+    return exact ? harness::random_small_ints(size_t(n), s, -3, 3) : harness::random_floats(size_t(n), s);
+  };
+  std::vector<float> x = gen(xs, seed), w = gen(p.weight_size(), seed + 1), b = gen(p.c_out, seed + 2);
+  std::vector<float> packed(size_t(kintsugi::conv2d_packed_weights_size(p)));
+  kintsugi::conv2d_pack_weights(p, w.data(), packed.data());
+  std::vector<float> y = output_buffer(ys), y_ref = output_buffer(ys);
+  kintsugi::conv2d_forward_packed(p, x.data(), packed.data(), with_bias ? b.data() : nullptr, y.data());
+  kintsugi::conv2d_forward_reference(p, x.data(), w.data(), with_bias ? b.data() : nullptr, y_ref.data());
+  expect_close("forward_packed", p, y, y_ref, ys, double(p.c_in / p.groups * p.kh * p.kw + 1), exact);
+}
+
+// Shapes for the direct kernel: channel counts around the 16-lane vectors and 64-channel blocks,
+// widths around the 7-pixel tiles, stride 2 (every other input), padding edges, dilation, long
+// reductions split into slices; plus groups and few output channels, which keep raw weights.
+std::vector<Conv2dParams> packed_shapes() {
+  return {
+      make(1, 3, 9, 9, 16, 3, 3, 1, 1, 1, 1),          // one vector
+      make(2, 5, 8, 13, 48, 3, 3, 1, 1, 1, 1),         // three vectors, odd width
+      make(1, 4, 11, 15, 80, 3, 3, 2, 2, 1, 1),        // a full block + one vector, stride 2
+      make(1, 6, 7, 7, 70, 3, 3, 1, 1, 1, 1),          // 70 channels: a partial last vector
+      make(2, 8, 10, 9, 64, 1, 1, 2, 2),               // 1x1 stride 2 in place, odd width
+      make(1, 8, 14, 14, 128, 1, 1, 2, 2),             // downsample-like
+      make(1, 3, 23, 23, 64, 7, 7, 2, 2, 3, 3),        // conv1-like
+      make(1, 4, 9, 10, 32, 3, 3, 1, 1, 2, 2, 2, 2),   // dilation
+      make(1, 3, 6, 17, 32, 2, 4, 3, 1, 0, 2),         // stride 3 x 1, asymmetric padding / kernel
+      make(1, 2, 5, 5, 32, 3, 3, 1, 1, 4, 4),          // padding > kernel
+      make(1, 50, 5, 6, 64, 3, 3, 1, 1, 1, 1),         // c_in 50: several reduction slices
+      make(1, 1, 1, 1, 16, 1, 1),                      // 1x1 everything
+      make(2, 6, 7, 7, 36, 3, 3, 2, 1, 1, 1, 1, 1, 3), // groups: raw weights
+      make(1, 4, 6, 6, 5, 3, 3, 1, 1, 1, 1),           // few output channels: raw weights
+  };
+}
+}  // namespace
+
+TEST(packed_forward_matches_reference) {
+  uint32_t seed = 900;
+  const int original = kintsugi::num_threads();
+  for (int threads : {1, 2, 3}) {
+    kintsugi::set_num_threads(threads);
+    for (const auto& p : packed_shapes()) {
+      check_packed(p, seed += 10, true, false);
+      check_packed(p, seed += 10, false, false);
+      check_packed(p, seed += 10, true, true);
+    }
+  }
+  kintsugi::set_num_threads(original);
+}
+
+TEST(packed_forward_every_isa) {
+  // Packed under a limited ISA: the raw layout, run by the ordinary kernels.
+  for (auto isa : {kintsugi::Isa::Portable, kintsugi::Isa::Avx2, kintsugi::Isa::Avx512}) {
+    if (int(isa) > int(kintsugi::best_isa())) continue;
+    kintsugi::set_isa_limit(isa);
+    check_packed(make(1, 5, 9, 11, 48, 3, 3, 2, 2, 1, 1), 77, true, true);
+    check_packed(make(2, 5, 9, 11, 64, 3, 3, 1, 1, 1, 1), 78, true, false);
+  }
+  kintsugi::set_isa_limit(kintsugi::best_isa());
+}
+
+TEST(packed_forward_propagates_nan_and_inf) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const auto& p : {make(2, 4, 8, 8, 32, 3, 3, 1, 1, 1, 1), make(1, 4, 9, 9, 64, 1, 1, 2, 2)}) {
+    std::vector<float> x = harness::random_floats(size_t(p.input_size()), 5);
+    std::vector<float> w = harness::random_floats(size_t(p.weight_size()), 6, 0.1f, 1.0f);  // positive: no Inf - Inf
+    x[0] = nan;
+    x[size_t(p.input_size() - 1)] = inf;
+    x[size_t(p.h * p.w + 2 * p.w + 2)] = -inf;
+    std::vector<float> packed(size_t(kintsugi::conv2d_packed_weights_size(p)));
+    kintsugi::conv2d_pack_weights(p, w.data(), packed.data());
+    std::vector<float> y = output_buffer(p.output_size()), y_ref = output_buffer(p.output_size());
+    kintsugi::conv2d_forward_packed(p, x.data(), packed.data(), nullptr, y.data());
+    kintsugi::conv2d_forward_reference(p, x.data(), w.data(), nullptr, y_ref.data());
+    int64_t nans = 0, infs = 0;
+    for (int64_t i = 0; i < p.output_size(); ++i) {
+      nans += std::isnan(y_ref[size_t(i)]);
+      infs += std::isinf(y_ref[size_t(i)]);
+    }
+    CHECK(nans > 0 && infs > 0) << describe(p);
+    expect_close("forward_packed with NaN/Inf", p, y, y_ref, p.output_size(), double(p.c_in * p.kh * p.kw), false);
+  }
+}
+
+TEST(packed_weights_of_another_shape_raise_range_errors) {
+  Conv2dParams p = make(1, 4, 6, 6, 32, 3, 3, 1, 1, 1, 1);
+  std::vector<float> w(size_t(p.weight_size()), 1.0f), packed(size_t(kintsugi::conv2d_packed_weights_size(p)));
+  kintsugi::conv2d_pack_weights(p, w.data(), packed.data());
+  std::vector<float> x(size_t(p.input_size()), 1.0f), y(size_t(p.output_size()));
+  Conv2dParams q = p;
+  q.c_in = 8;  // 8 input channels: the packed [32, 4, 3, 3] does not fit
+  std::vector<float> xq(size_t(q.input_size()), 1.0f);
+  CHECK_THROWS_KIND(kintsugi::conv2d_forward_packed(q, xq.data(), packed.data(), nullptr, y.data()), kintsugi::ErrorKind::Range);
+  std::vector<float> junk(packed.size(), 0.0f);
+  CHECK_THROWS_KIND(kintsugi::conv2d_forward_packed(p, x.data(), junk.data(), nullptr, y.data()), kintsugi::ErrorKind::Range);
+  // The same packed weights serve another input size.
+  Conv2dParams r = p;
+  r.h = 11;
+  r.w = 5;
+  std::vector<float> xr(size_t(r.input_size()), 1.0f), yr(size_t(r.output_size())), yr_ref(size_t(r.output_size()));
+  kintsugi::conv2d_forward_packed(r, xr.data(), packed.data(), nullptr, yr.data());
+  kintsugi::conv2d_forward_reference(r, xr.data(), w.data(), nullptr, yr_ref.data());
+  CHECK(yr == yr_ref);
+}
+
 TEST_MAIN()

@@ -28,6 +28,16 @@ void check_conv2d(const Conv2dParams& p);
 
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias /*nullable*/,
                     float* y);
+// Weights reordered once for repeated forward passes (what an inference runtime does with
+// constant initializers). The packed buffer starts with a small header naming its layout and the
+// weight shape; the layout depends on the ISA active when packing and on c_out, c_in/groups, kh,
+// kw and groups only, so one packed buffer serves any input size, stride, padding and dilation.
+int64_t conv2d_packed_weights_size(const Conv2dParams& p);
+void conv2d_pack_weights(const Conv2dParams& p, const float* w, float* packed);
+// Throws Range errors when `packed` was made for another weight shape.
+void conv2d_forward_packed(const Conv2dParams& p, const float* x, const float* packed, const float* bias /*nullable*/,
+                           float* y);
+
 void conv2d_backward_data(const Conv2dParams& p, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight(const Conv2dParams& p, const float* x, const float* dy, float* dw,
                             float* db /*nullable*/);

@@ -403,6 +403,50 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   });
 }
 
+// conv2dPackedSize(params) -> floats of a packed weight buffer for these weights
+Napi::Value Conv2dPackedSize(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Args a(info);
+    Conv2dParams p = read_conv_params(a, 0);
+    return Napi::Number::New(info.Env(), double(conv2d_packed_weights_size(p)));
+  });
+}
+
+// conv2dPackWeights(async, params, w, packed)
+Napi::Value Conv2dPackWeights(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    Conv2dParams p = read_conv_params(a, 0);
+    auto W = a.array<float>(1, "w"), P = a.array<float>(2, "packed");
+    check_min_length(W, p.weight_size());
+    check_min_length(P, conv2d_packed_weights_size(p));
+    check_no_overlap(P, W);
+    const float* w = W.data;
+    float* packed = P.data;
+    return Job{[p, w, packed] { conv2d_pack_weights(p, w, packed); }, P.value, {W.value, P.value}};
+  });
+}
+
+// conv2dForwardPacked(async, params, x, packed, bias|null, y)
+Napi::Value Conv2dForwardPacked(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    Conv2dParams p = read_conv_params(a, 0);
+    auto X = a.array<float>(1, "x"), P = a.array<float>(2, "packed"), Bias = a.array<float>(3, "bias", true), Y = a.array<float>(4, "y");
+    check_min_length(X, p.input_size());
+    check_min_length(P, conv2d_packed_weights_size(p));
+    if (Bias.present()) check_min_length(Bias, p.c_out);
+    check_min_length(Y, p.output_size());
+    check_no_overlap(Y, X);
+    check_no_overlap(Y, P);
+    check_no_overlap(Y, Bias);
+    const float *x = X.data, *packed = P.data, *bias = Bias.data;
+    float* y = Y.data;
+    return Job{[p, x, packed, bias, y] { conv2d_forward_packed(p, x, packed, bias, y); }, Y.value,
+               {X.value, P.value, Y.value, a.value(3)}};
+  });
+}
+
 // conv2dBackwardData(async, params, dy, w, dx)
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
@@ -758,7 +802,8 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"devices", Devices}, {"cudaStatus", CudaStatus}, {"cpuInfo", CpuInfoValue},
         {"numThreads", GetNumThreads}, {"setNumThreads", SetNumThreads}, {"setIsaLimit", SetIsaLimit},
         {"sgemm", Sgemm}, {"packB", PackB}, {"sgemmPacked", SgemmPacked},
-        {"conv2dForward", Conv2dForward}, {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
+        {"conv2dForward", Conv2dForward}, {"conv2dPackedSize", Conv2dPackedSize}, {"conv2dPackWeights", Conv2dPackWeights}, {"conv2dForwardPacked", Conv2dForwardPacked},
+        {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
         {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
         {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward},

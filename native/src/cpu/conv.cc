@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels_internal.h"
+#include "kintsugi/cpu.h"
 #include "kintsugi/error.h"
 #include "kintsugi/gemm.h"
 #include "kintsugi/threadpool.h"
@@ -619,6 +620,90 @@ void conv2d_backward_weight_reference(const Conv2dParams& p, const float* x, con
       db[oc] = float(acc);
     }
   }
+}
+
+
+// ---- pre-packed weights ----
+
+namespace {
+
+// Header of a packed buffer: layout, then the weight shape it was made for (int32 words).
+constexpr int64_t kPackedHeader = 16;
+enum PackedLayout : int32_t { kPackedRaw = 0x4b430001, kPackedDirect16 = 0x4b430002 };
+
+bool use_direct(const Conv2dParams& p) {
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+  // Output channels fill 16-lane vectors; few channels would mostly compute padding lanes.
+  return active_isa() == Isa::Avx512 && p.groups == 1 && (p.c_out % 16 == 0 || p.c_out >= 48);
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+int64_t packed_body(const Conv2dParams& p, bool direct) {
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+  if (direct) return conv_internal::direct_packed_size(p);
+#else
+  (void)direct;
+#endif
+  return p.weight_size();
+}
+
+void header_words(const Conv2dParams& p, int32_t layout, int32_t out[kPackedHeader]) {
+  std::memset(out, 0, sizeof(int32_t) * kPackedHeader);
+  out[0] = layout;
+  out[1] = int32_t(p.c_out);
+  out[2] = int32_t(p.c_in / p.groups);
+  out[3] = int32_t(p.kh);
+  out[4] = int32_t(p.kw);
+  out[5] = int32_t(p.groups);
+}
+
+}  // namespace
+
+int64_t conv2d_packed_weights_size(const Conv2dParams& p) {
+  check_conv2d(p);
+  return kPackedHeader + packed_body(p, use_direct(p));
+}
+
+void conv2d_pack_weights(const Conv2dParams& p, const float* w, float* packed) {
+  check_conv2d(p);
+  const bool direct = use_direct(p);
+  int32_t h[kPackedHeader];
+  header_words(p, direct ? kPackedDirect16 : kPackedRaw, h);
+  std::memcpy(packed, h, sizeof h);
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+  if (direct) {
+    conv_internal::direct_pack_weights_avx512(p, w, packed + kPackedHeader);
+    return;
+  }
+#endif
+  std::memcpy(packed + kPackedHeader, w, size_t(p.weight_size()) * sizeof(float));
+}
+
+void conv2d_forward_packed(const Conv2dParams& p, const float* x, const float* packed, const float* bias, float* y) {
+  check_conv2d(p);
+  int32_t h[kPackedHeader], want[kPackedHeader];
+  std::memcpy(h, packed, sizeof h);
+  header_words(p, h[0], want);
+  if ((h[0] != kPackedRaw && h[0] != kPackedDirect16) || std::memcmp(h, want, sizeof h) != 0)
+    throw_expected(ErrorKind::Range,
+                   "weights packed for [" + str(p.c_out) + ", " + str(p.c_in / p.groups) + ", " + str(p.kh) + ", " +
+                       str(p.kw) + "] with groups " + str(p.groups),
+                   "packed", "weights packed for [" + str(h[1]) + ", " + str(h[2]) + ", " + str(h[3]) + ", " + str(h[4]) + "] with groups " + str(h[5]));
+  if (p.n == 0) return;
+  const float* body = packed + kPackedHeader;
+  detail::translate_bad_alloc("conv2d_forward_packed", [&] {
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+    // The direct layout was made where AVX-512 is present; a later ISA limit does not change it.
+    if (h[0] == kPackedDirect16) {
+      conv_internal::direct_forward_avx512(p, x, body, bias, y);
+      return;
+    }
+#endif
+    forward_impl(p, x, body, bias, y);
+  });
 }
 
 }  // namespace kintsugi

@@ -170,6 +170,14 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
 void set_implicit_gemm_tuning(const ImplicitGemmTuning& t);
 const ImplicitGemmTuning& implicit_gemm_tuning();
 
+#if !defined(KINTSUGI_NO_X86_KERNELS)
+// Direct convolution with pre-packed weights (conv_direct_avx512.cc): groups == 1, any stride,
+// padding and dilation.
+int64_t direct_packed_size(const Conv2dParams& p);
+void direct_pack_weights_avx512(const Conv2dParams& p, const float* w, float* packed);
+void direct_forward_avx512(const Conv2dParams& p, const float* x, const float* packed, const float* bias, float* y);
+#endif
+
 }  // namespace conv_internal
 #endif
 }  // namespace kintsugi

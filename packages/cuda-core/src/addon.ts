@@ -107,6 +107,9 @@ export interface NativeAddon {
   packB(layout: Layout, transB: boolean, k: number, n: number, b: Float32Array, ldb: number): NativePackedMatrix;
   sgemmPacked: Call<[Layout, boolean, number, number, Float32Array, number, NativePackedMatrix, number, Float32Array, number], Float32Array>;
   conv2dForward: Call<[NativeConvParams, Float32Array, Float32Array, Maybe<Float32Array>, Float32Array], Float32Array>;
+  conv2dPackedSize(params: NativeConvParams): number;
+  conv2dPackWeights: Call<[NativeConvParams, Float32Array, Float32Array], Float32Array>;
+  conv2dForwardPacked: Call<[NativeConvParams, Float32Array, Float32Array, Maybe<Float32Array>, Float32Array], Float32Array>;
   conv2dBackwardData: Call<[NativeConvParams, Float32Array, Float32Array, Float32Array], Float32Array>;
   conv2dBackwardWeight: Call<[NativeConvParams, Float32Array, Float32Array, Float32Array, Maybe<Float32Array>], Float32Array>;
   checksum: Call<[ChecksumKind, Float32Array | Float64Array, number, number, number, Maybe<Float32Array | Float64Array>, Float64Array], Float64Array>;

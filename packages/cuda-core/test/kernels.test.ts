@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
-  embeddingBagBackwardSync, embeddingBagSync, gemm, gemmSync, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
+  embeddingBagBackwardSync, embeddingBagSync, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
   sumEncode, sumEncodeSync, ReedSolomonCode, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
 } from '../src/index.js';
 import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
@@ -173,6 +173,79 @@ describe('conv2d', () => {
     expect(Number.isNaN(y.get(0, 0, 1, 1))).toBe(true);
     expect(y.get(0, 0, 4, 4)).toBe(Infinity);
     expect(Number.isFinite(y.get(0, 0, 2, 2))).toBe(true);
+  });
+});
+
+describe('PackedConv2dWeights', () => {
+  const cases = [
+    { name: '3x3 pad 1, odd width, 48 channels', x: [2, 5, 7, 13], w: [48, 5, 3, 3], o: { padding: 1 } },
+    { name: 'stride 2, 80 channels (a block and a vector)', x: [1, 4, 11, 15], w: [80, 4, 3, 3], o: { stride: 2, padding: 1 } },
+    { name: '1x1 stride 2 (downsample)', x: [1, 8, 14, 13], w: [64, 8, 1, 1], o: { stride: 2 } },
+    { name: '7x7 stride 2 pad 3', x: [1, 3, 20, 20], w: [64, 3, 7, 7], o: { stride: 2, padding: 3 } },
+    { name: 'dilation, padding past the kernel, 70 channels', x: [1, 3, 9, 10], w: [70, 3, 3, 3], o: { dilation: 2, padding: 4 } },
+    { name: 'groups (raw weights kept)', x: [2, 4, 6, 6], w: [32, 2, 3, 3], o: { groups: 2, padding: 1 } },
+    { name: 'few output channels (raw weights kept)', x: [1, 3, 6, 5], w: [5, 3, 3, 3], o: { padding: 1 } },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: forward matches conv2d's reference`, async () => {
+      const x = Tensor.random(c.x, 31), w = Tensor.random(c.w, 32), bias = Tensor.random([c.w[0]], 33);
+      const p = conv2dParams(c.x, c.w, c.o);
+      const { atol, rtol } = tol(p.cIn / p.groups * p.kh * p.kw);
+      const packed = new PackedConv2dWeights(w, c.o);
+      expect(packed.shape).toEqual(c.w);
+      const y = await packed.forward(x, bias);
+      expect(y.shape).toEqual([p.n, p.cOut, p.outH, p.outW]);
+      expect(worstError(y.data, convRef(x.data, w.data, bias.data, p), atol, rtol)).toBeLessThanOrEqual(1);
+      expect(worstError(packed.forwardSync(x).data, convRef(x.data, w.data, null, p), atol, rtol)).toBeLessThanOrEqual(1);
+      expect(worstError((await conv2d(x, packed, bias, c.o)).data, convRef(x.data, w.data, bias.data, p), atol, rtol)).toBeLessThanOrEqual(1);
+      // Small integers: every sum is exact, so the packed path equals the plain one bit for bit.
+      const xi = smallInts(c.x, 34), wi = smallInts(c.w, 35);
+      const pi = new PackedConv2dWeights(wi, c.o);
+      expect(Array.from(pi.forwardSync(xi).data)).toEqual(Array.from(conv2dSync(xi, wi, null, c.o).data));
+      pi.dispose();
+      packed.dispose();
+    });
+  }
+
+  it('one packing serves other input sizes and strides; out is overwritten', async () => {
+    const w = Tensor.random([32, 4, 3, 3], 36), packed = new PackedConv2dWeights(w, { padding: 1 });
+    for (const [shape, o] of [[[1, 4, 9, 7], { padding: 1 }], [[2, 4, 5, 12], { stride: 2, padding: 0 }]] as const) {
+      const x = Tensor.random([...shape], 37);
+      const p = conv2dParams([...shape], [32, 4, 3, 3], o);
+      const out = Tensor.zeros([p.n, p.cOut, p.outH, p.outW]);
+      out.data.fill(NaN);
+      const y = conv2dSync(x, packed, null, { ...o, out });
+      expect(y).toBe(out);
+      const { atol, rtol } = tol(36);
+      expect(worstError(y.data, convRef(x.data, w.data, null, p), atol, rtol)).toBeLessThanOrEqual(1);
+    }
+  });
+
+  it('NaN and Inf in the input propagate', async () => {
+    const x = Tensor.random([1, 2, 6, 6], 38), w = Tensor.fromArray(new Array(16 * 2 * 9).fill(0.5), [16, 2, 3, 3]);
+    x.set(NaN, 0, 0, 0, 0);
+    x.set(Infinity, 0, 1, 5, 5);
+    const y = await new PackedConv2dWeights(w, { padding: 1 }).forward(x);
+    for (let c = 0; c < 16; c++) {
+      expect(Number.isNaN(y.get(0, c, 0, 0))).toBe(true);
+      expect(Number.isNaN(y.get(0, c, 1, 1))).toBe(true);
+      expect(y.get(0, c, 5, 5)).toBe(Infinity);
+      expect(Number.isFinite(y.get(0, c, 3, 3))).toBe(true);
+    }
+  });
+
+  it('disposed weights, wrong shapes and wrong groups raise clear errors', async () => {
+    const w = Tensor.random([32, 4, 3, 3], 39), packed = new PackedConv2dWeights(w);
+    expect(() => packed.forwardSync(Tensor.random([1, 5, 6, 6], 40))).toThrow(RangeError);
+    expect(() => packed.forwardSync(Tensor.random([1, 4, 2, 2], 40))).toThrow(RangeError);
+    expect(() => conv2dSync(Tensor.random([1, 4, 6, 6], 40), packed, null, { groups: 2 })).toThrow(RangeError);
+    expect(() => packed.forwardSync(Tensor.random([1, 4, 6, 6], 40), Tensor.zeros([31]))).toThrow(RangeError);
+    expect(() => new PackedConv2dWeights(Tensor.random([32, 3, 3, 3], 41), { groups: 5 })).toThrow(RangeError);
+    expect(() => new PackedConv2dWeights(Tensor.random([32, 4, 3], 41) as never)).toThrow();
+    packed.dispose();
+    expect(packed.disposed).toBe(true);
+    expect(() => packed.forwardSync(Tensor.random([1, 4, 6, 6], 40))).toThrow(/disposed PackedConv2dWeights/);
+    await expect(packed.forward(Tensor.random([1, 4, 6, 6], 40))).rejects.toThrow(TypeError);
   });
 });
 
