@@ -128,6 +128,10 @@ TileFn tile_fn(int v, int p, int64_t stride) {
   return sn.fn[v - 1][p - 1];
 }
 
+// GCC 12 reports the _mm512_undefined_ps() pass-through inside its unpack/shuffle intrinsics as
+// "may be used uninitialized" (a false positive of the header, not of this code).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // In-register 16 x 16 transpose: r[t] (pixel t, 16 channels) -> r[c] (channel c, 16 pixels).
 inline void transpose16(__m512 r[16]) {
   __m512 t[16];
@@ -154,6 +158,7 @@ inline void transpose16(__m512 r[16]) {
   }
   for (int k = 0; k < 16; ++k) r[k] = o[k];
 }
+#pragma GCC diagnostic pop
 
 // Blocked [pixel][16] of `channels` (<= 16) channels, n pixels -> NCHW rows (ld floats apart).
 void unblock(const float* src, int64_t npix, int channels, const float* bias, float* dst, int64_t ld) {
