@@ -123,9 +123,8 @@ __global__ void __launch_bounds__(gemm_simt::kThreads) simt_abft_kernel(ThreadPa
   __shared__ __align__(16) gemm_simt::SharedTile sA, sB;
   const int tid = int(threadIdx.x);
   const int tx = tid % 16, ty = tid / 16;
-  int tm, tn;
-  tile_coords((p.m + kBM - 1) / kBM, (p.n + kBN - 1) / kBN, tm, tn);
-  const int bm = tm * kBM, bn = tn * kBN;
+  int bm, bn;
+  gemm_simt::cta_origin(p, bm, bn);
 
   float acc[8][8];
   TileChecksums<kTwo> sums;

@@ -39,6 +39,15 @@ constexpr int kBM = 128, kBN = 128, kBK = 8, kLds = 128 + 4, kThreads = 256;
 // The thread's local row (column) i, 0..7, given base = its row (column) 0: base + i%4 + 64*(i/4).
 __host__ __device__ constexpr int frag_index(int base, int i) { return base + (i & 3) + 64 * (i >> 2); }
 
+// The first row and column in C of this CTA's tile (grouped raster, see tile_coords).
+template <typename P>
+__device__ __forceinline__ void cta_origin(const P& p, int& bm, int& bn) {
+  int tm, tn;
+  tile_coords((p.m + kBM - 1) / kBM, (p.n + kBN - 1) / kBN, tm, tn);
+  bm = tm * kBM;
+  bn = tn * kBN;
+}
+
 // One operand's two shared buffers, k-major: [buffer][k][m or n]. The kernel declares one for A
 // and one for B (two arrays rather than one struct: the struct's single base register costs the
 // fused ABFT kernel registers on sm_90).
