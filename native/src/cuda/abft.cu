@@ -2,9 +2,10 @@
 // the host-side repair of flagged regions, and bit-flip fault injection. See kintsugi/cuda_abft.h.
 //
 // Kernels:
-//   simt_abft_kernel<T, tA, tB, kTwo>  the SIMT GEMM of gemm.cu (128x128x8 CTA tile, 256 threads,
-//                                     8x8 outputs per thread at rows ty*4+{0..3}, 64+ty*4+{0..3}
-//                                     and columns likewise with tx) plus, per k:
+//   simt_abft_kernel<T, tA, tB, kTwo>  the SIMT GEMM main loop of gemm_simt.cuh (128x128x8 CTA
+//                                     tile, 256 threads, 8x8 outputs per thread at rows
+//                                     ty*4+{0..3}, 64+ty*4+{0..3} and columns likewise with tx),
+//                                     its hook (TileChecksums) adding per k:
 //                                       s_a = sum of the thread's 8 A values, |s|_a likewise;
 //                                       col_exp[j] += s_a b[j], col_mag[j] += |s|_a |b[j]|
 //                                     and with kTwo the row direction from s_b, |s|_b. After the K
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "gemm_simt.cuh"
 #include "kernels.cuh"
 #include "kintsugi/cuda_abft.h"
 
@@ -57,10 +59,6 @@ struct DevEvent {
 };
 static_assert(sizeof(DevEvent) == 64, "event layout");
 
-__device__ __forceinline__ float ab_float(float x) { return x; }
-__device__ __forceinline__ float ab_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float ab_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
 __device__ __forceinline__ void record_ratio(Header* h, double q) {
   if (!(q == q)) q = __longlong_as_double(0x7ff0000000000000ll);  // NaN counts as infinity
   atomicMax(&h->max_ratio, static_cast<unsigned long long>(__double_as_longlong(q)));
@@ -81,130 +79,60 @@ struct ThreadParams {
   int max_events;
 };
 
-constexpr int kBM = 128, kBN = 128, kBK = 8, kLds = 128 + 4;
+using gemm_simt::kBM;
+using gemm_simt::kBN;
+using gemm_simt::frag_index;
 
-// Linear block index -> (tile_m, tile_n) in groups of 8 tile rows (as gemm.cu).
-__device__ __forceinline__ void tile_coords(int tiles_m, int tiles_n, int& tm, int& tn) {
-  constexpr int kGroup = 8;
-  int pid = int(blockIdx.x);
-  int per_group = kGroup * tiles_n;
-  int group = pid / per_group;
-  int first_m = group * kGroup;
-  int group_rows = min(tiles_m - first_m, kGroup);
-  int in_group = pid - group * per_group;
-  tm = first_m + in_group % group_rows;
-  tn = in_group / group_rows;
-}
+// The main loop's hook: the expected column (and with kTwo row) sums of the thread's 8x8 tile and
+// their magnitudes, accumulated per k from the same a[8], b[8] the FMAs used.
+template <bool kTwo>
+struct TileChecksums {
+  float col_exp[8], col_mag[8], row_exp[8], row_mag[8];  // row_* are dead (removed) unless kTwo
+
+  __device__ __forceinline__ TileChecksums() {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) col_exp[i] = col_mag[i] = row_exp[i] = row_mag[i] = 0.0f;
+  }
+
+  __device__ __forceinline__ void operator()(const float (&a)[8], const float (&b)[8]) {
+    // Column checksums of the tile: sum over the thread's rows first (7 adds), then 8 FMAs; the
+    // magnitudes the same over |a| and |b| (abs is a free operand modifier).
+    const float sa = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    const float sabs = ((fabsf(a[0]) + fabsf(a[1])) + (fabsf(a[2]) + fabsf(a[3]))) +
+                       ((fabsf(a[4]) + fabsf(a[5])) + (fabsf(a[6]) + fabsf(a[7])));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      col_exp[j] = fmaf(sa, b[j], col_exp[j]);
+      col_mag[j] = fmaf(sabs, fabsf(b[j]), col_mag[j]);
+    }
+    if constexpr (kTwo) {
+      const float sb = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+      const float sbabs = ((fabsf(b[0]) + fabsf(b[1])) + (fabsf(b[2]) + fabsf(b[3]))) +
+                          ((fabsf(b[4]) + fabsf(b[5])) + (fabsf(b[6]) + fabsf(b[7])));
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        row_exp[i] = fmaf(a[i], sb, row_exp[i]);
+        row_mag[i] = fmaf(fabsf(a[i]), sbabs, row_mag[i]);
+      }
+    }
+  }
+};
 
 template <typename T, bool kTransA, bool kTransB, bool kTwo>
-__global__ void __launch_bounds__(256) simt_abft_kernel(ThreadParams p) {
-  __shared__ __align__(16) float sA[2][kBK][kLds];
-  __shared__ __align__(16) float sB[2][kBK][kLds];
+__global__ void __launch_bounds__(gemm_simt::kThreads) simt_abft_kernel(ThreadParams p) {
+  __shared__ __align__(16) gemm_simt::SharedTile sA, sB;
   const int tid = int(threadIdx.x);
   const int tx = tid % 16, ty = tid / 16;
-  int tm, tn;
-  tile_coords((p.m + kBM - 1) / kBM, (p.n + kBN - 1) / kBN, tm, tn);
-  const int bm = tm * kBM, bn = tn * kBN;
-  const T* A = static_cast<const T*>(p.a);
-  const T* B = static_cast<const T*>(p.b);
-
-  float ra[4], rb[4];
-  auto load_a = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      int kk, mm;
-      if constexpr (kTransA) { mm = tid % 128; kk = tid / 128 + 2 * i; }
-      else { kk = tid % 8; mm = tid / 8 + 32 * i; }
-      int gm = bm + mm, gk = k0 + kk;
-      bool ok = gm < p.m && gk < p.k;
-      int64_t off = kTransA ? int64_t(gk) * p.lda + gm : int64_t(gm) * p.lda + gk;
-      ra[i] = ok ? ab_float(A[off]) : 0.0f;
-    }
-  };
-  auto load_b = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      int kk, nn;
-      if constexpr (kTransB) { kk = tid % 8; nn = tid / 8 + 32 * i; }
-      else { nn = tid % 128; kk = tid / 128 + 2 * i; }
-      int gn = bn + nn, gk = k0 + kk;
-      bool ok = gn < p.n && gk < p.k;
-      int64_t off = kTransB ? int64_t(gn) * p.ldb + gk : int64_t(gk) * p.ldb + gn;
-      rb[i] = ok ? ab_float(B[off]) : 0.0f;
-    }
-  };
-  auto store = [&](int buf) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if constexpr (kTransA) sA[buf][tid / 128 + 2 * i][tid % 128] = ra[i];
-      else sA[buf][tid % 8][tid / 8 + 32 * i] = ra[i];
-      if constexpr (kTransB) sB[buf][tid % 8][tid / 8 + 32 * i] = rb[i];
-      else sB[buf][tid / 128 + 2 * i][tid % 128] = rb[i];
-    }
-  };
+  int bm, bn;
+  gemm_simt::cta_origin(p, bm, bn);
 
   float acc[8][8];
-  float col_exp[8], col_mag[8], row_exp[8], row_mag[8];  // row_* are dead (removed) unless kTwo
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    col_exp[i] = col_mag[i] = row_exp[i] = row_mag[i] = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
-  }
+  TileChecksums<kTwo> sums;
+  gemm_simt::main_loop<T, kTransA, kTransB>(p, sA, sB, bm, bn, acc, sums);
+  const float (&col_exp)[8] = sums.col_exp, (&col_mag)[8] = sums.col_mag;
+  const float (&row_exp)[8] = sums.row_exp, (&row_mag)[8] = sums.row_mag;
 
-  const int k_tiles = (p.k + kBK - 1) / kBK;
-  load_a(0);
-  load_b(0);
-  store(0);
-  __syncthreads();
-  for (int kt = 0; kt < k_tiles; ++kt) {
-    const int buf = kt & 1;
-    const bool more = kt + 1 < k_tiles;
-    if (more) {
-      load_a((kt + 1) * kBK);
-      load_b((kt + 1) * kBK);
-    }
-#pragma unroll
-    for (int kk = 0; kk < kBK; ++kk) {
-      float a[8], b[8];
-      float4 a0 = *reinterpret_cast<const float4*>(&sA[buf][kk][ty * 4]);
-      float4 a1 = *reinterpret_cast<const float4*>(&sA[buf][kk][64 + ty * 4]);
-      float4 b0 = *reinterpret_cast<const float4*>(&sB[buf][kk][tx * 4]);
-      float4 b1 = *reinterpret_cast<const float4*>(&sB[buf][kk][64 + tx * 4]);
-      a[0] = a0.x; a[1] = a0.y; a[2] = a0.z; a[3] = a0.w;
-      a[4] = a1.x; a[5] = a1.y; a[6] = a1.z; a[7] = a1.w;
-      b[0] = b0.x; b[1] = b0.y; b[2] = b0.z; b[3] = b0.w;
-      b[4] = b1.x; b[5] = b1.y; b[6] = b1.z; b[7] = b1.w;
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-      // Column checksums of the tile: sum over the thread's rows first (7 adds), then 8 FMAs; the
-      // magnitudes the same over |a| and |b| (abs is a free operand modifier).
-      const float sa = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-      const float sabs = ((fabsf(a[0]) + fabsf(a[1])) + (fabsf(a[2]) + fabsf(a[3]))) +
-                         ((fabsf(a[4]) + fabsf(a[5])) + (fabsf(a[6]) + fabsf(a[7])));
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        col_exp[j] = fmaf(sa, b[j], col_exp[j]);
-        col_mag[j] = fmaf(sabs, fabsf(b[j]), col_mag[j]);
-      }
-      if constexpr (kTwo) {
-        const float sb = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
-        const float sbabs = ((fabsf(b[0]) + fabsf(b[1])) + (fabsf(b[2]) + fabsf(b[3]))) +
-                            ((fabsf(b[4]) + fabsf(b[5])) + (fabsf(b[6]) + fabsf(b[7])));
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          row_exp[i] = fmaf(a[i], sb, row_exp[i]);
-          row_mag[i] = fmaf(fabsf(a[i]), sbabs, row_mag[i]);
-        }
-      }
-    }
-    if (more) store(buf ^ 1);
-    __syncthreads();
-  }
-
-  // Thread tile coordinates: local row i is row0 + i%4 + 64*(i/4); columns likewise.
+  // Thread tile coordinates: local row i is frag_index(row0, i); columns likewise.
   const int row0 = bm + ty * 4, col0 = bn + tx * 4;
 
   // Injection: flip a bit of an accumulator before the check (uniform branch; off by default).
@@ -216,7 +144,7 @@ __global__ void __launch_bounds__(256) simt_abft_kernel(ThreadParams p) {
       for (int i = 0; i < 8; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j)
-          if (dr == (i & 3) + 64 * (i >> 2) && dc == (j & 3) + 64 * (j >> 2)) {
+          if (dr == frag_index(0, i) && dc == frag_index(0, j)) {
             acc[i][j] = __uint_as_float(__float_as_uint(acc[i][j]) ^ (1u << p.f_bit[f]));
             atomicExch(&p.header->fault_fired, 1u);
           }
@@ -262,9 +190,9 @@ __global__ void __launch_bounds__(256) simt_abft_kernel(ThreadParams p) {
       e.bound = bnd;
       // One flagged row (two-sided) or column pins that line; otherwise the whole 8x8 tile.
       const bool one_row = kTwo && bad_rows == 1, one_col = bad_cols == 1;
-      e.row0 = one_row ? row0 + (ibad & 3) + 64 * (ibad >> 2) : row0;
+      e.row0 = one_row ? frag_index(row0, ibad) : row0;
       e.rows = one_row ? 1 : 8;
-      e.col0 = one_col ? col0 + (jbad & 3) + 64 * (jbad >> 2) : col0;
+      e.col0 = one_col ? frag_index(col0, jbad) : col0;
       e.cols = one_col ? 1 : 8;
       e.split = (one_row ? 0 : 1) | (one_col ? 0 : 2);
       e.action = -1;
@@ -281,11 +209,11 @@ __global__ void __launch_bounds__(256) simt_abft_kernel(ThreadParams p) {
 
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    const int row = row0 + (i & 3) + 64 * (i >> 2);
+    const int row = frag_index(row0, i);
     if (row >= p.m) continue;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      const int col = col0 + (j & 3) + 64 * (j >> 2);
+      const int col = frag_index(col0, j);
       if (col < p.n) p.c[int64_t(row) * p.ldc + col] = p.alpha * acc[i][j];
     }
   }
@@ -313,7 +241,7 @@ __global__ void __launch_bounds__(kThreads) row_dot_kernel(const T* __restrict__
     const T* xr = x + r * ld;
     double s = 0, m = 0;
     for (int64_t c = lane; c < cols; c += 32) {
-      const double v = ab_float(xr[c]);
+      const double v = to_float(xr[c]);
       s += w ? v * w[c] : v;
       m += wabs ? fabs(v) * wabs[c] : fabs(v);
     }
@@ -343,13 +271,13 @@ __global__ void __launch_bounds__(kThreads) col_dot_kernel(const T* __restrict__
     const T* xc = x + c;
     if (w) {
       for (int64_t r = r0 + ty; r < r1; r += 8) {
-        const double v = ab_float(xc[r * ld]);
+        const double v = to_float(xc[r * ld]);
         s = fma(w[r], v, s);
         m = fma(wabs[r], fabs(v), m);
       }
     } else {
       for (int64_t r = r0 + ty; r < r1; r += 8) {
-        const double v = ab_float(xc[r * ld]);
+        const double v = to_float(xc[r * ld]);
         s += v;
         m += fabs(v);
       }
@@ -392,7 +320,7 @@ __global__ void __launch_bounds__(kThreads) row_check_kernel(RowCheckParams p) {
   for (int64_t i = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); i < p.m; i += warps) {
     double s = 0, mg = 0, got = 0;
     for (int64_t q = lane; q < p.k; q += 32) {
-      const double v = ab_float(p.trans_a ? A[q * p.lda + i] : A[i * p.lda + q]);
+      const double v = to_float(p.trans_a ? A[q * p.lda + i] : A[i * p.lda + q]);
       s += v * p.bsum[q];
       mg += fabs(v) * p.babs[q];
     }
@@ -450,13 +378,13 @@ __global__ void __launch_bounds__(kThreads) repair_kernel(RepairParams p) {
   const int64_t total = int64_t(e.rows) * e.cols;
   for (int64_t idx = threadIdx.x; idx < total; idx += blockDim.x) {
     const int ii = int(idx / e.cols), jj = int(idx % e.cols);
-    const int i = (e.split & 1) ? e.row0 + (ii & 3) + 64 * (ii >> 2) : e.row0 + ii;
-    const int j = (e.split & 2) ? e.col0 + (jj & 3) + 64 * (jj >> 2) : e.col0 + jj;
+    const int i = (e.split & 1) ? frag_index(e.row0, ii) : e.row0 + ii;
+    const int j = (e.split & 2) ? frag_index(e.col0, jj) : e.col0 + jj;
     if (i >= p.m || j >= p.n) continue;
     double s = 0, mg = 0;
     for (int64_t q = 0; q < p.k; ++q) {
-      const double av = ab_float(p.trans_a ? A[q * p.lda + i] : A[int64_t(i) * p.lda + q]);
-      const double bv = ab_float(p.trans_b ? B[int64_t(j) * p.ldb + q] : B[q * p.ldb + j]);
+      const double av = to_float(p.trans_a ? A[q * p.lda + i] : A[int64_t(i) * p.lda + q]);
+      const double bv = to_float(p.trans_b ? B[int64_t(j) * p.ldb + q] : B[q * p.ldb + j]);
       s += av * bv;
       mg += fabs(av * bv);
     }

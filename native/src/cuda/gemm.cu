@@ -39,6 +39,8 @@
 #include <string>
 
 #include "common.cuh"
+#include "gemm_simt.cuh"
+#include "kernels.cuh"
 
 namespace kintsugi::cuda {
 // Device code lives in a named namespace: in an anonymous one, each architecture's pass warns
@@ -62,10 +64,6 @@ struct Params {
   int c_type;      // DType of C as int
   bool vec_a, vec_b;  // 16-byte loads allowed for the operand
 };
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 __device__ __forceinline__ void from_float(float v, float& out) { out = v; }
 __device__ __forceinline__ void from_float(float v, __half& out) { out = __float2half_rn(v); }
@@ -362,20 +360,6 @@ constexpr size_t mma_smem_bytes() {
   return size_t(MmaLayout<Mma, kTransA, kTransB>::kStageElems) * kStages * sizeof(typename Mma::Elem);
 }
 
-// Maps the linear block index to a (tile_m, tile_n) pair in groups of 8 tile rows, so that CTAs
-// running together share A rows and B columns in L2.
-__device__ __forceinline__ void tile_coords(int tiles_m, int tiles_n, int& tm, int& tn) {
-  constexpr int kGroup = 8;
-  int pid = int(blockIdx.x);
-  int per_group = kGroup * tiles_n;
-  int group = pid / per_group;
-  int first_m = group * kGroup;
-  int group_rows = min(tiles_m - first_m, kGroup);
-  int in_group = pid - group * per_group;
-  tm = first_m + in_group % group_rows;
-  tn = in_group / group_rows;
-}
-
 // Writes a warp's 64 x 32 accumulator tile whose first element is C(row0, col0); fragment
 // element e of tile (i, j) is C(row0 + 16i + g + 8(e/2), col0 + 8j + 2t + e%2) (see above).
 template <typename OutT>
@@ -483,117 +467,35 @@ __global__ void __launch_bounds__(kThreads, kMinArch >= 800 ? 2 : 1) mma_gemm_ke
 }
 
 // ---------------------------------------------------------------------------------------------
-// SIMT kernel: 128 x 128 x 8 CTA tile, 256 threads as 16 x 16, each computing 8 x 8 outputs
-// (rows ty*4 + {0..3} and 64 + ty*4 + {0..3}, columns likewise with tx, so the float4 shared loads
-// of a warp touch distinct or broadcast words). Both tiles are stored k-major in shared memory
-// (sA[k][m], sB[k][n], rows padded by 4 floats) whatever the global layout; global loads are
-// scalar, predicated, converted to fp32 and prefetched into registers one tile ahead.
-constexpr int kSimtBK = 8, kSimtLds = 128 + 4;
+// SIMT kernel: the main loop of gemm_simt.cuh (128 x 128 x 8 CTA tile, 256 threads, 8 x 8 outputs
+// per thread) and the epilogue.
+static_assert(gemm_simt::kBM == kBM && gemm_simt::kBN == kBN && gemm_simt::kThreads == kThreads, "one grid for both kernels");
 
-// Thread (tx, ty)'s outputs: row i < 4 is ty*4 + i, row i >= 4 is 64 + ty*4 + i - 4; columns
-// likewise with tx (the float4 shared loads in the main loop follow the same split).
+// Thread (tx, ty)'s outputs: row i is frag_index(ty*4, i), column j is frag_index(tx*4, j).
 template <typename OutT>
 __device__ __forceinline__ void simt_epilogue(const Params& p, const float (&acc)[8][8], int bm, int bn, int tx, int ty) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    int row = bm + (i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4));
+    int row = gemm_simt::frag_index(bm + ty * 4, i);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      int col = bn + (j < 4 ? tx * 4 + j : 64 + tx * 4 + (j - 4));
+      int col = gemm_simt::frag_index(bn + tx * 4, j);
       epilogue_element<OutT>(p, row, col, acc[i][j]);
     }
   }
 }
 
 template <typename T, bool kTransA, bool kTransB>
-__global__ void __launch_bounds__(256) simt_gemm_kernel(Params p) {
-  __shared__ __align__(16) float sA[2][kSimtBK][kSimtLds];
-  __shared__ __align__(16) float sB[2][kSimtBK][kSimtLds];
+__global__ void __launch_bounds__(gemm_simt::kThreads) simt_gemm_kernel(Params p) {
+  __shared__ __align__(16) gemm_simt::SharedTile sA, sB;
   const int tid = int(threadIdx.x);
   const int tx = tid % 16, ty = tid / 16;
-  int tm, tn;
-  tile_coords((p.m + kBM - 1) / kBM, (p.n + kBN - 1) / kBN, tm, tn);
-  const int bm = tm * kBM, bn = tn * kBN;
-  const T* A = static_cast<const T*>(p.a);
-  const T* B = static_cast<const T*>(p.b);
-
-  // Each thread moves 4 elements of each 128 x 8 tile. For a K-contiguous source (A not
-  // transposed: A[m][k]; B transposed: B[n][k]) thread takes k = tid % 8, mn = tid / 8 + 32 i;
-  // for an MN-contiguous source, mn = tid % 128, k = tid / 128 + 2 i.
-  float ra[4], rb[4];
-  auto load_a = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      int kk, mm;
-      if constexpr (kTransA) { mm = tid % 128; kk = tid / 128 + 2 * i; }
-      else { kk = tid % 8; mm = tid / 8 + 32 * i; }
-      int gm = bm + mm, gk = k0 + kk;
-      bool ok = gm < p.m && gk < p.k;
-      int64_t off = kTransA ? int64_t(gk) * p.lda + gm : int64_t(gm) * p.lda + gk;
-      ra[i] = ok ? to_float(A[off]) : 0.0f;
-    }
-  };
-  auto load_b = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      int kk, nn;
-      if constexpr (kTransB) { kk = tid % 8; nn = tid / 8 + 32 * i; }
-      else { nn = tid % 128; kk = tid / 128 + 2 * i; }
-      int gn = bn + nn, gk = k0 + kk;
-      bool ok = gn < p.n && gk < p.k;
-      int64_t off = kTransB ? int64_t(gn) * p.ldb + gk : int64_t(gk) * p.ldb + gn;
-      rb[i] = ok ? to_float(B[off]) : 0.0f;
-    }
-  };
-  auto store = [&](int buf) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if constexpr (kTransA) sA[buf][tid / 128 + 2 * i][tid % 128] = ra[i];
-      else sA[buf][tid % 8][tid / 8 + 32 * i] = ra[i];
-      if constexpr (kTransB) sB[buf][tid % 8][tid / 8 + 32 * i] = rb[i];
-      else sB[buf][tid / 128 + 2 * i][tid % 128] = rb[i];
-    }
-  };
+  int bm, bn;
+  gemm_simt::cta_origin(p, bm, bn);
 
   float acc[8][8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i)
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
-
-  const int k_tiles = (p.k + kSimtBK - 1) / kSimtBK;
-  load_a(0);
-  load_b(0);
-  store(0);
-  __syncthreads();
-  for (int kt = 0; kt < k_tiles; ++kt) {
-    const int buf = kt & 1;
-    const bool more = kt + 1 < k_tiles;
-    if (more) {  // in flight while this tile is computed
-      load_a((kt + 1) * kSimtBK);
-      load_b((kt + 1) * kSimtBK);
-    }
-#pragma unroll
-    for (int kk = 0; kk < kSimtBK; ++kk) {
-      float a[8], b[8];
-      float4 a0 = *reinterpret_cast<const float4*>(&sA[buf][kk][ty * 4]);
-      float4 a1 = *reinterpret_cast<const float4*>(&sA[buf][kk][64 + ty * 4]);
-      float4 b0 = *reinterpret_cast<const float4*>(&sB[buf][kk][tx * 4]);
-      float4 b1 = *reinterpret_cast<const float4*>(&sB[buf][kk][64 + tx * 4]);
-      a[0] = a0.x; a[1] = a0.y; a[2] = a0.z; a[3] = a0.w;
-      a[4] = a1.x; a[5] = a1.y; a[6] = a1.z; a[7] = a1.w;
-      b[0] = b0.x; b[1] = b0.y; b[2] = b0.z; b[3] = b0.w;
-      b[4] = b1.x; b[5] = b1.y; b[6] = b1.z; b[7] = b1.w;
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
-    // The other buffer was last read in iteration kt-1, which every thread finished before the
-    // barrier that ended it.
-    if (more) store(buf ^ 1);
-    __syncthreads();
-  }
+  gemm_simt::NoHook hook;
+  gemm_simt::main_loop<T, kTransA, kTransB>(p, sA, sB, bm, bn, acc, hook);
 
   if (p.c_type == int(DType::F32)) simt_epilogue<float>(p, acc, bm, bn, tx, ty);
   else simt_epilogue<T>(p, acc, bm, bn, tx, ty);

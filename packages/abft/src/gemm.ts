@@ -9,14 +9,14 @@
 // checksum over |A| and |B| (calibrated for zero false positives: see test/calibration.test.ts).
 import {
   abftGroupSums, abftRowCheck, colSums, cudaDevice, cudaGemm, cudaGemmChecked, cudaWeightChecksums, DeviceTensor, gemm, gemmChecked, Tensor,
-  weightedColSums, weightedRowSums, type AbftCheck, type AbftGroupSums, type CudaAbftReport, type CudaFault, type CudaWeightChecksums,
+  weightedColSums, weightedRowSums, type AbftAction, type AbftCheck, type AbftGroupSums, type AbftTileEvent, type CudaFault, type CudaWeightChecksums,
 } from '@kintsugi/cuda-core';
 
 import { bool, finite, oneOf, options as optionsOf, rangeError, typeError } from './validate.js';
 
 export const schemes = ['none', 'global', 'thread'] as const;
 export type Scheme = (typeof schemes)[number];
-export type Action = 'corrected' | 'recomputed' | 'detected';
+export type Action = AbftAction;
 
 export const EPS32 = 2 ** -24;
 /** Same scale as the native thread-level bound (kAbftBoundScale). */
@@ -127,15 +127,22 @@ interface Normalized {
   bias?: Float32Array;
 }
 
+/** The options the CPU and GPU paths read alike, with their defaults, checked in this order. */
+function sharedOptions(o: Record<string, unknown>): Omit<Normalized, 'checksums' | 'bias'> {
+  return {
+    scheme: o.scheme === undefined ? 'global' : oneOf(o.scheme, 'options.scheme', schemes),
+    transA: o.transA === undefined ? false : bool(o.transA, 'options.transA'),
+    transB: o.transB === undefined ? false : bool(o.transB, 'options.transB'),
+    check: o.check === undefined ? 'two-sided' : oneOf(o.check, 'options.check', ['one-sided', 'two-sided'] as const),
+    tolerance: o.tolerance === undefined ? 1 : finite(o.tolerance, 'options.tolerance', Number.MIN_VALUE),
+    correct: o.correct === undefined ? true : bool(o.correct, 'options.correct'),
+    layer: o.layer === undefined ? 'gemm' : String(o.layer),
+  };
+}
+
 function normalize(a: Tensor<'float32'>, b: Tensor<'float32'>, options: unknown): Normalized & { m: number; n: number; k: number } {
   const o = optionsOf(options, 'options');
-  const scheme = o.scheme === undefined ? 'global' : oneOf(o.scheme, 'options.scheme', schemes);
-  const transA = o.transA === undefined ? false : bool(o.transA, 'options.transA');
-  const transB = o.transB === undefined ? false : bool(o.transB, 'options.transB');
-  const check = o.check === undefined ? 'two-sided' : oneOf(o.check, 'options.check', ['one-sided', 'two-sided'] as const);
-  const tolerance = o.tolerance === undefined ? 1 : finite(o.tolerance, 'options.tolerance', Number.MIN_VALUE);
-  const correct = o.correct === undefined ? true : bool(o.correct, 'options.correct');
-  const layer = o.layer === undefined ? 'gemm' : String(o.layer);
+  const { scheme, transA, transB, check, tolerance, correct, layer } = sharedOptions(o);
   const [m, k] = transA ? [a.shape[1], a.shape[0]] : [a.shape[0], a.shape[1]];
   const [kb, n] = transB ? [b.shape[1], b.shape[0]] : [b.shape[0], b.shape[1]];
   if (kb !== k) throw rangeError('b', `${k} rows in op(b) (the columns of op(a))`, `shape [${b.shape}]${transB ? ' transposed' : ''}`, true);
@@ -185,8 +192,9 @@ export async function protectedGemm(a: Tensor<'float32'> | DeviceTensor, b: Tens
   return cpuProtectedGemm(a, b, options);
 }
 
-function gpuEvents(r: CudaAbftReport, layer: string, scheme: Scheme): AbftEvent[] {
-  return r.events.map((e) => ({
+/** Flagged regions of a fused (CPU or GPU) or GPU global check as events: located elements keep their values, the rest their region. */
+function regionEvents(events: readonly AbftTileEvent[], layer: string, scheme: Scheme): AbftEvent[] {
+  return events.map((e) => ({
     layer, scheme, row: e.row, col: e.col, residual: e.residual, bound: e.bound,
     ...(e.row >= 0 ? { before: e.before, after: e.after } : { region: { row0: e.row0, col0: e.col0, rows: e.rows, cols: e.cols } }),
     action: e.action,
@@ -199,13 +207,7 @@ async function gpuProtectedGemm(a: unknown, b: unknown, options: ProtectedGemmOp
   if (onHost !== !(b instanceof DeviceTensor)) throw typeError('b', onHost ? 'a Tensor (as a)' : 'a DeviceTensor (as a)', b);
   const index = o.device !== undefined ? cudaIndex(o.device) : (a as DeviceTensor).device;
   if (!onHost && (a as DeviceTensor).device !== index) throw rangeError('options.device', `cuda:${(a as DeviceTensor).device} (where a lives)`, o.device);
-  const scheme = o.scheme === undefined ? 'global' : oneOf(o.scheme, 'options.scheme', schemes);
-  const transA = o.transA === undefined ? false : bool(o.transA, 'options.transA');
-  const transB = o.transB === undefined ? false : bool(o.transB, 'options.transB');
-  const check = o.check === undefined ? 'two-sided' : oneOf(o.check, 'options.check', ['one-sided', 'two-sided'] as const);
-  const tolerance = o.tolerance === undefined ? 1 : finite(o.tolerance, 'options.tolerance', Number.MIN_VALUE);
-  const correct = o.correct === undefined ? true : bool(o.correct, 'options.correct');
-  const layer = o.layer === undefined ? 'gemm' : String(o.layer);
+  const { scheme, transA, transB, check, tolerance, correct, layer } = sharedOptions(o);
   if (o.checksums !== undefined) throw typeError('options.checksums', 'undefined on the GPU (pass cudaChecksums from cudaWeightChecksums)', 'host checksums', true);
   let A: DeviceTensor, B: DeviceTensor;
   if (onHost) {
@@ -227,7 +229,7 @@ async function gpuProtectedGemm(a: unknown, b: unknown, options: ProtectedGemmOp
         ...(o.inject !== undefined ? { inject: o.inject as CudaFault } : {}),
       });
       out = r.out;
-      report = { scheme, events: gpuEvents(r.report, layer, scheme), maxRatio: r.report.maxRatio };
+      report = { scheme, events: regionEvents(r.report.events, layer, scheme), maxRatio: r.report.maxRatio };
     }
     if (!onHost) {
       if (o.bias !== undefined) throw typeError('options.bias', 'undefined for DeviceTensor inputs (add the bias on the device)', 'a bias', true);
@@ -265,12 +267,7 @@ async function cpuProtectedGemm(a: Tensor<'float32'>, b: Tensor<'float32'>, opti
       transA: o.transA, transB: o.transB, check: o.check, tolerance: o.tolerance, correct: o.correct, groupSums: o.checksums?.groups,
     });
     if (o.bias) addBias(out, o.bias);
-    const events: AbftEvent[] = report.events.map((e) => ({
-      layer: o.layer, scheme: 'thread', row: e.row, col: e.col, residual: e.residual, bound: e.bound,
-      ...(e.row >= 0 ? { before: e.before, after: e.after } : { region: { row0: e.row0, col0: e.col0, rows: e.rows, cols: e.cols } }),
-      action: e.action,
-    }));
-    return { out, report: { scheme: 'thread', events, maxRatio: report.maxRatio } };
+    return { out, report: { scheme: 'thread', events: regionEvents(report.events, o.layer, 'thread'), maxRatio: report.maxRatio } };
   }
   const out = await plainGemm(A, B, o);
   const report = await globalCheck(A, B, out, o);

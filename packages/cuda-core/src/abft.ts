@@ -63,8 +63,23 @@ export interface GemmCheckedOptions {
   maxEvents?: number;
 }
 
-const EVENT_FIELDS = 11;
+/** Numbers per event in a native report (CPU and GPU): row0, col0, rows, cols, residual, bound, row, col, before, after, action. */
+export const EVENT_FIELDS = 11;
 const ACTIONS: AbftAction[] = ['corrected', 'recomputed', 'detected'];
+
+/** The events listed in a native report after its `header` numbers: `count` raised, as many as the report holds. */
+export function decodeAbftEvents(report: Float64Array, header: number, count: number): AbftTileEvent[] {
+  const shown = Math.min(count, Math.floor((report.length - header) / EVENT_FIELDS));
+  const events: AbftTileEvent[] = [];
+  for (let e = 0; e < shown; e++) {
+    const d = report.subarray(header + e * EVENT_FIELDS, header + (e + 1) * EVENT_FIELDS);
+    events.push({
+      row0: d[0], col0: d[1], rows: d[2], cols: d[3], residual: d[4], bound: d[5], row: d[6], col: d[7], before: d[8], after: d[9],
+      action: ACTIONS[d[10]],
+    });
+  }
+  return events;
+}
 
 /** Columns per checksum group for the active kernels. */
 export function abftGroupWidth(): number {
@@ -87,16 +102,7 @@ export function abftGroupSums(b: Tensor<'float32'>, options: { transB?: boolean;
 
 function decode(report: Float64Array): AbftGemmReport {
   const count = report[2];
-  const shown = Math.min(count, Math.floor((report.length - 3) / EVENT_FIELDS));
-  const events: AbftTileEvent[] = [];
-  for (let e = 0; e < shown; e++) {
-    const d = report.subarray(3 + e * EVENT_FIELDS, 3 + (e + 1) * EVENT_FIELDS);
-    events.push({
-      row0: d[0], col0: d[1], rows: d[2], cols: d[3], residual: d[4], bound: d[5], row: d[6], col: d[7], before: d[8], after: d[9],
-      action: ACTIONS[d[10]],
-    });
-  }
-  return { tiles: report[0], maxRatio: report[1], events, eventCount: count };
+  return { tiles: report[0], maxRatio: report[1], events: decodeAbftEvents(report, 3, count), eventCount: count };
 }
 
 function plan(a: unknown, b: unknown, options: unknown) {

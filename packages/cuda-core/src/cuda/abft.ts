@@ -6,6 +6,7 @@
 //    (one-sided: column sums; two-sided: also row sums), compared once after the K loop.
 // Flagged regions are recomputed in fp64 from A and B on the device: one wrong element is
 // corrected in place, several are rewritten. Bounds follow the CPU's model (128·tol·eps32·Σ|a||b|).
+import { decodeAbftEvents, EVENT_FIELDS, type AbftAction, type AbftTileEvent } from '../abft.js';
 import { native } from '../addon.js';
 import { boolean, finiteNumber, integer, oneOf, plainObject, rangeError, typeError } from '../validate.js';
 import { checkDeviceTensor, DeviceTensor, streamHandle, type CudaStream } from './memory.js';
@@ -14,24 +15,10 @@ type FloatDType = 'float32' | 'float16' | 'bfloat16';
 const floatDTypes: readonly FloatDType[] = ['float32', 'float16', 'bfloat16'];
 
 export type CudaAbftScheme = 'global' | 'thread';
-export type CudaAbftAction = 'corrected' | 'recomputed' | 'detected';
+export type CudaAbftAction = AbftAction;
 
 /** One flagged region of C: a row (global), a thread tile (rows row0+{0..3, 64..67}, likewise columns) or one of its lines. */
-export interface CudaAbftEvent {
-  row0: number;
-  col0: number;
-  rows: number;
-  cols: number;
-  /** The checksum difference that fired and the bound it exceeded. */
-  residual: number;
-  bound: number;
-  /** The located element (-1 when the region held no single wrong element). */
-  row: number;
-  col: number;
-  before: number;
-  after: number;
-  action: CudaAbftAction;
-}
+export type CudaAbftEvent = AbftTileEvent;
 
 export interface CudaAbftReport {
   scheme: CudaAbftScheme;
@@ -89,8 +76,7 @@ export function cudaAbftWorkspaceBytes(scheme: CudaAbftScheme, k: number, option
     integer(options.maxEvents ?? 64, 'options.maxEvents', 1, 65536), options.weightChecksums === true);
 }
 
-const HEADER = 4, FIELDS = 11;
-const ACTIONS: CudaAbftAction[] = ['corrected', 'recomputed', 'detected'];
+const HEADER = 4;
 
 /** The global scheme's checksums of op(B) (k x n): Σ_j op(B)(p, j) and Σ_j |op(B)(p, j)|, once per weight. */
 export function cudaWeightChecksums(b: DeviceTensor, options: { transB?: boolean; stream?: CudaStream | null } = {}): CudaWeightChecksums {
@@ -165,7 +151,7 @@ function planChecked(a: unknown, b: unknown, options: unknown) {
   }
   const release = () => { if (ownWorkspace) workspace.dispose(); };
   const stream = streamHandle(o.stream, A.device);
-  const report = new Float64Array(HEADER + FIELDS * maxEvents);
+  const report = new Float64Array(HEADER + EVENT_FIELDS * maxEvents);
   const call = (phase: 'launch' | 'finish') => native.cudaGemmChecked(phase, A.device, stream, scheme, check, tolerance, correct, transA, transB, m, n, k, alpha,
     A.buffer, 0, Math.max(1, A.shape[1]), B.buffer, 0, Math.max(1, B.shape[1]), out.buffer, 0, Math.max(1, n), A.dtype as FloatDType,
     workspace.buffer, 0, sums ? sums.sums.buffer : null, 0, faults, maxEvents, report);
@@ -174,12 +160,7 @@ function planChecked(a: unknown, b: unknown, options: unknown) {
 
 function decode(scheme: CudaAbftScheme, r: Float64Array): CudaAbftReport {
   const count = r[2];
-  const shown = Math.min(count, Math.floor((r.length - HEADER) / FIELDS));
-  const events: CudaAbftEvent[] = [];
-  for (let e = 0; e < shown; e++) {
-    const d = r.subarray(HEADER + e * FIELDS, HEADER + (e + 1) * FIELDS);
-    events.push({ row0: d[0], col0: d[1], rows: d[2], cols: d[3], residual: d[4], bound: d[5], row: d[6], col: d[7], before: d[8], after: d[9], action: ACTIONS[d[10]] });
-  }
+  const events = decodeAbftEvents(r, HEADER, count);
   return {
     scheme, checks: r[0], maxRatio: r[1], eventCount: count, events, detected: count > 0,
     corrected: count > 0 && events.length > 0 && events.every((e) => e.action !== 'detected'), faultFired: r[3] !== 0,
