@@ -47,7 +47,8 @@ export type Health = 'healthy' | 'rebuilding';
 export interface ClusterEvent {
   /** performance.now() in the trainer. */
   at: number;
-  kind: 'failure' | 'rebuild-start' | 'rebuild-done' | 'replaced';
+  /** serving: a replacement answers requests for the lost rows (decoding those not yet rebuilt). */
+  kind: 'failure' | 'serving' | 'rebuild-start' | 'rebuild-done' | 'replaced';
   server: number;
   detail?: unknown;
 }
@@ -128,7 +129,7 @@ export class EmbeddingCluster {
       seed: options.seed ?? 1,
       spares: integer(options.spares ?? (protection === 'none' ? 0 : 1), 'options.spares', 0, 16),
       timeoutMs: integer(options.timeoutMs ?? 5000, 'options.timeoutMs', 10, 600_000),
-      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 256, pauseMs: options.rebuild?.pauseMs ?? 2 },
+      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 4096, pauseMs: options.rebuild?.pauseMs ?? 1 },
       crash: options.crash,
     };
     this.k = k;
@@ -340,6 +341,7 @@ export class EmbeddingCluster {
     };
     const plans = new Map(failed.map((i) => [i, plan(i)]));
     await Promise.all(failed.map((i) => this.#configure(i, { committedStep: this.#committed, rebuild: plans.get(i)!, crash: undefined })));
+    for (const i of failed) this.events.push({ at: performance.now(), kind: 'serving', server: i });
     if (failed.some((i) => i >= this.k)) {
       const peers = new Writer().json(this.#servers.slice(this.k).map((s) => s.addr)).build();
       await Promise.all(this.#servers.slice(0, this.k).map((s) => s.conn.request(Op.peers, peers)));

@@ -22,6 +22,7 @@ export const Op = {
   peers: 13,
   crash: 14,
   shutdown: 15,
+  readRange: 16,
   error: 255,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
@@ -39,6 +40,22 @@ export function encodeFrame(op: number, id: number, payload: Buffer): Buffer {
   head.writeUInt8(op, 4);
   head.writeUInt32LE(id, 5);
   return Buffer.concat([head, payload]);
+}
+
+/** Writes a frame as header + payload in one writev (no copy of the payload into a joined frame). */
+export function writeFrame(socket: net.Socket, op: number, id: number, payload: Buffer): void {
+  const head = Buffer.allocUnsafe(HEADER);
+  head.writeUInt32LE(payload.length + 5, 0);
+  head.writeUInt8(op, 4);
+  head.writeUInt32LE(id, 5);
+  if (payload.length < 4096) {
+    socket.write(Buffer.concat([head, payload]));
+    return;
+  }
+  socket.cork();
+  socket.write(head);
+  socket.write(payload);
+  socket.uncork();
 }
 
 /** Splits a byte stream into frames; chunks are joined once per frame, not per chunk. */
@@ -225,7 +242,7 @@ export class Connection {
         reject(new ShardUnavailableError(this.label, `Expected a reply from ${this.label} to ${opName(op)} within ${timeoutMs} ms but received none`));
       }, timeoutMs);
       this.#pending.set(id, { resolve, reject, timer, op });
-      this.#socket.write(encodeFrame(op, id, payload));
+      writeFrame(this.#socket, op, id, payload);
     });
   }
 
@@ -255,7 +272,7 @@ export function serve(handler: Handler, host = '127.0.0.1', port = 0): Promise<n
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
     const reply = (op: number, id: number, payload: Buffer) => {
-      if (!socket.destroyed) socket.write(encodeFrame(op, id, payload));
+      if (!socket.destroyed) writeFrame(socket, op, id, payload);
     };
     const decoder = new FrameDecoder((op, id, payload) => {
       let result: Buffer | void | Promise<Buffer | void>;
