@@ -71,6 +71,11 @@ const u8 = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLen
 /** The same bytes as 32-bit integers: copies through these keep every bit (float copies may not). */
 const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
 const f32 = (b: Uint8Array) => new Float32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
+function rangeSlots(start: number, count: number): Int32Array {
+  const out = new Int32Array(count);
+  for (let i = 0; i < count; i++) out[i] = start + i;
+  return out;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface StagedDelta {
@@ -98,9 +103,10 @@ export class ShardServer {
   #parities: Connection[] | null = null;
   // Rebuild state: which slots hold current data; ranges being fetched; deltas for absent slots.
   #present: Uint8Array | null = null;
-  #inflight = new Map<number, Promise<void>>();
   #pending = new Map<number, StagedDelta[]>();
-  #sources: { block: number; conn: Connection }[] = [];
+  /** Per source: a connection for degraded reads and one for the background rebuild's ranges, so a
+   * read for training never queues behind a range's bytes. */
+  #sources: { block: number; conn: Connection; bulk: Connection }[] = [];
   #rebuildDone: Promise<unknown> | null = null;
   stats = { degradedReads: 0, degradedSlots: 0, ranges: 0, retries: 0 };
 
@@ -167,8 +173,12 @@ export class ShardServer {
       this.#replicas = c.role === 'parity' && c.state === 'replicated' ? Array.from({ length: c.k }, () => new Float32Array(this.#slots * this.#sw)) : [];
       this.#present = new Uint8Array(this.#slots);
       // Connected before the reply: the first degraded read may arrive right after it.
-      for (const s of this.#sources) s.conn.close();
-      this.#sources = await Promise.all(c.rebuild.sources.map(async (s) => ({ block: s.block, conn: await Connection.connect(s.host, s.port, `rebuild source ${s.block} (${s.host}:${s.port})`, c.timeoutMs) })));
+      this.#closeSources();
+      const connect = (s: Address & { block: number }) => Connection.connect(s.host, s.port, `rebuild source ${s.block} (${s.host}:${s.port})`, c.timeoutMs);
+      this.#sources = await Promise.all(c.rebuild.sources.map(async (s) => {
+        const [conn, bulk] = await Promise.all([connect(s), connect(s)]);
+        return { block: s.block, conn, bulk };
+      }));
     } else {
       this.#present = null;
       if (c.role === 'data') this.#store = this.#initialRows(c.index);
@@ -363,13 +373,13 @@ export class ShardServer {
   async #readRange(body: Reader): Promise<Buffer> {
     const part = body.u32(), which = body.u32(), start = body.u32(), count = body.u32();
     if (start + count > this.#slots) throw rangeError('range', `slots in [0, ${this.#slots - 1}]`, `${start}..${start + count - 1}`);
-    if (this.#present) await this.#ensure(Int32Array.from({ length: count }, (_, i) => start + i));
+    if (this.#present) await this.#ensure(rangeSlots(start, count));
     const c = this.#cfg, w = this.#width;
     let out: Float32Array;
     if (c.role === 'parity' && part === READ_CODED) out = this.#store.subarray(start * this.#coded, (start + count) * this.#coded);
     else if (c.role === 'parity' && part === READ_STATE && this.#replicas[which]) out = this.#replicas[which].subarray(start * this.#sw, (start + count) * this.#sw);
     else if (c.role === 'data' && (part === READ_FULL || (part === READ_CODED && this.#coded === w))) out = this.#store.subarray(start * w, (start + count) * w);
-    else out = this.#readNow(part, which, Int32Array.from({ length: count }, (_, i) => start + i));
+    else out = this.#readNow(part, which, rangeSlots(start, count));
     // Built (copied) synchronously: the reply is the state at the committed step it names.
     return new Writer().u32(this.#committed + 1).array(out).build();
   }
@@ -434,25 +444,21 @@ export class ShardServer {
 
   // ---- rebuild and degraded reads ---------------------------------------------------------------
 
-  /** Makes sure the slots hold current data: waits for their range or decodes them on demand. */
+  /**
+   * Makes sure the slots hold current data: absent ones are decoded on demand (a degraded read),
+   * also those of the range being rebuilt — waiting for a whole range would stall training for
+   * longer than decoding the few rows a step touches. Whichever install comes second skips the
+   * slots the first one installed (they may have been updated since), so both orders are exact.
+   */
   async #ensure(slots: Int32Array): Promise<void> {
     const present = this.#present;
     if (!present) return;
-    const plan = this.#cfg.rebuild!;
-    const waits = new Set<Promise<void>>(), missing: number[] = [];
-    for (const s of slots) {
-      if (present[s]) continue;
-      const range = this.#inflight.get(Math.floor(s / plan.rangeSlots));
-      // An update to a row of the range being rebuilt waits for the range: it is buffered.
-      if (range) waits.add(range);
-      else missing.push(s);
-    }
-    if (missing.length) {
-      this.stats.degradedReads++;
-      this.stats.degradedSlots += missing.length;
-      waits.add(this.#fetch(Int32Array.from(new Set(missing))));
-    }
-    await Promise.all(waits);
+    const missing: number[] = [];
+    for (const s of slots) if (!present[s]) missing.push(s);
+    if (missing.length === 0) return;
+    this.stats.degradedReads++;
+    this.stats.degradedSlots += missing.length;
+    await this.#fetch(Int32Array.from(new Set(missing)));
   }
 
   /** Reads the slots from the sources at one committed step, decodes and installs absent ones. */
@@ -472,10 +478,11 @@ export class ShardServer {
       const payload = (p: { part: number; which: number }) => (range
         ? new Writer().u32(p.part).u32(p.which).u32(range.start).u32(range.count).build()
         : new Writer().u32(p.part).u32(p.which).array(slots).build());
-      const replies = await Promise.all(parts.map((p) => this.#sources.find((s) => s.block === p.block)!.conn.request(range ? Op.readRange : Op.read, payload(p))));
+      const source = (p: { block: number }) => this.#sources.find((s) => s.block === p.block)!;
+      const replies = await Promise.all(parts.map((p) => (range ? source(p).bulk.request(Op.readRange, payload(p)) : source(p).conn.request(Op.read, payload(p)))));
       const steps = replies.map((r) => r.u32() - 1);
       if (steps.every((s) => s === steps[0])) {
-        this.#install(range ? Int32Array.from({ length: range.count }, (_, i) => range.start + i) : slots, steps[0], parts, replies.map((r) => r.f32s()));
+        this.#install(range ? rangeSlots(range.start, range.count) : slots, steps[0], parts, replies.map((r) => r.f32s()));
         return;
       }
       // A commit landed between the reads: read again (commits are milliseconds apart).
@@ -492,8 +499,10 @@ export class ShardServer {
       if (p.part === READ_CODED) blocks[p.block] = u8(data[i]);
     });
     let coded: Float32Array;
-    if (c.role === 'data') coded = f32(this.#codec!.decode(blocks)[c.index].slice());
-    else coded = f32(this.#codec!.encode(blocks.slice(0, c.k) as Uint8Array[])[c.index].slice());
+    // Decoded blocks are fresh arrays: viewed as floats, copied only when not 4-byte aligned.
+    const floats = (b: Uint8Array) => f32(b.byteOffset % 4 === 0 ? b : b.slice());
+    if (c.role === 'data') coded = floats(this.#codec!.decode(blocks)[c.index]);
+    else coded = floats(this.#codec!.encode(blocks.slice(0, c.k) as Uint8Array[])[c.index]);
     const states = parts.flatMap((p, i) => (p.part === READ_STATE ? [data[i]] : []));
     // Runs of consecutive absent slots with no deltas waiting are installed with one copy each
     // (what a rebuild range almost always is); the rest slot by slot below.
@@ -501,7 +510,8 @@ export class ShardServer {
     if (states.length === 0 && rowWidth === cw) {
       for (let i = 0; i < slots.length;) {
         let j = i;
-        while (j < slots.length && slots[j] === slots[i] + (j - i) && !present[slots[j]] && !this.#pending.has(slots[j])) j++;
+        const pending = this.#pending.size > 0 ? this.#pending : null;
+        while (j < slots.length && slots[j] === slots[i] + (j - i) && !present[slots[j]] && !pending?.has(slots[j])) j++;
         if (j - i >= 2) {
           this.#store.set(coded.subarray(i * cw, j * cw), slots[i] * cw);
           present.fill(1, slots[i], slots[i] + (j - i));
@@ -527,6 +537,14 @@ export class ShardServer {
     });
   }
 
+  #closeSources(): void {
+    for (const s of this.#sources) {
+      s.conn.close();
+      s.bulk.close();
+    }
+    this.#sources = [];
+  }
+
   #rebuild(): Promise<Buffer> {
     const plan = this.#cfg.rebuild;
     if (!plan || !this.#present) throw rangeError('rebuild', 'a server configured with a rebuild plan', 'none', true);
@@ -537,17 +555,11 @@ export class ShardServer {
   async #runRebuild(plan: RebuildPlan): Promise<void> {
     try {
       const present = this.#present!;
-      for (let start = 0, r = 0; start < this.#slots; start += plan.rangeSlots, r++) {
+      for (let start = 0; start < this.#slots; start += plan.rangeSlots) {
         const count = Math.min(this.#slots, start + plan.rangeSlots) - start;
         if (present.subarray(start, start + count).includes(0)) {
           // The whole range is read; slots a degraded read installed meanwhile are kept.
-          const done = this.#fetch(new Int32Array(0), { start, count });
-          this.#inflight.set(r, done);
-          try {
-            await done;
-          } finally {
-            this.#inflight.delete(r);
-          }
+          await this.#fetch(new Int32Array(0), { start, count });
           this.stats.ranges++;
         }
         if (plan.pauseMs > 0) await sleep(plan.pauseMs);
@@ -556,8 +568,7 @@ export class ShardServer {
       this.#present = null;
       this.#pending.clear();
     } finally {
-      for (const s of this.#sources) s.conn.close();
-      this.#sources = [];
+      this.#closeSources();
     }
   }
 }
