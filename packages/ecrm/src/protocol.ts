@@ -43,18 +43,20 @@ export function encodeFrame(op: number, id: number, payload: Buffer): Buffer {
 }
 
 /** Writes a frame as header + payload in one writev (no copy of the payload into a joined frame). */
-export function writeFrame(socket: net.Socket, op: number, id: number, payload: Buffer): void {
+export function writeFrame(socket: net.Socket, op: number, id: number, payload: Buffer | Buffer[]): void {
+  const parts = Array.isArray(payload) ? payload : [payload];
+  const length = parts.reduce((n, p) => n + p.length, 0);
   const head = Buffer.allocUnsafe(HEADER);
-  head.writeUInt32LE(payload.length + 5, 0);
+  head.writeUInt32LE(length + 5, 0);
   head.writeUInt8(op, 4);
   head.writeUInt32LE(id, 5);
-  if (payload.length < 4096) {
-    socket.write(Buffer.concat([head, payload]));
+  if (length < 4096) {
+    socket.write(Buffer.concat([head, ...parts]));
     return;
   }
   socket.cork();
   socket.write(head);
-  socket.write(payload);
+  for (const p of parts) socket.write(p);
   socket.uncork();
 }
 
@@ -84,7 +86,17 @@ export class FrameDecoder {
   }
 
   #join(): Buffer {
-    if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks, this.#length)];
+    if (this.#chunks.length > 1) {
+      // Joined with 3 bytes in front, so the payload (after the 9-byte header) starts 4-byte
+      // aligned and a Reader can view large float arrays in place.
+      const all = Buffer.allocUnsafeSlow(this.#length + 3);
+      let at = 3;
+      for (const c of this.#chunks) {
+        c.copy(all, at);
+        at += c.length;
+      }
+      this.#chunks = [all.subarray(3)];
+    }
     return this.#chunks[0];
   }
 }
@@ -153,6 +165,21 @@ export class Reader {
   f32s(): Float32Array {
     const n = this.u32();
     return new Float32Array(this.#bytes(n, 4, 'Float32Array'));
+  }
+  /**
+   * Like f32s, but a view into the frame when it is 4-byte aligned (no copy; the frame's memory
+   * is not reused): for large arrays read once, such as the rebuild's ranges.
+   */
+  f32sView(): Float32Array {
+    const n = this.u32();
+    this.#need(n * 4, 'Float32Array');
+    const offset = this.buf.byteOffset + this.#at;
+    if (offset % 4 !== 0) {
+      this.#at -= 4;
+      return this.f32s();
+    }
+    this.#at += n * 4;
+    return new Float32Array(this.buf.buffer, offset, n);
   }
   u8s(): Uint8Array {
     const n = this.u32();
@@ -262,7 +289,7 @@ export class Connection {
   }
 }
 
-export type Handler = (op: number, body: Reader) => Buffer | void | Promise<Buffer | void>;
+export type Handler = (op: number, body: Reader) => Buffer | Buffer[] | void | Promise<Buffer | Buffer[] | void>;
 
 /**
  * Serves frames: each request is dispatched in arrival order (so a commit followed by a pull on one
@@ -271,11 +298,11 @@ export type Handler = (op: number, body: Reader) => Buffer | void | Promise<Buff
 export function serve(handler: Handler, host = '127.0.0.1', port = 0): Promise<net.Server> {
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
-    const reply = (op: number, id: number, payload: Buffer) => {
+    const reply = (op: number, id: number, payload: Buffer | Buffer[]) => {
       if (!socket.destroyed) writeFrame(socket, op, id, payload);
     };
     const decoder = new FrameDecoder((op, id, payload) => {
-      let result: Buffer | void | Promise<Buffer | void>;
+      let result: ReturnType<Handler>;
       try {
         result = handler(op, new Reader(payload));
       } catch (e) {

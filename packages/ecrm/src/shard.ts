@@ -128,7 +128,7 @@ export class ShardServer {
     return this.#config;
   }
 
-  handle(op: number, body: Reader): Buffer | void | Promise<Buffer | void> {
+  handle(op: number, body: Reader): Buffer | Buffer[] | void | Promise<Buffer | Buffer[] | void> {
     switch (op) {
       case Op.configure: return this.#configure(body.json<ShardConfig>());
       case Op.pull: return this.#pull(body);
@@ -380,7 +380,8 @@ export class ShardServer {
     else if (c.role === 'parity' && part === READ_STATE && this.#replicas[which]) out = this.#replicas[which].subarray(start * this.#sw, (start + count) * this.#sw);
     else if (c.role === 'data' && (part === READ_FULL || (part === READ_CODED && this.#coded === w))) out = this.#store.subarray(start * w, (start + count) * w);
     else out = this.#readNow(part, which, rangeSlots(start, count));
-    // Built (copied) synchronously: the reply is the state at the committed step it names.
+    // Copied now (a socket may hold what it has not sent yet by reference, and a commit may change
+    // the store meanwhile): the reply is the state at the committed step it names.
     return new Writer().u32(this.#committed + 1).array(out).build();
   }
 
@@ -482,7 +483,7 @@ export class ShardServer {
       const replies = await Promise.all(parts.map((p) => (range ? source(p).bulk.request(Op.readRange, payload(p)) : source(p).conn.request(Op.read, payload(p)))));
       const steps = replies.map((r) => r.u32() - 1);
       if (steps.every((s) => s === steps[0])) {
-        this.#install(range ? rangeSlots(range.start, range.count) : slots, steps[0], parts, replies.map((r) => r.f32s()));
+        this.#install(range ? rangeSlots(range.start, range.count) : slots, steps[0], parts, replies.map((r) => r.f32sView()));
         return;
       }
       // A commit landed between the reads: read again (commits are milliseconds apart).
