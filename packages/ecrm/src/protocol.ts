@@ -254,6 +254,14 @@ export class Connection {
     return this.#closed !== null;
   }
 
+  /** Requests between cork() and uncork() go out in one write. */
+  cork(): void {
+    this.#socket.cork();
+  }
+  uncork(): void {
+    this.#socket.uncork();
+  }
+
   onClose(fn: () => void): void {
     if (this.#closed) fn();
     else this.#onClose.push(fn);
@@ -315,6 +323,10 @@ export function serve(handler: Handler, host = '127.0.0.1', port = 0): Promise<n
       );
     });
     socket.on('data', (chunk) => {
+      // Replies to the requests of one read (a commit and the pull behind it) go out in one
+      // write: corked until the handlers that finish at once have answered.
+      socket.cork();
+      setImmediate(() => socket.uncork());
       try {
         decoder.push(chunk);
       } catch {

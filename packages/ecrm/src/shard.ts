@@ -71,6 +71,27 @@ const u8 = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLen
 /** The same bytes as 32-bit integers: copies through these keep every bit (float copies may not). */
 const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
 const f32 = (b: Uint8Array) => new Float32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
+/**
+ * Loads the first and last word of each row first: independent loads the CPU overlaps, so the
+ * cache and TLB misses of rows scattered over a large table are paid in parallel rather than one
+ * by one inside the copy loop that follows (2-3× faster on a 44 MB table here).
+ */
+function touchRows(store: Int32Array, slots: Int32Array, width: number, idx?: Int32Array): number {
+  let acc = 0;
+  if (idx) for (let n = 0; n < idx.length; n++) acc ^= store[slots[idx[n]] * width] ^ store[slots[idx[n]] * width + width - 1];
+  else for (let n = 0; n < slots.length; n++) acc ^= store[slots[n] * width] ^ store[slots[n] * width + width - 1];
+  return acc;
+}
+
+/** parity[slots[i]] ^= delta[i] for each i of idx, rows of `width` 32-bit words. */
+function xorRowsInto(parity: Int32Array, slots: Int32Array, idx: Int32Array, delta: Int32Array, width: number): void {
+  touchRows(parity, slots, width, idx);
+  for (let n = 0; n < idx.length; n++) {
+    const i = idx[n], to = slots[i] * width, from = i * width;
+    for (let j = 0; j < width; j++) parity[to + j] ^= delta[from + j];
+  }
+}
+
 function rangeSlots(start: number, count: number): Int32Array {
   const out = new Int32Array(count);
   for (let i = 0; i < count; i++) out[i] = start + i;
@@ -223,14 +244,16 @@ export class ShardServer {
     const slots = body.i32s();
     this.#checkSlots(slots);
     await this.#ensure(slots);
-    const d = this.#cfg.dim, w = this.#width, out = new Float32Array(slots.length * d);
-    slots.forEach((s, i) => out.set(this.#store.subarray(s * w, s * w + d), i * d));
-    return new Writer().array(out).build();
+    const d = this.#cfg.dim, w = this.#width, store = bits(this.#store), out = new Int32Array(slots.length * d);
+    touchRows(store, slots, w);
+    for (let i = 0; i < slots.length; i++) for (let j = 0, from = slots[i] * w, to = i * d; j < d; j++) out[to + j] = store[from + j];
+    return new Writer().array(new Float32Array(out.buffer)).build();
   }
 
   /** Copies of the committed rows at `slots`, packed ([slots × width]). */
   #gather(slots: Int32Array): Float32Array {
     const w = this.#width, store = bits(this.#store), out = new Int32Array(slots.length * w);
+    touchRows(store, slots, w);
     for (let i = 0; i < slots.length; i++) {
       // A plain loop: rows are short (dim + state), a view per row would cost more than the copy.
       for (let j = 0, from = slots[i] * w, to = i * w; j < w; j++) out[to + j] = store[from + j];
@@ -249,6 +272,7 @@ export class ShardServer {
 
   #writeRows(slots: Int32Array, rows: Float32Array): void {
     const w = this.#width, store = bits(this.#store), from32 = bits(rows);
+    touchRows(store, slots, w);
     for (let i = 0; i < slots.length; i++) {
       for (let j = 0, to = slots[i] * w, from = i * w; j < w; j++) store[to + j] = from32[from + j];
     }
@@ -319,26 +343,27 @@ export class ShardServer {
   /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */
   #applyDelta(d: StagedDelta, onlyAbsent = false): void {
     const cw = this.#coded, sw = this.#sw, present = this.#present;
-    const idx: number[] = [];
-    d.slots.forEach((s, i) => {
-      if (present && !present[s]) {
-        if (!onlyAbsent) {
-          const list = this.#pending.get(s) ?? [];
-          list.push({ ...d, slots: Int32Array.of(s), delta: d.delta.subarray(i * cw * 4, (i + 1) * cw * 4), state: d.state.subarray(i * sw, (i + 1) * sw) });
-          this.#pending.set(s, list);
-        }
-      } else idx.push(i);
-    });
+    let idx: Int32Array;
+    if (present) {
+      const list: number[] = [];
+      d.slots.forEach((s, i) => {
+        if (!present[s]) {
+          if (!onlyAbsent) {
+            const list = this.#pending.get(s) ?? [];
+            list.push({ ...d, slots: Int32Array.of(s), delta: d.delta.subarray(i * cw * 4, (i + 1) * cw * 4), state: d.state.subarray(i * sw, (i + 1) * sw) });
+            this.#pending.set(s, list);
+          }
+        } else list.push(i);
+      });
+      idx = Int32Array.from(list);
+    } else idx = rangeSlots(0, d.slots.length);
     if (idx.length === 0) return;
     const store = this.#store;
     if (this.#codec!.mode === 'xor') {
       // XOR straight into the parity rows, 32 bits at a time: the rows are scattered and short, so
       // a gather for a kernel call and the scatter back cost more than the XOR itself.
-      const p = bits(store);
       const dd = d.delta.byteOffset % 4 === 0 ? new Int32Array(d.delta.buffer, d.delta.byteOffset, d.delta.byteLength >> 2) : new Int32Array(d.delta.slice().buffer);
-      for (const i of idx) {
-        for (let j = 0, to = d.slots[i] * cw, from = i * cw; j < cw; j++) p[to + j] ^= dd[from + j];
-      }
+      xorRowsInto(bits(store), d.slots, idx, dd, cw);
     } else {
       // Gather the touched parity rows, apply the delta in one kernel call, scatter them back.
       const p = bits(store), rows = new Int32Array(idx.length * cw), delta = new Uint8Array(idx.length * cw * 4);
