@@ -107,6 +107,7 @@ export class EmbeddingCluster {
   readonly #spares: Server[] = [];
   readonly #rebuilds = new Map<number, Promise<void>>();
   #rebuildError: Error | null = null;
+  #onServed: (() => void)[] = [];
   /** Commits sent whose acks are still to be collected (with the next push). */
   #commits: { server: number; done: Promise<unknown> }[] = [];
   /** Per data shard: the last commit, not sent yet; it goes out in one write with the shard's next
@@ -133,7 +134,7 @@ export class EmbeddingCluster {
       seed: options.seed ?? 1,
       spares: integer(options.spares ?? (protection === 'none' ? 0 : 1), 'options.spares', 0, 16),
       timeoutMs: integer(options.timeoutMs ?? 5000, 'options.timeoutMs', 10, 600_000),
-      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 16384, pauseMs: options.rebuild?.pauseMs ?? 1 },
+      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 16384, pauseMs: options.rebuild?.pauseMs ?? 20 },
       crash: options.crash,
     };
     this.k = k;
@@ -212,6 +213,8 @@ export class EmbeddingCluster {
   }
   /** Resolves when every rebuild under way has finished (and rejects if one failed). */
   async rebuilt(): Promise<void> {
+    this.#flushCommits();
+    for (const start of this.#onServed.splice(0)) start();
     while (this.#rebuilds.size) await Promise.all(this.#rebuilds.values());
     if (this.#rebuildError) throw this.#rebuildError;
   }
@@ -314,6 +317,9 @@ export class EmbeddingCluster {
       // their next request, which must see the commit anyway.
       const commit = new Writer().u32(step + 1).u32(txn).build();
       this.#unsentCommit = Array.from({ length: this.k }, () => commit);
+      // While a rebuild reads sources at one committed step, data shards must not lag behind the
+      // parity until the next pull: they get the commit now too.
+      if (this.#rebuilds.size > 0) this.#flushCommits();
       for (let i = this.k; i < this.#servers.length; i++) {
         const done = this.#servers[i].conn.request(Op.commit, commit);
         done.catch(() => undefined);
@@ -327,7 +333,9 @@ export class EmbeddingCluster {
     for (let attempt = 0; ; attempt++) {
       if (this.#rebuildError) throw this.#rebuildError;
       try {
-        return await fn();
+        const out = await fn();
+        for (const start of this.#onServed.splice(0)) start();
+        return out;
       } catch (e) {
         if (!(e instanceof ShardUnavailableError || e instanceof RemoteError) || this.#closed) throw e;
         const failed = await this.detectFailures();
@@ -385,7 +393,10 @@ export class EmbeddingCluster {
       const peers = new Writer().json(this.#servers.slice(this.k).map((s) => s.addr)).build();
       await Promise.all(this.#servers.slice(0, this.k).map((s) => s.conn.request(Op.peers, peers)));
     }
-    const dataRebuilds = failed.filter((i) => i < this.k).map((i) => this.#startRebuild(i, Promise.resolve()));
+    // The background rebuild starts once the request that found the failure has been served (by
+    // degraded reads): its first ranges would otherwise compete with that step's reads.
+    const served = new Promise<void>((resolve) => this.#onServed.push(resolve));
+    const dataRebuilds = failed.filter((i) => i < this.k).map((i) => this.#startRebuild(i, served));
     // A parity is encoded from all k data shards: it waits for data shards rebuilt alongside it.
     const before = Promise.all([...dataRebuilds, ...[...this.#rebuilds.entries()].filter(([j]) => j < this.k).map(([, p]) => p)]);
     failed.filter((i) => i >= this.k).forEach((i) => this.#startRebuild(i, before.then(() => undefined)));

@@ -19,6 +19,9 @@ export interface ComparisonRow {
    * hit) minus the time its new steps take at steady state. Counts pauses, redone steps and the
    * slowdown while a rebuild runs beside training, the same way for every mode. */
   lostMs: number;
+  /** Recovery time: serving again (serveMs) plus the training time lost after that (slowdown
+   * beside a rebuild, redone steps), each counted once. */
+  recoveryCostMs: number;
   /** Longest time without new progress in the recovery window, ms (the training pause). */
   recoveryStepMs: number;
   /** New progress during the recovery window, samples/s. */
@@ -43,7 +46,7 @@ export function summarize(result: TrainResult, baseline?: number): ComparisonRow
   const span = steady.length > 1 ? steady[steady.length - 1].t - rec[WARMUP - 1].t : NaN;
   const steadyThroughput = ((steady.length) * result.batchSize) / (span / 1000);
   const stepMs = 1000 * result.batchSize / steadyThroughput;
-  let serveMs = 0, recoveryMs = 0, lostMs = 0, recoveryThroughput = NaN, recoveryStepMs = NaN;
+  let serveMs = 0, recoveryMs = 0, lostMs = 0, recoveryCostMs = 0, recoveryThroughput = NaN, recoveryStepMs = NaN;
   const lastStep = rec.length ? rec[rec.length - 1].t : 0;
   for (const f of result.failures) {
     const end = Number.isFinite(f.resumedAt) ? f.resumedAt : result.wallMs;
@@ -54,7 +57,10 @@ export function summarize(result: TrainResult, baseline?: number): ComparisonRow
     const from = Math.max(0, ...rec.filter((r) => r.t <= f.at).map((r) => r.t));
     const window = rec.filter((r) => r.t > from && r.t <= Math.max(trainingEnd, from));
     const useful = window.filter((r) => !r.redo).length;
-    serveMs += (Number.isFinite(f.servedAt) ? f.servedAt : end) - f.at;
+    const servedAt = Number.isFinite(f.servedAt) ? f.servedAt : end;
+    serveMs += servedAt - f.at;
+    const afterServing = rec.filter((r) => !r.redo && r.t > servedAt && r.t <= trainingEnd).length;
+    recoveryCostMs += (servedAt - f.at) + Math.max(0, (trainingEnd - servedAt) - afterServing * stepMs);
     recoveryMs += end - f.at;
     lostMs += (trainingEnd - from) - useful * stepMs;
     recoveryThroughput = (useful * result.batchSize) / ((trainingEnd - from) / 1000);
@@ -69,7 +75,7 @@ export function summarize(result: TrainResult, baseline?: number): ComparisonRow
   const times = rec.slice(WARMUP).map((r) => r.ms).sort((a, b) => a - b);
   return {
     label: result.label, steadyThroughput, overheadPct: baseline ? 100 * (1 - steadyThroughput / baseline) : 0,
-    serveMs, recoveryMs, lostMs: Math.max(0, lostMs), recoveryThroughput, recoveryStepMs, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep,
+    serveMs, recoveryMs, lostMs: Math.max(0, lostMs), recoveryCostMs, recoveryThroughput, recoveryStepMs, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep,
     lostSteps: result.failures.reduce((n, f) => n + f.lostSteps, 0), checkpointMs: result.checkpointMs,
     evalLoss: result.evalLoss, evalAuc: result.evalAuc, result,
   };
@@ -112,7 +118,7 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
   const rows = runs.map((list) => {
     const m = (key: keyof ComparisonRow) => median(list.map((r) => r[key] as number));
     return {
-      ...list[0], steadyThroughput: m('steadyThroughput'), serveMs: m('serveMs'), recoveryMs: m('recoveryMs'), recoveryStepMs: m('recoveryStepMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
+      ...list[0], steadyThroughput: m('steadyThroughput'), serveMs: m('serveMs'), recoveryMs: m('recoveryMs'), recoveryCostMs: m('recoveryCostMs'), recoveryStepMs: m('recoveryStepMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
       maxStepMs: m('maxStepMs'), medianStepMs: m('medianStepMs'), cpuMsPerStep: m('cpuMsPerStep'), checkpointMs: m('checkpointMs'), evalLoss: m('evalLoss'), evalAuc: m('evalAuc'),
     };
   });
@@ -142,17 +148,17 @@ function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
 const fmt = (v: number, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '-');
 
 function formatRow(r: ComparisonRow): string {
-  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, serving after ${fmt(r.serveMs)} ms, recovered after ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, longest pause ${fmt(r.recoveryStepMs)} ms, AUC ${fmt(r.evalAuc, 4)}`;
+  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, serving after ${fmt(r.serveMs)} ms, recovery time ${fmt(r.recoveryCostMs)} ms, rebuilt after ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, longest pause ${fmt(r.recoveryStepMs)} ms, AUC ${fmt(r.evalAuc, 4)}`;
 }
 
 export function comparisonTable(rows: ComparisonRow[]): string {
-  const head = ['mode', 'samples/s', 'overhead', 'CPU ms/step', 'median step', 'max step', 'serving again', 'fully recovered', 'time lost', 'longest pause', 'samples/s in recovery', 'steps redone', 'checkpoint time', 'eval loss', 'AUC'];
+  const head = ['mode', 'samples/s', 'overhead', 'CPU ms/step', 'median step', 'max step', 'serving again', 'recovery time', 'time lost', 'fully recovered', 'longest pause', 'samples/s in recovery', 'steps redone', 'checkpoint time', 'eval loss', 'AUC'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
     const failed = r.result.failures.length > 0;
     lines.push(`| ${[
       r.label, fmt(r.steadyThroughput), `${fmt(r.overheadPct, 1)}%`, fmt(r.cpuMsPerStep, 1), `${fmt(r.medianStepMs, 1)} ms`, `${fmt(r.maxStepMs, 0)} ms`,
-      failed ? `${fmt(r.serveMs)} ms` : '-', failed ? `${fmt(r.recoveryMs)} ms` : '-', failed ? `${fmt(r.lostMs)} ms` : '-', failed ? `${fmt(r.recoveryStepMs)} ms` : '-', failed ? fmt(r.recoveryThroughput) : '-',
+      failed ? `${fmt(r.serveMs)} ms` : '-', failed ? `${fmt(r.recoveryCostMs)} ms` : '-', failed ? `${fmt(r.lostMs)} ms` : '-', failed ? `${fmt(r.recoveryMs)} ms` : '-', failed ? `${fmt(r.recoveryStepMs)} ms` : '-', failed ? fmt(r.recoveryThroughput) : '-',
       String(r.lostSteps), `${fmt(r.checkpointMs)} ms`, fmt(r.evalLoss, 4), fmt(r.evalAuc, 4),
     ].join(' | ')} |`);
   }
@@ -175,7 +181,8 @@ export function comparisonSummary(rows: ComparisonRow[]): string {
       `→ ECRM's overhead is ${fmt(100 * ratio(xor.overheadPct, tuned.overheadPct), 0)}% of the checkpoint's (CPU: ${fmt(xor.cpuMsPerStep, 1)} vs ${fmt(tuned.cpuMsPerStep, 1)} ms/step)`);
   }
   for (const c of rows.filter((r) => r.label.startsWith('checkpoint') && r.result.failures.length)) {
-    lines.push(`- ${c.label} vs ecrm xor: time lost ${fmt(c.lostMs)} vs ${fmt(xor.lostMs)} ms (${fmt(ratio(c.lostMs, xor.lostMs), 1)}×); ` +
+    lines.push(`- ${c.label} vs ecrm xor: recovery time ${fmt(c.recoveryCostMs)} vs ${fmt(xor.recoveryCostMs)} ms (${fmt(ratio(c.recoveryCostMs, xor.recoveryCostMs), 1)}× faster); ` +
+      `time lost ${fmt(c.lostMs)} vs ${fmt(xor.lostMs)} ms (${fmt(ratio(c.lostMs, xor.lostMs), 1)}×); ` +
       `serving again ${fmt(c.serveMs)} vs ${fmt(xor.serveMs)} ms (${fmt(ratio(c.serveMs, xor.serveMs), 1)}×); ` +
       `fully recovered ${fmt(c.recoveryMs)} vs ${fmt(xor.recoveryMs)} ms (${fmt(ratio(c.recoveryMs, xor.recoveryMs), 1)}×); ` +
       `longest pause without progress ${fmt(c.recoveryStepMs)} vs ${fmt(xor.recoveryStepMs)} ms (median step ${fmt(xor.medianStepMs, 1)} ms)`);
