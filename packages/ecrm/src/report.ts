@@ -30,6 +30,8 @@ export interface ComparisonRow {
   maxStepMs: number;
   medianStepMs: number;
   cpuMsPerStep: number;
+  /** The shard processes' part of cpuMsPerStep. */
+  shardCpuMsPerStep: number;
   lostSteps: number;
   checkpointMs: number;
   evalLoss: number;
@@ -75,7 +77,7 @@ export function summarize(result: TrainResult, baseline?: number): ComparisonRow
   const times = rec.slice(WARMUP).map((r) => r.ms).sort((a, b) => a - b);
   return {
     label: result.label, steadyThroughput, overheadPct: baseline ? 100 * (1 - steadyThroughput / baseline) : 0,
-    serveMs, recoveryMs, lostMs: Math.max(0, lostMs), recoveryCostMs, recoveryThroughput, recoveryStepMs, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep,
+    serveMs, recoveryMs, lostMs: Math.max(0, lostMs), recoveryCostMs, recoveryThroughput, recoveryStepMs, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep, shardCpuMsPerStep: result.cpuMsPerStep - result.trainerCpuMsPerStep,
     lostSteps: result.failures.reduce((n, f) => n + f.lostSteps, 0), checkpointMs: result.checkpointMs,
     evalLoss: result.evalLoss, evalAuc: result.evalAuc, result,
   };
@@ -119,7 +121,7 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
     const m = (key: keyof ComparisonRow) => median(list.map((r) => r[key] as number));
     return {
       ...list[0], steadyThroughput: m('steadyThroughput'), serveMs: m('serveMs'), recoveryMs: m('recoveryMs'), recoveryCostMs: m('recoveryCostMs'), recoveryStepMs: m('recoveryStepMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
-      maxStepMs: m('maxStepMs'), medianStepMs: m('medianStepMs'), cpuMsPerStep: m('cpuMsPerStep'), checkpointMs: m('checkpointMs'), evalLoss: m('evalLoss'), evalAuc: m('evalAuc'),
+      maxStepMs: m('maxStepMs'), medianStepMs: m('medianStepMs'), cpuMsPerStep: m('cpuMsPerStep'), shardCpuMsPerStep: m('shardCpuMsPerStep'), checkpointMs: m('checkpointMs'), evalLoss: m('evalLoss'), evalAuc: m('evalAuc'),
     };
   });
   const baseline = rows[o.modes.indexOf('none')]?.steadyThroughput;
@@ -152,12 +154,12 @@ function formatRow(r: ComparisonRow): string {
 }
 
 export function comparisonTable(rows: ComparisonRow[]): string {
-  const head = ['mode', 'samples/s', 'overhead', 'CPU ms/step', 'median step', 'max step', 'serving again', 'recovery time', 'time lost', 'fully recovered', 'longest pause', 'samples/s in recovery', 'steps redone', 'checkpoint time', 'eval loss', 'AUC'];
+  const head = ['mode', 'samples/s', 'overhead', 'CPU ms/step (shards)', 'median step', 'max step', 'serving again', 'recovery time', 'time lost', 'fully recovered', 'longest pause', 'samples/s in recovery', 'steps redone', 'checkpoint time', 'eval loss', 'AUC'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
     const failed = r.result.failures.length > 0;
     lines.push(`| ${[
-      r.label, fmt(r.steadyThroughput), `${fmt(r.overheadPct, 1)}%`, fmt(r.cpuMsPerStep, 1), `${fmt(r.medianStepMs, 1)} ms`, `${fmt(r.maxStepMs, 0)} ms`,
+      r.label, fmt(r.steadyThroughput), `${fmt(r.overheadPct, 1)}%`, `${fmt(r.cpuMsPerStep, 1)} (${fmt(r.shardCpuMsPerStep, 1)})`, `${fmt(r.medianStepMs, 1)} ms`, `${fmt(r.maxStepMs, 0)} ms`,
       failed ? `${fmt(r.serveMs)} ms` : '-', failed ? `${fmt(r.recoveryCostMs)} ms` : '-', failed ? `${fmt(r.lostMs)} ms` : '-', failed ? `${fmt(r.recoveryMs)} ms` : '-', failed ? `${fmt(r.recoveryStepMs)} ms` : '-', failed ? fmt(r.recoveryThroughput) : '-',
       String(r.lostSteps), `${fmt(r.checkpointMs)} ms`, fmt(r.evalLoss, 4), fmt(r.evalAuc, 4),
     ].join(' | ')} |`);
@@ -179,6 +181,11 @@ export function comparisonSummary(rows: ComparisonRow[]): string {
   if (tuned) {
     lines.push(`- steady-state overhead: ecrm xor ${fmt(xor.overheadPct, 1)}% of no-FT throughput; tuned checkpointing ${fmt(tuned.overheadPct, 1)}% ` +
       `→ ECRM's overhead is ${fmt(100 * ratio(xor.overheadPct, tuned.overheadPct), 0)}% of the checkpoint's (CPU: ${fmt(xor.cpuMsPerStep, 1)} vs ${fmt(tuned.cpuMsPerStep, 1)} ms/step)`);
+  }
+  const none = rows.find((r) => r.label === 'no fault tolerance');
+  if (none) {
+    lines.push(`- by median step: ecrm xor ${fmt(xor.medianStepMs, 1)} vs no-FT ${fmt(none.medianStepMs, 1)} ms (+${fmt(100 * (xor.medianStepMs / none.medianStepMs - 1), 1)}%); ` +
+      `by CPU: ${fmt(xor.cpuMsPerStep, 1)} vs ${fmt(none.cpuMsPerStep, 1)} ms/step (+${fmt(100 * (xor.cpuMsPerStep / none.cpuMsPerStep - 1), 1)}%, shards ${fmt(xor.shardCpuMsPerStep, 1)} vs ${fmt(none.shardCpuMsPerStep, 1)})`);
   }
   for (const c of rows.filter((r) => r.label.startsWith('checkpoint') && r.result.failures.length)) {
     lines.push(`- ${c.label} vs ecrm xor: recovery time ${fmt(c.recoveryCostMs)} vs ${fmt(xor.recoveryCostMs)} ms (${fmt(ratio(c.recoveryCostMs, xor.recoveryCostMs), 1)}× faster); ` +

@@ -83,6 +83,8 @@ export interface TrainResult {
   rebuildAfterTrainingMs: number;
   /** CPU per training step, ms: the trainer and every shard process (killed ones' share is lost). */
   cpuMsPerStep: number;
+  /** The trainer's share of cpuMsPerStep (the rest is the shard processes'). */
+  trainerCpuMsPerStep: number;
   wallMs: number;
   evalLoss: number;
   evalAuc: number;
@@ -120,7 +122,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
   const opt = new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02);
   const result: TrainResult = {
     mode, label: modeLabel({ ...options, k }), batchSize: source.batch(0).size, records: [], events: cluster.events, failures: [],
-    checkpointMs: 0, checkpoints: 0, rebuildAfterTrainingMs: 0, cpuMsPerStep: NaN, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
+    checkpointMs: 0, checkpoints: 0, rebuildAfterTrainingMs: 0, cpuMsPerStep: NaN, trainerCpuMsPerStep: NaN, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
   };
   try {
     let mlpCheckpoint = opt.snapshot(), checkpointStep = 0;
@@ -200,6 +202,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
     result.wallMs = performance.now() - start;
     const cpu = process.cpuUsage(cpu0);
     result.cpuMsPerStep = ((cpu.user + cpu.system) / 1000 + (await cluster.cpuMs()) - serverCpu0) / result.records.length;
+    result.trainerCpuMsPerStep = (cpu.user + cpu.system) / 1000 / result.records.length;
     for (const f of cluster.events) if (f.kind === 'failure' && mode === 'ecrm') {
       const serving = cluster.events.find((e) => e.kind === 'serving' && e.server === f.server && e.at >= f.at);
       result.failures.push({ at: f.at - start, server: [f.server], servedAt: serving ? serving.at - start : NaN, resumedAt: NaN, lostSteps: 0 });
