@@ -2,7 +2,7 @@
 // server for another host.
 import { writeFile } from 'node:fs/promises';
 import { FileBatches, readCriteoTsv } from './data.js';
-import { comparisonTable, runComparison, summarize, throughputChart } from './report.js';
+import { comparisonSummary, comparisonTable, runComparison, summarize, throughputChart } from './report.js';
 import { ShardServer } from './shard.js';
 import { randomFailure, trainDlrm, type FtMode } from './train.js';
 import { describe } from './validate.js';
@@ -115,7 +115,7 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
     const svg = flags.get('svg') ?? 'ecrm-throughput.svg';
     await writeFile(svg, throughputChart(rows));
     process.stdout.write(`DLRM (13 dense, 26 tables × ${common.rowsPerTable} rows × ${common.dim}), batch ${common.batchSize}, ${steps} steps, k = ${k}; ` +
-      `data shard ${failure.server} killed at step ${failure.step} (${failure.when ?? 'step'})\n\n${comparisonTable(rows)}\n\nplot: ${svg}\n`);
+      `data shard ${failure.server} killed at step ${failure.step} (${failure.when ?? 'step'})\n\n${comparisonTable(rows)}\n\n${comparisonSummary(rows)}\n\nplot: ${svg}\n`);
     const json = flags.get('json');
     if (json) await writeFile(json, JSON.stringify(rows.map(({ result, ...r }) => ({ ...r, failures: result.failures, events: result.events })), null, 2));
     return 0;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCodec, type CodeMode } from './codec.js';
 import { stateWidth, type EmbeddingOptimizer } from './optim.js';
-import { Connection, Op, Writer } from './protocol.js';
+import { Connection, Op, Writer, type Reader } from './protocol.js';
 import { READ_CODED, READ_FULL, type Address, type ShardConfig } from './shard.js';
 import { integer, oneOf, rangeError, RemoteError, ShardUnavailableError } from './validate.js';
 
@@ -47,7 +47,8 @@ export type Health = 'healthy' | 'rebuilding';
 export interface ClusterEvent {
   /** performance.now() in the trainer. */
   at: number;
-  kind: 'failure' | 'rebuild-start' | 'rebuild-done' | 'replaced';
+  /** serving: a replacement answers requests for the lost rows (decoding those not yet rebuilt). */
+  kind: 'failure' | 'serving' | 'rebuild-start' | 'rebuild-done' | 'replaced';
   server: number;
   detail?: unknown;
 }
@@ -106,7 +107,12 @@ export class EmbeddingCluster {
   readonly #spares: Server[] = [];
   readonly #rebuilds = new Map<number, Promise<void>>();
   #rebuildError: Error | null = null;
-  #commits: Promise<unknown>[] = [];
+  #onServed: (() => void)[] = [];
+  /** Commits sent whose acks are still to be collected (with the next push). */
+  #commits: { server: number; done: Promise<unknown> }[] = [];
+  /** Per data shard: the last commit, not sent yet; it goes out in one write with the shard's next
+   * request (the next pull), which a shard handles after it — one message and wake-up fewer. */
+  #unsentCommit: (Buffer | null)[] = [];
   #txn = 0;
   #committed = -1;
   #closed = false;
@@ -128,7 +134,7 @@ export class EmbeddingCluster {
       seed: options.seed ?? 1,
       spares: integer(options.spares ?? (protection === 'none' ? 0 : 1), 'options.spares', 0, 16),
       timeoutMs: integer(options.timeoutMs ?? 5000, 'options.timeoutMs', 10, 600_000),
-      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 256, pauseMs: options.rebuild?.pauseMs ?? 2 },
+      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 16384, pauseMs: options.rebuild?.pauseMs ?? 20 },
       crash: options.crash,
     };
     this.k = k;
@@ -207,6 +213,8 @@ export class EmbeddingCluster {
   }
   /** Resolves when every rebuild under way has finished (and rejects if one failed). */
   async rebuilt(): Promise<void> {
+    this.#flushCommits();
+    for (const start of this.#onServed.splice(0)) start();
     while (this.#rebuilds.size) await Promise.all(this.#rebuilds.values());
     if (this.#rebuildError) throw this.#rebuildError;
   }
@@ -228,13 +236,38 @@ export class EmbeddingCluster {
     return out;
   }
 
+  #sendCommit(s: number): void {
+    const commit = this.#unsentCommit[s];
+    if (!commit) return;
+    this.#unsentCommit[s] = null;
+    const done = this.#servers[s].conn.request(Op.commit, commit);
+    done.catch(() => undefined);
+    this.#commits.push({ server: s, done });
+  }
+
+  #flushCommits(): void {
+    for (let s = 0; s < this.k; s++) this.#sendCommit(s);
+  }
+
+  /** A request to data shard s, written together with its pending commit (one syscall). */
+  #withCommit(s: number, op: number, payload: Buffer | null): Promise<Reader> | null {
+    const conn = this.#servers[s].conn;
+    conn.cork();
+    try {
+      this.#sendCommit(s);
+      return payload ? conn.request(op, payload) : null;
+    } finally {
+      conn.uncork();
+    }
+  }
+
   /** The current weights of the rows ([rows × dim]); transparently survives server failures. */
   async pull(step: number, rows: Int32Array): Promise<Float32Array> {
     const routes = this.#route(rows);
     return this.#retrying(async () => {
       // The last commit's acks are not awaited here: a shard handles requests in order, so the
       // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
-      const replies = await Promise.all(routes.map((r, s) => (r.slots.length ? this.#servers[s].conn.request(Op.pull, new Writer().u32(step + 1).array(r.slots).build()) : null)));
+      const replies = await Promise.all(routes.map((r, s) => this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null)));
       const out = new Float32Array(rows.length * this.dim);
       replies.forEach((reply, s) => {
         if (!reply) return;
@@ -267,8 +300,8 @@ export class EmbeddingCluster {
         return;
       }
       const txn = ++this.#txn;
-      const commits = this.#commits.splice(0);
-      const prepares = payloads.map((p, s) => p && this.#servers[s].conn.request(Op.prepare, new Writer().u32(step + 1).u32(txn).array(p.slots).array(p.grads).build()));
+      const prepares = payloads.map((p, s) => this.#withCommit(s, Op.prepare, p && new Writer().u32(step + 1).u32(txn).array(p.slots).array(p.grads).build()));
+      const commits = this.#commits.splice(0).map((c) => c.done);
       // The previous commit's acks arrive alongside: a server that died after it shows up here.
       const [committed, prepared] = await Promise.all([Promise.allSettled(commits), Promise.allSettled(prepares)]);
       const failed = [...committed, ...prepared].find((p): p is PromiseRejectedResult => p.status === 'rejected');
@@ -280,9 +313,18 @@ export class EmbeddingCluster {
       }
       // Every server commits every step, so all hold the same committed step (what rebuild reads
       // check). The acks are awaited with the next request: the commit costs no round trip.
+      // Parity servers get theirs now (rebuild reads compare committed steps); data shards with
+      // their next request, which must see the commit anyway.
       const commit = new Writer().u32(step + 1).u32(txn).build();
-      this.#commits = this.#servers.map((s) => s.conn.request(Op.commit, commit));
-      this.#commits.forEach((p) => p.catch(() => undefined));
+      this.#unsentCommit = Array.from({ length: this.k }, () => commit);
+      // While a rebuild reads sources at one committed step, data shards must not lag behind the
+      // parity until the next pull: they get the commit now too.
+      if (this.#rebuilds.size > 0) this.#flushCommits();
+      for (let i = this.k; i < this.#servers.length; i++) {
+        const done = this.#servers[i].conn.request(Op.commit, commit);
+        done.catch(() => undefined);
+        this.#commits.push({ server: i, done });
+      }
       this.#committed = step;
     });
   }
@@ -291,7 +333,9 @@ export class EmbeddingCluster {
     for (let attempt = 0; ; attempt++) {
       if (this.#rebuildError) throw this.#rebuildError;
       try {
-        return await fn();
+        const out = await fn();
+        for (const start of this.#onServed.splice(0)) start();
+        return out;
       } catch (e) {
         if (!(e instanceof ShardUnavailableError || e instanceof RemoteError) || this.#closed) throw e;
         const failed = await this.detectFailures();
@@ -311,6 +355,7 @@ export class EmbeddingCluster {
    * when local) so a slow-but-alive server can never come back with stale state.
    */
   async detectFailures(): Promise<number[]> {
+    this.#flushCommits();
     const deadline = Math.min(this.#o.timeoutMs, 2000);
     const alive = await Promise.all(this.#servers.map((s) => s.conn.request(Op.status, undefined, deadline).then(() => true, () => false)));
     const failed = alive.flatMap((ok, i) => (ok ? [] : [i]));
@@ -325,6 +370,9 @@ export class EmbeddingCluster {
   /** Rebuilds lost servers on spares from the survivors and parity; training continues meanwhile. */
   async #recover(failed: number[]): Promise<void> {
     const healthy = this.#servers.map((_, i) => i).filter((i) => !failed.includes(i) && this.#health[i] === 'healthy');
+    // A replacement starts at the committed step: commits to the lost servers are moot.
+    this.#commits = this.#commits.filter((c) => !failed.includes(c.server));
+    for (const i of failed) if (i < this.k) this.#unsentCommit[i] = null;
     for (const i of failed) {
       this.#servers[i] = await this.#takeSpare(this.#label(i));
       this.#health[i] = 'rebuilding';
@@ -340,11 +388,15 @@ export class EmbeddingCluster {
     };
     const plans = new Map(failed.map((i) => [i, plan(i)]));
     await Promise.all(failed.map((i) => this.#configure(i, { committedStep: this.#committed, rebuild: plans.get(i)!, crash: undefined })));
+    for (const i of failed) this.events.push({ at: performance.now(), kind: 'serving', server: i });
     if (failed.some((i) => i >= this.k)) {
       const peers = new Writer().json(this.#servers.slice(this.k).map((s) => s.addr)).build();
       await Promise.all(this.#servers.slice(0, this.k).map((s) => s.conn.request(Op.peers, peers)));
     }
-    const dataRebuilds = failed.filter((i) => i < this.k).map((i) => this.#startRebuild(i, Promise.resolve()));
+    // The background rebuild starts once the request that found the failure has been served (by
+    // degraded reads): its first ranges would otherwise compete with that step's reads.
+    const served = new Promise<void>((resolve) => this.#onServed.push(resolve));
+    const dataRebuilds = failed.filter((i) => i < this.k).map((i) => this.#startRebuild(i, served));
     // A parity is encoded from all k data shards: it waits for data shards rebuilt alongside it.
     const before = Promise.all([...dataRebuilds, ...[...this.#rebuilds.entries()].filter(([j]) => j < this.k).map(([, p]) => p)]);
     failed.filter((i) => i >= this.k).forEach((i) => this.#startRebuild(i, before.then(() => undefined)));
@@ -404,7 +456,8 @@ export class EmbeddingCluster {
 
   /** Every data shard writes its rows and optimizer state to `dir/shard-<i>.bin`. */
   async checkpoint(dir: string): Promise<void> {
-    await Promise.all(this.#commits.splice(0));
+    this.#flushCommits();
+    await Promise.all(this.#commits.splice(0).map((c) => c.done));
     await Promise.all(this.#servers.slice(0, this.k).map((s, i) => s.conn.request(Op.checkpoint, new Writer().json({ path: join(dir, `shard-${i}.bin`) }).build(), 120_000)));
   }
 
@@ -428,7 +481,8 @@ export class EmbeddingCluster {
 
   /** Every row with its optimizer state, in global row order ([totalRows × width]): for checks. */
   async readAll(): Promise<Float32Array> {
-    await Promise.all(this.#commits.splice(0));
+    this.#flushCommits();
+    await Promise.all(this.#commits.splice(0).map((c) => c.done));
     const shards = await Promise.all(Array.from({ length: this.k }, (_, i) => this.#readShard(i, READ_FULL)));
     const out = new Float32Array(this.#o.totalRows * this.width);
     for (let g = 0; g < this.#o.totalRows; g++) {
@@ -441,7 +495,8 @@ export class EmbeddingCluster {
   /** Whether every parity shard equals the encoding of the data shards, bit for bit (xor/rs). */
   async parityConsistent(): Promise<boolean> {
     if (this.protection === 'none') return true;
-    await Promise.all(this.#commits.splice(0));
+    this.#flushCommits();
+    await Promise.all(this.#commits.splice(0).map((c) => c.done));
     const data = await Promise.all(Array.from({ length: this.k }, (_, i) => this.#readShard(i, READ_CODED)));
     const parity = await Promise.all(Array.from({ length: this.r }, (_, p) => this.#readShard(this.k + p, READ_CODED)));
     const bytes = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);

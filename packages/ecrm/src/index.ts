@@ -13,6 +13,6 @@ export { ShardServer, initialWeight, type ShardConfig, type Address, type Rebuil
 export { EmbeddingCluster, ShardLostError, SHARD_MAIN, type ClusterOptions, type ClusterEvent, type Protection, type Health } from './cluster.js';
 export { ShardUnavailableError, RemoteError } from './validate.js';
 export { trainDlrm, randomFailure, modeLabel, type TrainOptions, type TrainResult, type StepRecord, type Failure, type FtMode } from './train.js';
-export { runComparison, summarize, comparisonTable, throughputChart, type ComparisonRow, type ComparisonOptions } from './report.js';
+export { runComparison, summarize, comparisonTable, comparisonSummary, throughputChart, type ComparisonRow, type ComparisonOptions } from './report.js';
 export { lineChart, type Series } from './svg.js';
 export { ecrmCommand } from './cli.js';

@@ -13,21 +13,23 @@ export function stateWidth(kind: EmbeddingOptimizer, dim: number): number {
 
 /**
  * Updates one row in place. `row` holds dim weights then the state; g is the row's gradient.
- * Row-wise: one accumulator (mean squared gradient), as DLRM/FBGEMM use for tables.
+ * Row-wise: one accumulator (mean squared gradient), as DLRM/FBGEMM use for tables. `rowOffset`:
+ * where the row starts in `row` (rows packed in one array, without a view per row).
  */
-export function adagradRow(kind: EmbeddingOptimizer, row: Float32Array, dim: number, g: Float32Array, gOffset: number, lr: number, eps: number): void {
+export function adagradRow(kind: EmbeddingOptimizer, row: Float32Array, dim: number, g: Float32Array, gOffset: number, lr: number, eps: number, rowOffset = 0): void {
+  const r = rowOffset;
   if (kind === 'rowwise-adagrad') {
     let sq = 0;
     for (let j = 0; j < dim; j++) sq += g[gOffset + j] * g[gOffset + j];
-    row[dim] += sq / dim;
-    const scale = lr / (Math.sqrt(row[dim]) + eps);
-    for (let j = 0; j < dim; j++) row[j] -= scale * g[gOffset + j];
+    row[r + dim] += sq / dim;
+    const scale = lr / (Math.sqrt(row[r + dim]) + eps);
+    for (let j = 0; j < dim; j++) row[r + j] -= scale * g[gOffset + j];
     return;
   }
   for (let j = 0; j < dim; j++) {
     const gj = g[gOffset + j];
-    row[dim + j] += gj * gj;
-    row[j] -= (lr * gj) / (Math.sqrt(row[dim + j]) + eps);
+    row[r + dim + j] += gj * gj;
+    row[r + j] -= (lr * gj) / (Math.sqrt(row[r + dim + j]) + eps);
   }
 }
 

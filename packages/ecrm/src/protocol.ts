@@ -22,6 +22,7 @@ export const Op = {
   peers: 13,
   crash: 14,
   shutdown: 15,
+  readRange: 16,
   error: 255,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
@@ -39,6 +40,24 @@ export function encodeFrame(op: number, id: number, payload: Buffer): Buffer {
   head.writeUInt8(op, 4);
   head.writeUInt32LE(id, 5);
   return Buffer.concat([head, payload]);
+}
+
+/** Writes a frame as header + payload in one writev (no copy of the payload into a joined frame). */
+export function writeFrame(socket: net.Socket, op: number, id: number, payload: Buffer | Buffer[]): void {
+  const parts = Array.isArray(payload) ? payload : [payload];
+  const length = parts.reduce((n, p) => n + p.length, 0);
+  const head = Buffer.allocUnsafe(HEADER);
+  head.writeUInt32LE(length + 5, 0);
+  head.writeUInt8(op, 4);
+  head.writeUInt32LE(id, 5);
+  if (length < 4096) {
+    socket.write(Buffer.concat([head, ...parts]));
+    return;
+  }
+  socket.cork();
+  socket.write(head);
+  for (const p of parts) socket.write(p);
+  socket.uncork();
 }
 
 /** Splits a byte stream into frames; chunks are joined once per frame, not per chunk. */
@@ -67,7 +86,17 @@ export class FrameDecoder {
   }
 
   #join(): Buffer {
-    if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks, this.#length)];
+    if (this.#chunks.length > 1) {
+      // Joined with 3 bytes in front, so the payload (after the 9-byte header) starts 4-byte
+      // aligned and a Reader can view large float arrays in place.
+      const all = Buffer.allocUnsafeSlow(this.#length + 3);
+      let at = 3;
+      for (const c of this.#chunks) {
+        c.copy(all, at);
+        at += c.length;
+      }
+      this.#chunks = [all.subarray(3)];
+    }
     return this.#chunks[0];
   }
 }
@@ -136,6 +165,21 @@ export class Reader {
   f32s(): Float32Array {
     const n = this.u32();
     return new Float32Array(this.#bytes(n, 4, 'Float32Array'));
+  }
+  /**
+   * Like f32s, but a view into the frame when it is 4-byte aligned (no copy; the frame's memory
+   * is not reused): for large arrays read once, such as the rebuild's ranges.
+   */
+  f32sView(): Float32Array {
+    const n = this.u32();
+    this.#need(n * 4, 'Float32Array');
+    const offset = this.buf.byteOffset + this.#at;
+    if (offset % 4 !== 0) {
+      this.#at -= 4;
+      return this.f32s();
+    }
+    this.#at += n * 4;
+    return new Float32Array(this.buf.buffer, offset, n);
   }
   u8s(): Uint8Array {
     const n = this.u32();
@@ -210,6 +254,14 @@ export class Connection {
     return this.#closed !== null;
   }
 
+  /** Requests between cork() and uncork() go out in one write. */
+  cork(): void {
+    this.#socket.cork();
+  }
+  uncork(): void {
+    this.#socket.uncork();
+  }
+
   onClose(fn: () => void): void {
     if (this.#closed) fn();
     else this.#onClose.push(fn);
@@ -225,7 +277,7 @@ export class Connection {
         reject(new ShardUnavailableError(this.label, `Expected a reply from ${this.label} to ${opName(op)} within ${timeoutMs} ms but received none`));
       }, timeoutMs);
       this.#pending.set(id, { resolve, reject, timer, op });
-      this.#socket.write(encodeFrame(op, id, payload));
+      writeFrame(this.#socket, op, id, payload);
     });
   }
 
@@ -245,7 +297,7 @@ export class Connection {
   }
 }
 
-export type Handler = (op: number, body: Reader) => Buffer | void | Promise<Buffer | void>;
+export type Handler = (op: number, body: Reader) => Buffer | Buffer[] | void | Promise<Buffer | Buffer[] | void>;
 
 /**
  * Serves frames: each request is dispatched in arrival order (so a commit followed by a pull on one
@@ -254,11 +306,11 @@ export type Handler = (op: number, body: Reader) => Buffer | void | Promise<Buff
 export function serve(handler: Handler, host = '127.0.0.1', port = 0): Promise<net.Server> {
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
-    const reply = (op: number, id: number, payload: Buffer) => {
-      if (!socket.destroyed) socket.write(encodeFrame(op, id, payload));
+    const reply = (op: number, id: number, payload: Buffer | Buffer[]) => {
+      if (!socket.destroyed) writeFrame(socket, op, id, payload);
     };
     const decoder = new FrameDecoder((op, id, payload) => {
-      let result: Buffer | void | Promise<Buffer | void>;
+      let result: ReturnType<Handler>;
       try {
         result = handler(op, new Reader(payload));
       } catch (e) {
@@ -271,6 +323,10 @@ export function serve(handler: Handler, host = '127.0.0.1', port = 0): Promise<n
       );
     });
     socket.on('data', (chunk) => {
+      // Replies to the requests of one read (a commit and the pull behind it) go out in one
+      // write: corked until the handlers that finish at once have answered.
+      socket.cork();
+      setImmediate(() => socket.uncork());
       try {
         decoder.push(chunk);
       } catch {

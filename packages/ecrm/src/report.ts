@@ -9,16 +9,29 @@ export interface ComparisonRow {
   steadyThroughput: number;
   /** Throughput lost against no fault tolerance, %. */
   overheadPct: number;
-  /** Failure detected → back to normal: rebuilt and switched over (ECRM), redone past the failure (checkpoint). */
+  /** Failure detected → the lost rows are served again (ECRM: by the spare, decoding rows not yet
+   * rebuilt; checkpoint/CPR: restarted and loaded). Training waits for this much at least. */
+  serveMs: number;
+  /** Failure detected → fully recovered: every row rebuilt and switched over (ECRM), the lost steps
+   * redone and new progress again (checkpoint), new progress again (CPR). */
   recoveryMs: number;
-  /** Training time the failure cost: recovery window minus the time its new steps take at steady state. */
+  /** Training time the failure cost: the recovery window (from the start of the step the failure
+   * hit) minus the time its new steps take at steady state. Counts pauses, redone steps and the
+   * slowdown while a rebuild runs beside training, the same way for every mode. */
   lostMs: number;
+  /** Recovery time: serving again (serveMs) plus the training time lost after that (slowdown
+   * beside a rebuild, redone steps), each counted once. */
+  recoveryCostMs: number;
+  /** Longest time without new progress in the recovery window, ms (the training pause). */
+  recoveryStepMs: number;
   /** New progress during the recovery window, samples/s. */
   recoveryThroughput: number;
   /** Longest step after warm-up, ms (a training pause shows here). */
   maxStepMs: number;
   medianStepMs: number;
   cpuMsPerStep: number;
+  /** The shard processes' part of cpuMsPerStep. */
+  shardCpuMsPerStep: number;
   lostSteps: number;
   checkpointMs: number;
   evalLoss: number;
@@ -35,20 +48,36 @@ export function summarize(result: TrainResult, baseline?: number): ComparisonRow
   const span = steady.length > 1 ? steady[steady.length - 1].t - rec[WARMUP - 1].t : NaN;
   const steadyThroughput = ((steady.length) * result.batchSize) / (span / 1000);
   const stepMs = 1000 * result.batchSize / steadyThroughput;
-  let recoveryMs = 0, lostMs = 0, recoveryThroughput = NaN;
+  let serveMs = 0, recoveryMs = 0, lostMs = 0, recoveryCostMs = 0, recoveryThroughput = NaN, recoveryStepMs = NaN;
+  const lastStep = rec.length ? rec[rec.length - 1].t : 0;
   for (const f of result.failures) {
     const end = Number.isFinite(f.resumedAt) ? f.resumedAt : result.wallMs;
+    // Training time only: a rebuild still running after the last step costs no training time here
+    // (rebuildAfterTrainingMs says how long it went on).
+    const trainingEnd = Math.min(end, lastStep);
     // The step in flight when the failure hit started before it: count the window from its start.
     const from = Math.max(0, ...rec.filter((r) => r.t <= f.at).map((r) => r.t));
-    const useful = rec.filter((r) => !r.redo && r.t > from && r.t <= end).length;
+    const window = rec.filter((r) => r.t > from && r.t <= Math.max(trainingEnd, from));
+    const useful = window.filter((r) => !r.redo).length;
+    const servedAt = Number.isFinite(f.servedAt) ? f.servedAt : end;
+    serveMs += servedAt - f.at;
+    const afterServing = rec.filter((r) => !r.redo && r.t > servedAt && r.t <= trainingEnd).length;
+    recoveryCostMs += (servedAt - f.at) + Math.max(0, (trainingEnd - servedAt) - afterServing * stepMs);
     recoveryMs += end - f.at;
-    lostMs += (end - from) - useful * stepMs;
-    recoveryThroughput = (useful * result.batchSize) / ((end - from) / 1000);
+    lostMs += (trainingEnd - from) - useful * stepMs;
+    recoveryThroughput = (useful * result.batchSize) / ((trainingEnd - from) / 1000);
+    // The longest time without new progress: between consecutive new steps, from the end of the
+    // last step before the failure (a restart's pause lies between steps, not inside one).
+    let last = from;
+    for (const r of rec.filter((r) => r.t > from && !r.redo && r.t <= Math.max(trainingEnd, from) + 1e-9).concat(rec.filter((r) => r.t > trainingEnd && !r.redo).slice(0, 1))) {
+      recoveryStepMs = Math.max(Number.isFinite(recoveryStepMs) ? recoveryStepMs : 0, r.t - last);
+      last = r.t;
+    }
   }
   const times = rec.slice(WARMUP).map((r) => r.ms).sort((a, b) => a - b);
   return {
     label: result.label, steadyThroughput, overheadPct: baseline ? 100 * (1 - steadyThroughput / baseline) : 0,
-    recoveryMs, lostMs: Math.max(0, lostMs), recoveryThroughput, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep,
+    serveMs, recoveryMs, lostMs: Math.max(0, lostMs), recoveryCostMs, recoveryThroughput, recoveryStepMs, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep, shardCpuMsPerStep: result.cpuMsPerStep - result.trainerCpuMsPerStep,
     lostSteps: result.failures.reduce((n, f) => n + f.lostSteps, 0), checkpointMs: result.checkpointMs,
     evalLoss: result.evalLoss, evalAuc: result.evalAuc, result,
   };
@@ -91,8 +120,8 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
   const rows = runs.map((list) => {
     const m = (key: keyof ComparisonRow) => median(list.map((r) => r[key] as number));
     return {
-      ...list[0], steadyThroughput: m('steadyThroughput'), recoveryMs: m('recoveryMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
-      maxStepMs: m('maxStepMs'), medianStepMs: m('medianStepMs'), cpuMsPerStep: m('cpuMsPerStep'), checkpointMs: m('checkpointMs'), evalLoss: m('evalLoss'), evalAuc: m('evalAuc'),
+      ...list[0], steadyThroughput: m('steadyThroughput'), serveMs: m('serveMs'), recoveryMs: m('recoveryMs'), recoveryCostMs: m('recoveryCostMs'), recoveryStepMs: m('recoveryStepMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
+      maxStepMs: m('maxStepMs'), medianStepMs: m('medianStepMs'), cpuMsPerStep: m('cpuMsPerStep'), shardCpuMsPerStep: m('shardCpuMsPerStep'), checkpointMs: m('checkpointMs'), evalLoss: m('evalLoss'), evalAuc: m('evalAuc'),
     };
   });
   const baseline = rows[o.modes.indexOf('none')]?.steadyThroughput;
@@ -121,19 +150,49 @@ function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
 const fmt = (v: number, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '-');
 
 function formatRow(r: ComparisonRow): string {
-  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, recovery ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, AUC ${fmt(r.evalAuc, 4)}`;
+  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, serving after ${fmt(r.serveMs)} ms, recovery time ${fmt(r.recoveryCostMs)} ms, rebuilt after ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, longest pause ${fmt(r.recoveryStepMs)} ms, AUC ${fmt(r.evalAuc, 4)}`;
 }
 
 export function comparisonTable(rows: ComparisonRow[]): string {
-  const head = ['mode', 'samples/s', 'overhead', 'CPU ms/step', 'median step', 'max step', 'recovery', 'time lost', 'samples/s in recovery', 'steps redone', 'checkpoint time', 'eval loss', 'AUC'];
+  const head = ['mode', 'samples/s', 'overhead', 'CPU ms/step (shards)', 'median step', 'max step', 'serving again', 'recovery time', 'time lost', 'fully recovered', 'longest pause', 'samples/s in recovery', 'steps redone', 'checkpoint time', 'eval loss', 'AUC'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
     const failed = r.result.failures.length > 0;
     lines.push(`| ${[
-      r.label, fmt(r.steadyThroughput), `${fmt(r.overheadPct, 1)}%`, fmt(r.cpuMsPerStep, 1), `${fmt(r.medianStepMs, 1)} ms`, `${fmt(r.maxStepMs, 0)} ms`,
-      failed ? `${fmt(r.recoveryMs)} ms` : '-', failed ? `${fmt(r.lostMs)} ms` : '-', failed ? fmt(r.recoveryThroughput) : '-',
+      r.label, fmt(r.steadyThroughput), `${fmt(r.overheadPct, 1)}%`, `${fmt(r.cpuMsPerStep, 1)} (${fmt(r.shardCpuMsPerStep, 1)})`, `${fmt(r.medianStepMs, 1)} ms`, `${fmt(r.maxStepMs, 0)} ms`,
+      failed ? `${fmt(r.serveMs)} ms` : '-', failed ? `${fmt(r.recoveryCostMs)} ms` : '-', failed ? `${fmt(r.lostMs)} ms` : '-', failed ? `${fmt(r.recoveryMs)} ms` : '-', failed ? `${fmt(r.recoveryStepMs)} ms` : '-', failed ? fmt(r.recoveryThroughput) : '-',
       String(r.lostSteps), `${fmt(r.checkpointMs)} ms`, fmt(r.evalLoss, 4), fmt(r.evalAuc, 4),
     ].join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+/**
+ * The ratios the comparison is about: ECRM xor's steady-state overhead against checkpointing
+ * tuned to the same expected lost work, and the cost of a failure against a restart from a
+ * checkpoint (time lost and time to full recovery, defined the same way for both).
+ */
+export function comparisonSummary(rows: ComparisonRow[]): string {
+  const xor = rows.find((r) => r.label.startsWith('ecrm xor') && !r.label.includes('replicated'));
+  if (!xor) return '';
+  const lines: string[] = [];
+  const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a / b) ? a / b : NaN);
+  const tuned = rows.find((r) => r.label.endsWith('(tuned)'));
+  if (tuned) {
+    lines.push(`- steady-state overhead: ecrm xor ${fmt(xor.overheadPct, 1)}% of no-FT throughput; tuned checkpointing ${fmt(tuned.overheadPct, 1)}% ` +
+      `→ ECRM's overhead is ${fmt(100 * ratio(xor.overheadPct, tuned.overheadPct), 0)}% of the checkpoint's (CPU: ${fmt(xor.cpuMsPerStep, 1)} vs ${fmt(tuned.cpuMsPerStep, 1)} ms/step)`);
+  }
+  const none = rows.find((r) => r.label === 'no fault tolerance');
+  if (none) {
+    lines.push(`- by median step: ecrm xor ${fmt(xor.medianStepMs, 1)} vs no-FT ${fmt(none.medianStepMs, 1)} ms (+${fmt(100 * (xor.medianStepMs / none.medianStepMs - 1), 1)}%); ` +
+      `by CPU: ${fmt(xor.cpuMsPerStep, 1)} vs ${fmt(none.cpuMsPerStep, 1)} ms/step (+${fmt(100 * (xor.cpuMsPerStep / none.cpuMsPerStep - 1), 1)}%, shards ${fmt(xor.shardCpuMsPerStep, 1)} vs ${fmt(none.shardCpuMsPerStep, 1)})`);
+  }
+  for (const c of rows.filter((r) => r.label.startsWith('checkpoint') && r.result.failures.length)) {
+    lines.push(`- ${c.label} vs ecrm xor: recovery time ${fmt(c.recoveryCostMs)} vs ${fmt(xor.recoveryCostMs)} ms (${fmt(ratio(c.recoveryCostMs, xor.recoveryCostMs), 1)}× faster); ` +
+      `time lost ${fmt(c.lostMs)} vs ${fmt(xor.lostMs)} ms (${fmt(ratio(c.lostMs, xor.lostMs), 1)}×); ` +
+      `serving again ${fmt(c.serveMs)} vs ${fmt(xor.serveMs)} ms (${fmt(ratio(c.serveMs, xor.serveMs), 1)}×); ` +
+      `fully recovered ${fmt(c.recoveryMs)} vs ${fmt(xor.recoveryMs)} ms (${fmt(ratio(c.recoveryMs, xor.recoveryMs), 1)}×); ` +
+      `longest pause without progress ${fmt(c.recoveryStepMs)} vs ${fmt(xor.recoveryStepMs)} ms (median step ${fmt(xor.medianStepMs, 1)} ms)`);
   }
   return lines.join('\n');
 }

@@ -70,12 +70,21 @@ export interface TrainResult {
   batchSize: number;
   records: StepRecord[];
   events: ClusterEvent[];
-  /** Trainer-side failure handling, ms since start: detection to training resumed with new progress. */
-  failures: { at: number; server: number[]; resumedAt: number; lostSteps: number }[];
+  /**
+   * Failures, ms since start. at: detection. servedAt: the lost rows are served again (ECRM: the
+   * spare answers, decoding rows not yet rebuilt; checkpoint/CPR: the restarted shards have loaded
+   * the checkpoint). resumedAt: fully recovered (ECRM: every row rebuilt and switched over;
+   * checkpoint: the lost steps redone, new progress again; CPR: new progress again).
+   */
+  failures: { at: number; server: number[]; servedAt: number; resumedAt: number; lostSteps: number }[];
   checkpointMs: number;
   checkpoints: number;
+  /** How long a rebuild went on after the last step (0: it finished while training ran). */
+  rebuildAfterTrainingMs: number;
   /** CPU per training step, ms: the trainer and every shard process (killed ones' share is lost). */
   cpuMsPerStep: number;
+  /** The trainer's share of cpuMsPerStep (the rest is the shard processes'). */
+  trainerCpuMsPerStep: number;
   wallMs: number;
   evalLoss: number;
   evalAuc: number;
@@ -113,7 +122,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
   const opt = new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02);
   const result: TrainResult = {
     mode, label: modeLabel({ ...options, k }), batchSize: source.batch(0).size, records: [], events: cluster.events, failures: [],
-    checkpointMs: 0, checkpoints: 0, cpuMsPerStep: NaN, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
+    checkpointMs: 0, checkpoints: 0, rebuildAfterTrainingMs: 0, cpuMsPerStep: NaN, trainerCpuMsPerStep: NaN, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
   };
   try {
     let mlpCheckpoint = opt.snapshot(), checkpointStep = 0;
@@ -168,7 +177,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
       } catch (e) {
         if (!(e instanceof ShardLostError) || !dir) throw e;
         // Failures of an unprotected cluster: a fresh process takes the lost shard's place.
-        const failure = { at: performance.now() - start, server: e.servers, resumedAt: NaN, lostSteps: 0 };
+        const failure = { at: performance.now() - start, server: e.servers, servedAt: NaN, resumedAt: NaN, lostSteps: 0 };
         result.failures.push(failure);
         pendingRecovery = failure;
         next = null;
@@ -177,6 +186,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
           // A restart: the whole job relaunches and loads the last checkpoint; lost steps are redone.
           await cluster.restartData();
           await cluster.restore(dir);
+          failure.servedAt = performance.now() - start;
           opt.restore(mlpCheckpoint);
           failure.lostSteps = step - checkpointStep;
           step = checkpointStep;
@@ -184,6 +194,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
           // CPR: only the lost shard goes back in time (on a spare); this step is redone against it.
           await cluster.replace(e.servers);
           await cluster.restore(dir, lostData);
+          failure.servedAt = performance.now() - start;
           failure.lostSteps = step - checkpointStep;
         }
       }
@@ -191,10 +202,15 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
     result.wallMs = performance.now() - start;
     const cpu = process.cpuUsage(cpu0);
     result.cpuMsPerStep = ((cpu.user + cpu.system) / 1000 + (await cluster.cpuMs()) - serverCpu0) / result.records.length;
+    result.trainerCpuMsPerStep = (cpu.user + cpu.system) / 1000 / result.records.length;
     for (const f of cluster.events) if (f.kind === 'failure' && mode === 'ecrm') {
-      result.failures.push({ at: f.at - start, server: [f.server], resumedAt: NaN, lostSteps: 0 });
+      const serving = cluster.events.find((e) => e.kind === 'serving' && e.server === f.server && e.at >= f.at);
+      result.failures.push({ at: f.at - start, server: [f.server], servedAt: serving ? serving.at - start : NaN, resumedAt: NaN, lostSteps: 0 });
     }
+    const trainedUntil = performance.now();
     await cluster.rebuilt();
+    // Waiting here for a rebuild still under way is no training time: summaries must see it.
+    result.rebuildAfterTrainingMs = performance.now() - trainedUntil;
     // ECRM's recovery ends when the rebuilt shard is switched over.
     for (const f of result.failures) if (mode === 'ecrm') {
       const done = cluster.events.find((e) => e.kind === 'rebuild-done' && e.server === f.server[0] && e.at - start >= f.at);
