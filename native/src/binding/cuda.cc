@@ -6,8 +6,12 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "args.h"
@@ -29,17 +33,70 @@ const napi_type_tag kStreamTag = {0x6b696e7473756769ull, 0x6375646173747231ull};
 const napi_type_tag kEventTag = {0x6b696e7473756769ull, 0x6375646165767431ull};
 
 // Device memory owned by shared pointers, so an in-flight async call keeps it alive across dispose().
+// cudaFree waits until the whole device is idle, so freeing on the JS thread would block it
+// behind every queued kernel (dispose() and garbage collection both free). Frees go to one
+// background thread instead; an allocation that runs out of memory waits for pending frees and
+// tries once more. The object is never destroyed: its thread lives until the process exits.
+class DeferredFree {
+ public:
+  static DeferredFree& instance() {
+    static DeferredFree* d = new DeferredFree();
+    return *d;
+  }
+  void push(int device, void* ptr) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back({device, ptr});
+    }
+    wake_.notify_all();
+  }
+  // Returns once every free queued so far has been done.
+  void drain() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    idle_.wait(lock, [&] { return queue_.empty() && !busy_; });
+  }
+
+ private:
+  DeferredFree() { std::thread([this] { run(); }).detach(); }
+  void run() {
+    for (;;) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return !queue_.empty(); });
+      auto [device, ptr] = queue_.front();
+      queue_.pop_front();
+      busy_ = true;
+      lock.unlock();
+      try {
+        cuda::free_device(device, ptr);
+      } catch (...) {  // a failed free must not end the thread (the memory is then lost)
+      }
+      lock.lock();
+      busy_ = false;
+      if (queue_.empty()) idle_.notify_all();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable wake_, idle_;
+  std::deque<std::pair<int, void*>> queue_;
+  bool busy_ = false;
+};
+
+void* allocate(int device, size_t bytes) {
+  try {
+    return cuda::malloc_device(device, bytes);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::OutOfMemory) throw;
+    DeferredFree::instance().drain();
+    return cuda::malloc_device(device, bytes);
+  }
+}
+
 struct DeviceMemory {
   int device;
   void* ptr;
   size_t bytes;
-  DeviceMemory(int d, size_t n) : device(d), ptr(cuda::malloc_device(d, n)), bytes(n) {}
-  ~DeviceMemory() {
-    try {
-      cuda::free_device(device, ptr);
-    } catch (...) {  // a failed free at teardown must not abort the process
-    }
-  }
+  DeviceMemory(int d, size_t n) : device(d), ptr(allocate(d, n)), bytes(n) {}
+  ~DeviceMemory() { DeferredFree::instance().push(device, ptr); }
 };
 
 struct StreamHandle {
