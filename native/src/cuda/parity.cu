@@ -167,35 +167,32 @@ void check_count(int k, const char* name) {
   if (k < 0) throw_expected(ErrorKind::Range, "a block count >= 0", name, std::to_string(k));
 }
 
-}  // namespace
-
-void xor_encode(int device, const uint8_t* const* blocks, int k, size_t len, uint8_t* parity, Stream stream) {
+// The checks and the empty cases an encoder shares; false when there is nothing to launch
+// (no bytes, or no blocks: the parity of nothing is zeros).
+bool start_encode(int device, const void* blocks, int k, size_t len, void* parity, size_t parity_bytes, Stream stream) {
   check_count(k, "k");
-  if (len == 0) return;
+  if (len == 0) return false;
   if (k > 0 && !blocks) throw_expected(ErrorKind::Type, std::to_string(k) + " device block pointers", "blocks", "null");
   if (!parity) throw_expected(ErrorKind::Type, "a parity buffer", "parity", "null");
   use_device(device);
+  if (k > 0) return true;
+  check(cudaMemsetAsync(parity, 0, parity_bytes, as_stream(stream)), "cudaMemsetAsync(parity)");
+  return false;
+}
+
+}  // namespace
+
+void xor_encode(int device, const uint8_t* const* blocks, int k, size_t len, uint8_t* parity, Stream stream) {
+  if (!start_encode(device, blocks, k, len, parity, len, stream)) return;
   const cudaStream_t s = as_stream(stream);
-  if (k == 0) {  // the XOR of no blocks
-    check(cudaMemsetAsync(parity, 0, len, s), "cudaMemsetAsync(xor_encode)");
-    return;
-  }
   const Sources src{reinterpret_cast<const void* const*>(blocks), nullptr, nullptr, k, false};
   xor_kernel<<<grid_for(device, (len + 15) / 16), kThreads, staged_bytes(k, false), s>>>(src, len, parity);
   check_launch("xor_encode");
 }
 
 void sum_encode(int device, const float* const* blocks, const float* coeffs, int k, size_t len, float* parity, Stream stream) {
-  check_count(k, "k");
-  if (len == 0) return;
-  if (k > 0 && !blocks) throw_expected(ErrorKind::Type, std::to_string(k) + " device block pointers", "blocks", "null");
-  if (!parity) throw_expected(ErrorKind::Type, "a parity buffer", "parity", "null");
-  use_device(device);
+  if (!start_encode(device, blocks, k, len, parity, len * sizeof(float), stream)) return;
   const cudaStream_t s = as_stream(stream);
-  if (k == 0) {
-    check(cudaMemsetAsync(parity, 0, len * sizeof(float), s), "cudaMemsetAsync(sum_encode)");
-    return;
-  }
   const Sources src{reinterpret_cast<const void* const*>(blocks), coeffs, nullptr, k, false};
   sum_kernel<<<grid_for(device, (len + 3) / 4), kThreads, staged_bytes(k, true), s>>>(src, len, 1.0, false, parity);
   check_launch("sum_encode");
