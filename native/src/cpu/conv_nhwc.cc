@@ -52,7 +52,7 @@ struct Scratch {
 };
 // t_col: blocks of col / dcol (every thread); t_weights: reordered or packed weights and the
 // reordered dW (the calling thread only).
-thread_local Scratch t_col, t_weights, t_dw;
+thread_local Scratch t_col, t_weights, t_dw, t_weights_col, t_reorder;
 
 // One NHWC problem's sizes.
 struct Shape {
@@ -149,27 +149,20 @@ void reorder_weights(const Conv2dParams& p, const Shape& s, const float* w, floa
 int64_t group_panels(const Shape& s, int nr) { return packed_b_floats(s.k, s.g.kg, nr); }
 
 void pack_body(const Conv2dParams& p, const Shape& s, const float* w, int nr, float* dst) {
-  const int64_t kk = s.g.kk, cg = s.g.cg, kg = s.g.kg;
+  const int64_t kk = s.g.kk, kg = s.g.kg;
   if (s.direct_depthwise) {
     for (int64_t c = 0; c < p.c_out; ++c)
       for (int64_t t = 0; t < kk; ++t) dst[t * p.c_out + c] = w[c * kk + t];
     return;
   }
-  const int64_t panels = (kg + nr - 1) / nr, gstride = group_panels(s, nr);
-  parallel_for(p.groups * panels, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, s.k * nr)), [&](int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t grp = u / panels, pq = u % panels;
-      float* d = dst + grp * gstride + pq * s.k * nr;
-      const int64_t j0 = pq * nr, cols = std::min<int64_t>(nr, kg - j0);
-      for (int64_t r = 0; r < s.k; ++r) {
-        const int64_t t = r / cg, c = r % cg;  // r = (i*kw + j) * cg + c
-        float* dr = d + r * nr;
-        const float* src = w + ((grp * kg + j0) * cg + c) * kk + t;
-        for (int64_t jj = 0; jj < cols; ++jj) dr[jj] = src[jj * cg * kk];
-        for (int64_t jj = cols; jj < nr; ++jj) dr[jj] = 0.0f;
-      }
-    }
-  });
+  // Reorder to (oc, i, j, c) with reads along each filter, then transpose into panels with
+  // sgemm's packer (reading the filters with a stride of cg*kh*kw floats per output column
+  // directly would miss the cache on every element).
+  float* wr = t_reorder.get(size_t(p.weight_size()));
+  reorder_weights(p, s, w, wr);
+  const int64_t gstride = group_panels(s, nr);
+  for (int64_t grp = 0; grp < p.groups; ++grp)
+    pack_b_into(Layout::RowMajor, Transpose::Yes, s.k, kg, wr + grp * kg * s.k, s.k, nr, dst + grp * gstride);
 }
 
 // ---- depthwise: one channel per group, channels contiguous, direct loops ----
@@ -315,8 +308,13 @@ void nhwc_forward(const Conv2dParams& p, const float* x, const float* w, const f
   const int64_t mr = 6;
   // Rows per task: the block of col in about kForwardColBytes, a multiple of the register tile.
   int64_t mb = g.pointwise ? 384 : std::clamp<int64_t>(kForwardColBytes / (4 * s.k) / mr * mr, 4 * mr, 384);
+  // Every row block reads all of a group's weights and every column task builds its own col:
+  // with more output channels than rows (late layers at small batch) the weights are the larger
+  // stream, so the rows stay in one block and the threads split the channels instead.
+  const bool weights_heavy = g.kg > s.rows;
+  if (weights_heavy) mb = std::min<int64_t>(s.rows, 384);
   int64_t row_blocks = (s.rows + mb - 1) / mb;
-  if (threads > 1 && row_blocks * p.groups < 2 * threads) {
+  if (threads > 1 && !weights_heavy && row_blocks * p.groups < 2 * threads) {
     // Few blocks for the threads: smaller blocks (down to four register tiles) first.
     const int64_t want = (2 * threads + p.groups - 1) / p.groups;
     mb = std::max<int64_t>(4 * mr, (s.rows + want - 1) / want);
@@ -331,6 +329,20 @@ void nhwc_forward(const Conv2dParams& p, const float* x, const float* w, const f
   col_tasks = (panels_per_group + panels_per_task - 1) / panels_per_task;
   const int64_t gstride = group_panels(s, nr);
   const int64_t tasks = row_blocks * p.groups * col_tasks;
+  // Channels split over tasks: col is built once for every task (when it is not too large)
+  // rather than once per task.
+  const float* shared_col = nullptr;
+  if (col_tasks > 1 && !g.pointwise && p.groups * s.rows * s.k <= (int64_t(8) << 20) / 4) {
+    float* c = t_weights_col.get(size_t(p.groups * s.rows * s.k));
+    parallel_for(p.groups * s.rows, std::max<int64_t>(1, 16384 / s.k), [&](int64_t a, int64_t b) {
+      for (int64_t u = a; u < b;) {
+        const int64_t grp = u / s.rows, r0 = u % s.rows, r1 = std::min(s.rows, r0 + (b - u));
+        im2col_nhwc(p, s, x, grp, r0, r1, c + (grp * s.rows + r0) * s.k);
+        u += r1 - r0;
+      }
+    });
+    shared_col = c;
+  }
 
   auto run_task = [&](int64_t task) {
     const int64_t ct = task % col_tasks, rest = task / col_tasks;
@@ -342,6 +354,9 @@ void nhwc_forward(const Conv2dParams& p, const float* x, const float* w, const f
     if (g.pointwise) {
       a = x + r0 * p.c_in + grp * g.cg;
       lda = p.c_in;
+    } else if (shared_col) {
+      a = shared_col + (grp * s.rows + r0) * s.k;
+      lda = s.k;
     } else {
       float* col = t_col.get(size_t((r1 - r0) * s.k));
       im2col_nhwc(p, s, x, grp, r0, r1, col);
