@@ -1,7 +1,8 @@
 // conv2d forward: every conv layer of ResNet-18, ResNet-50 (torchvision v1.5: stride on the 3x3)
 // and VGG-16 at 224x224, at batch 1 and 32; layers of a net that share a shape are one row with
 // their count. Peer: OpenBLAS through Caffe-style lowering (im2col per image, then cblas_sgemm;
-// 1x1 stride-1 layers use the image directly).
+// 1x1 stride-1 layers use the image directly). NHWC rows (a few ResNet-50 layers): our NHWC
+// forward, with our NCHW forward on the same shape as the peer column.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -138,12 +139,14 @@ std::string check_conv(const kintsugi::Conv2dParams& p, const float* x, const fl
         for (int64_t kj = 0; kj < p.kw; ++kj) {
           const int64_t iw = xo * p.stride_w - p.pad_w + kj;
           if (iw < 0 || iw >= p.w) continue;
-          const double v = double(x[((b * p.c_in + c) * p.h + ih) * p.w + iw]) * double(w[((co * p.c_in + c) * p.kh + ki) * p.kw + kj]);
+          const int64_t xi = p.layout == kintsugi::ConvLayout::Nhwc ? ((b * p.h + ih) * p.w + iw) * p.c_in + c : ((b * p.c_in + c) * p.h + ih) * p.w + iw;
+          const double v = double(x[xi]) * double(w[((co * p.c_in + c) * p.kh + ki) * p.kw + kj]);
           ref += v;
           bound += std::fabs(v);
         }
       }
-    const double got = y[size_t(((b * p.c_out + co) * oh + yo) * ow + xo)];
+    const double got = y[size_t(p.layout == kintsugi::ConvLayout::Nhwc ? ((b * oh + yo) * ow + xo) * p.c_out + co
+                                                                        : ((b * p.c_out + co) * oh + yo) * ow + xo)];
     const double err = std::fabs(got - ref) / std::max(bound, 1e-30);
     if (!(err <= worst)) worst = std::isnan(err) ? INFINITY : std::max(worst, err);
   }
@@ -211,6 +214,60 @@ void run_layer(const Layer& l, int64_t batch) {
   }
 }
 
+// Our NHWC forward against our NCHW forward on the same shape (same weights; the inputs are the
+// same random values read in each layout).
+void run_layer_nhwc(const Layer& l, int64_t batch) {
+  Context& cx = ctx();
+  const kintsugi::Conv2dParams pc = params_of(l, batch);
+  kintsugi::Conv2dParams pn = pc;
+  pn.layout = kintsugi::ConvLayout::Nhwc;
+  kintsugi::check_conv2d(pn);
+  const size_t set_bytes = size_t(pc.input_size() + pc.weight_size()) * sizeof(float);
+  const int nbuf = cx.rotation(set_bytes);
+  std::vector<Buffer<float>> xs, ws;
+  for (int i = 0; i < nbuf; ++i) {
+    xs.emplace_back(size_t(pc.input_size()));
+    xs.back().fill_random(3000 + uint64_t(i));
+    ws.emplace_back(size_t(pc.weight_size()));
+    ws.back().fill_random(4000 + uint64_t(i));
+  }
+  Buffer<float> y(size_t(pc.output_size())), yp(size_t(pc.output_size()));
+  y.fill_zero();
+  yp.fill_zero();
+  Call ours = [&](int64_t i) { kintsugi::conv2d_forward(pn, xs[size_t(i % nbuf)].data(), ws[size_t(i % nbuf)].data(), nullptr, y.data()); };
+  Call peer = [&](int64_t i) { kintsugi::conv2d_forward(pc, xs[size_t(i % nbuf)].data(), ws[size_t(i % nbuf)].data(), nullptr, yp.data()); };
+  Check check = [&] { return check_conv(pn, xs[0].data(), ws[0].data(), y); };
+  Check peer_check = [&] { return check_conv(pc, xs[0].data(), ws[0].data(), yp); };
+  for (int t : cx.opt.threads) {
+    cx.use_threads(t);
+    Row r;
+    r.section = "conv2d";
+    r.group = l.net;
+    r.op = "conv2d nhwc";
+    r.name = std::string(l.net) + "." + l.name + " (NHWC)";
+    r.count = l.count;
+    r.shape = shape_of(pn) + " NHWC";
+    r.threads = t;
+    r.buffers = nbuf;
+    r.work = pn.flops();
+    r.params = {{"batch", double(pn.n)}, {"c_in", double(pn.c_in)}, {"h", double(pn.h)},       {"w", double(pn.w)},
+                {"c_out", double(pn.c_out)}, {"kh", double(pn.kh)}, {"kw", double(pn.kw)},     {"stride", double(pn.stride_h)},
+                {"pad", double(pn.pad_h)},   {"count", double(l.count)}, {"nhwc", 1.0}};
+    cx.measure_and_emit(std::move(r), ours, "kintsugi NCHW", &peer, check, &peer_check);
+  }
+}
+
+// The ResNet-50 layers that get an NHWC row: the stem, 3x3 at each stage's size, 1x1 in and
+// out, a strided 1x1 downsample.
+bool nhwc_row(const Layer& l) {
+  static const char* names[] = {"conv1", "layer1.conv2", "layer1.conv3+downsample", "layer2.0.downsample", "layer2.conv2",
+                                "layer3.conv1", "layer3.conv2", "layer4.conv2"};
+  if (std::string(l.net) != "resnet50") return false;
+  for (const char* n : names)
+    if (std::string(l.name) == n) return true;
+  return false;
+}
+
 int layers_in(const std::string& net) {
   int n = 0;
   for (const auto& l : kLayers)
@@ -228,6 +285,13 @@ std::vector<Case> conv_cases() {
       const std::string name = fmt("conv2d/%s/%s n=%ld", l.net, l.name, long(batch));
       const Layer* lp = &l;
       cases.push_back({name, [lp, batch] { run_layer(*lp, batch); }});
+    }
+  for (int64_t batch : opt.batches)
+    for (const auto& l : kLayers) {
+      if (!nhwc_row(l)) continue;
+      const std::string name = fmt("conv2d/nhwc/%s/%s n=%ld", l.net, l.name, long(batch));
+      const Layer* lp = &l;
+      cases.push_back({name, [lp, batch] { run_layer_nhwc(*lp, batch); }});
     }
   return cases;
 }

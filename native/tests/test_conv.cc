@@ -475,4 +475,168 @@ TEST(packed_weights_of_another_shape_raise_range_errors) {
   CHECK(yr == yr_ref);
 }
 
+// ---- NHWC ----
+
+namespace {
+Conv2dParams nhwc(Conv2dParams p) {
+  p.layout = kintsugi::ConvLayout::Nhwc;
+  return p;
+}
+
+// [n, c, h, w] <-> [n, h, w, c]
+std::vector<float> to_nhwc(const std::vector<float>& v, int64_t n, int64_t c, int64_t h, int64_t w) {
+  std::vector<float> r(v.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < c; ++k)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x) r[size_t(((i * h + y) * w + x) * c + k)] = v[size_t(((i * c + k) * h + y) * w + x)];
+  return r;
+}
+
+// The NHWC path on permuted tensors against the NCHW path (bit for bit for small-integer fills).
+void check_nhwc_vs_nchw(const Conv2dParams& p, uint32_t seed, bool exact) {
+  const Conv2dParams q = nhwc(p);
+  const int64_t xs = p.input_size(), ws = p.weight_size(), ys = p.output_size(), oh = p.out_h(), ow = p.out_w();
+  auto gen = [&](int64_t n, uint32_t s) {
+    return exact ? harness::random_small_ints(size_t(n), s, -3, 3) : harness::random_floats(size_t(n), s);
+  };
+  std::vector<float> x = gen(xs, seed), w = gen(ws, seed + 1), b = gen(p.c_out, seed + 2), dy = gen(ys, seed + 3);
+  std::vector<float> xt = to_nhwc(x, p.n, p.c_in, p.h, p.w), dyt = to_nhwc(dy, p.n, p.c_out, oh, ow);
+  const double cg = double(p.c_in / p.groups), kg = double(p.c_out / p.groups), kk = double(p.kh * p.kw), nq = double(p.n * oh * ow);
+
+  std::vector<float> y = output_buffer(ys), yt = output_buffer(ys);
+  kintsugi::conv2d_forward(p, x.data(), w.data(), b.data(), y.data());
+  kintsugi::conv2d_forward(q, xt.data(), w.data(), b.data(), yt.data());
+  CHECK(guard_intact(yt, ys)) << "nhwc forward wrote past its output: " << describe(p);
+  yt.resize(size_t(ys));
+  std::vector<float> yn = to_nhwc(std::vector<float>(y.begin(), y.begin() + ys), p.n, p.c_out, oh, ow);
+  yn.resize(size_t(ys) + kGuard, kGuardValue);
+  yt.resize(size_t(ys) + kGuard, kGuardValue);
+  expect_close("nhwc forward vs nchw", q, yt, yn, ys, cg * kk + 1, exact);
+
+  std::vector<float> dx = output_buffer(xs), dxt = output_buffer(xs);
+  kintsugi::conv2d_backward_data(p, dy.data(), w.data(), dx.data());
+  kintsugi::conv2d_backward_data(q, dyt.data(), w.data(), dxt.data());
+  std::vector<float> dxn = to_nhwc(std::vector<float>(dx.begin(), dx.begin() + xs), p.n, p.c_in, p.h, p.w);
+  dxn.resize(size_t(xs) + kGuard, kGuardValue);
+  expect_close("nhwc backward_data vs nchw", q, dxt, dxn, xs, kg * kk, exact);
+
+  std::vector<float> dw = output_buffer(ws), dwt = output_buffer(ws), db = output_buffer(p.c_out), dbt = output_buffer(p.c_out);
+  kintsugi::conv2d_backward_weight(p, x.data(), dy.data(), dw.data(), db.data());
+  kintsugi::conv2d_backward_weight(q, xt.data(), dyt.data(), dwt.data(), dbt.data());
+  expect_close("nhwc backward_weight vs nchw", q, dwt, dw, ws, nq, exact);
+  expect_close("nhwc backward_bias vs nchw", q, dbt, db, p.c_out, nq, exact);
+}
+
+std::vector<Conv2dParams> nhwc_shapes() {
+  return {
+      make(2, 8, 5, 7, 6, 1, 1),                          // 1x1 stride 1: x read in place
+      make(2, 12, 9, 9, 10, 1, 1, 2, 2),                  // 1x1 stride 2
+      make(3, 6, 9, 8, 8, 3, 3, 1, 1, 1, 1),              // 3x3 pad 1, batch 3
+      make(1, 3, 23, 23, 16, 7, 7, 2, 2, 3, 3),           // 7x7 stride 2 (conv1-like)
+      make(1, 5, 12, 11, 7, 3, 3, 1, 1, 2, 2, 2, 2),      // dilation 2
+      make(2, 6, 7, 7, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2),    // groups 2
+      make(2, 8, 9, 9, 8, 1, 1, 1, 1, 0, 0, 1, 1, 2),     // pointwise, groups 2
+      make(3, 16, 9, 10, 16, 3, 3, 1, 1, 1, 1, 1, 1, 16), // depthwise
+      make(1, 5, 11, 9, 5, 5, 3, 2, 1, 2, 1, 1, 2, 5),    // depthwise strided, dilated, odd
+      make(1, 3, 6, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3),     // channel multiplier 2: grouped GEMM
+      make(1, 7, 13, 11, 5, 4, 2, 3, 1, 1, 0, 2, 2),      // odd everything
+      make(1, 2, 3, 4, 3, 2, 2, 1, 1, 2, 3),              // padding >= kernel
+      make(1, 1, 1, 1, 1, 1, 1),                          // 1x1 everything
+      make(3, 70, 7, 7, 130, 3, 3, 1, 1, 1, 1),           // several panels and row blocks
+  };
+}
+}  // namespace
+
+TEST(nhwc_matches_reference) {
+  uint32_t seed = 3000;
+  for (const auto& p : edge_shapes()) {
+    check_all(nhwc(p), seed += 10, true);
+    check_all(nhwc(p), seed += 10, false);
+    check_all(nhwc(p), seed += 10, true, true);
+  }
+  std::mt19937 rng(7);
+  for (int t = 0; t < 40; ++t) check_all(nhwc(random_shape(rng)), 4000 + uint32_t(t) * 7, t % 2 == 0);
+}
+
+TEST(nhwc_equals_nchw_on_permuted_tensors) {
+  uint32_t seed = 5000;
+  const int original = kintsugi::num_threads();
+  for (int threads : {1, 2, 3}) {
+    kintsugi::set_num_threads(threads);
+    for (const auto& p : nhwc_shapes()) {
+      check_nhwc_vs_nchw(p, seed += 10, true);
+      check_nhwc_vs_nchw(p, seed += 10, false);
+    }
+  }
+  kintsugi::set_num_threads(original);
+}
+
+TEST(nhwc_every_isa_and_large_layers) {
+  for (auto isa : harness::supported_isas()) {
+    kintsugi::set_isa_limit(isa);
+    check_nhwc_vs_nchw(make(2, 6, 9, 8, 20, 3, 3, 1, 1, 1, 1), 61, true);
+    check_nhwc_vs_nchw(make(1, 16, 9, 10, 16, 3, 3, 2, 2, 1, 1, 1, 1, 16), 62, false);
+  }
+  kintsugi::set_isa_limit(kintsugi::best_isa());
+  // Column blocks over many rows (several forward tasks and backward blocks), exact.
+  check_all(nhwc(make(2, 64, 30, 30, 32, 3, 3, 1, 1, 1, 1)), 63, true, true);
+  check_all(nhwc(make(2, 64, 28, 28, 72, 1, 1)), 64, true);
+  check_all(nhwc(make(2, 32, 20, 20, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32)), 65, true);
+}
+
+TEST(nhwc_nan_and_inf_propagate) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const auto& p0 : {make(2, 4, 8, 8, 5, 3, 3, 1, 1, 1, 1), make(2, 4, 8, 8, 6, 1, 1), make(2, 4, 8, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4),
+                         make(1, 4, 8, 8, 6, 3, 3, 2, 2, 1, 1, 1, 1, 2)}) {
+    const Conv2dParams p = nhwc(p0);
+    std::vector<float> x = harness::random_floats(size_t(p.input_size()), 5);
+    std::vector<float> w = harness::random_floats(size_t(p.weight_size()), 6, 0.1f, 1.0f);  // positive: no Inf - Inf
+    x[3] = nan;
+    x[size_t(p.input_size() - 5)] = inf;
+    x[size_t(p.w * p.c_in * 3 + 20)] = -inf;
+    std::vector<float> y = output_buffer(p.output_size()), y_ref = output_buffer(p.output_size());
+    kintsugi::conv2d_forward(p, x.data(), w.data(), nullptr, y.data());
+    kintsugi::conv2d_forward_reference(p, x.data(), w.data(), nullptr, y_ref.data());
+    int64_t nans = 0, infs = 0;
+    for (int64_t i = 0; i < p.output_size(); ++i) {
+      nans += std::isnan(y_ref[size_t(i)]);
+      infs += std::isinf(y_ref[size_t(i)]);
+    }
+    CHECK(nans > 0 && infs > 0) << describe(p);
+    expect_close("nhwc forward with NaN/Inf", p, y, y_ref, p.output_size(), double(p.c_in * 9), false);
+    // Backward data: a NaN in dy reaches every dx its window covers.
+    std::vector<float> dy = harness::random_floats(size_t(p.output_size()), 8);
+    dy[7] = nan;
+    std::vector<float> dx = output_buffer(p.input_size()), dx_ref = output_buffer(p.input_size());
+    kintsugi::conv2d_backward_data(p, dy.data(), w.data(), dx.data());
+    kintsugi::conv2d_backward_data_reference(p, dy.data(), w.data(), dx_ref.data());
+    expect_close("nhwc backward_data with NaN", p, dx, dx_ref, p.input_size(), double(p.c_out * 9), false);
+  }
+}
+
+TEST(nhwc_packed_forward) {
+  uint32_t seed = 7000;
+  for (const auto& p : nhwc_shapes()) {
+    check_packed(nhwc(p), seed += 10, true, true);
+    check_packed(nhwc(p), seed += 10, false, false);
+  }
+  for (const auto& p : packed_shapes()) check_packed(nhwc(p), seed += 10, true, false);
+  // Packed for one layout, used with the other: a Range error naming both.
+  Conv2dParams p = make(1, 4, 6, 6, 32, 3, 3, 1, 1, 1, 1);
+  std::vector<float> w(size_t(p.weight_size()), 1.0f), packed(size_t(kintsugi::conv2d_packed_weights_size(p)));
+  kintsugi::conv2d_pack_weights(p, w.data(), packed.data());
+  std::vector<float> x(size_t(p.input_size()), 1.0f), y(size_t(p.output_size()));
+  CHECK_THROWS_KIND(kintsugi::conv2d_forward_packed(nhwc(p), x.data(), packed.data(), nullptr, y.data()), kintsugi::ErrorKind::Range);
+  std::vector<float> pn(size_t(kintsugi::conv2d_packed_weights_size(nhwc(p))));
+  kintsugi::conv2d_pack_weights(nhwc(p), w.data(), pn.data());
+  bool thrown = false;
+  try {
+    kintsugi::conv2d_forward_packed(p, x.data(), pn.data(), nullptr, y.data());
+  } catch (const kintsugi::Error& e) {
+    thrown = std::string(e.what()).find("NHWC weights packed") != std::string::npos;
+  }
+  CHECK(thrown) << "NCHW forward with NHWC-packed weights should name the layouts";
+}
+
 TEST_MAIN()

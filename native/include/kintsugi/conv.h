@@ -1,9 +1,14 @@
-// 2-D convolution, NCHW activations and [C_out, C_in/groups, KH, KW] weights, forward and
-// backward (data, weights, bias). Outputs are overwritten, never accumulated.
+// 2-D convolution, forward and backward (data, weights, bias), on NCHW or NHWC activations
+// (Conv2dParams::layout) with [C_out, C_in/groups, KH, KW] weights in both layouts. Outputs are
+// overwritten, never accumulated.
 #pragma once
 #include <cstdint>
 
 namespace kintsugi {
+
+// Nchw: x [N, C_in, H, W], y [N, C_out, OH, OW]. Nhwc: x [N, H, W, C_in], y [N, OH, OW, C_out]
+// (dx like x, dy like y). Tensor sizes are the same in both.
+enum class ConvLayout { Nchw, Nhwc };
 
 struct Conv2dParams {
   int64_t n = 1, c_in = 1, h = 1, w = 1;     // input
@@ -12,6 +17,7 @@ struct Conv2dParams {
   int64_t pad_h = 0, pad_w = 0;
   int64_t dilation_h = 1, dilation_w = 1;
   int64_t groups = 1;
+  ConvLayout layout = ConvLayout::Nchw;
 
   int64_t out_h() const { return (h + 2 * pad_h - dilation_h * (kh - 1) - 1) / stride_h + 1; }
   int64_t out_w() const { return (w + 2 * pad_w - dilation_w * (kw - 1) - 1) / stride_w + 1; }
@@ -32,6 +38,8 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
 // constant initializers). The packed buffer starts with a small header naming its layout and the
 // weight shape; the layout depends on the ISA active when packing and on c_out, c_in/groups, kh,
 // kw and groups only, so one packed buffer serves any input size, stride, padding and dilation.
+// Buffers are packed for one layout (p.layout): NHWC buffers hold the GEMM panels of the
+// reordered weights W'[(kh, kw, c) x C_out] per group.
 int64_t conv2d_packed_weights_size(const Conv2dParams& p);
 void conv2d_pack_weights(const Conv2dParams& p, const float* w, float* packed);
 // Throws Range errors when `packed` was made for another weight shape.

@@ -45,4 +45,16 @@ int64_t packed_cols(const PackedMatrix& p);  // n
 // C (m x n) = alpha * op(A) * packed + beta * C; a/c use args' layout/trans_a/lda/ldc.
 void sgemm_packed(const SgemmArgs& args, const PackedMatrix& packed_b);
 
+// The same panel format in caller-owned memory (a buffer kept in a typed array, a thread-local
+// scratch): op(B) (k x n) as ceil(n / nr) panels of k x nr floats, panel q holding columns
+// [q*nr, q*nr + nr), zero past n. Any nr that is a multiple of 16 works with every ISA's kernels;
+// packed_b_panel_width() is the one pack_b picks for the active ISA.
+int packed_b_panel_width();
+int64_t packed_b_floats(int64_t k, int64_t n, int nr);
+void pack_b_into(Layout layout, Transpose trans_b, int64_t k, int64_t n, const float* b, int64_t ldb, int nr, float* dst);
+// sgemm_packed over such panels; args.k and args.n give the packed shape (a column range
+// starting at a panel boundary is the same panels from that panel on). Runs on the calling
+// thread when called from a pool task.
+void sgemm_packed_panels(const SgemmArgs& args, const float* panels, int nr);
+
 }  // namespace kintsugi

@@ -106,6 +106,14 @@ Conv2dParams read_conv_params(const Args& a, size_t i) {
   p.dilation_h = int_field(o, "dilationH", 1, 65535);
   p.dilation_w = int_field(o, "dilationW", 1, 65535);
   p.groups = int_field(o, "groups", 1, kMaxExtent);
+  Napi::Value layout = o.Get("layout");
+  if (!layout.IsUndefined()) {
+    const std::string name = layout.IsString() ? layout.As<Napi::String>().Utf8Value() : std::string();
+    if (name == "nhwc")
+      p.layout = ConvLayout::Nhwc;
+    else if (name != "nchw")
+      throw_expected(layout.IsString() ? ErrorKind::Range : ErrorKind::Type, "'nchw' | 'nhwc'", "params.layout", describe(layout));
+  }
   // Products in double first: an int64 product of unchecked sizes could overflow.
   double in = double(p.n) * double(p.c_in) * double(p.h) * double(p.w);
   double weights = double(p.c_out) * double(p.c_in) * double(p.kh) * double(p.kw);

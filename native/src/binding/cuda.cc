@@ -516,6 +516,8 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
     auto stream = read_stream(a, 2, device);
     cuda::DType t = read_dtype(a, 3, "dtype");
     Conv2dParams p = read_conv_params(a, 4);
+    if (p.layout != ConvLayout::Nchw)
+      throw_expected(ErrorKind::Range, "'nchw' (the CUDA convolution takes NCHW only)", "params.layout", "'nhwc'");
     size_t e = cuda::dtype_size(t);
     int64_t x = p.input_size() * e, w = p.weight_size() * e, y = p.output_size() * e, bias = p.c_out * e;
     switch (pass) {

@@ -518,20 +518,42 @@ void check_conv2d(const Conv2dParams& p) {
 
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
   check_conv2d(p);
-  detail::translate_bad_alloc("conv2d_forward", [&] { forward_impl(p, x, w, bias, y); });
+  detail::translate_bad_alloc("conv2d_forward", [&] {
+    if (p.layout == ConvLayout::Nhwc)
+      conv_internal::nhwc_forward(p, x, w, nullptr, 0, bias, y);
+    else
+      forward_impl(p, x, w, bias, y);
+  });
 }
 
 void conv2d_backward_data(const Conv2dParams& p, const float* dy, const float* w, float* dx) {
   check_conv2d(p);
-  detail::translate_bad_alloc("conv2d_backward_data", [&] { backward_data_impl(p, dy, w, dx); });
+  detail::translate_bad_alloc("conv2d_backward_data", [&] {
+    if (p.layout == ConvLayout::Nhwc)
+      conv_internal::nhwc_backward_data(p, dy, w, dx);
+    else
+      backward_data_impl(p, dy, w, dx);
+  });
 }
 
 void conv2d_backward_weight(const Conv2dParams& p, const float* x, const float* dy, float* dw, float* db) {
   check_conv2d(p);
-  detail::translate_bad_alloc("conv2d_backward_weight", [&] { backward_weight_impl(p, x, dy, dw, db); });
+  detail::translate_bad_alloc("conv2d_backward_weight", [&] {
+    if (p.layout == ConvLayout::Nhwc)
+      conv_internal::nhwc_backward_weight(p, x, dy, dw, db);
+    else
+      backward_weight_impl(p, x, dy, dw, db);
+  });
 }
 
 // ---- references: direct loops, double accumulation ----
+
+namespace {
+// Index of activation element (img, c, h, w) of a [n, ch, hh, ww] tensor in p's layout.
+int64_t act(const Conv2dParams& p, int64_t img, int64_t c, int64_t h, int64_t w, int64_t ch, int64_t hh, int64_t ww) {
+  return p.layout == ConvLayout::Nhwc ? ((img * hh + h) * ww + w) * ch + c : ((img * ch + c) * hh + h) * ww + w;
+}
+}  // namespace
 
 void conv2d_forward_reference(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
   check_conv2d(p);
@@ -550,12 +572,12 @@ void conv2d_forward_reference(const Conv2dParams& p, const float* x, const float
               for (int64_t j = 0; j < p.kw; ++j) {
                 const int64_t iw = ow * p.stride_w - p.pad_w + j * p.dilation_w;
                 if (iw < 0 || iw >= p.w) continue;
-                acc += double(x[((img * p.c_in + c) * p.h + ih) * p.w + iw]) *
+                acc += double(x[act(p, img, c, ih, iw, p.c_in, p.h, p.w)]) *
                        double(w[((oc * cg + ci) * p.kh + i) * p.kw + j]);
               }
             }
           }
-          y[((img * p.c_out + oc) * oh_n + oh) * ow_n + ow] = float(acc);
+          y[act(p, img, oc, oh, ow, p.c_out, oh_n, ow_n)] = float(acc);
         }
     }
 }
@@ -579,12 +601,12 @@ void conv2d_backward_data_reference(const Conv2dParams& p, const float* dy, cons
                 const int64_t tw = iw + p.pad_w - j * p.dilation_w;
                 if (tw < 0 || tw % p.stride_w != 0 || tw / p.stride_w >= ow_n) continue;
                 const int64_t ow = tw / p.stride_w;
-                acc += double(dy[((img * p.c_out + oc) * oh_n + oh) * ow_n + ow]) *
+                acc += double(dy[act(p, img, oc, oh, ow, p.c_out, oh_n, ow_n)]) *
                        double(w[((oc * cg + ci) * p.kh + i) * p.kw + j]);
               }
             }
           }
-          dx[((img * p.c_in + c) * p.h + ih) * p.w + iw] = float(acc);
+          dx[act(p, img, c, ih, iw, p.c_in, p.h, p.w)] = float(acc);
         }
     }
 }
@@ -606,8 +628,8 @@ void conv2d_backward_weight_reference(const Conv2dParams& p, const float* x, con
               for (int64_t ow = 0; ow < ow_n; ++ow) {
                 const int64_t iw = ow * p.stride_w - p.pad_w + j * p.dilation_w;
                 if (iw < 0 || iw >= p.w) continue;
-                acc += double(dy[((img * p.c_out + oc) * oh_n + oh) * ow_n + ow]) *
-                       double(x[((img * p.c_in + c) * p.h + ih) * p.w + iw]);
+                acc += double(dy[act(p, img, oc, oh, ow, p.c_out, oh_n, ow_n)]) *
+                       double(x[act(p, img, c, ih, iw, p.c_in, p.h, p.w)]);
               }
             }
           dw[((oc * cg + ci) * p.kh + i) * p.kw + j] = float(acc);
@@ -616,7 +638,8 @@ void conv2d_backward_weight_reference(const Conv2dParams& p, const float* x, con
     if (db) {
       double acc = 0;
       for (int64_t img = 0; img < p.n; ++img)
-        for (int64_t q = 0; q < oh_n * ow_n; ++q) acc += double(dy[(img * p.c_out + oc) * oh_n * ow_n + q]);
+        for (int64_t oh = 0; oh < oh_n; ++oh)
+          for (int64_t ow = 0; ow < ow_n; ++ow) acc += double(dy[act(p, img, oc, oh, ow, p.c_out, oh_n, ow_n)]);
       db[oc] = float(acc);
     }
   }
@@ -629,7 +652,7 @@ namespace {
 
 // Header of a packed buffer: layout, then the weight shape it was made for (int32 words).
 constexpr int64_t kPackedHeader = 16;
-enum PackedLayout : int32_t { kPackedRaw = 0x4b430001, kPackedDirect16 = 0x4b430002 };
+enum PackedLayout : int32_t { kPackedRaw = 0x4b430001, kPackedDirect16 = 0x4b430002, kPackedNhwc = 0x4b430003 };
 
 bool use_direct(const Conv2dParams& p) {
 #if !defined(KINTSUGI_NO_X86_KERNELS)
@@ -650,7 +673,7 @@ int64_t packed_body(const Conv2dParams& p, bool direct) {
   return p.weight_size();
 }
 
-void header_words(const Conv2dParams& p, int32_t layout, int32_t out[kPackedHeader]) {
+void header_words(const Conv2dParams& p, int32_t layout, int32_t out[kPackedHeader], int32_t nr = 0) {
   std::memset(out, 0, sizeof(int32_t) * kPackedHeader);
   out[0] = layout;
   out[1] = int32_t(p.c_out);
@@ -658,17 +681,29 @@ void header_words(const Conv2dParams& p, int32_t layout, int32_t out[kPackedHead
   out[3] = int32_t(p.kh);
   out[4] = int32_t(p.kw);
   out[5] = int32_t(p.groups);
+  out[6] = nr;  // NHWC: the sgemm panel width
 }
+
+const char* layout_name(int32_t layout) { return layout == kPackedNhwc ? "NHWC" : "NCHW"; }
 
 }  // namespace
 
 int64_t conv2d_packed_weights_size(const Conv2dParams& p) {
   check_conv2d(p);
+  if (p.layout == ConvLayout::Nhwc) return kPackedHeader + conv_internal::nhwc_packed_size(p, packed_b_panel_width());
   return kPackedHeader + packed_body(p, use_direct(p));
 }
 
 void conv2d_pack_weights(const Conv2dParams& p, const float* w, float* packed) {
   check_conv2d(p);
+  if (p.layout == ConvLayout::Nhwc) {
+    const int nr = packed_b_panel_width();
+    int32_t h[kPackedHeader];
+    header_words(p, kPackedNhwc, h, nr);
+    std::memcpy(packed, h, sizeof h);
+    conv_internal::nhwc_pack_weights(p, w, nr, packed + kPackedHeader);
+    return;
+  }
   const bool direct = use_direct(p);
   int32_t h[kPackedHeader];
   header_words(p, direct ? kPackedDirect16 : kPackedRaw, h);
@@ -686,15 +721,25 @@ void conv2d_forward_packed(const Conv2dParams& p, const float* x, const float* p
   check_conv2d(p);
   int32_t h[kPackedHeader], want[kPackedHeader];
   std::memcpy(h, packed, sizeof h);
-  header_words(p, h[0], want);
-  if ((h[0] != kPackedRaw && h[0] != kPackedDirect16) || std::memcmp(h, want, sizeof h) != 0)
+  const bool nhwc = p.layout == ConvLayout::Nhwc;
+  // NHWC buffers carry their panel width (any multiple of 16 works with every ISA's kernels).
+  const int32_t nr = nhwc && h[0] == kPackedNhwc && h[6] > 0 && h[6] % 16 == 0 && h[6] <= 1024 ? h[6] : 0;
+  header_words(p, h[0], want, nr);
+  const bool layout_ok = nhwc ? h[0] == kPackedNhwc : (h[0] == kPackedRaw || h[0] == kPackedDirect16);
+  if (!layout_ok || std::memcmp(h, want, sizeof h) != 0)
     throw_expected(ErrorKind::Range,
-                   "weights packed for [" + str(p.c_out) + ", " + str(p.c_in / p.groups) + ", " + str(p.kh) + ", " +
-                       str(p.kw) + "] with groups " + str(p.groups),
-                   "packed", "weights packed for [" + str(h[1]) + ", " + str(h[2]) + ", " + str(h[3]) + ", " + str(h[4]) + "] with groups " + str(h[5]));
+                   std::string(nhwc ? "NHWC" : "NCHW") + " weights packed for [" + str(p.c_out) + ", " + str(p.c_in / p.groups) +
+                       ", " + str(p.kh) + ", " + str(p.kw) + "] with groups " + str(p.groups),
+                   "packed",
+                   std::string(layout_name(h[0])) + " weights packed for [" + str(h[1]) + ", " + str(h[2]) + ", " + str(h[3]) +
+                       ", " + str(h[4]) + "] with groups " + str(h[5]));
   if (p.n == 0) return;
   const float* body = packed + kPackedHeader;
   detail::translate_bad_alloc("conv2d_forward_packed", [&] {
+    if (nhwc) {
+      conv_internal::nhwc_forward(p, x, nullptr, body, nr, bias, y);
+      return;
+    }
 #if !defined(KINTSUGI_NO_X86_KERNELS)
     // The direct layout was made where AVX-512 is present; a later ISA limit does not change it.
     if (h[0] == kPackedDirect16) {

@@ -91,7 +91,10 @@ SgemmArgs as_row_major(const SgemmArgs& a) {
 
 class PackedMatrix {
  public:
-  ~PackedMatrix() { std::free(data); }
+  ~PackedMatrix() {
+    if (owned) std::free(data);
+  }
+  bool owned = true;
   int64_t k = 0, n = 0;
   int nr = 0;             // panel width: panel q holds columns [q*nr, q*nr + nr) for all k rows
   float* data = nullptr;  // ceil(n / nr) panels of k * nr floats, zero-padded
@@ -726,6 +729,31 @@ PackedMatrixPtr pack_b(Layout layout, Transpose trans_b, int64_t k, int64_t n, c
 
 int64_t packed_rows(const PackedMatrix& p) { return p.k; }
 int64_t packed_cols(const PackedMatrix& p) { return p.n; }
+
+int packed_b_panel_width() { return make_config().nr; }
+
+int64_t packed_b_floats(int64_t k, int64_t n, int nr) { return (n + nr - 1) / nr * k * nr; }
+
+void pack_b_into(Layout layout, Transpose trans_b, int64_t k, int64_t n, const float* b, int64_t ldb, int nr, float* dst) {
+  if (nr <= 0 || nr % 16 != 0) throw_expected(ErrorKind::Range, "a positive multiple of 16", "nr", std::to_string(nr));
+  if (k <= 0 || n <= 0) return;
+  const bool t = (trans_b == Transpose::Yes) != (layout == Layout::ColMajor);
+  const int64_t panels = (n + nr - 1) / nr;
+  parallel_for(panels, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, k * nr)), [&](int64_t q0, int64_t q1) {
+    const int64_t j0 = q0 * nr, j1 = std::min(n, q1 * nr);
+    pack_b_block(b, ldb, t, 0, k, j0, j1 - j0, nr, k * nr, dst + q0 * k * nr);
+  });
+}
+
+void sgemm_packed_panels(const SgemmArgs& args, const float* panels, int nr) {
+  PackedMatrix view;
+  view.owned = false;
+  view.k = args.k;
+  view.n = args.n;
+  view.nr = nr;
+  view.data = const_cast<float*>(panels);
+  sgemm_packed(args, view);
+}
 
 void sgemm_packed(const SgemmArgs& args, const PackedMatrix& packed) {
   if (args.k != packed.k) throw_expected(ErrorKind::Range, "k == " + std::to_string(packed.k) + " (the packed matrix's rows)", "k", std::to_string(args.k));

@@ -170,6 +170,15 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
 void set_implicit_gemm_tuning(const ImplicitGemmTuning& t);
 const ImplicitGemmTuning& implicit_gemm_tuning();
 
+// NHWC convolution (conv_nhwc.cc). `panels`: the packed weights of nhwc_pack_weights, or null
+// to pack w for this call.
+int64_t nhwc_packed_size(const Conv2dParams& p, int nr);
+void nhwc_pack_weights(const Conv2dParams& p, const float* w, int nr, float* packed);
+void nhwc_forward(const Conv2dParams& p, const float* x, const float* w, const float* panels, int nr, const float* bias,
+                  float* y);
+void nhwc_backward_data(const Conv2dParams& p, const float* dy, const float* w, float* dx);
+void nhwc_backward_weight(const Conv2dParams& p, const float* x, const float* dy, float* dw, float* db);
+
 #if !defined(KINTSUGI_NO_X86_KERNELS)
 // Direct convolution with pre-packed weights (conv_direct_avx512.cc): groups == 1, any stride,
 // padding and dilation.

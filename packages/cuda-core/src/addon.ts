@@ -13,6 +13,8 @@ export type BagMode = 'sum' | 'mean';
 export interface NativeConvParams {
   n: number; cIn: number; h: number; w: number; cOut: number; kh: number; kw: number;
   strideH: number; strideW: number; padH: number; padW: number; dilationH: number; dilationW: number; groups: number;
+  /** Activation layout; the addon reads 'nchw' when absent. */
+  layout?: 'nchw' | 'nhwc';
 }
 
 export interface NativeDevice {

@@ -1,32 +1,49 @@
-// 2-D convolution on NCHW float32 tensors, forward and backward.
+// 2-D convolution on NCHW or NHWC float32 tensors, forward and backward.
 import { native, type NativeConvParams } from './addon.js';
 import { checkTensor, Tensor } from './tensor.js';
-import { boolean, integer, pair, plainObject, rangeError, typeError } from './validate.js';
+import { boolean, integer, oneOf, pair, plainObject, rangeError, typeError } from './validate.js';
+
+export type Conv2dLayout = 'nchw' | 'nhwc';
 
 export interface Conv2dOptions {
   stride?: number | [number, number];
   padding?: number | [number, number];
   dilation?: number | [number, number];
   groups?: number;
+  /**
+   * Activation layout: 'nchw' (default; x [N, C, H, W], y [N, Cout, OH, OW]) or 'nhwc'
+   * (x [N, H, W, C], y [N, OH, OW, Cout]; dx like x, dy like y). Weights are [Cout, C/groups, KH, KW]
+   * in both.
+   */
+  layout?: Conv2dLayout;
+}
+
+/** The shape of y (and dy) for conv2dParams' result, in its layout. */
+export function conv2dOutputShape(p: { n: number; cOut: number; outH: number; outW: number; layout: Conv2dLayout }): number[] {
+  return p.layout === 'nhwc' ? [p.n, p.outH, p.outW, p.cOut] : [p.n, p.cOut, p.outH, p.outW];
 }
 
 /** Shape arithmetic and FLOPs of a convolution, without running it. */
-export function conv2dParams(inputShape: readonly number[], weightShape: readonly number[], options?: Conv2dOptions): NativeConvParams & { outH: number; outW: number; flops: number } {
+export function conv2dParams(inputShape: readonly number[], weightShape: readonly number[], options?: Conv2dOptions): NativeConvParams & { layout: Conv2dLayout; outH: number; outW: number; flops: number } {
   const o = plainObject(options, 'options') as Conv2dOptions;
+  const layout = o.layout === undefined ? 'nchw' : oneOf(o.layout, 'options.layout', ['nchw', 'nhwc'] as const);
   const [strideH, strideW] = pair(o.stride, 'options.stride', 1, 1);
   const [padH, padW] = pair(o.padding, 'options.padding', 0, 0);
   const [dilationH, dilationW] = pair(o.dilation, 'options.dilation', 1, 1);
   const groups = o.groups === undefined ? 1 : integer(o.groups, 'options.groups', 1, 2 ** 31 - 1);
-  const [n, cIn, h, w] = inputShape;
+  const [n, cIn, h, w] = layout === 'nhwc' ? [inputShape[0], inputShape[3], inputShape[1], inputShape[2]] : inputShape;
   const [cOut, cPerGroup, kh, kw] = weightShape;
   if (cIn % groups !== 0) throw rangeError('options.groups', `a divisor of the ${cIn} input channels`, groups);
   if (cOut % groups !== 0) throw rangeError('options.groups', `a divisor of the ${cOut} output channels`, groups);
-  if (cPerGroup !== cIn / groups) throw rangeError('w', `${cIn / groups} input channels per group (shape [${cOut}, ${cIn / groups}, kh, kw])`, `shape [${weightShape}]`, true);
+  if (cPerGroup !== cIn / groups) {
+    const where = layout === 'nhwc' ? ` for x [N, H, W, C] of shape [${inputShape}] (layout 'nhwc')` : '';
+    throw rangeError('w', `${cIn / groups} input channels per group (shape [${cOut}, ${cIn / groups}, kh, kw])${where}`, `shape [${weightShape}]`, true);
+  }
   const outH = Math.floor((h + 2 * padH - dilationH * (kh - 1) - 1) / strideH) + 1;
   const outW = Math.floor((w + 2 * padW - dilationW * (kw - 1) - 1) / strideW) + 1;
   if (outH < 1 || outW < 1) throw rangeError('w', `a kernel that fits the padded ${h}x${w} input`, `a ${kh}x${kw} kernel with dilation ${dilationH}x${dilationW}`, true);
   const flops = 2 * n * cOut * outH * outW * cPerGroup * kh * kw;
-  return { n, cIn, h, w, cOut, kh, kw, strideH, strideW, padH, padW, dilationH, dilationW, groups, outH, outW, flops };
+  return { n, cIn, h, w, cOut, kh, kw, strideH, strideW, padH, padW, dilationH, dilationW, groups, layout, outH, outW, flops };
 }
 
 function plan(x: unknown, w: unknown, bias: unknown, options: unknown) {
@@ -37,13 +54,16 @@ function plan(x: unknown, w: unknown, bias: unknown, options: unknown) {
   if (packed && convOptions.groups !== undefined && convOptions.groups !== packed.groups) {
     throw rangeError('options.groups', `${packed.groups}, the groups the weights were packed for`, convOptions.groups);
   }
-  const p = conv2dParams(X.shape, packed ? packed.shape : W!.shape, packed ? { ...convOptions, groups: packed.groups } : convOptions);
+  if (packed && convOptions.layout !== undefined && convOptions.layout !== packed.layout) {
+    throw rangeError('options.layout', `'${packed.layout}', the layout the weights were packed for`, convOptions.layout);
+  }
+  const p = conv2dParams(X.shape, packed ? packed.shape : W!.shape, packed ? { ...convOptions, groups: packed.groups, layout: packed.layout } : convOptions);
   let B: Tensor<'float32'> | null = null;
   if (bias !== undefined && bias !== null) {
     B = checkTensor(bias, 'bias', ['float32'], 1);
     if (B.shape[0] !== p.cOut) throw rangeError('bias', `shape [${p.cOut}]`, `shape [${B.shape}]`, true);
   }
-  const shape = [p.n, p.cOut, p.outH, p.outW];
+  const shape = conv2dOutputShape(p);
   let y: Tensor<'float32'>;
   if (out !== undefined) {
     y = checkTensor(out, 'options.out', ['float32'], 4);
@@ -60,8 +80,9 @@ function plan(x: unknown, w: unknown, bias: unknown, options: unknown) {
 const INLINE_FLOPS = 16e6;
 
 /**
- * y = conv2d(x, w) + bias, x: [N, C, H, W], w: [Cout, C/groups, KH, KW] or weights packed once
- * with `PackedConv2dWeights` (their groups apply; stride, padding and dilation come from options).
+ * y = conv2d(x, w) + bias, x: [N, C, H, W] (or [N, H, W, C] with `layout: 'nhwc'`),
+ * w: [Cout, C/groups, KH, KW] or weights packed once with `PackedConv2dWeights` (their groups and
+ * layout apply; stride, padding and dilation come from options).
  */
 export async function conv2d(x: Tensor<'float32'>, w: Tensor<'float32'> | PackedConv2dWeights, bias?: Tensor<'float32'> | null, options?: Conv2dForwardOptions): Promise<Tensor<'float32'>> {
   const q = plan(x, w, bias, options);
@@ -95,6 +116,8 @@ export class PackedConv2dWeights {
   /** [Cout, C/groups, KH, KW] of the weights packed. */
   readonly shape: readonly [number, number, number, number];
   readonly groups: number;
+  /** The activation layout the weights were packed for (NHWC packs GEMM panels of the reordered weights). */
+  readonly layout: Conv2dLayout;
   readonly options: Readonly<Conv2dOptions>;
   #data: Float32Array | null;
 
@@ -103,11 +126,14 @@ export class PackedConv2dWeights {
     const o = plainObject(options, 'options') as Conv2dOptions;
     const [cOut, cPerGroup, kh, kw] = W.shape;
     const groups = o.groups === undefined ? 1 : integer(o.groups, 'options.groups', 1, 2 ** 31 - 1);
+    const layout = o.layout === undefined ? 'nchw' : oneOf(o.layout, 'options.layout', ['nchw', 'nhwc'] as const);
     // A 1-pixel input is enough to validate the shape and groups (stride etc. are checked per call).
-    const p = conv2dParams([1, cPerGroup * groups, kh, kw], W.shape, { ...o, padding: 0, stride: 1, dilation: 1, groups });
+    const input = layout === 'nhwc' ? [1, kh, kw, cPerGroup * groups] : [1, cPerGroup * groups, kh, kw];
+    const p = conv2dParams(input, W.shape, { ...o, padding: 0, stride: 1, dilation: 1, groups, layout });
     this.shape = [cOut, cPerGroup, kh, kw];
     this.groups = groups;
-    this.options = Object.freeze({ stride: o.stride, padding: o.padding, dilation: o.dilation, groups });
+    this.layout = layout;
+    this.options = Object.freeze({ stride: o.stride, padding: o.padding, dilation: o.dilation, groups, layout });
     const data = new Float32Array(native.conv2dPackedSize(p));
     native.conv2dPackWeights(false, p, W.contiguousData(), data);
     this.#data = data;
@@ -141,7 +167,7 @@ export class PackedConv2dWeights {
 }
 
 export interface Conv2dForwardOptions extends Conv2dOptions {
-  /** Output [N, Cout, outH, outW], overwritten (reused buffers keep allocation out of timed loops). */
+  /** Output [N, Cout, outH, outW] ([N, outH, outW, Cout] for NHWC), overwritten (reused buffers keep allocation out of timed loops). */
   out?: Tensor<'float32'>;
 }
 
@@ -163,8 +189,8 @@ function backwardPlan(x: unknown, w: unknown, dy: unknown, options: unknown) {
   const DY = checkTensor(dy, 'dy', ['float32'], 4);
   const o = plainObject(options, 'options') as Conv2dBackwardOptions;
   const p = conv2dParams(X.shape, W.shape, o);
-  const expected = [p.n, p.cOut, p.outH, p.outW];
-  if (DY.shape.some((d, i) => d !== expected[i])) throw rangeError('dy', `shape [${expected}]`, `shape [${DY.shape}]`, true);
+  const expected = conv2dOutputShape(p);
+  if (DY.shape.some((d, i) => d !== expected[i])) throw rangeError('dy', `shape [${expected}]${p.layout === 'nhwc' ? " (layout 'nhwc')" : ''}`, `shape [${DY.shape}]`, true);
   const want = (key: 'input' | 'weight' | 'bias') => (o[key] === undefined ? true : boolean(o[key], `options.${key}`));
   const grads: Conv2dGradients = {};
   if (want('input')) grads.dx = Tensor.zeros(X.shape, 'float32');

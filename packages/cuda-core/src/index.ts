@@ -1,7 +1,7 @@
 export { Tensor, checkTensor, contiguousStrides, type DType, type TypedArrayOf, type AnyTypedArray } from './tensor.js';
 export { devices, cudaStatus, cpuInfo, numThreads, setNumThreads, setIsaLimit, type Device } from './device.js';
 export { gemm, gemmSync, sgemm, sgemmSync, PackedWeights, type GemmOptions, type SgemmArgs } from './gemm.js';
-export { conv2d, conv2dSync, PackedConv2dWeights, conv2dBackward, conv2dBackwardSync, conv2dParams, type Conv2dOptions, type Conv2dForwardOptions, type Conv2dBackwardOptions, type Conv2dGradients } from './conv.js';
+export { conv2d, conv2dSync, PackedConv2dWeights, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dOutputShape, type Conv2dLayout, type Conv2dOptions, type Conv2dForwardOptions, type Conv2dBackwardOptions, type Conv2dGradients } from './conv.js';
 export { rowSums, rowSumsSync, colSums, colSumsSync, weightedRowSums, weightedRowSumsSync, weightedColSums, weightedColSumsSync } from './checksum.js';
 export { xorEncode, xorEncodeSync, xorInto, xorIntoSync, sumEncode, sumEncodeSync, sumDecode, sumDecodeSync, ReedSolomonCode } from './parity.js';
 export { embeddingBag, embeddingBagSync, embeddingBagBackward, embeddingBagBackwardSync, type EmbeddingBagOptions, type EmbeddingBagBackwardOptions } from './embedding.js';

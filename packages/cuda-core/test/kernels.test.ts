@@ -396,3 +396,89 @@ describe('embedding bags', () => {
     expect(into.get(1, 0)).toBe(1);
   });
 });
+
+describe('conv2d NHWC', () => {
+  // [N, C, H, W] -> [N, H, W, C]
+  const toNhwc = (t: Tensor<'float32'>): Tensor<'float32'> => {
+    const [n, c, h, w] = t.shape;
+    const r = Tensor.zeros([n, h, w, c]);
+    for (let i = 0; i < n; i++) for (let k = 0; k < c; k++) for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) r.data[((i * h + y) * w + x) * c + k] = t.data[((i * c + k) * h + y) * w + x];
+    return r;
+  };
+  const cases = [
+    { name: '1x1', x: [2, 8, 5, 7], w: [6, 8, 1, 1], o: {} },
+    { name: '1x1 stride 2', x: [2, 12, 9, 9], w: [10, 12, 1, 1], o: { stride: 2 } },
+    { name: '3x3 pad 1, batch 3', x: [3, 6, 9, 8], w: [8, 6, 3, 3], o: { padding: 1 } },
+    { name: '7x7 stride 2', x: [1, 3, 20, 20], w: [16, 3, 7, 7], o: { stride: 2, padding: 3 } },
+    { name: 'dilation 2', x: [1, 5, 12, 11], w: [7, 5, 3, 3], o: { dilation: 2, padding: 2 } },
+    { name: 'groups 2', x: [2, 6, 7, 7], w: [10, 3, 3, 3], o: { groups: 2, padding: 1 } },
+    { name: 'depthwise', x: [3, 16, 9, 10], w: [16, 1, 3, 3], o: { groups: 16, padding: 1 } },
+    { name: 'depthwise strided, odd sizes', x: [1, 5, 11, 9], w: [5, 1, 5, 3], o: { groups: 5, stride: [2, 1], padding: [2, 1] } },
+    { name: 'odd sizes', x: [1, 7, 13, 11], w: [5, 7, 4, 2], o: { stride: [3, 1], padding: [1, 0], dilation: 2 } },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: equals the NCHW path on permuted tensors, forward and backward`, async () => {
+      const o = { ...c.o, layout: 'nhwc' as const };
+      const p = conv2dParams(c.x, c.w, c.o);
+      // Small integers: every sum is exact in float32, so both layouts agree bit for bit.
+      const xi = smallInts(c.x, 41), wi = smallInts(c.w, 42), bi = smallInts([c.w[0]], 43), dyi = smallInts([p.n, p.cOut, p.outH, p.outW], 44);
+      const y = await conv2d(toNhwc(xi), wi, bi, o);
+      expect(y.shape).toEqual([p.n, p.outH, p.outW, p.cOut]);
+      expect(Array.from(y.data)).toEqual(Array.from(toNhwc(conv2dSync(xi, wi, bi, c.o)).data));
+      expect(Array.from(conv2dSync(toNhwc(xi), wi, null, o).data)).toEqual(Array.from(toNhwc(conv2dSync(xi, wi, null, c.o)).data));
+      const g = await conv2dBackward(toNhwc(xi), wi, toNhwc(dyi), o);
+      const want = conv2dBackwardSync(xi, wi, dyi, c.o);
+      expect(g.dx!.shape).toEqual([p.n, p.h, p.w, p.cIn]);
+      expect(Array.from(g.dx!.data)).toEqual(Array.from(toNhwc(want.dx!).data));
+      expect(Array.from(g.dw!.data)).toEqual(Array.from(want.dw!.data));
+      expect(Array.from(g.db!.data)).toEqual(Array.from(want.db!.data));
+      // Random values against the float64 reference (through the permutation), within tolerance.
+      const x = Tensor.random(c.x, 45), w = Tensor.random(c.w, 46), dy = Tensor.random([p.n, p.cOut, p.outH, p.outW], 47);
+      const k = p.cIn / p.groups * p.kh * p.kw;
+      const yRef = Tensor.from(Float32Array.from(convRef(x.data, w.data, null, p)), [p.n, p.cOut, p.outH, p.outW]);
+      expect(worstError(conv2dSync(toNhwc(x), w, null, o).data, toNhwc(yRef).data, tol(k).atol, tol(k).rtol)).toBeLessThanOrEqual(1);
+      const gr = conv2dBackwardSync(toNhwc(x), w, toNhwc(dy), o), ref = convBackwardRef(x.data, w.data, dy.data, p);
+      const kb = p.n * p.outH * p.outW * 4;
+      const dxRef = Tensor.from(Float32Array.from(ref.dx), c.x);
+      expect(worstError(gr.dx!.data, toNhwc(dxRef).data, tol(kb).atol, tol(kb).rtol)).toBeLessThanOrEqual(1);
+      expect(worstError(gr.dw!.data, ref.dw, tol(kb).atol, tol(kb).rtol)).toBeLessThanOrEqual(1);
+      // Packed NHWC weights give the same result.
+      const packed = new PackedConv2dWeights(wi, o);
+      expect(packed.layout).toBe('nhwc');
+      expect(Array.from(packed.forwardSync(toNhwc(xi), bi).data)).toEqual(Array.from(y.data));
+      expect(Array.from((await conv2d(toNhwc(xi), packed, bi, c.o)).data)).toEqual(Array.from(y.data));
+      packed.dispose();
+    });
+  }
+
+  it('NaN and Inf in the input propagate', async () => {
+    const x = Tensor.random([1, 5, 5, 3], 48), w = Tensor.fromArray(new Array(4 * 3 * 9).fill(1), [4, 3, 3, 3]);
+    x.set(NaN, 0, 0, 0, 1);
+    x.set(Infinity, 0, 4, 4, 2);
+    const y = await conv2d(x, w, null, { padding: 1, layout: 'nhwc' });
+    for (let c = 0; c < 4; c++) {
+      expect(Number.isNaN(y.get(0, 0, 0, c))).toBe(true);
+      expect(Number.isNaN(y.get(0, 1, 1, c))).toBe(true);
+      expect(y.get(0, 4, 4, c)).toBe(Infinity);
+      expect(Number.isFinite(y.get(0, 2, 2, c))).toBe(true);
+    }
+  });
+
+  it('wrong shapes per layout raise RangeErrors', async () => {
+    const w = Tensor.random([4, 3, 3, 3], 49);
+    // An NCHW-shaped x with layout 'nhwc': 7 channels where 3 are expected.
+    expect(() => conv2dSync(Tensor.random([1, 3, 6, 7]), w, null, { layout: 'nhwc' })).toThrow(RangeError);
+    expect(() => conv2dSync(Tensor.random([1, 3, 6, 7]), w, null, { layout: 'nhwc' })).toThrow(/layout 'nhwc'/);
+    await expect(conv2d(Tensor.random([1, 6, 7, 3]), w, null, { layout: 'nchw' })).rejects.toThrow(RangeError);
+    expect(() => conv2dSync(Tensor.random([1, 6, 7, 3]), w, null, { layout: 'NHWC' as never })).toThrow(RangeError);
+    expect(() => conv2dSync(Tensor.random([1, 6, 7, 3]), w, null, { layout: 3 as never })).toThrow(TypeError);
+    const x = Tensor.random([1, 6, 7, 3]);
+    // dy must be [N, OH, OW, Cout].
+    expect(() => conv2dBackwardSync(x, w, Tensor.random([1, 4, 4, 5]), { layout: 'nhwc' })).toThrow(/shape \[1,4,5,4\] \(layout 'nhwc'\)/);
+    expect(() => conv2dSync(x, w, null, { layout: 'nhwc', out: Tensor.zeros([1, 4, 4, 5]) })).toThrow(RangeError);
+    // Packed for one layout, called with the other.
+    const packed = new PackedConv2dWeights(w, { layout: 'nhwc' });
+    expect(() => conv2dSync(x, packed, null, { layout: 'nchw' })).toThrow(/the layout the weights were packed for/);
+    expect(conv2dSync(x, packed).shape).toEqual([1, 4, 5, 4]);
+  });
+});

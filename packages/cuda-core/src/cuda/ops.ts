@@ -74,6 +74,7 @@ function convPlan(x: DeviceTensor, w: DeviceTensor, options: CudaConv2dOptions) 
   if (W.device !== X.device) throw rangeError('w', `a DeviceTensor on device ${X.device}`, `device ${W.device}`, true);
   const { stream, out, ...shape } = plainObject(options, 'options') as CudaConv2dOptions;
   const p = conv2dParams(X.shape, W.shape, shape);
+  if (p.layout !== 'nchw') throw rangeError('options.layout', "'nchw' (the CUDA convolution takes NCHW only; NHWC runs on the CPU)", p.layout);
   return { X, W, p, stream: streamHandle(stream, X.device), out };
 }
 
