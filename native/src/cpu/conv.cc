@@ -10,6 +10,8 @@
 #include "kintsugi/conv.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -23,6 +25,21 @@
 namespace kintsugi {
 
 namespace conv_internal {
+
+ScratchBuffer::~ScratchBuffer() { std::free(data); }
+
+float* ScratchBuffer::get(size_t n) {
+  if (n > size) {
+    std::free(data);
+    data = nullptr;
+    size = 0;
+    const size_t bytes = (std::max<size_t>(n, 16) * sizeof(float) + 63) / 64 * 64;
+    data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!data) throw std::bad_alloc();
+    size = n;
+  }
+  return data;
+}
 
 Geometry geometry(const Conv2dParams& p) {
   Geometry g;

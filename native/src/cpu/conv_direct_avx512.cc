@@ -35,24 +35,7 @@ constexpr int kLanes = 16;
 constexpr int kMaxV = 4;  // vectors of output channels per block
 constexpr int kMaxP = 7;  // output pixels per register tile
 
-struct AlignedBuf {
-  float* data = nullptr;
-  size_t size = 0;
-  ~AlignedBuf() { std::free(data); }
-  float* get(size_t n) {
-    if (n > size) {
-      std::free(data);
-      data = nullptr;
-      size = 0;
-      const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-      data = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!data) throw std::bad_alloc();
-      size = n;
-    }
-    return data;
-  }
-};
-thread_local AlignedBuf t_padded, t_blocked;
+thread_local ScratchBuffer t_padded, t_blocked;
 
 struct TileArgs {
   const float* x;    // input at (c0, first row of the window, first column of the window)

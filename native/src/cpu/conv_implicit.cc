@@ -38,25 +38,7 @@ using gemm_internal::MicroTile;
 
 int64_t round_up(int64_t v, int64_t unit) { return (v + unit - 1) / unit * unit; }
 
-// Grow-only, 64-byte aligned, per-thread scratch (no zeroing, no page faults after the first call).
-struct Scratch {
-  float* data = nullptr;
-  size_t size = 0;
-  ~Scratch() { std::free(data); }
-  float* get(size_t n) {
-    if (n > size) {
-      std::free(data);
-      data = nullptr;
-      size = 0;
-      const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-      data = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!data) throw std::bad_alloc();
-      size = n;
-    }
-    return data;
-  }
-};
-thread_local Scratch t_bpack, t_cblock;
+thread_local ScratchBuffer t_bpack, t_cblock;
 
 using Segment = PanelSegment;
 

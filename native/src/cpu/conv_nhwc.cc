@@ -32,27 +32,9 @@ namespace kintsugi {
 namespace conv_internal {
 namespace {
 
-// Grow-only, 64-byte aligned, per-thread scratch (no per-call allocation once warm).
-struct Scratch {
-  float* data = nullptr;
-  size_t size = 0;
-  ~Scratch() { std::free(data); }
-  float* get(size_t n) {
-    if (n > size) {
-      std::free(data);
-      data = nullptr;
-      size = 0;
-      const size_t bytes = (std::max<size_t>(n, 16) * sizeof(float) + 63) / 64 * 64;
-      data = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!data) throw std::bad_alloc();
-      size = n;
-    }
-    return data;
-  }
-};
 // t_col: blocks of col / dcol (every thread); t_weights: reordered or packed weights and the
 // reordered dW (the calling thread only).
-thread_local Scratch t_col, t_weights, t_dw, t_weights_col, t_reorder;
+thread_local ScratchBuffer t_col, t_weights, t_dw, t_weights_col, t_reorder;
 
 // One NHWC problem's sizes.
 struct Shape {

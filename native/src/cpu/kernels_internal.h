@@ -10,6 +10,7 @@
 // function emitted there could be picked by the linker for baseline callers: an ODR hazard).
 #if !defined(KINTSUGI_ISA_TU)
 #include <algorithm>
+#include <cstdlib>
 #include <new>
 #include <string>
 
@@ -96,6 +97,20 @@ template <typename F> auto translate_bad_alloc(const char* what, F&& fn) -> decl
 }  // namespace detail
 
 namespace conv_internal {
+
+// Grow-only, 64-byte aligned scratch, one per thread (thread_local) for the conv kernels' panels
+// and padded copies: no allocation and no page faults once warm. Contents are not preserved
+// across a growth. Its functions are defined out of line in conv.cc (baseline ISA), so ISA-compiled
+// files can use it without emitting their own copies.
+struct ScratchBuffer {
+  float* data = nullptr;
+  size_t size = 0;
+  ScratchBuffer() = default;
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  ~ScratchBuffer();
+  float* get(size_t n);  // at least n floats; throws std::bad_alloc
+};
 
 // Implicit-GEMM B panel packing (conv_implicit.cc; AVX-512 version in conv_avx512.cc). A panel's
 // columns are runs of consecutive output pixels of one output row of one image.
