@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { cudaStatus, devices, numThreads } from '../device.js';
+import { cudaProperties } from '../cuda/memory.js';
 import { NvmlSampler, nvmlAvailable } from '../nvml.js';
 import { networkNames } from './networks.js';
 import { cpuPeak, dtypes, type CpuPeak, type Dtype } from './peak.js';
@@ -138,7 +139,9 @@ async function run(o: Options): Promise<void> {
   const batches = o.batches ?? (o.kind === 'cpu' ? [1, 8] : defaultBatches);
   const progress = (r: LayerResult) => process.stderr.write(`${r.network} ${r.label} batch ${r.batch}: ${r.ms.toFixed(3)} ms, ${(100 * r.utilization).toFixed(1)}%\n`);
   // On a GPU, NVML's utilization.gpu is sampled beside the FLOP-based figure when NVML loads.
-  const sampler = o.kind === 'cuda' && nvmlAvailable().available ? new NvmlSampler({ device: o.index, intervalMs: 10 }).start() : undefined;
+  // NVML numbers devices in its own (PCI) order, CUDA in CUDA_VISIBLE_DEVICES / fastest-first
+  // order: the UUID names the same board in both.
+  const sampler = o.kind === 'cuda' && nvmlAvailable().available ? new NvmlSampler({ device: cudaProperties(o.index).uuid, intervalMs: 10 }).start() : undefined;
   let result: StudyResult;
   try {
     result = await runStudy({ networks: o.networks, batches, runner, dtype: o.dtype, nvml: sampler, repeats: o.repeats, maxLayers: o.maxLayers, layers: o.layers, budgetMs: o.budgetMs, onResult: o.json ? undefined : progress });
