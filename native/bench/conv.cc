@@ -2,7 +2,9 @@
 // and VGG-16 at 224x224, at batch 1 and 32; layers of a net that share a shape are one row with
 // their count. Peer: OpenBLAS through Caffe-style lowering (im2col per image, then cblas_sgemm;
 // 1x1 stride-1 layers use the image directly). NHWC rows (a few ResNet-50 layers): our NHWC
-// forward, with our NCHW forward on the same shape as the peer column.
+// forward, with our NCHW forward on the same shape as the peer column. Backward rows (ResNet-18):
+// data (dx from dy and w) against OpenBLAS dcol = W^T·dY then col2im, and weights (dw, db from x
+// and dy) against im2col then dW += dY·col^T, per image; each is checked against the peer.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -118,6 +120,46 @@ void im2col(const kintsugi::Conv2dParams& p, const float* x, float* col) {
   });
 }
 
+// The adjoint of im2col: adds one image's column matrix [c_in*kh*kw, oh*ow] into dx (which the
+// caller zeroes), in parallel over input channels (each channel's sums are its own).
+void col2im(const kintsugi::Conv2dParams& p, const float* col, float* dx) {
+  const int64_t oh = p.out_h(), ow = p.out_w(), ohw = oh * ow;
+  kintsugi::parallel_for(p.c_in, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t ki = 0; ki < p.kh; ++ki)
+        for (int64_t kj = 0; kj < p.kw; ++kj) {
+          const float* src = col + ((c * p.kh + ki) * p.kw + kj) * ohw;
+          float* xc = dx + c * p.h * p.w;
+          for (int64_t y = 0; y < oh; ++y) {
+            const int64_t ih = y * p.stride_h - p.pad_h + ki * p.dilation_h;
+            if (ih < 0 || ih >= p.h) continue;
+            const float* s = src + y * ow;
+            float* row = xc + ih * p.w;
+            for (int64_t xo = 0; xo < ow; ++xo) {
+              const int64_t iw = xo * p.stride_w - p.pad_w + kj * p.dilation_w;
+              if (iw >= 0 && iw < p.w) row[iw] += s[xo];
+            }
+          }
+        }
+  });
+}
+
+// Ours against another output (the peer's, or the reference's): max |a - b| over max |b|
+// (< 1e-4), plus both guard zones.
+std::string compare_outputs(const char* what, const Buffer<float>& ours, const Buffer<float>& peer, const char* other) {
+  if (!ours.guards_ok()) return fmt("FAIL: write outside %s", what);
+  if (!peer.guards_ok()) return fmt("FAIL: %s wrote outside %s", other, what);
+  double diff = 0, mag = 0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    const double d = std::fabs(double(ours[i]) - double(peer[i]));
+    diff = std::isnan(d) ? INFINITY : std::max(diff, d);
+    mag = std::max(mag, std::fabs(double(peer[i])));
+  }
+  const double rel = diff / std::max(mag, 1e-30);
+  if (!(rel < 1e-4)) return fmt("FAIL: %s of ours and the %s differ by %.2e of max|%s|", what, other, rel, what);
+  return "ok";
+}
+
 // Sampled check: 256 outputs recomputed in double. The bound scales with sum |x*w|: rounding in
 // fp32 stays near 1e-7 of it, a dropped term is ~1/K of it (K <= 4608 here).
 std::string check_conv(const kintsugi::Conv2dParams& p, const float* x, const float* w, const Buffer<float>& y) {
@@ -152,6 +194,12 @@ std::string check_conv(const kintsugi::Conv2dParams& p, const float* x, const fl
   }
   if (!(worst <= 2e-5)) return fmt("FAIL: error %.2e of sum|x*w|", worst);
   return "ok";
+}
+
+std::vector<std::pair<std::string, double>> params_row(const kintsugi::Conv2dParams& p, int count) {
+  return {{"batch", double(p.n)}, {"c_in", double(p.c_in)}, {"h", double(p.h)},       {"w", double(p.w)},
+          {"c_out", double(p.c_out)}, {"kh", double(p.kh)}, {"kw", double(p.kw)},     {"stride", double(p.stride_h)},
+          {"pad", double(p.pad_h)},   {"count", double(count)}};
 }
 
 void run_layer(const Layer& l, int64_t batch) {
@@ -207,9 +255,118 @@ void run_layer(const Layer& l, int64_t batch) {
     r.threads = t;
     r.buffers = nbuf;
     r.work = p.flops();
-    r.params = {{"batch", double(p.n)}, {"c_in", double(p.c_in)}, {"h", double(p.h)},       {"w", double(p.w)},
-                {"c_out", double(p.c_out)}, {"kh", double(p.kh)}, {"kw", double(p.kw)},     {"stride", double(p.stride_h)},
-                {"pad", double(p.pad_h)},   {"count", double(l.count)}};
+    r.params = params_row(p, l.count);
+    cx.measure_and_emit(std::move(r), ours, "openblas im2col", with_peer ? &peer : nullptr, check, with_peer ? &peer_check : nullptr);
+  }
+}
+
+// Backward rows. weights == false: dx from dy and w; true: dw and db from x and dy. The check runs
+// the peer once (call 0) and compares; without OpenBLAS it compares with our double reference.
+void run_layer_backward(const Layer& l, int64_t batch, bool weights) {
+  Context& cx = ctx();
+  const kintsugi::Conv2dParams p = params_of(l, batch);
+  kintsugi::check_conv2d(p);
+  const int64_t ohw = p.out_h() * p.out_w(), krows = p.c_in * p.kh * p.kw;
+  const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.pad_h == 0;
+  // The inputs: dy and (w for data, x for weights).
+  const size_t other = size_t(weights ? p.input_size() : p.weight_size());
+  const int nbuf = cx.rotation((size_t(p.output_size()) + other) * sizeof(float));
+  std::vector<Buffer<float>> dys, ins;
+  for (int i = 0; i < nbuf; ++i) {
+    dys.emplace_back(size_t(p.output_size()));
+    dys.back().fill_random(5000 + uint64_t(i));
+    ins.emplace_back(other);
+    ins.back().fill_random((weights ? 3000 : 4000) + uint64_t(i));
+  }
+  // Outputs: dx (data) or dw and db (weights); ours and the peer's.
+  const size_t out_n = size_t(weights ? p.weight_size() : p.input_size());
+  Buffer<float> g(out_n), gp(out_n), db(weights ? size_t(p.c_out) : 0), dbp(weights ? size_t(p.c_out) : 0);
+  g.fill_zero();
+  gp.fill_zero();
+  db.fill_zero();
+  dbp.fill_zero();
+  OpenBlas& ob = openblas();
+  const bool with_peer = cx.opt.peers && ob.loaded;
+  Buffer<float> col(with_peer && !pointwise ? size_t(krows * ohw) : 0);
+
+  Call ours = [&](int64_t i) {
+    const float* dy = dys[size_t(i % nbuf)].data();
+    const float* in = ins[size_t(i % nbuf)].data();
+    if (weights) kintsugi::conv2d_backward_weight(p, in, dy, g.data(), db.data());
+    else kintsugi::conv2d_backward_data(p, dy, in, g.data());
+  };
+  Call peer = [&](int64_t i) {
+    const float* dy = dys[size_t(i % nbuf)].data();
+    const float* in = ins[size_t(i % nbuf)].data();
+    if (!weights) {
+      // dcol = W^T·dY, then col2im into the zeroed image (1x1 stride 1: dcol is the image).
+      for (int64_t b = 0; b < p.n; ++b) {
+        float* dxb = gp.data() + b * p.c_in * p.h * p.w;
+        float* dcol = pointwise ? dxb : col.data();
+        ob.sgemm(kCblasRowMajor, kCblasTrans, kCblasNoTrans, int(krows), int(ohw), int(p.c_out), 1.0f, in, int(krows),
+                 dy + b * p.c_out * ohw, int(ohw), 0.0f, dcol, int(ohw));
+        if (!pointwise) {
+          std::memset(dxb, 0, size_t(p.c_in * p.h * p.w) * sizeof(float));
+          col2im(p, dcol, dxb);
+        }
+      }
+      return;
+    }
+    // im2col(x), then dW += dY·col^T (beta 0 on the first image); db sums dY per channel.
+    for (int64_t b = 0; b < p.n; ++b) {
+      const float* xb = in + b * p.c_in * p.h * p.w;
+      const float* bm = xb;
+      if (!pointwise) {
+        im2col(p, xb, col.data());
+        bm = col.data();
+      }
+      ob.sgemm(kCblasRowMajor, kCblasNoTrans, kCblasTrans, int(p.c_out), int(krows), int(ohw), 1.0f, dy + b * p.c_out * ohw,
+               int(ohw), bm, int(ohw), b == 0 ? 0.0f : 1.0f, gp.data(), int(krows));
+    }
+    kintsugi::parallel_for(p.c_out, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        float sum = 0;
+        for (int64_t b = 0; b < p.n; ++b) {
+          const float* d = dy + (b * p.c_out + c) * ohw;
+          for (int64_t j = 0; j < ohw; ++j) sum += d[j];
+        }
+        dbp[size_t(c)] = sum;
+      }
+    });
+  };
+  // Both sides' outputs hold call 0's result when the checks run (ours is checked before the
+  // peer's first call, so our check makes that call).
+  auto compare = [&]() -> std::string {
+    const char* other = with_peer ? "peer" : "reference";
+    std::string r = compare_outputs(weights ? "dw" : "dx", g, gp, other);
+    if (r == "ok" && weights) r = compare_outputs("db", db, dbp, other);
+    return r;
+  };
+  Check check = [&]() -> std::string {
+    if (with_peer) {
+      peer(0);
+      return compare();
+    }
+    if (weights) kintsugi::conv2d_backward_weight_reference(p, ins[0].data(), dys[0].data(), gp.data(), dbp.data());
+    else kintsugi::conv2d_backward_data_reference(p, dys[0].data(), ins[0].data(), gp.data());
+    return compare();
+  };
+  Check peer_check = compare;
+
+  for (int t : cx.opt.threads) {
+    cx.use_threads(t);
+    Row r;
+    r.section = "conv2d";
+    r.group = l.net;
+    r.op = weights ? "conv2d_backward_weight" : "conv2d_backward_data";
+    r.name = std::string(l.net) + "." + l.name;
+    r.count = l.count;
+    r.shape = shape_of(p);
+    r.threads = t;
+    r.buffers = nbuf;
+    r.work = p.flops();
+    r.params = params_row(p, l.count);
+    r.params.push_back({weights ? "backward_weight" : "backward_data", 1.0});
     cx.measure_and_emit(std::move(r), ours, "openblas im2col", with_peer ? &peer : nullptr, check, with_peer ? &peer_check : nullptr);
   }
 }
@@ -293,34 +450,45 @@ std::vector<Case> conv_cases() {
       const Layer* lp = &l;
       cases.push_back({name, [lp, batch] { run_layer_nhwc(*lp, batch); }});
     }
+  for (int64_t batch : opt.batches)
+    for (const auto& l : kLayers) {
+      if (std::string(l.net) != "resnet18") continue;
+      const Layer* lp = &l;
+      for (bool weights : {false, true}) {
+        const std::string name = fmt("conv2d/%s/%s/%s n=%ld", weights ? "backward_weight" : "backward_data", l.net, l.name, long(batch));
+        cases.push_back({name, [lp, batch, weights] { run_layer_backward(*lp, batch, weights); }});
+      }
+    }
   return cases;
 }
 
 void conv_sums() {
   Context& cx = ctx();
-  // (net, batch, threads) -> rows
-  std::map<std::tuple<std::string, int64_t, int>, std::vector<const Row*>> groups;
+  // (op, net, batch, threads) -> rows; the forward ("conv2d") sorts before the backward ops.
+  std::map<std::tuple<std::string, std::string, int64_t, int>, std::vector<const Row*>> groups;
   for (const auto& r : cx.rows) {
-    if (r.section != "conv2d" || r.op != "conv2d") continue;
+    if (r.section != "conv2d" ||
+        (r.op != "conv2d" && r.op != "conv2d_backward_data" && r.op != "conv2d_backward_weight"))
+      continue;
     int64_t batch = 0;
     for (const auto& kv : r.params)
       if (kv.first == "batch") batch = int64_t(kv.second);
-    groups[{r.group, batch, r.threads}].push_back(&r);
+    groups[{r.op, r.group, batch, r.threads}].push_back(&r);
   }
   bool header = false;
   for (const auto& [key, rows] : groups) {
-    const auto& [net, batch, threads] = key;
+    const auto& [op, net, batch, threads] = key;
     const int want = layers_in(net);
     if (int(rows.size()) != want) continue;  // a filter left layers out: no honest sum
     if (!header) {
-      cx.section("conv2d: whole networks", "Sum over all conv layers of a network (each layer's median × its count); "
+      cx.section("conv2d: whole networks", "Sum over all conv layers of a network, per op (each layer's median × its count); "
                                              "the peer column sums the peer's medians the same way.");
       header = true;
     }
     Row s;
     s.section = "conv2d";
     s.group = net;
-    s.op = "conv2d sum";
+    s.op = op + " sum";
     int convs = 0;
     double med = 0, mn = 0, mx = 0, pmed = 0, work = 0;
     bool ok = true, peer_ok = true, has_peer = true;
