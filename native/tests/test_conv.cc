@@ -204,6 +204,23 @@ TEST(large_layers_take_chunked_and_batched_paths) {
   check_all(make(9, 4000, 7, 7, 4, 1, 1), 907, true);  // pointwise, batched (5 + 4 images)
 }
 
+TEST(small_planes_take_the_transposed_backward_data_path) {
+  // One image with output planes of at most 64 pixels: backward-data forms col^T = dy^T . W in
+  // slices of about 512 columns per thread (whole channels), each transposed and scattered.
+  // These need several slices, the last one partial, at 1 and 3 threads, exact fills included.
+  const int original = kintsugi::num_threads();
+  for (int threads : {1, 3}) {
+    kintsugi::set_num_threads(threads);
+    check_all(make(1, 130, 7, 7, 24, 3, 3, 1, 1, 1, 1), 951, true);
+    check_all(make(1, 130, 7, 7, 24, 3, 3, 1, 1, 1, 1), 952, false, true);           // exact
+    check_all(make(1, 400, 14, 14, 20, 3, 3, 2, 2, 1, 1), 953, true, true);          // stride 2, exact
+    check_all(make(1, 1700, 13, 13, 12, 1, 1, 2, 2), 954, true);                     // 1x1 stride 2
+    check_all(make(1, 240, 8, 8, 18, 3, 3, 1, 1, 1, 1, 1, 1, 2), 955, true, true);   // groups, exact
+    check_all(make(1, 150, 9, 7, 10, 3, 2, 1, 1, 2, 1, 2, 1), 956, true);            // dilation, odd kernel
+  }
+  kintsugi::set_num_threads(original);
+}
+
 namespace {
 // Forward only (the implicit-GEMM path) against the reference.
 void check_forward(const Conv2dParams& p, uint32_t seed, bool with_bias, bool exact = false) {

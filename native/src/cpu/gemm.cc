@@ -120,6 +120,7 @@ struct Problem {
   bool c_trans = false;  // C(i, j) at c[j * ldc + i] (column-major C of sgemm_packed)
   TileObserver* observer = nullptr;  // checksum-protected GEMM (abft.cc): sees blocks and runs tiles
   bool swapped = false;  // the transposed form of a few-row problem (see run)
+  bool keep_form = false;  // never take the transposed form (sgemm_wide)
 };
 
 // The problem of an sgemm call (plain B) in row-major terms.
@@ -587,7 +588,7 @@ void run(const Problem& P) {
   }
   const int64_t tail = P.m % cfg.nr;
   const bool swap_fits = P.m > 32 && (tail == 0 || 4 * tail >= 3 * cfg.nr);
-  if (!P.packed && !P.c_trans && !P.observer && cfg.direct_a && P.m <= cfg.swap_m && swap_fits && P.n > P.m) {
+  if (!P.packed && !P.c_trans && !P.observer && !P.keep_form && cfg.direct_a && P.m <= cfg.swap_m && swap_fits && P.n > P.m) {
     // C^T = op(B)^T op(A)^T: the large B becomes the operand read in place (broadcast from its
     // rows, nothing packed), and the few rows of A are packed once per KC block as the panel
     // every tile reuses; C is written through transposed tile stores.
@@ -636,6 +637,12 @@ Blocking current_blocking() {
   return b;
 }
 const KernelSet& active_kernels() { return kernels_for(active_isa()); }
+
+void sgemm_wide(const SgemmArgs& args) {
+  Problem P = row_major_problem(args);
+  P.keep_form = true;
+  run(P);
+}
 
 void sgemm_observed(const SgemmArgs& args, TileObserver& observer) {
   Problem P = row_major_problem(args);

@@ -10,6 +10,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kintsugi/gemm.h"
+
 namespace kintsugi {
 namespace gemm_internal {
 
@@ -134,6 +136,10 @@ void set_blocking_override(const Blocking& b);
 Blocking current_blocking();
 // The kernel set sgemm uses now (follows active_isa()).
 const KernelSet& active_kernels();
+// sgemm (arguments unchecked) in the form asked for: a few-row C (m x n, m small, n long) is
+// computed as it is, vectorised along its long rows, never as the transposed problem. For
+// callers whose wide operand is B with contiguous rows (conv backward-data on small planes).
+void sgemm_wide(const SgemmArgs& args);
 
 }  // namespace gemm_internal
 }  // namespace kintsugi
