@@ -89,6 +89,24 @@ kintsugi::Conv2dParams params_of(const Layer& l, int64_t batch) {
   return p;
 }
 
+// Two operands' input sets, rotated together: as many copies as cx.rotation() asks for both,
+// copy i of each filled from seed + i (the same seeds give every case the same data).
+struct RotatedInputs {
+  int count = 0;
+  std::vector<Buffer<float>> a, b;
+};
+RotatedInputs rotated_inputs(size_t a_floats, uint64_t a_seed, size_t b_floats, uint64_t b_seed) {
+  RotatedInputs r;
+  r.count = ctx().rotation((a_floats + b_floats) * sizeof(float));
+  for (int i = 0; i < r.count; ++i) {
+    r.a.emplace_back(a_floats);
+    r.a.back().fill_random(a_seed + uint64_t(i));
+    r.b.emplace_back(b_floats);
+    r.b.back().fill_random(b_seed + uint64_t(i));
+  }
+  return r;
+}
+
 std::string shape_of(const kintsugi::Conv2dParams& p) {
   return fmt("n%ld c%ld %ldx%ld → k%ld %ldx%ld s%ld p%ld", long(p.n), long(p.c_in), long(p.h), long(p.w), long(p.c_out),
              long(p.kh), long(p.kw), long(p.stride_h), long(p.pad_h));
@@ -208,15 +226,10 @@ void run_layer(const Layer& l, int64_t batch) {
   kintsugi::check_conv2d(p);
   const int64_t ohw = p.out_h() * p.out_w();
   const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.pad_h == 0;
-  const size_t set_bytes = size_t(p.input_size() + p.weight_size()) * sizeof(float);
-  const int nbuf = cx.rotation(set_bytes);
-  std::vector<Buffer<float>> xs, ws;
-  for (int i = 0; i < nbuf; ++i) {
-    xs.emplace_back(size_t(p.input_size()));
-    xs.back().fill_random(3000 + uint64_t(i));
-    ws.emplace_back(size_t(p.weight_size()));
-    ws.back().fill_random(4000 + uint64_t(i));
-  }
+  RotatedInputs in = rotated_inputs(size_t(p.input_size()), 3000, size_t(p.weight_size()), 4000);
+  const int nbuf = in.count;
+  std::vector<Buffer<float>>& xs = in.a;
+  std::vector<Buffer<float>>& ws = in.b;
   Buffer<float> y(size_t(p.output_size())), yp(size_t(p.output_size()));
   y.fill_zero();
   yp.fill_zero();
@@ -270,14 +283,10 @@ void run_layer_backward(const Layer& l, int64_t batch, bool weights) {
   const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.pad_h == 0;
   // The inputs: dy and (w for data, x for weights).
   const size_t other = size_t(weights ? p.input_size() : p.weight_size());
-  const int nbuf = cx.rotation((size_t(p.output_size()) + other) * sizeof(float));
-  std::vector<Buffer<float>> dys, ins;
-  for (int i = 0; i < nbuf; ++i) {
-    dys.emplace_back(size_t(p.output_size()));
-    dys.back().fill_random(5000 + uint64_t(i));
-    ins.emplace_back(other);
-    ins.back().fill_random((weights ? 3000 : 4000) + uint64_t(i));
-  }
+  RotatedInputs in = rotated_inputs(size_t(p.output_size()), 5000, other, weights ? 3000 : 4000);
+  const int nbuf = in.count;
+  std::vector<Buffer<float>>& dys = in.a;
+  std::vector<Buffer<float>>& ins = in.b;
   // Outputs: dx (data) or dw and db (weights); ours and the peer's.
   const size_t out_n = size_t(weights ? p.weight_size() : p.input_size());
   Buffer<float> g(out_n), gp(out_n), db(weights ? size_t(p.c_out) : 0), dbp(weights ? size_t(p.c_out) : 0);
@@ -379,15 +388,10 @@ void run_layer_nhwc(const Layer& l, int64_t batch) {
   kintsugi::Conv2dParams pn = pc;
   pn.layout = kintsugi::ConvLayout::Nhwc;
   kintsugi::check_conv2d(pn);
-  const size_t set_bytes = size_t(pc.input_size() + pc.weight_size()) * sizeof(float);
-  const int nbuf = cx.rotation(set_bytes);
-  std::vector<Buffer<float>> xs, ws;
-  for (int i = 0; i < nbuf; ++i) {
-    xs.emplace_back(size_t(pc.input_size()));
-    xs.back().fill_random(3000 + uint64_t(i));
-    ws.emplace_back(size_t(pc.weight_size()));
-    ws.back().fill_random(4000 + uint64_t(i));
-  }
+  RotatedInputs in = rotated_inputs(size_t(pc.input_size()), 3000, size_t(pc.weight_size()), 4000);
+  const int nbuf = in.count;
+  std::vector<Buffer<float>>& xs = in.a;
+  std::vector<Buffer<float>>& ws = in.b;
   Buffer<float> y(size_t(pc.output_size())), yp(size_t(pc.output_size()));
   y.fill_zero();
   yp.fill_zero();
