@@ -7,6 +7,7 @@
 // serial run (every element receives its updates in index order whatever the thread count).
 #include <algorithm>
 #include <limits>
+#include <random>
 
 #include "harness.h"
 #include "kintsugi/embedding.h"
@@ -327,6 +328,66 @@ TEST(bad_arguments_name_the_first_offender) {
   a = p.args();
   a.rows = 0;  // every index is out of range of an empty table
   expect_error(a, ErrorKind::Range, "Expected indices in [0, 0) for indices[0] but received 0");
+}
+
+// Row moves against plain loops: random rows (repeats included) over a table larger than the
+// prefetch distance, bit patterns that floats would not keep (NaN payloads), and edge counts.
+TEST(gather_and_scatter_rows_match_plain_loops) {
+  std::mt19937 rng(7);
+  for (int64_t width : {1, 3, 16, 33}) {
+    for (int64_t count : {0, 1, 5, 9, 257}) {
+      const int64_t table_rows = 300;
+      std::vector<uint32_t> table(size_t(table_rows * width));
+      for (auto& v : table) v = rng();
+      table[0] = 0x7fc00001u;  // a NaN payload must survive a move
+      std::vector<int32_t> rows(static_cast<size_t>(count));
+      for (auto& r : rows) r = int32_t(rng() % table_rows);
+      if (count > 2) rows[2] = rows[1];  // a repeated row
+      for (int64_t col : {int64_t(0), width / 2}) {
+        const int64_t cols = width - col;
+        std::vector<uint32_t> out(size_t(count * cols) + 1, 0xdeadbeefu);
+        kintsugi::gather_rows({table_rows, width, rows.data(), count}, table.data(), col, cols, out.data());
+        for (int64_t i = 0; i < count; ++i)
+          for (int64_t j = 0; j < cols; ++j) CHECK(out[size_t(i * cols + j)] == table[size_t(rows[size_t(i)] * width + col + j)]) << "gather w " << width << " i " << i;
+        CHECK(out.back() == 0xdeadbeefu) << "gather wrote past its output";
+      }
+      std::vector<uint32_t> src(size_t(count * width));
+      for (auto& v : src) v = rng();
+      for (bool use_xor : {false, true}) {
+        std::vector<uint32_t> got = table, want = table;
+        for (int64_t i = 0; i < count; ++i)
+          for (int64_t j = 0; j < width; ++j) {
+            uint32_t& w = want[size_t(rows[size_t(i)] * width + j)];
+            w = use_xor ? (w ^ src[size_t(i * width + j)]) : src[size_t(i * width + j)];
+          }
+        kintsugi::scatter_rows({table_rows, width, rows.data(), count}, src.data(), use_xor, got.data());
+        CHECK(got == want) << "scatter xor=" << use_xor << " width " << width << " count " << count;
+      }
+    }
+  }
+}
+
+TEST(row_moves_reject_bad_rows_and_columns) {
+  std::vector<uint32_t> table(40), out(40);
+  std::vector<int32_t> rows = {1, 9, 10};
+  auto message = [](auto&& fn) {
+    try {
+      fn();
+    } catch (const kintsugi::Error& e) {
+      CHECK(e.kind() == kintsugi::ErrorKind::Range) << e.what();
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(message([&] { kintsugi::gather_rows({10, 4, rows.data(), 3}, table.data(), 0, 4, out.data()); }) ==
+        "Expected rows in [0, 10) for gather_rows for rows[2] but received 10");
+  rows[2] = -3;
+  CHECK(message([&] { kintsugi::scatter_rows({10, 4, rows.data(), 3}, out.data(), true, table.data()); }) ==
+        "Expected rows in [0, 10) for scatter_rows for rows[2] but received -3");
+  CHECK(message([&] { kintsugi::gather_rows({10, 4, rows.data(), 2}, table.data(), 2, 3, out.data()); }) ==
+        "Expected a column range inside the row width 4 for columns but received 2..5");
+  CHECK(message([&] { kintsugi::gather_rows({10, 0, rows.data(), 2}, table.data(), 0, 0, out.data()); }) ==
+        "Expected a row width of at least 1 word for width but received 0");
 }
 
 TEST_MAIN()

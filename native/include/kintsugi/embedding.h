@@ -25,3 +25,22 @@ void embedding_bag_forward(const EmbeddingBagArgs& args, const float* table, flo
 void embedding_bag_backward(const EmbeddingBagArgs& args, const float* grad_out, float scale, float* grad_table);
 
 }  // namespace kintsugi
+
+namespace kintsugi {
+
+// Row moves over a table of `table_rows` rows of `width` 32-bit words (embedding rows with their
+// optimizer state, parity rows), by word so every bit survives (NaN payloads included). The rows
+// are scattered over a large table: the kernels prefetch a few rows ahead so their cache and TLB
+// misses overlap. Indices are checked first (Range error naming the first bad one).
+struct RowSet {
+  int64_t table_rows = 0, width = 0;
+  const int32_t* rows = nullptr;
+  int64_t count = 0;
+};
+
+// out[i, 0:cols] = table[rows[i], col:col + cols].
+void gather_rows(const RowSet& set, const uint32_t* table, int64_t col, int64_t cols, uint32_t* out);
+// table[rows[i], :] = src[i, :] (copy; a repeated row ends with its last entry) or ^= (xor).
+void scatter_rows(const RowSet& set, const uint32_t* src, bool xor_into, uint32_t* table);
+
+}  // namespace kintsugi

@@ -781,6 +781,54 @@ Napi::Value EmbeddingBagBackward(const Napi::CallbackInfo& info) {
   });
 }
 
+// The rows of a table of `width`-word rows; its length must be a whole number of rows.
+int64_t table_rows_of(const Array<int32_t>& table, int64_t width) {
+  if (table.length % width != 0)
+    throw_expected(ErrorKind::Range, "a whole number of " + std::to_string(width) + "-word rows", "table", std::to_string(table.length) + " words");
+  return table.length / width;
+}
+
+// gatherRows(async, table: Int32Array, width, rows: Int32Array, col, cols, out: Int32Array)
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto T = a.array<int32_t>(0, "table");
+    int64_t width = a.integer(1, "width", 1, INT32_MAX);
+    auto R = a.array<int32_t>(2, "rows");
+    int64_t col = a.integer(3, "col", 0, width), cols = a.integer(4, "cols", 0, width - col);
+    auto O = a.array<int32_t>(5, "out");
+    check_min_length(O, R.length * cols);
+    check_no_overlap(O, T);
+    // The indices are copied: they are checked once, and JS may change its array while a job runs.
+    std::vector<int32_t> rows(R.data, R.data + R.length);
+    const int64_t table_rows = table_rows_of(T, width);
+    auto t = reinterpret_cast<const uint32_t*>(T.data);
+    auto o = reinterpret_cast<uint32_t*>(O.data);
+    return Job{[rows, table_rows, width, t, col, cols, o] { gather_rows({table_rows, width, rows.data(), int64_t(rows.size())}, t, col, cols, o); },
+               O.value, {T.value, O.value}};
+  });
+}
+
+// scatterRows(async, table: Int32Array, width, rows: Int32Array, src: Int32Array, xor: boolean)
+Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto T = a.array<int32_t>(0, "table");
+    int64_t width = a.integer(1, "width", 1, INT32_MAX);
+    auto R = a.array<int32_t>(2, "rows");
+    auto S = a.array<int32_t>(3, "src");
+    bool xor_into = a.boolean(4, "xor");
+    check_min_length(S, R.length * width);
+    check_no_overlap(T, S);
+    std::vector<int32_t> rows(R.data, R.data + R.length);
+    const int64_t table_rows = table_rows_of(T, width);
+    auto s = reinterpret_cast<const uint32_t*>(S.data);
+    auto t = reinterpret_cast<uint32_t*>(T.data);
+    return Job{[rows, table_rows, width, s, xor_into, t] { scatter_rows({table_rows, width, rows.data(), int64_t(rows.size())}, s, xor_into, t); },
+               T.value, {T.value, S.value}};
+  });
+}
+
 // Test-only: raise each kind of native error so the JS error mapping can be checked.
 Napi::Value ThrowNativeError(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -806,7 +854,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
         {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
-        {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward},
+        {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows},
         {"sgemmChecked", SgemmChecked}, {"abftGroupWidth", AbftGroupWidth}, {"abftGroupSums", AbftGroupSums}, {"abftRowCheck", AbftRowCheck},
         {"_throwNativeError", ThrowNativeError}, {"_setFaultInjection", SetFaultInjection},
     };

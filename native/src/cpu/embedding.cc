@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <string>
 
 #include "kernels_internal.h"
@@ -146,6 +147,59 @@ void embedding_bag_backward(const EmbeddingBagArgs& args, const float* grad_out,
   check_embedding_bag(args);
   if (args.nnz == 0 || args.dim == 0) return;
   detail::translate_bad_alloc("embedding_bag_backward", [&] { backward_impl(args, grad_out, scale, grad_table); });
+}
+
+}  // namespace kintsugi
+
+namespace kintsugi {
+namespace {
+
+// Rows this far ahead are prefetched: enough misses in flight to cover the latency of a table far
+// larger than the caches, few enough that the lines are still there when the loop arrives.
+constexpr int64_t kPrefetchAhead = 8;
+
+void check_row_set(const RowSet& s, const char* op) {
+  if (s.table_rows < 0) throw_expected(ErrorKind::Range, "a non-negative row count", "table rows", str(s.table_rows));
+  if (s.width < 1) throw_expected(ErrorKind::Range, "a row width of at least 1 word", "width", str(s.width));
+  if (s.count > 0 && !s.rows) throw_expected(ErrorKind::Type, str(s.count) + " row indices", "rows", "null");
+  for (int64_t i = 0; i < s.count; ++i) {
+    if (s.rows[i] < 0 || s.rows[i] >= s.table_rows)
+      throw_expected(ErrorKind::Range, std::string("rows in [0, ") + str(s.table_rows) + ") for " + op, "rows[" + str(i) + "]", str(s.rows[i]));
+  }
+}
+
+inline void prefetch_row(const uint32_t* row, int64_t words, int write) {
+  // First and last line: rows are short (tens of words), so this covers every line they touch.
+  __builtin_prefetch(row, write, 3);
+  __builtin_prefetch(row + words - 1, write, 3);
+}
+
+}  // namespace
+
+void gather_rows(const RowSet& s, const uint32_t* table, int64_t col, int64_t cols, uint32_t* out) {
+  check_row_set(s, "gather_rows");
+  if (col < 0 || cols < 0 || col + cols > s.width)
+    throw_expected(ErrorKind::Range, "a column range inside the row width " + str(s.width), "columns", str(col) + ".." + str(col + cols));
+  if (cols == 0) return;
+  for (int64_t i = 0; i < s.count; ++i) {
+    if (i + kPrefetchAhead < s.count) prefetch_row(table + s.rows[i + kPrefetchAhead] * s.width + col, cols, 0);
+    std::memcpy(out + i * cols, table + s.rows[i] * s.width + col, size_t(cols) * 4);
+  }
+}
+
+void scatter_rows(const RowSet& s, const uint32_t* src, bool xor_into, uint32_t* table) {
+  check_row_set(s, "scatter_rows");
+  const int64_t w = s.width;
+  for (int64_t i = 0; i < s.count; ++i) {
+    if (i + kPrefetchAhead < s.count) prefetch_row(table + s.rows[i + kPrefetchAhead] * w, w, 1);
+    uint32_t* to = table + s.rows[i] * w;
+    const uint32_t* from = src + i * w;
+    if (xor_into) {
+      for (int64_t j = 0; j < w; ++j) to[j] ^= from[j];
+    } else {
+      std::memcpy(to, from, size_t(w) * 4);
+    }
+  }
 }
 
 }  // namespace kintsugi

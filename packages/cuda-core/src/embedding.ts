@@ -84,3 +84,40 @@ export function embeddingBagBackwardSync(gradOut: Tensor<'float32'>, indices: In
   native.embeddingBagBackward(false, ...p.args);
   return p.into;
 }
+
+// Row moves over tables of fixed-width rows (an embedding row with its optimizer state, a parity
+// row), by 32-bit word so every bit survives: pass Int32Array views of float tables. The rows may
+// be scattered over a table far larger than the caches; the native loop overlaps their misses.
+
+function rowArgs(table: unknown, width: unknown, rows: unknown): number {
+  if (!(table instanceof Int32Array)) throw typeError('table', 'an Int32Array (a view of the table\'s words)', table);
+  if (!Number.isInteger(width) || (width as number) < 1) throw rangeError('width', 'a row width of at least 1 word', width);
+  if (!(rows instanceof Int32Array)) throw typeError('rows', 'an Int32Array of row indices', rows);
+  return width as number;
+}
+
+export interface GatherRowsOptions {
+  /** First word of each row to copy (default 0). */
+  col?: number;
+  /** Words per row to copy (default: the rest of the row). */
+  cols?: number;
+  /** Where to write ([rows.length × cols]); a new array otherwise. */
+  out?: Int32Array;
+}
+
+/** out[i] = table[rows[i]][col : col + cols], synchronously (small, latency-bound moves). */
+export function gatherRowsSync(table: Int32Array, width: number, rows: Int32Array, options: GatherRowsOptions = {}): Int32Array {
+  const w = rowArgs(table, width, rows);
+  const o = plainObject(options, 'options') as GatherRowsOptions;
+  const col = o.col ?? 0, cols = o.cols ?? w - col;
+  const out = o.out ?? new Int32Array(rows.length * Math.max(0, cols));
+  return native.gatherRows(false, table, w, rows, col, cols, out);
+}
+
+/** table[rows[i]] = src[i] (a repeated row keeps its last entry), or ^= src[i] with `xor`. */
+export function scatterRowsSync(table: Int32Array, width: number, rows: Int32Array, src: Int32Array, options: { xor?: boolean } = {}): Int32Array {
+  const w = rowArgs(table, width, rows);
+  if (!(src instanceof Int32Array)) throw typeError('src', 'an Int32Array of rows', src);
+  const o = plainObject(options, 'options') as { xor?: boolean };
+  return native.scatterRows(false, table, w, rows, src, o.xor === true);
+}

@@ -49,6 +49,8 @@ function validCalls(): Record<string, unknown[]> {
     rsUpdateParity: [false, 2, 2, 1, new Uint8Array(6), [new Uint8Array(6), new Uint8Array(6)]],
     embeddingBagForward: [false, new Float32Array(20), 5, 4, new Int32Array([0, 4, 2]), new Int32Array([0, 1, 3]), null, 'sum', new Float32Array(8)],
     embeddingBagBackward: [false, new Float32Array(8), 5, 4, new Int32Array([0, 4, 2]), new Int32Array([0, 1, 3]), null, 'mean', 1, new Float32Array(20)],
+    gatherRows: [false, new Int32Array(12), 3, new Int32Array([0, 3, 1]), 1, 2, new Int32Array(6)],
+    scatterRows: [false, new Int32Array(12), 3, new Int32Array([0, 3, 1]), new Int32Array(9), true],
     setNumThreads: [2],
     setIsaLimit: ['avx512'],
   };

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
-  embeddingBagBackwardSync, embeddingBagSync, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
+  embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
   sumEncode, sumEncodeSync, ReedSolomonCode, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
 } from '../src/index.js';
 import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
@@ -394,6 +394,38 @@ describe('embedding bags', () => {
     embeddingBagBackwardSync(gradOut, indices, offsets, { into });
     expect(into.get(3, 0)).toBeCloseTo(1 + 2 * gradOut.get(0, 0), 5);
     expect(into.get(1, 0)).toBe(1);
+  });
+});
+
+describe('row moves', () => {
+  it('gather and scatter (copy and xor) keep every bit, repeated rows included', () => {
+    const width = 5, table = Int32Array.from({ length: 7 * width }, (_, i) => (i * 2654435761) | 0);
+    table[3] = 0x7fc00001;  // a NaN payload
+    const rows = Int32Array.from([0, 6, 2, 2]);
+    const all = gatherRowsSync(table, width, rows);
+    expect(Array.from(all.subarray(0, width))).toEqual(Array.from(table.subarray(0, width)));
+    expect(Array.from(all.subarray(width, 2 * width))).toEqual(Array.from(table.subarray(6 * width, 7 * width)));
+    const part = gatherRowsSync(table, width, rows, { col: 1, cols: 3 });
+    expect(Array.from(part.subarray(0, 3))).toEqual(Array.from(table.subarray(1, 4)));
+    const src = Int32Array.from({ length: rows.length * width }, (_, i) => i + 1);
+    const copied = table.slice();
+    scatterRowsSync(copied, width, rows, src);
+    expect(Array.from(copied.subarray(2 * width, 3 * width))).toEqual(Array.from(src.subarray(3 * width)));  // the last entry wins
+    const xored = table.slice();
+    scatterRowsSync(xored, width, rows, src, { xor: true });
+    for (let j = 0; j < width; j++) expect(xored[2 * width + j]).toBe(table[2 * width + j] ^ src[2 * width + j] ^ src[3 * width + j]);
+    expect(Array.from(xored.subarray(width, 2 * width))).toEqual(Array.from(table.subarray(width, 2 * width)));  // untouched row
+  });
+
+  it('bad rows, widths and columns give clear errors', () => {
+    const table = new Int32Array(20);
+    expect(() => gatherRowsSync(table, 4, Int32Array.from([5]))).toThrow('Expected rows in [0, 5) for gather_rows for rows[0] but received 5');
+    expect(() => scatterRowsSync(table, 4, Int32Array.from([0, -1]), new Int32Array(8), { xor: true })).toThrow('for rows[1] but received -1');
+    expect(() => gatherRowsSync(table, 3, Int32Array.from([0]))).toThrow('Expected a whole number of 3-word rows for table but received 20 words');
+    expect(() => gatherRowsSync(table, 0, Int32Array.from([0]))).toThrow(RangeError);
+    expect(() => gatherRowsSync(table, 4, Int32Array.from([0]), { col: 3, cols: 2 })).toThrow(RangeError);
+    expect(() => scatterRowsSync(table, 4, Int32Array.from([0, 1]), new Int32Array(4))).toThrow(RangeError);
+    expect(() => gatherRowsSync(new Float32Array(20) as unknown as Int32Array, 4, Int32Array.from([0]))).toThrow(TypeError);
   });
 });
 

@@ -12,6 +12,7 @@ import type net from 'node:net';
 import { createCodec, type CodeMode, type ParityCodec } from './codec.js';
 import { hash2 } from './hash.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
+import { gatherRowsSync, scatterRowsSync } from '@kintsugi/cuda-core';
 import { Connection, Op, Reader, serve, Writer } from './protocol.js';
 import { integer, oneOf, rangeError } from './validate.js';
 
@@ -71,27 +72,7 @@ const u8 = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLen
 /** The same bytes as 32-bit integers: copies through these keep every bit (float copies may not). */
 const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
 const f32 = (b: Uint8Array) => new Float32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
-/**
- * Loads the first and last word of each row first: independent loads the CPU overlaps, so the
- * cache and TLB misses of rows scattered over a large table are paid in parallel rather than one
- * by one inside the copy loop that follows (2-3× faster on a 44 MB table here).
- */
-function touchRows(store: Int32Array, slots: Int32Array, width: number, idx?: Int32Array): number {
-  let acc = 0;
-  if (idx) for (let n = 0; n < idx.length; n++) acc ^= store[slots[idx[n]] * width] ^ store[slots[idx[n]] * width + width - 1];
-  else for (let n = 0; n < slots.length; n++) acc ^= store[slots[n] * width] ^ store[slots[n] * width + width - 1];
-  return acc;
-}
-
-/** parity[slots[i]] ^= delta[i] for each i of idx, rows of `width` 32-bit words. */
-function xorRowsInto(parity: Int32Array, slots: Int32Array, idx: Int32Array, delta: Int32Array, width: number): void {
-  touchRows(parity, slots, width, idx);
-  for (let n = 0; n < idx.length; n++) {
-    const i = idx[n], to = slots[i] * width, from = i * width;
-    for (let j = 0; j < width; j++) parity[to + j] ^= delta[from + j];
-  }
-}
-
+const f32words = (w: Int32Array) => new Float32Array(w.buffer, w.byteOffset, w.length);
 function rangeSlots(start: number, count: number): Int32Array {
   const out = new Int32Array(count);
   for (let i = 0; i < count; i++) out[i] = start + i;
@@ -230,9 +211,7 @@ export class ShardServer {
   #codedOf(rows: Float32Array, n: number, part = READ_CODED): Float32Array {
     const w = this.#width, cw = part === READ_CODED ? this.#coded : this.#sw, from = part === READ_CODED ? 0 : this.#cfg.dim;
     if (part === READ_CODED && cw === w) return rows.slice(0, n * w);
-    const out = new Float32Array(n * cw);
-    for (let i = 0; i < n; i++) out.set(rows.subarray(i * w + from, i * w + from + cw), i * cw);
-    return out;
+    return f32words(gatherRowsSync(bits(rows.subarray(0, n * w)), w, rangeSlots(0, n), { col: from, cols: cw }));
   }
 
   #checkSlots(slots: Int32Array): void {
@@ -244,21 +223,13 @@ export class ShardServer {
     const slots = body.i32s();
     this.#checkSlots(slots);
     await this.#ensure(slots);
-    const d = this.#cfg.dim, w = this.#width, store = bits(this.#store), out = new Int32Array(slots.length * d);
-    touchRows(store, slots, w);
-    for (let i = 0; i < slots.length; i++) for (let j = 0, from = slots[i] * w, to = i * d; j < d; j++) out[to + j] = store[from + j];
-    return new Writer().array(new Float32Array(out.buffer)).build();
+    const out = gatherRowsSync(bits(this.#store), this.#width, slots, { cols: this.#cfg.dim });
+    return new Writer().array(f32words(out)).build();
   }
 
   /** Copies of the committed rows at `slots`, packed ([slots × width]). */
   #gather(slots: Int32Array): Float32Array {
-    const w = this.#width, store = bits(this.#store), out = new Int32Array(slots.length * w);
-    touchRows(store, slots, w);
-    for (let i = 0; i < slots.length; i++) {
-      // A plain loop: rows are short (dim + state), a view per row would cost more than the copy.
-      for (let j = 0, from = slots[i] * w, to = i * w; j < w; j++) out[to + j] = store[from + j];
-    }
-    return new Float32Array(out.buffer);
+    return f32words(gatherRowsSync(bits(this.#store), this.#width, slots));
   }
 
   /** The updated rows for a push, computed from the committed ones (nothing is written yet). */
@@ -271,11 +242,7 @@ export class ShardServer {
   }
 
   #writeRows(slots: Int32Array, rows: Float32Array): void {
-    const w = this.#width, store = bits(this.#store), from32 = bits(rows);
-    touchRows(store, slots, w);
-    for (let i = 0; i < slots.length; i++) {
-      for (let j = 0, to = slots[i] * w, from = i * w; j < w; j++) store[to + j] = from32[from + j];
-    }
+    scatterRowsSync(bits(this.#store), this.#width, slots, bits(rows));
   }
 
   /** An unprotected push (no fault tolerance, checkpoint baselines): apply at once. */
@@ -343,9 +310,10 @@ export class ShardServer {
   /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */
   #applyDelta(d: StagedDelta, onlyAbsent = false): void {
     const cw = this.#coded, sw = this.#sw, present = this.#present;
-    let idx: Int32Array;
+    const words = (b: Uint8Array) => (b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength >> 2) : new Int32Array(b.slice().buffer));
+    let slots = d.slots, delta = words(d.delta), state = bits(d.state);
     if (present) {
-      const list: number[] = [];
+      const keep: number[] = [];
       d.slots.forEach((s, i) => {
         if (!present[s]) {
           if (!onlyAbsent) {
@@ -353,35 +321,26 @@ export class ShardServer {
             list.push({ ...d, slots: Int32Array.of(s), delta: d.delta.subarray(i * cw * 4, (i + 1) * cw * 4), state: d.state.subarray(i * sw, (i + 1) * sw) });
             this.#pending.set(s, list);
           }
-        } else list.push(i);
+        } else keep.push(i);
       });
-      idx = Int32Array.from(list);
-    } else idx = rangeSlots(0, d.slots.length);
-    if (idx.length === 0) return;
-    const store = this.#store;
-    if (this.#codec!.mode === 'xor') {
-      // XOR straight into the parity rows, 32 bits at a time: the rows are scattered and short, so
-      // a gather for a kernel call and the scatter back cost more than the XOR itself.
-      const dd = d.delta.byteOffset % 4 === 0 ? new Int32Array(d.delta.buffer, d.delta.byteOffset, d.delta.byteLength >> 2) : new Int32Array(d.delta.slice().buffer);
-      xorRowsInto(bits(store), d.slots, idx, dd, cw);
-    } else {
+      if (keep.length === 0) return;
+      if (keep.length < d.slots.length) {
+        const idx = Int32Array.from(keep);
+        slots = idx.map((i) => d.slots[i]);
+        delta = gatherRowsSync(delta, cw, idx);
+        if (state.length) state = gatherRowsSync(state, sw, idx);
+      }
+    }
+    if (slots.length === 0) return;
+    const store = bits(this.#store);
+    if (this.#codec!.mode === 'xor') scatterRowsSync(store, cw, slots, delta, { xor: true });
+    else {
       // Gather the touched parity rows, apply the delta in one kernel call, scatter them back.
-      const p = bits(store), rows = new Int32Array(idx.length * cw), delta = new Uint8Array(idx.length * cw * 4);
-      idx.forEach((i, n) => {
-        const s = d.slots[i];
-        for (let j = 0; j < cw; j++) rows[n * cw + j] = p[s * cw + j];
-        delta.set(d.delta.subarray(i * cw * 4, (i + 1) * cw * 4), n * cw * 4);
-      });
-      this.#codec!.apply(this.#cfg.index, d.dataIndex, delta, new Uint8Array(rows.buffer));
-      idx.forEach((i, n) => {
-        const s = d.slots[i];
-        for (let j = 0; j < cw; j++) p[s * cw + j] = rows[n * cw + j];
-      });
+      const rows = gatherRowsSync(store, cw, slots);
+      this.#codec!.apply(this.#cfg.index, d.dataIndex, new Uint8Array(delta.buffer, delta.byteOffset, delta.byteLength), new Uint8Array(rows.buffer));
+      scatterRowsSync(store, cw, slots, rows);
     }
-    if (this.#replicas.length) {
-      const rep = bits(this.#replicas[d.dataIndex]), st = bits(d.state);
-      for (const i of idx) for (let j = 0; j < sw; j++) rep[d.slots[i] * sw + j] = st[i * sw + j];
-    }
+    if (this.#replicas.length) scatterRowsSync(bits(this.#replicas[d.dataIndex]), sw, slots, state);
   }
 
   async #read(body: Reader): Promise<Buffer> {
@@ -415,12 +374,9 @@ export class ShardServer {
     if (c.role === 'parity') {
       const src = part === READ_STATE ? this.#replicas[which] : this.#store, w = part === READ_STATE ? this.#sw : this.#coded;
       if (!src) throw rangeError('read part', 'coded rows, or state on a parity server holding replicas', part);
-      const out = new Float32Array(slots.length * w);
-      slots.forEach((s, i) => out.set(src.subarray(s * w, (s + 1) * w), i * w));
-      return out;
+      return f32words(gatherRowsSync(bits(src), w, slots));
     }
-    const w = this.#width, rows = new Float32Array(slots.length * w);
-    slots.forEach((s, i) => rows.set(this.#store.subarray(s * w, (s + 1) * w), i * w));
+    const rows = this.#gather(slots);
     return part === READ_FULL ? rows : this.#codedOf(rows, slots.length, part);
   }
 

@@ -136,6 +136,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
       return { step: s, batch, lookup: lookupRows(batch, rows) };
     };
     let next: ReturnType<typeof load> | null = null;
+    let denseStepped = -1;
     while (step < steps) {
       // Each injected failure fires once (a redo after a restart passes its step again).
       for (const f of failures.filter((f) => f.step === step && (f.when ?? 'step') === 'step')) {
@@ -152,10 +153,13 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
         const { loss, grad } = binaryCrossEntropyWithLogits(logits, new Tensor(batch.labels, [batch.size, 1]));
         const tableGrad = await model.backward(grad);
         const pushed = cluster.push(step, lookup.rows, tableGrad);
-        // The next batch is read while the shards apply this one (and stage their parity deltas).
+        // The dense update and the next batch run while the shards apply this one (and stage their
+        // parity deltas). When an unprotected push fails after it, CPR redoes the step against the
+        // restored shard: the dense step already taken for it is not taken again.
+        if (denseStepped !== step) opt.step();
+        denseStepped = step;
         if (step + 1 < steps) next = load(step + 1);
         await pushed;
-        opt.step();
         const t = performance.now() - start;
         const record = { step, t, ms: performance.now() - t0, loss, redo: step < frontier };
         result.records.push(record);
@@ -188,6 +192,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
           await cluster.restore(dir);
           failure.servedAt = performance.now() - start;
           opt.restore(mlpCheckpoint);
+          denseStepped = -1;
           failure.lostSteps = step - checkpointStep;
           step = checkpointStep;
         } else {
