@@ -7,7 +7,7 @@ function flag(argv: string[], name: string): string | undefined {
   return i >= 0 ? argv[i + 1] : undefined;
 }
 
-const usage = `usage: kintsugi abft campaign [--trials N] [--clean N] [--targets input,weight,accumulator,output] [--bits 31,30,...] [--seed S] [--json]
+const usage = `usage: kintsugi abft campaign [--trials N] [--clean N] [--targets input,weight,accumulator,output] [--bits 31,30,...] [--seed S] [--device cpu|cuda:N] [--json]
        kintsugi abft overhead [--quick] [--device cuda:0] [--json]`;
 
 export async function abftCommand(argv: string[]): Promise<number> {
@@ -15,14 +15,16 @@ export async function abftCommand(argv: string[]): Promise<number> {
   const json = rest.includes('--json');
   if (sub === 'campaign') {
     const trials = Number(flag(rest, 'trials') ?? 10), clean = Number(flag(rest, 'clean') ?? 20);
-    const t = flag(rest, 'targets'), b = flag(rest, 'bits'), seed = flag(rest, 'seed');
+    const t = flag(rest, 'targets'), b = flag(rest, 'bits'), seed = flag(rest, 'seed'), device = flag(rest, 'device');
     const result = await runCampaign({
       trials, cleanRuns: clean, ...(t ? { targets: t.split(',') as Target[] } : {}), ...(b ? { bits: b.split(',').map(Number) } : {}), ...(seed ? { seed: Number(seed) } : {}),
+      ...(device !== undefined ? { device } : {}),
     });
     if (json) {
       console.log(JSON.stringify(result, null, 2));
       return 0;
     }
+    if (device !== undefined && device !== 'cpu') console.log(`device: ${device}\n`);
     console.log('| scheme | target | significant | recall | precision | corrected |');
     console.log('|---|---|---|---|---|---|');
     for (const s of result.summary) console.log(`| ${s.scheme} | ${s.target} | ${s.significant} | ${(100 * s.recall).toFixed(1)}% | ${(100 * s.precision).toFixed(1)}% | ${s.corrected} (${(100 * s.correctedRate).toFixed(1)}%) |`);

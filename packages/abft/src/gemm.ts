@@ -173,10 +173,17 @@ function addBias(out: Tensor<'float32'>, bias: Float32Array): void {
 }
 
 /** 'cuda:N' -> N (checked against the GPUs present; CudaUnavailableError without one). */
-export function cudaIndex(device: unknown, name = 'options.device'): number {
+export function cudaIndex(device: unknown, name = 'options.device', expected = "'cuda' or 'cuda:N'"): number {
   const m = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
-  if (!m) throw rangeError(name, "'cuda' or 'cuda:N'", device);
+  if (!m) throw rangeError(name, expected, device);
   return cudaDevice(m[1] === undefined ? 0 : Number(m[1]), name);
+}
+
+/** 'cpu' -> null, 'cuda' / 'cuda:N' -> N (as cudaIndex): for options that may name either. */
+export function deviceIndex(device: unknown, name = 'options.device'): number | null {
+  const expected = "'cpu' or 'cuda:N'";
+  if (typeof device !== 'string') throw typeError(name, expected, device);
+  return device === 'cpu' ? null : cudaIndex(device, name, expected);
 }
 
 /**

@@ -1,9 +1,10 @@
 // Fault injection (@kintsugi/abft/inject): bit flips in fp32 inputs, weights, accumulators (inside
-// the fused GEMM, through the addon's test-only hook) or outputs, at a chosen or random position
-// and rate; and a campaign runner reporting recall, precision, false positives and corrections.
-import { _setFaultInjection, gemm, Tensor } from '@kintsugi/cuda-core';
+// the fused GEMM, through the addon's test-only hook; on a GPU, the CUDA kernels' own injection) or
+// outputs, at a chosen or random position and rate; and a campaign runner reporting recall,
+// precision, false positives and corrections, on the CPU or a GPU.
+import { _setFaultInjection, DeviceTensor, gemm, Tensor, type CudaWeightChecksums } from '@kintsugi/cuda-core';
 
-import { protectedGemm, weightChecksums, type Scheme } from './gemm.js';
+import { deviceIndex, deviceWeightChecksums, protectedGemm, weightChecksums, type ProtectedGemmOptions, type Scheme } from './gemm.js';
 import { finite, integer, oneOf, options as optionsOf, rangeError, typeError } from './validate.js';
 
 export const targets = ['input', 'weight', 'accumulator', 'output'] as const;
@@ -104,6 +105,8 @@ export interface CampaignOptions {
   seed?: number;
   /** An output element changed by more than `significance` × its magnitude (|A|·|B|)_ij counts as a fault to catch. */
   significance?: number;
+  /** 'cpu' (default) or 'cuda:N': where the protected GEMM under test runs (inputs and weights are flipped in host copies, accumulators by the kernels). */
+  device?: string;
 }
 
 export interface CampaignRow {
@@ -140,6 +143,7 @@ export async function runCampaign(options?: CampaignOptions): Promise<CampaignRe
   const cleanRuns = o.cleanRuns === undefined ? 20 : integer(o.cleanRuns, 'options.cleanRuns', 0, 1e6);
   const significance = o.significance === undefined ? 1e-2 : finite(o.significance, 'options.significance', 0);
   const rand = rng(o.seed === undefined ? 7 : integer(o.seed, 'options.seed', 0, 2 ** 32 - 1));
+  const index = o.device === undefined ? null : deviceIndex(o.device);
   const rows = new Map<string, CampaignRow>();
   const clean: CampaignResult['clean'] = [];
   for (const [si, [m, n, k]] of shapes.entries()) {
@@ -149,10 +153,16 @@ export async function runCampaign(options?: CampaignOptions): Promise<CampaignRe
     const ref = await gemm(A, B);
     for (const scheme of schemeList) {
       const sums = weightChecksums(B);
+      // The GPU global scheme's checksums, like the host ones, come from the clean weights once, so
+      // that a weight flipped later disagrees with them (the GPU thread scheme takes none: it checks
+      // against the operands it reads).
+      const deviceSums = index !== null && scheme === 'global' ? await cleanDeviceChecksums(B, index) : undefined;
+      const run = (a: Tensor<'float32'>, b: Tensor<'float32'>, extra: Pick<ProtectedGemmOptions, 'correct' | 'inject'> = {}) =>
+        protectedGemm(a, b, index === null ? { scheme, checksums: sums, ...extra } : { scheme, device: `cuda:${index}`, ...(deviceSums ? { cudaChecksums: deviceSums } : {}), ...extra });
       let fp = 0;
       for (let r = 0; r < cleanRuns; r++) {
         const x = Tensor.random([m, k], 1000 + r);
-        const res = await protectedGemm(x, B, { scheme, checksums: sums });
+        const res = await run(x, B);
         if (res.report.events.length > 0) fp++;
       }
       clean.push({ scheme: `${scheme} ${m}x${n}x${k}`, runs: cleanRuns, falsePositives: fp });
@@ -169,13 +179,18 @@ export async function runCampaign(options?: CampaignOptions): Promise<CampaignRe
             if (target === 'input') flipTensorBit(a, Math.floor(rand() * a.size), bit);
             if (target === 'weight') flipTensorBit(b, Math.floor(rand() * b.size), bit);  // after the offline checksums
             let faulty: Tensor<'float32'>;
-            if (target === 'accumulator' && scheme === 'thread') {
-              armAccumulatorFault({ row: i, col: j, bit });
+            // Faults the protected GEMM injects itself: on the CPU, the fused kernel's accumulator;
+            // on a GPU, the accumulator of either scheme, which for the global scheme is the stored
+            // output between the GEMM and its check (where the CPU global case flips it below).
+            if (target === 'accumulator' ? scheme === 'thread' || index !== null : target === 'output' && scheme === 'global' && index !== null) {
+              const fault = { row: i, col: j, bit };
+              const injected = (correct: boolean) => {
+                if (index === null) armAccumulatorFault(fault);
+                return run(a, b, index === null ? { correct } : { correct, inject: fault });
+              };
               // The uncorrected result shows what the fault did.
-              const probe = await protectedGemm(a, b, { scheme, checksums: sums, correct: false });
-              faulty = probe.out;
-              armAccumulatorFault({ row: i, col: j, bit });
-              const res = await protectedGemm(a, b, { scheme, checksums: sums });
+              faulty = (await injected(false)).out;
+              const res = await injected(true);
               out = res.out;
               events = res.report.events.length;
             } else if (target === 'accumulator' || target === 'output') {
@@ -185,7 +200,7 @@ export async function runCampaign(options?: CampaignOptions): Promise<CampaignRe
               faulty = base;
               if (scheme === 'thread') {
                 // Fused checks run inside the GEMM: a flip of the stored output after it is invisible to them.
-                const res = await protectedGemm(a, b, { scheme, checksums: sums });
+                const res = await run(a, b);
                 if (target === 'accumulator') throw new Error('unreachable');
                 res.out.set(flipBitOf(res.out.get(i, j), bit), i, j);
                 out = res.out;
@@ -199,7 +214,7 @@ export async function runCampaign(options?: CampaignOptions): Promise<CampaignRe
             } else {
               const probe = await gemm(a, b);
               faulty = probe;
-              const res = await protectedGemm(a, b, { scheme, checksums: sums });
+              const res = await run(a, b);
               out = res.out;
               events = res.report.events.length;
             }
@@ -223,6 +238,7 @@ export async function runCampaign(options?: CampaignOptions): Promise<CampaignRe
           }
         }
       }
+      deviceSums?.sums.dispose();  // (garbage collection frees it if a trial throws)
     }
   }
   const all = [...rows.values()];
@@ -235,4 +251,14 @@ export async function runCampaign(options?: CampaignOptions): Promise<CampaignRe
       summary.push({ scheme, target, significant: sig, recall: sig ? det / sig : 1, precision: alarms ? det / alarms : 1, corrected: corr, correctedRate: sig ? corr / sig : 1 });
     }
   return { rows: all, clean, summary };
+}
+
+/** Checksums of a host weight matrix on GPU `device` (the upload is freed once they are computed). */
+async function cleanDeviceChecksums(b: Tensor<'float32'>, device: number): Promise<CudaWeightChecksums> {
+  const B = await DeviceTensor.from(b, { device });
+  try {
+    return deviceWeightChecksums(B);
+  } finally {
+    B.dispose();
+  }
 }

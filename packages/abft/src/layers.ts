@@ -6,8 +6,8 @@
 import { conv2d, Tensor } from '@kintsugi/cuda-core';
 import { Conv2d, Linear, Module, Sequential } from '@kintsugi/cuda-core/nn';
 
-import { BOUND_SCALE, cudaIndex, EPS32, protectedGemm, weightChecksums, type AbftEvent, type Scheme, type WeightChecksums } from './gemm.js';
-import { intensityRule, machineBalance, timeSchemes, type LayerDecision, type MachineBalance } from './select.js';
+import { BOUND_SCALE, cudaIndex, deviceIndex, EPS32, protectedGemm, weightChecksums, type AbftEvent, type Scheme, type WeightChecksums } from './gemm.js';
+import { cudaMachineBalance, intensityRule, machineBalance, timeSchemes, type LayerDecision, type MachineBalance } from './select.js';
 import { bool, finite, oneOf, options as optionsOf, typeError } from './validate.js';
 
 export interface LayerProtectionOptions {
@@ -242,8 +242,10 @@ export interface ProtectModelOptions {
   sample?: Tensor<'float32'>;
   /** Time global vs thread on each layer and keep the faster (default true with 'auto'). */
   confirm?: boolean;
-  /** Measured or given machine balance (default: measured once per process). */
+  /** Given machine balance (default: measured once per process on the CPU, the datasheet table on a GPU). */
   balance?: { peakFlops: number; bandwidth: number };
+  /** 'cpu' (default) or 'cuda:N': where the Linear layers run their GEMMs (Conv2d has no GPU path and stays on the CPU). */
+  device?: string;
   tolerance?: number;
   correct?: boolean;
 }
@@ -270,7 +272,7 @@ export class ProtectedModel {
     return h;
   }
 
-  /** Per layer: GEMM shape, intensity, balance, the rule's pick, timings and the choice, with reasons. */
+  /** Per layer: GEMM shape, device, intensity, balance and its source, the rule's pick, timings and the choice, with reasons. */
   explain(): LayerDecision[] {
     return this.decisions.map((d) => ({ ...d }));
   }
@@ -293,24 +295,32 @@ export async function protectModel(model: Sequential, options?: ProtectModelOpti
     if (!(o.sample instanceof Tensor) || o.sample.dtype !== 'float32') throw typeError('options.sample', 'a float32 Tensor', o.sample);
     sample = o.sample as Tensor<'float32'>;
   }
+  // Checked before anything else needs it: a bad name or a missing GPU is the error to report.
+  const index = o.device === undefined ? null : deviceIndex(o.device);
+  const device = index === null ? 'cpu' : `cuda:${index}`;
   if (scheme === 'auto' && !sample) throw typeError('options.sample', 'a sample input Tensor (scheme "auto" needs layer shapes)', undefined);
   const layers: (Module | Protected)[] = model.layers.map((l, i) => {
     const name = `${i}:${l.constructor.name}`;
     const base = { scheme: scheme === 'auto' ? 'global' : scheme, tolerance, correct, name } as const;
-    if (l instanceof Linear) return new ProtectedLinear(l, base);
+    if (l instanceof Linear) return new ProtectedLinear(l, index === null ? base : { ...base, device });
     if (l instanceof Conv2d) return new ProtectedConv2d(l, base);
     return l;
   });
   const pm = new ProtectedModel(model, layers);
   for (const l of layers) if (l instanceof ProtectedLinear || l instanceof ProtectedConv2d) l.onEvent = (e: AbftEvent | ConvEvent) => pm.events.push(e);
-  const machine = scheme === 'auto' ? await machineBalance(o.balance as { peakFlops: number; bandwidth: number } | undefined) : null;
+  const given = o.balance as { peakFlops: number; bandwidth: number } | undefined;
+  // On a GPU the balance is the datasheet figure, the same one the GPU overhead table rules with.
+  const machine = scheme !== 'auto' ? null : index === null ? await machineBalance(given) : cudaMachineBalance(index, 'fp32', given);
   pm.machine = machine;
+  // ProtectedConv2d convolves with the CPU conv2d (its FT-CNN checks read the output on the host).
+  const layerDevice = (l: Protected) => (l instanceof ProtectedLinear ? device : 'cpu');
+  const cpuNote = (l: Protected) => (layerDevice(l) === device ? '' : `; ${l.layer.constructor.name} has no GPU path: runs on the CPU`);
+  const fixed = (l: Protected, m = 0, n = 0, k = 0): LayerDecision => ({
+    layer: l.name, type: l.layer.constructor.name, m, n, k, dtype: 'float32', device: layerDevice(l), intensity: NaN, balance: NaN, bound: 'compute',
+    prior: l.scheme, scheme: l.scheme, reason: `fixed scheme '${l.scheme}'${cpuNote(l)}`,
+  });
   if (!sample) {
-    for (const l of layers) {
-      if (l instanceof ProtectedLinear || l instanceof ProtectedConv2d) {
-        pm.decisions.push({ layer: l.name, type: l.layer.constructor.name, m: 0, n: 0, k: 0, dtype: 'float32', intensity: NaN, balance: NaN, bound: 'compute', prior: l.scheme, scheme: l.scheme, reason: `fixed scheme '${l.scheme}'` });
-      }
-    }
+    for (const l of layers) if (l instanceof ProtectedLinear || l instanceof ProtectedConv2d) pm.decisions.push(fixed(l));
     return pm;
   }
   model.eval();
@@ -328,17 +338,18 @@ export async function protectModel(model: Sequential, options?: ProtectModelOpti
         // GEMM form of the conv: Cout x (N·OH·OW) x (Cin·KH·KW).
         [m, n, k] = [W[0], h.shape[0] * oh * ow, W[1] * W[2] * W[3]];
       }
+      // A GEMM has both schemes on the CPU and on a GPU (cudaGemmChecked); a conv only FT-CNN's.
       const available: Scheme[] = isLinear ? ['global', 'thread'] : ['global'];
       if (scheme !== 'auto') {
-        pm.decisions.push({ layer: l.name, type: l.layer.constructor.name, m, n, k, dtype: 'float32', intensity: NaN, balance: NaN, bound: 'compute', prior: l.scheme, scheme: l.scheme, reason: `fixed scheme '${l.scheme}'` });
+        pm.decisions.push(fixed(l, m, n, k));
       } else {
         const rule = intensityRule(m, n, k, machine!.balance, available);
         const d: LayerDecision = {
-          layer: l.name, type: l.layer.constructor.name, m, n, k, dtype: 'float32', intensity: rule.intensity, balance: machine!.balance,
-          bound: rule.bound, prior: rule.prior, scheme: rule.prior,
+          layer: l.name, type: l.layer.constructor.name, m, n, k, dtype: 'float32', device: layerDevice(l), intensity: rule.intensity, balance: machine!.balance,
+          source: machine!.source, bound: rule.bound, prior: rule.prior, scheme: rule.prior,
           reason: `AI ${rule.intensity.toFixed(1)} ${rule.bound === 'memory' ? '<' : '>='} balance ${machine!.balance.toFixed(1)} FLOP/B: ${rule.bound}-bound → ${rule.prior}`,
         };
-        if (!isLinear) d.reason += ' (no fused conv path on the CPU: FT-CNN checksums)';
+        if (!isLinear) d.reason += ` (no fused conv path on the CPU: FT-CNN checksums)${cpuNote(l)}`;
         if (confirm && available.length > 1) {
           const input = h;
           const layer = l as ProtectedLinear;

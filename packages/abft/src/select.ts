@@ -27,12 +27,16 @@ function median(values: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+function givenBalance(given: { peakFlops: number; bandwidth: number }, device: string): MachineBalance {
+  return { peakFlops: given.peakFlops, bandwidth: given.bandwidth, balance: given.peakFlops / given.bandwidth, device, source: 'given' };
+}
+
 /** Measures (once per process) the device's FLOP/s and bandwidth; `given` overrides. */
 export async function machineBalance(given?: { peakFlops: number; bandwidth: number }): Promise<MachineBalance> {
   const info = cpuInfo();
   const device = `${info.brand} (${numThreads()} threads, ${info.activeIsa})`;
   if (given) {
-    cached = { peakFlops: given.peakFlops, bandwidth: given.bandwidth, balance: given.peakFlops / given.bandwidth, device, source: 'given' };
+    cached = givenBalance(given, device);
     return cached;
   }
   if (cached) return cached;
@@ -45,12 +49,15 @@ export async function machineBalance(given?: { peakFlops: number; bandwidth: num
 /**
  * A GPU's balance from its datasheet figures: peak FLOP/s of the dtype from the per-architecture
  * table (gpuPeakFlops: SMs × SM clock × FLOPs per clock) over the theoretical DRAM bandwidth
- * (cudaProperties().memoryBandwidth). CudaUnavailableError without a GPU.
+ * (cudaProperties().memoryBandwidth); `given` figures override the table. CudaUnavailableError
+ * without a GPU.
  */
-export function cudaMachineBalance(device = 0, dtype: 'fp32' | 'fp16' | 'bf16' = 'fp32'): MachineBalance {
+export function cudaMachineBalance(device = 0, dtype: 'fp32' | 'fp16' | 'bf16' = 'fp32', given?: { peakFlops: number; bandwidth: number }): MachineBalance {
   const p = cudaProperties(device);
+  const name = `${p.name} (cuda:${device}, ${dtype})`;
+  if (given) return givenBalance(given, name);
   const peakFlops = gpuPeakFlops({ computeCapability: p.computeCapability, multiprocessors: p.multiprocessors, clockKHz: p.smClockKHz }, dtype);
-  return { peakFlops, bandwidth: p.memoryBandwidth, balance: peakFlops / p.memoryBandwidth, device: `${p.name} (cuda:${device}, ${dtype})`, source: 'table' };
+  return { peakFlops, bandwidth: p.memoryBandwidth, balance: peakFlops / p.memoryBandwidth, device: name, source: 'table' };
 }
 
 /** AI of an M x N x K GEMM with `bytes`-wide elements. */
@@ -66,8 +73,12 @@ export interface LayerDecision {
   n: number;
   k: number;
   dtype: 'float32';
+  /** Where the layer runs: 'cpu' or 'cuda:N'. */
+  device: string;
   intensity: number;
+  /** The balance the rule compared with (the model's device), and where it came from; NaN and absent for a fixed scheme. */
   balance: number;
+  source?: MachineBalance['source'];
   bound: 'memory' | 'compute';
   /** The intensity rule's pick. */
   prior: Scheme;
