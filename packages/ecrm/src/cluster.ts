@@ -3,11 +3,13 @@
 // and replaces them — by rebuilding from parity while training goes on (protected clusters), or by
 // a fresh process the caller restores from a checkpoint (unprotected ones).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCodec, type CodeMode } from './codec.js';
 import { stateWidth, type EmbeddingOptimizer } from './optim.js';
-import { Connection, Op, Writer, type Reader } from './protocol.js';
+import { Connection, describeAddress, Op, Writer, type Reader } from './protocol.js';
 import { READ_CODED, READ_FULL, type Address, type ShardConfig } from './shard.js';
 import { integer, oneOf, rangeError, RemoteError, ShardUnavailableError } from './validate.js';
 
@@ -40,6 +42,8 @@ export interface ClusterOptions {
   crash?: { shard: number; step: number; when: 'prepare' | 'after-first-delta' };
   /** Servers already running (e.g. on other hosts, `kintsugi ecrm serve`): data, parity, spares. */
   addresses?: Address[];
+  /** How processes this cluster starts on its own host talk: 'unix' sockets (default) or 'tcp'. */
+  transport?: 'unix' | 'tcp';
 }
 
 export type Health = 'healthy' | 'rebuilding';
@@ -69,8 +73,11 @@ interface Server {
   pid: number;
 }
 
-async function startProcess(timeoutMs: number): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn(process.execPath, [SHARD_MAIN], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ECRM_EXIT_WITH_PARENT: '1' } });
+async function startProcess(timeoutMs: number, socketDir: string | null): Promise<{ proc: ChildProcess; address: Address }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, ECRM_EXIT_WITH_PARENT: '1' };
+  if (socketDir) env.ECRM_SOCKET_DIR = socketDir;
+  else delete env.ECRM_SOCKET_DIR;
+  const proc = spawn(process.execPath, [SHARD_MAIN], { stdio: ['pipe', 'pipe', 'inherit'], env });
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => {
@@ -83,11 +90,11 @@ async function startProcess(timeoutMs: number): Promise<{ proc: ChildProcess; po
     });
     proc.stdout!.on('data', (chunk: Buffer) => {
       out += chunk.toString();
-      const m = /ECRM_LISTENING (\d+)/.exec(out);
+      const m = /ECRM_LISTENING (\d+)(?: (\S+))?\n/.exec(out);
       if (m) {
         clearTimeout(timer);
         proc.removeAllListeners('exit');
-        resolve({ proc, port: Number(m[1]) });
+        resolve({ proc, address: { host: '127.0.0.1', port: Number(m[1]), ...(m[2] ? { path: m[2] } : {}) } });
       }
     });
   });
@@ -101,7 +108,7 @@ export class EmbeddingCluster {
   readonly slots: number;
   readonly protection: Protection;
   readonly events: ClusterEvent[] = [];
-  readonly #o: Required<Omit<ClusterOptions, 'crash' | 'addresses' | 'rebuild'>> & Pick<ClusterOptions, 'crash'> & { rebuild: { rangeSlots: number; pauseMs: number } };
+  readonly #o: Required<Omit<ClusterOptions, 'crash' | 'addresses' | 'rebuild' | 'transport'>> & Pick<ClusterOptions, 'crash'> & { rebuild: { rangeSlots: number; pauseMs: number } };
   readonly #servers: Server[] = [];
   readonly #health: Health[] = [];
   readonly #spares: Server[] = [];
@@ -116,6 +123,8 @@ export class EmbeddingCluster {
   #txn = 0;
   #committed = -1;
   #closed = false;
+  /** Where the processes this cluster starts put their Unix sockets (null: TCP only). */
+  readonly #socketDir: string | null;
 
   private constructor(options: ClusterOptions) {
     const protection = oneOf(options.protection ?? 'none', 'options.protection', ['none', 'xor', 'rs', 'sum'] as const);
@@ -143,6 +152,8 @@ export class EmbeddingCluster {
     this.dim = this.#o.dim;
     this.width = this.dim + stateWidth(this.#o.optimizer, this.dim);
     this.slots = Math.ceil(this.#o.totalRows / k);
+    const transport = oneOf(options.transport ?? 'unix', 'options.transport', ['unix', 'tcp'] as const);
+    this.#socketDir = transport === 'unix' ? mkdtempSync(join(tmpdir(), 'ecrm-')) : null;
   }
 
   static async start(options: ClusterOptions): Promise<EmbeddingCluster> {
@@ -166,11 +177,11 @@ export class EmbeddingCluster {
   async #open(addr: Address | undefined, label: string): Promise<Server> {
     let proc: ChildProcess | null = null;
     if (!addr) {
-      const started = await startProcess(Math.max(this.#o.timeoutMs, 15_000));
+      const started = await startProcess(Math.max(this.#o.timeoutMs, 15_000), this.#socketDir);
       proc = started.proc;
-      addr = { host: '127.0.0.1', port: started.port };
+      addr = started.address;
     }
-    const conn = await Connection.connect(addr.host, addr.port, `${label} (${addr.host}:${addr.port})`, this.#o.timeoutMs);
+    const conn = await Connection.connect(addr, `${label} (${describeAddress(addr)})`, this.#o.timeoutMs);
     const pid = (await conn.request(Op.status)).json<{ pid: number }>().pid;
     return { addr, proc, conn, pid };
   }
@@ -179,7 +190,7 @@ export class EmbeddingCluster {
   async #takeSpare(label: string): Promise<Server> {
     const s = this.#spares.shift() ?? (await this.#open(undefined, 'spare'));
     s.conn.close();
-    s.conn = await Connection.connect(s.addr.host, s.addr.port, `${label} (${s.addr.host}:${s.addr.port}, replacement)`, this.#o.timeoutMs);
+    s.conn = await Connection.connect(s.addr, `${label} (${describeAddress(s.addr)}, replacement)`, this.#o.timeoutMs);
     return s;
   }
 
@@ -512,5 +523,6 @@ export class EmbeddingCluster {
       s.conn.close();
       if (s.proc && s.proc.exitCode === null) s.proc.kill('SIGKILL');
     }
+    if (this.#socketDir) rmSync(this.#socketDir, { recursive: true, force: true });
   }
 }

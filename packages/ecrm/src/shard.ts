@@ -13,13 +13,11 @@ import { createCodec, type CodeMode, type ParityCodec } from './codec.js';
 import { hash2 } from './hash.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { gatherRowsSync, scatterRowsSync } from '@kintsugi/cuda-core';
-import { Connection, Op, Reader, serve, Writer } from './protocol.js';
+import { Connection, describeAddress, Op, Reader, serve, Writer, type Address } from './protocol.js';
+
+export type { Address } from './protocol.js';
 import { integer, oneOf, rangeError } from './validate.js';
 
-export interface Address {
-  host: string;
-  port: number;
-}
 
 export interface RebuildPlan {
   /** Exactly k healthy servers to decode from: block index (data 0..k−1, parity k..k+r−1) and address. */
@@ -112,17 +110,23 @@ export class ShardServer {
   #rebuildDone: Promise<unknown> | null = null;
   stats = { degradedReads: 0, degradedSlots: 0, ranges: 0, retries: 0 };
 
-  constructor(readonly server: net.Server) {}
+  /** TCP for peers anywhere; `unix` (when listening on a socket path too) for peers on this host. */
+  constructor(readonly server: net.Server, readonly unix: net.Server | null = null) {}
 
-  static async listen(host = '127.0.0.1', port = 0): Promise<ShardServer> {
+  static async listen(host = '127.0.0.1', port = 0, path?: string): Promise<ShardServer> {
     let self: ShardServer | null = null;
-    const server = await serve((op, body) => self!.handle(op, body), host, port);
-    self = new ShardServer(server);
+    const handler = (op: number, body: Reader) => self!.handle(op, body);
+    const [server, unix] = await Promise.all([serve(handler, host, port), path ? serve(handler, host, 0, path) : null]);
+    self = new ShardServer(server, unix);
     return self;
   }
 
   get port(): number {
     return (this.server.address() as net.AddressInfo).port;
+  }
+
+  get path(): string | null {
+    return this.unix ? (this.unix.address() as string) : null;
   }
 
   get #cfg(): ShardConfig {
@@ -176,7 +180,7 @@ export class ShardServer {
       this.#present = new Uint8Array(this.#slots);
       // Connected before the reply: the first degraded read may arrive right after it.
       this.#closeSources();
-      const connect = (s: Address & { block: number }) => Connection.connect(s.host, s.port, `rebuild source ${s.block} (${s.host}:${s.port})`, c.timeoutMs);
+      const connect = (s: Address & { block: number }) => Connection.connect(s, `rebuild source ${s.block} (${describeAddress(s)})`, c.timeoutMs);
       this.#sources = await Promise.all(c.rebuild.sources.map(async (s) => {
         const [conn, bulk] = await Promise.all([connect(s), connect(s)]);
         return { block: s.block, conn, bulk };
@@ -419,7 +423,7 @@ export class ShardServer {
     const c = this.#cfg;
     if (!this.#parities || this.#parities.some((p) => p.closed)) {
       this.#closePeers();
-      this.#parities = await Promise.all(c.parities.map((a, i) => Connection.connect(a.host, a.port, `parity ${i} (${a.host}:${a.port})`, c.timeoutMs)));
+      this.#parities = await Promise.all(c.parities.map((a, i) => Connection.connect(a, `parity ${i} (${describeAddress(a)})`, c.timeoutMs)));
     }
     return this.#parities;
   }
@@ -501,8 +505,9 @@ export class ShardServer {
         } else i++;
       }
     }
-    slots.forEach((s, i) => {
-      if (present[s]) return; // installed meanwhile by a degraded read, and maybe updated since
+    for (let i = 0; i < slots.length; i++) {
+      const s = slots[i];
+      if (present[s]) continue; // installed above, or meanwhile by a degraded read (and maybe updated since)
       if (c.role === 'data') {
         const w = this.#width;
         this.#store.set(coded.subarray(i * cw, (i + 1) * cw), s * w);
@@ -516,7 +521,7 @@ export class ShardServer {
       const later = (this.#pending.get(s) ?? []).filter((d) => d.step > step);
       this.#pending.delete(s);
       for (const d of later) this.#applyDelta(d, true);
-    });
+    }
   }
 
   #closeSources(): void {

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ecrmCommand } from '../src/cli.js';
@@ -29,6 +29,7 @@ describe('kintsugi ecrm', () => {
     const plot = await readFile(svg, 'utf8');
     expect(plot).toMatch(/^<svg/);
     expect(plot.match(/<path /g)).toHaveLength(3);
+    await rm(dir, { recursive: true, force: true });
   });
 
   it('rejects bad options with usage and exit code 2', async () => {

@@ -1,3 +1,7 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { Connection, encodeFrame, FrameDecoder, Op, serve, Writer } from '../src/protocol.js';
@@ -16,26 +20,33 @@ describe('framing and transport', () => {
     expect(() => new FrameDecoder(() => undefined).push(Buffer.from([1, 0, 0, 0, 0]))).toThrow(/Expected a frame length/);
   });
 
-  it('carries typed payloads, replies and remote errors over TCP', async () => {
+  it.each(['tcp', 'unix'] as const)('carries typed payloads, replies and remote errors over %s', async (transport) => {
+    const dir = mkdtempSync(join(tmpdir(), 'ecrm-test-'));
+    const path = transport === 'unix' ? join(dir, 'test.sock') : undefined;
     const server = await serve((op, body) => {
       if (op === Op.status) throw new Error('Expected nothing for status but received something');
       const a = body.i32s(), b = body.f32s();
       return new Writer().u32(a.length).array(b.map((x) => x * 2)).build();
-    });
-    const { port } = server.address() as net.AddressInfo;
-    const c = await Connection.connect('127.0.0.1', port, 'test server');
+    }, '127.0.0.1', 0, path);
+    const port = path ? 0 : (server.address() as net.AddressInfo).port;
+    const c = await Connection.connect({ host: '127.0.0.1', port, path }, 'test server');
     const r = await c.request(Op.pull, new Writer().array(Int32Array.of(1, 2, 3)).array(Float32Array.of(0.5, 4)).build());
     expect(r.u32()).toBe(3);
     expect([...r.f32s()]).toEqual([1, 8]);
+    // A payload far larger than a socket buffer arrives whole.
+    const big = await c.request(Op.pull, new Writer().array(new Int32Array(0)).array(new Float32Array(1 << 20).fill(1.5)).build());
+    big.u32();
+    expect(big.f32s().every((x) => x === 3)).toBe(true);
     await expect(c.request(Op.status)).rejects.toThrow(RemoteError);
     c.close();
     server.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('turns a silent server into a timeout and a dead one into an error, never a hang', async () => {
     const silent = net.createServer(() => undefined).listen(0, '127.0.0.1');
     await new Promise((r) => silent.once('listening', r));
-    const c = await Connection.connect('127.0.0.1', (silent.address() as net.AddressInfo).port, 'silent shard', 200);
+    const c = await Connection.connect({ host: '127.0.0.1', port: (silent.address() as net.AddressInfo).port }, 'silent shard', 200);
     const t0 = Date.now();
     await expect(c.request(Op.pull)).rejects.toThrow(/Expected a reply from silent shard to pull within 200 ms but received none/);
     expect(Date.now() - t0).toBeLessThan(2000);
@@ -43,6 +54,6 @@ describe('framing and transport', () => {
     const port = (silent.address() as net.AddressInfo).port;
     silent.close();
     await new Promise((r) => setTimeout(r, 50));
-    await expect(Connection.connect('127.0.0.1', port, 'gone shard', 1000)).rejects.toThrow(ShardUnavailableError);
+    await expect(Connection.connect({ host: '127.0.0.1', port }, 'gone shard', 1000)).rejects.toThrow(ShardUnavailableError);
   });
 });
