@@ -167,6 +167,7 @@ export class EmbeddingCluster {
       c.#spares.push(...servers.slice(c.k + c.r));
       c.#health.push(...c.#servers.map(() => 'healthy' as const));
       await Promise.all(c.#servers.map((_, i) => c.#configure(i)));
+      await c.#standby();
     } catch (e) {
       await c.close();
       throw e;
@@ -189,9 +190,21 @@ export class EmbeddingCluster {
   /** A spare, or a new process when none is left; its connection is relabelled for its new role. */
   async #takeSpare(label: string): Promise<Server> {
     const s = this.#spares.shift() ?? (await this.#open(undefined, 'spare'));
-    s.conn.close();
-    s.conn = await Connection.connect(s.addr, `${label} (${describeAddress(s.addr)}, replacement)`, this.#o.timeoutMs);
+    if (s.conn.closed) s.conn = await Connection.connect(s.addr, label, this.#o.timeoutMs);
+    s.conn.label = `${label} (${describeAddress(s.addr)}, replacement)`;
     return s;
+  }
+
+  /**
+   * Spares connect to every server ahead of a failure (a hot standby): a rebuild then starts
+   * reading at once instead of first opening connections to its sources.
+   */
+  async #standby(): Promise<void> {
+    if (this.protection === 'none') return;
+    // A replacement's store: a data shard's rows with their state, or (as large) an encoded parity.
+    const storeFloats = this.slots * this.width;
+    const servers = new Writer().json({ servers: this.#servers.map((s) => s.addr), timeoutMs: this.#o.timeoutMs, storeFloats }).build();
+    await Promise.all(this.#spares.map((s) => s.conn.request(Op.standby, servers)));
   }
 
   #label(i: number): string {

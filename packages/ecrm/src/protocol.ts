@@ -23,6 +23,7 @@ export const Op = {
   crash: 14,
   shutdown: 15,
   readRange: 16,
+  standby: 17,
   error: 255,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
@@ -222,7 +223,11 @@ export class Connection {
   #closed: Error | null = null;
   #onClose: (() => void)[] = [];
 
-  private constructor(socket: net.Socket, readonly label: string, readonly timeoutMs: number) {
+  /** Names the peer in errors (a spare's connection is renamed when the spare takes a role). */
+  label: string;
+
+  private constructor(socket: net.Socket, label: string, readonly timeoutMs: number) {
+    this.label = label;
     this.#socket = socket;
     socket.setNoDelay(true);
     const decoder = new FrameDecoder((op, id, payload) => {
@@ -230,7 +235,7 @@ export class Connection {
       if (!p) return; // a reply after its deadline: the caller has moved on
       this.#pending.delete(id);
       clearTimeout(p.timer);
-      if (op === Op.error) p.reject(new RemoteError(label, payload.toString('utf8')));
+      if (op === Op.error) p.reject(new RemoteError(this.label, payload.toString('utf8')));
       else p.resolve(new Reader(payload));
     });
     socket.on('data', (chunk) => {
