@@ -781,31 +781,40 @@ Napi::Value EmbeddingBagBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// The rows of a table of `width`-word rows; its length must be a whole number of rows.
-int64_t table_rows_of(const Array<int32_t>& table, int64_t width) {
-  if (table.length % width != 0)
-    throw_expected(ErrorKind::Range, "a whole number of " + std::to_string(width) + "-word rows", "table", std::to_string(table.length) + " words");
-  return table.length / width;
+// What every row move starts with (arguments 0..2): the table, its row width and the row indices,
+// copied (they are checked once, and JS may change its array while a job runs).
+struct RowMove {
+  Array<int32_t> table;
+  int64_t width = 0, table_rows = 0;
+  std::vector<int32_t> rows;
+  RowSet set() const { return {table_rows, width, rows.data(), int64_t(rows.size())}; }
+};
+
+RowMove read_row_move(const Args& a) {
+  RowMove m;
+  m.table = a.array<int32_t>(0, "table");
+  m.width = a.integer(1, "width", 1, INT32_MAX);
+  auto R = a.array<int32_t>(2, "rows");
+  m.rows.assign(R.data, R.data + R.length);
+  if (m.table.length % m.width != 0)
+    throw_expected(ErrorKind::Range, "a whole number of " + std::to_string(m.width) + "-word rows", "table", std::to_string(m.table.length) + " words");
+  m.table_rows = m.table.length / m.width;
+  return m;
 }
 
 // gatherRows(async, table: Int32Array, width, rows: Int32Array, col, cols, out: Int32Array)
 Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
     Args a(info, 1);
-    auto T = a.array<int32_t>(0, "table");
-    int64_t width = a.integer(1, "width", 1, INT32_MAX);
-    auto R = a.array<int32_t>(2, "rows");
-    int64_t col = a.integer(3, "col", 0, width), cols = a.integer(4, "cols", 0, width - col);
+    RowMove m = read_row_move(a);
+    int64_t col = a.integer(3, "col", 0, m.width), cols = a.integer(4, "cols", 0, m.width - col);
     auto O = a.array<int32_t>(5, "out");
-    check_min_length(O, R.length * cols);
-    check_no_overlap(O, T);
-    // The indices are copied: they are checked once, and JS may change its array while a job runs.
-    std::vector<int32_t> rows(R.data, R.data + R.length);
-    const int64_t table_rows = table_rows_of(T, width);
-    auto t = reinterpret_cast<const uint32_t*>(T.data);
+    check_min_length(O, int64_t(m.rows.size()) * cols);
+    check_no_overlap(O, m.table);
+    auto t = reinterpret_cast<const uint32_t*>(m.table.data);
     auto o = reinterpret_cast<uint32_t*>(O.data);
-    return Job{[rows, table_rows, width, t, col, cols, o] { gather_rows({table_rows, width, rows.data(), int64_t(rows.size())}, t, col, cols, o); },
-               O.value, {T.value, O.value}};
+    Napi::Value table = m.table.value;
+    return Job{[m = std::move(m), t, col, cols, o] { gather_rows(m.set(), t, col, cols, o); }, O.value, {table, O.value}};
   });
 }
 
@@ -813,19 +822,15 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
 Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
     Args a(info, 1);
-    auto T = a.array<int32_t>(0, "table");
-    int64_t width = a.integer(1, "width", 1, INT32_MAX);
-    auto R = a.array<int32_t>(2, "rows");
+    RowMove m = read_row_move(a);
     auto S = a.array<int32_t>(3, "src");
     bool xor_into = a.boolean(4, "xor");
-    check_min_length(S, R.length * width);
-    check_no_overlap(T, S);
-    std::vector<int32_t> rows(R.data, R.data + R.length);
-    const int64_t table_rows = table_rows_of(T, width);
+    check_min_length(S, int64_t(m.rows.size()) * m.width);
+    check_no_overlap(m.table, S);
     auto s = reinterpret_cast<const uint32_t*>(S.data);
-    auto t = reinterpret_cast<uint32_t*>(T.data);
-    return Job{[rows, table_rows, width, s, xor_into, t] { scatter_rows({table_rows, width, rows.data(), int64_t(rows.size())}, s, xor_into, t); },
-               T.value, {T.value, S.value}};
+    auto t = reinterpret_cast<uint32_t*>(m.table.data);
+    Napi::Value table = m.table.value;
+    return Job{[m = std::move(m), s, xor_into, t] { scatter_rows(m.set(), s, xor_into, t); }, table, {table, S.value}};
   });
 }
 
