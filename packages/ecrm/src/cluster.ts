@@ -143,7 +143,7 @@ export class EmbeddingCluster {
       seed: options.seed ?? 1,
       spares: integer(options.spares ?? (protection === 'none' ? 0 : 1), 'options.spares', 0, 16),
       timeoutMs: integer(options.timeoutMs ?? 5000, 'options.timeoutMs', 10, 600_000),
-      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 16384, pauseMs: options.rebuild?.pauseMs ?? 20 },
+      rebuild: { rangeSlots: options.rebuild?.rangeSlots ?? 16384, pauseMs: options.rebuild?.pauseMs ?? 0 },
       crash: options.crash,
     };
     this.k = k;

@@ -9,11 +9,14 @@
 // consistent stripe — what degraded reads and the rebuild decode from.
 import { readFile, writeFile } from 'node:fs/promises';
 import type net from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { createCodec, type CodeMode, type ParityCodec } from './codec.js';
 import { hash2 } from './hash.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { gatherRowsSync, scatterRowsSync } from '@kintsugi/cuda-core';
 import { Connection, describeAddress, Op, Reader, serve, Writer, type Address } from './protocol.js';
+import type { RebuildJob, RebuildMessage } from './rebuild-worker.js';
+import { decodeStripe, READ_CODED, READ_FULL, READ_STATE, readStripe, stripeParts } from './stripe.js';
 
 export type { Address } from './protocol.js';
 import { integer, oneOf, rangeError } from './validate.js';
@@ -24,7 +27,7 @@ export interface RebuildPlan {
   sources: (Address & { block: number })[];
   /** Slots per locked range of the background rebuild. */
   rangeSlots: number;
-  /** Pause between ranges, so the rebuild yields CPU to training on a shared machine. */
+  /** Pause between ranges (ms): spaces the sources' range reads out on a busy machine. */
   pauseMs: number;
 }
 
@@ -56,9 +59,7 @@ export interface ShardConfig {
   timeoutMs: number;
 }
 
-export const READ_CODED = 0;
-export const READ_STATE = 1;
-export const READ_FULL = 2;
+export { READ_CODED, READ_FULL, READ_STATE } from './stripe.js';
 
 /** The initial value of one weight: uniform ±sqrt(1/rows) as DLRM initialises, from the row id. */
 export function initialWeight(seed: number, row: number, j: number, rowsPerTable: number): number {
@@ -104,11 +105,11 @@ export class ShardServer {
   // Rebuild state: which slots hold current data; ranges being fetched; deltas for absent slots.
   #present: Uint8Array | null = null;
   #pending = new Map<number, StagedDelta[]>();
-  /** Per source: a connection for degraded reads and one for the background rebuild's ranges, so a
-   * read for training never queues behind a range's bytes. */
-  #sources: { block: number; conn: Connection; bulk: Connection }[] = [];
+  /** Per source: the connection for degraded reads (the rebuild worker has its own, so a read for
+   * training never queues behind a range's bytes). */
+  #sources: { block: number; conn: Connection }[] = [];
   /** A spare's connections to every server, opened ahead of a failure, by address. */
-  #standby = new Map<string, { conn: Connection; bulk: Connection }>();
+  #standby = new Map<string, Connection>();
   /** A spare's store, allocated and faulted in ahead of a failure (fresh pages cost ~2 µs each). */
   #reserve: Float32Array | null = null;
   #rebuildDone: Promise<unknown> | null = null;
@@ -191,9 +192,9 @@ export class ShardServer {
         const label = `rebuild source ${s.block} (${describeAddress(s)})`;
         const ready = this.#standby.get(describeAddress(s));
         this.#standby.delete(describeAddress(s));
-        const [conn, bulk] = ready && !ready.conn.closed && !ready.bulk.closed ? [ready.conn, ready.bulk] : await this.#connectPair(s, c.timeoutMs);
-        conn.label = bulk.label = label;
-        return { block: s.block, conn, bulk };
+        const conn = ready && !ready.closed ? ready : await Connection.connect(s, label, c.timeoutMs);
+        conn.label = label;
+        return { block: s.block, conn };
       }));
     } else {
       this.#present = null;
@@ -459,48 +460,16 @@ export class ShardServer {
   }
 
   /** Reads the slots from the sources at one committed step, decodes and installs absent ones. */
-  async #fetch(slots: Int32Array, range?: { start: number; count: number }): Promise<void> {
-    const c = this.#cfg;
-    const parts: { block: number; part: number; which: number }[] = this.#sources.map((s) => ({ block: s.block, part: READ_CODED, which: 0 }));
-    // Replicated state is not in the code: a data rebuild takes it from a parity's replica, a
-    // parity rebuild from the data shards.
-    if (c.state === 'replicated') {
-      if (c.role === 'data') {
-        const parity = this.#sources.find((s) => s.block >= c.k);
-        if (!parity) throw rangeError('rebuild sources', 'a parity server (it holds the replicated state)', 'none', true);
-        parts.push({ block: parity.block, part: READ_STATE, which: c.index });
-      } else for (const s of this.#sources) parts.push({ block: s.block, part: READ_STATE, which: 0 });
-    }
-    for (let attempt = 0; ; attempt++) {
-      const payload = (p: { part: number; which: number }) => (range
-        ? new Writer().u32(p.part).u32(p.which).u32(range.start).u32(range.count).build()
-        : new Writer().u32(p.part).u32(p.which).array(slots).build());
-      const source = (p: { block: number }) => this.#sources.find((s) => s.block === p.block)!;
-      const replies = await Promise.all(parts.map((p) => (range ? source(p).bulk.request(Op.readRange, payload(p)) : source(p).conn.request(Op.read, payload(p)))));
-      const steps = replies.map((r) => r.u32() - 1);
-      if (steps.every((s) => s === steps[0])) {
-        this.#install(range ? rangeSlots(range.start, range.count) : slots, steps[0], parts, replies.map((r) => r.f32sView()));
-        return;
-      }
-      // A commit landed between the reads: read again (commits are milliseconds apart).
-      this.stats.retries++;
-      if (attempt > 1000) throw rangeError('rebuild reads', 'sources at one committed step', `steps ${steps.join(', ')}`, true);
-      await sleep(attempt < 3 ? 0 : 1);
-    }
+  async #fetch(slots: Int32Array): Promise<void> {
+    const c = this.#cfg, parts = stripeParts(c, this.#sources.map((s) => s.block));
+    const { step, data } = await readStripe(parts, (b) => this.#sources.find((s) => s.block === b)!.conn, { slots }, () => this.stats.retries++);
+    const { coded, states } = decodeStripe(c, this.#codec!, parts, data);
+    this.#install(slots, step, coded, states);
   }
 
-  #install(slots: Int32Array, step: number, parts: { block: number; part: number }[], data: Float32Array[]): void {
+  /** Installs decoded rows (read at committed `step`) into the slots still absent. */
+  #install(slots: Int32Array, step: number, coded: Float32Array, states: Float32Array[]): void {
     const c = this.#cfg, present = this.#present!, cw = this.#coded, sw = this.#sw;
-    const blocks: (Uint8Array | null)[] = new Array(c.k + c.r).fill(null);
-    parts.forEach((p, i) => {
-      if (p.part === READ_CODED) blocks[p.block] = u8(data[i]);
-    });
-    let coded: Float32Array;
-    // Decoded blocks are fresh arrays: viewed as floats, copied only when not 4-byte aligned.
-    const floats = (b: Uint8Array) => f32(b.byteOffset % 4 === 0 ? b : b.slice());
-    if (c.role === 'data') coded = floats(this.#codec!.decode(blocks)[c.index]);
-    else coded = floats(this.#codec!.encode(blocks.slice(0, c.k) as Uint8Array[])[c.index]);
-    const states = parts.flatMap((p, i) => (p.part === READ_STATE ? [data[i]] : []));
     // Runs of consecutive absent slots with no deltas waiting are installed with one copy each
     // (what a rebuild range almost always is); the rest slot by slot below.
     const rowWidth = c.role === 'data' ? this.#width : cw;
@@ -535,33 +504,21 @@ export class ShardServer {
     }
   }
 
-  /** Two connections to a server: one for degraded reads, one for the rebuild's ranges. */
-  #connectPair(a: Address, timeoutMs: number): Promise<[Connection, Connection]> {
-    const label = `server ${describeAddress(a)}`;
-    return Promise.all([Connection.connect(a, label, timeoutMs), Connection.connect(a, label, timeoutMs)]);
-  }
-
   async #openStandby(o: { servers: Address[]; timeoutMs: number; storeFloats: number }): Promise<void> {
     this.#closeStandby();
     integer(o.storeFloats, 'standby.storeFloats', 0, 2 ** 31 - 1);
     this.#reserve = new Float32Array(o.storeFloats).fill(0);
-    const pairs = await Promise.all(o.servers.map((a) => this.#connectPair(a, o.timeoutMs)));
-    o.servers.forEach((a, i) => this.#standby.set(describeAddress(a), { conn: pairs[i][0], bulk: pairs[i][1] }));
+    const conns = await Promise.all(o.servers.map((a) => Connection.connect(a, `server ${describeAddress(a)}`, o.timeoutMs)));
+    o.servers.forEach((a, i) => this.#standby.set(describeAddress(a), conns[i]));
   }
 
   #closeStandby(): void {
-    for (const { conn, bulk } of this.#standby.values()) {
-      conn.close();
-      bulk.close();
-    }
+    for (const conn of this.#standby.values()) conn.close();
     this.#standby.clear();
   }
 
   #closeSources(): void {
-    for (const s of this.#sources) {
-      s.conn.close();
-      s.bulk.close();
-    }
+    for (const s of this.#sources) s.conn.close();
     this.#sources = [];
   }
 
@@ -572,18 +529,26 @@ export class ShardServer {
     return this.#rebuildDone.then(() => new Writer().json(this.stats).build());
   }
 
+  /** The ranges are read and decoded on a low-priority worker thread; installed here. */
   async #runRebuild(plan: RebuildPlan): Promise<void> {
+    const c = this.#cfg;
+    const job: RebuildJob = { role: c, mode: c.mode as RebuildJob['mode'], sources: plan.sources, slots: this.#slots, rangeSlots: plan.rangeSlots, pauseMs: plan.pauseMs, timeoutMs: c.timeoutMs };
     try {
-      const present = this.#present!;
-      for (let start = 0; start < this.#slots; start += plan.rangeSlots) {
-        const count = Math.min(this.#slots, start + plan.rangeSlots) - start;
-        if (present.subarray(start, start + count).includes(0)) {
-          // The whole range is read; slots a degraded read installed meanwhile are kept.
-          await this.#fetch(new Int32Array(0), { start, count });
+      await new Promise<void>((resolve, reject) => {
+        const worker = new Worker(new URL('./rebuild-worker.js', import.meta.url), { workerData: job });
+        worker.on('message', (m: RebuildMessage) => {
+          if (m.kind === 'done') {
+            resolve();
+            return;
+          }
+          if (!this.#present) return;  // reconfigured meanwhile
+          this.#install(rangeSlots(m.start, m.count), m.step, m.coded, m.states);
           this.stats.ranges++;
-        }
-        if (plan.pauseMs > 0) await sleep(plan.pauseMs);
-      }
+          this.stats.retries += m.retries;
+        });
+        worker.on('error', reject);
+        worker.on('exit', (code) => reject(new Error(`Expected the rebuild worker to finish but received exit code ${code}`)));
+      });
       // Switch-over: every slot is local now; requests no longer touch the sources.
       this.#present = null;
       this.#pending.clear();

@@ -83,6 +83,14 @@ describe('recovery from shard loss', () => {
     expect(bits(cpr.embeddings!).equals(bits(reference.embeddings!))).toBe(false);
   });
 
+  it('xor r = 1: a second loss while the first is still being rebuilt is a clear error, not a hang', async () => {
+    // Slow ranges keep the first rebuild going when the second shard dies.
+    const t0 = Date.now();
+    await expect(trainDlrm({ ...base, mode: 'ecrm', code: 'xor', rebuild: { rangeSlots: 8, pauseMs: 20 }, failures: [{ step: 3, server: 1 }, { step: 5, server: 2 }] }))
+      .rejects.toThrow(/Expected 4 healthy servers to decode from for the rebuild of data 2 but received 3|rebuild failed/);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+  });
+
   it('an unprotected cluster reports the lost shard; an unreachable one fails fast with a clear error', async () => {
     const cluster = await EmbeddingCluster.start({ totalRows: 400, rowsPerTable: 100, dim: 4, k: 2, timeoutMs: 1000 });
     try {

@@ -1,0 +1,66 @@
+// The background rebuild of a replacement server, on a worker thread at the lowest CPU priority:
+// it reads contiguous ranges of slots from the k sources (its own connections), decodes them and
+// hands each range to the server's main thread, which installs it with one copy. Reading and
+// decoding a 44 MB shard moves ~180 MB through sockets; at low priority that work takes CPU that
+// training leaves idle rather than time from training's own processes.
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
+
+import { createCodec, type CodeMode } from './codec.js';
+import { Connection, describeAddress, type Address } from './protocol.js';
+import { decodeStripe, readStripe, stripeParts, type StripeRole } from './stripe.js';
+
+export interface RebuildJob {
+  role: StripeRole;
+  mode: CodeMode;
+  sources: (Address & { block: number })[];
+  slots: number;
+  rangeSlots: number;
+  pauseMs: number;
+  timeoutMs: number;
+}
+
+/** A decoded range for the main thread (its buffers are transferred, not copied). */
+export type RebuildMessage =
+  | { kind: 'range'; start: number; count: number; step: number; coded: Float32Array; states: Float32Array[]; retries: number }
+  | { kind: 'done' };
+
+/** Lowers this thread alone (Linux: a thread id is a valid target of setpriority). */
+function lowerPriority(): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid)) setPriority(tid, 19);
+  } catch {
+    // Elsewhere the rebuild runs at normal priority: slower training beside it, same result.
+  }
+}
+
+async function run(job: RebuildJob): Promise<void> {
+  lowerPriority();
+  const codec = createCodec(job.mode, job.role.k, job.role.r);
+  const conns = new Map<number, Connection>();
+  try {
+    for (const s of job.sources) conns.set(s.block, await Connection.connect(s, `rebuild source ${s.block} (${describeAddress(s)})`, job.timeoutMs));
+    const parts = stripeParts(job.role, job.sources.map((s) => s.block));
+    for (let start = 0; start < job.slots; start += job.rangeSlots) {
+      const count = Math.min(job.slots, start + job.rangeSlots) - start;
+      let retries = 0;
+      const { step, data } = await readStripe(parts, (b) => conns.get(b)!, { start, count }, () => retries++);
+      const decoded = decodeStripe(job.role, codec, parts, data);
+      // Handed over by transfer: each array must own its whole buffer (a view into a received
+      // frame is copied out first; transferring would take the frame's buffer with it).
+      const own = (f: Float32Array) => (f.byteOffset === 0 && f.byteLength === f.buffer.byteLength ? f : f.slice());
+      const coded = own(decoded.coded), states = decoded.states.map(own);
+      const msg: RebuildMessage = { kind: 'range', start, count, step, coded, states, retries };
+      parentPort!.postMessage(msg, [coded.buffer, ...states.map((s) => s.buffer)] as ArrayBuffer[]);
+      if (job.pauseMs > 0) await new Promise((r) => setTimeout(r, job.pauseMs));
+    }
+    parentPort!.postMessage({ kind: 'done' } satisfies RebuildMessage);
+  } finally {
+    for (const c of conns.values()) c.close();
+  }
+}
+
+// Errors reach the main thread as the worker's 'error' event.
+await run(workerData as RebuildJob);
