@@ -126,6 +126,7 @@ export interface NativeAddon {
   embeddingBagBackward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, number, Float32Array], Float32Array>;
   gatherRows: Call<[Int32Array, number, Int32Array, number, number, Int32Array], Int32Array>;
   scatterRows: Call<[Int32Array, number, Int32Array, Int32Array, boolean], Int32Array>;
+  largePages(bytes: number): ArrayBuffer;
   sgemmChecked: Call<[Layout, boolean, boolean, number, number, number, number, Float32Array, number, Float32Array, number, Float32Array, number,
     'one-sided' | 'two-sided', number, boolean, Maybe<Float32Array>, number, Float64Array], Float64Array>;
   abftGroupWidth(): number;

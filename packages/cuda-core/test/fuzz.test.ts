@@ -51,6 +51,7 @@ function validCalls(): Record<string, unknown[]> {
     embeddingBagBackward: [false, new Float32Array(8), 5, 4, new Int32Array([0, 4, 2]), new Int32Array([0, 1, 3]), null, 'mean', 1, new Float32Array(20)],
     gatherRows: [false, new Int32Array(12), 3, new Int32Array([0, 3, 1]), 1, 2, new Int32Array(6)],
     scatterRows: [false, new Int32Array(12), 3, new Int32Array([0, 3, 1]), new Int32Array(9), true],
+    largePages: [100],
     setNumThreads: [2],
     setIsaLimit: ['avx512'],
   };

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
-  embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
+  embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
   sumEncode, sumEncodeSync, ReedSolomonCode, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
 } from '../src/index.js';
 import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
@@ -415,6 +415,19 @@ describe('row moves', () => {
     scatterRowsSync(xored, width, rows, src, { xor: true });
     for (let j = 0; j < width; j++) expect(xored[2 * width + j]).toBe(table[2 * width + j] ^ src[2 * width + j] ^ src[3 * width + j]);
     expect(Array.from(xored.subarray(width, 2 * width))).toEqual(Array.from(table.subarray(width, 2 * width)));  // untouched row
+  });
+
+  it('large-page tables are zeroed, writable, usable by the row kernels and checked', () => {
+    const t = largePageFloat32Array(3 * 1024 * 1024 + 5);  // not a whole number of huge pages
+    expect(t.length).toBe(3 * 1024 * 1024 + 5);
+    expect(t[0]).toBe(0);
+    expect(t[t.length - 1]).toBe(0);
+    t[t.length - 1] = 7;
+    const words = new Int32Array(t.buffer, 0, 1024 * 1024);
+    scatterRowsSync(words, 4, Int32Array.of(5), Int32Array.of(1, 2, 3, 4));
+    expect(Array.from(gatherRowsSync(words, 4, Int32Array.of(5)))).toEqual([1, 2, 3, 4]);
+    expect(() => largePageFloat32Array(0)).toThrow(RangeError);
+    expect(() => largePageFloat32Array(1.5)).toThrow(RangeError);
   });
 
   it('bad rows, widths and columns give clear errors', () => {

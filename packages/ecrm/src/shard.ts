@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { createCodec, type CodeMode, type ParityCodec } from './codec.js';
 import { hash2 } from './hash.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
-import { gatherRowsSync, scatterRowsSync } from '@kintsugi/cuda-core';
+import { gatherRowsSync, largePageFloat32Array, scatterRowsSync } from '@kintsugi/cuda-core';
 import { Connection, describeAddress, Op, Reader, serve, Writer, type Address } from './protocol.js';
 import type { RebuildJob, RebuildMessage } from './rebuild-worker.js';
 import { decodeStripe, READ_CODED, READ_FULL, READ_STATE, readStripe, stripeParts } from './stripe.js';
@@ -72,6 +72,8 @@ const u8 = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLen
 const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
 const f32 = (b: Uint8Array) => new Float32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
 const f32words = (w: Int32Array) => new Float32Array(w.buffer, w.byteOffset, w.length);
+/** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
+const table = (floats: number) => (floats > 0 ? largePageFloat32Array(floats) : new Float32Array(0));
 function rangeSlots(start: number, count: number): Int32Array {
   const out = new Int32Array(count);
   for (let i = 0; i < count; i++) out[i] = start + i;
@@ -182,9 +184,9 @@ export class ShardServer {
     if (c.rebuild) {
       // Contents come from the rebuild; until a slot arrives, requests for it decode on demand.
       const floats = this.#slots * (c.role === 'data' ? this.#width : this.#coded);
-      this.#store = this.#reserve?.length === floats ? this.#reserve : new Float32Array(floats);
+      this.#store = this.#reserve?.length === floats ? this.#reserve : table(floats);
       this.#reserve = null;
-      this.#replicas = c.role === 'parity' && c.state === 'replicated' ? Array.from({ length: c.k }, () => new Float32Array(this.#slots * this.#sw)) : [];
+      this.#replicas = c.role === 'parity' && c.state === 'replicated' ? Array.from({ length: c.k }, () => table(this.#slots * this.#sw)) : [];
       this.#present = new Uint8Array(this.#slots);
       // Connected before the reply: the first degraded read may arrive right after it.
       this.#closeSources();
@@ -206,7 +208,7 @@ export class ShardServer {
   }
 
   #initialRows(shard: number): Float32Array {
-    const c = this.#cfg, rows = new Float32Array(this.#slots * this.#width);
+    const c = this.#cfg, rows = table(this.#slots * this.#width);
     for (let s = 0; s < this.#slots; s++) {
       const g = s * c.k + shard;
       if (g >= c.totalRows) break;
@@ -219,8 +221,9 @@ export class ShardServer {
   #initialParity(): void {
     const c = this.#cfg;
     const data = Array.from({ length: c.k }, (_, s) => u8(this.#codedOf(this.#initialRows(s), this.#slots)));
-    this.#store = f32(this.#codec!.encode(data)[c.index].slice());
-    this.#replicas = c.state === 'replicated' ? Array.from({ length: c.k }, () => new Float32Array(this.#slots * this.#sw)) : [];
+    this.#store = table(this.#slots * this.#coded);
+    u8(this.#store).set(this.#codec!.encode(data)[c.index]);
+    this.#replicas = c.state === 'replicated' ? Array.from({ length: c.k }, () => table(this.#slots * this.#sw)) : [];
   }
 
   /** The coded part (or the state part) of `n` full rows, contiguous. */
@@ -408,7 +411,7 @@ export class ShardServer {
     const expected = this.#store.byteLength + 4;
     if (buf.length !== expected) throw rangeError(`checkpoint ${path}`, `${expected} bytes`, buf.length, true);
     this.#committed = buf.readInt32LE(0);
-    this.#store = new Float32Array(buf.buffer.slice(buf.byteOffset + 4, buf.byteOffset + buf.length));
+    u8(this.#store).set(buf.subarray(4));
     this.#present = null;
     return new Writer().u32(this.#committed + 1).build();
   }
@@ -507,7 +510,7 @@ export class ShardServer {
   async #openStandby(o: { servers: Address[]; timeoutMs: number; storeFloats: number }): Promise<void> {
     this.#closeStandby();
     integer(o.storeFloats, 'standby.storeFloats', 0, 2 ** 31 - 1);
-    this.#reserve = new Float32Array(o.storeFloats).fill(0);
+    this.#reserve = o.storeFloats > 0 ? table(o.storeFloats).fill(0) : null;
     const conns = await Promise.all(o.servers.map((a) => Connection.connect(a, `server ${describeAddress(a)}`, o.timeoutMs)));
     o.servers.forEach((a, i) => this.#standby.set(describeAddress(a), conns[i]));
   }
