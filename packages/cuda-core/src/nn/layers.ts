@@ -359,9 +359,11 @@ export class ReLU extends Module {
     const X = checkTensor(x, 'ReLU input', ['float32']);
     const xd = X.contiguousData();
     const y = new Float32Array(xd.length);
-    // Branch-free: (v + |v|) / 2 is exactly max(v, 0) (+0 for v ≤ 0), and signs of activations are
-    // too random for a predicted branch, which made this loop ~3× slower.
-    for (let i = 0; i < xd.length; i++) y[i] = (xd[i] + Math.abs(xd[i])) * 0.5;
+    // Branch-free on the bits: a set sign bit (negatives, -0, -Inf) selects +0, else the value
+    // passes unchanged. Signs of activations are too random for a predicted branch (~7× slower
+    // here), and Math.max is as slow (its -0/NaN rules keep V8 from a plain max instruction).
+    const xi = new Int32Array(xd.buffer, xd.byteOffset, xd.length), yi = new Int32Array(y.buffer);
+    for (let i = 0; i < xi.length; i++) yi[i] = xi[i] & ~(xi[i] >> 31);
     this.#y = y;
     this.#shape = X.shape;
     return new Tensor(y, X.shape);

@@ -50,6 +50,16 @@ describe('finite-difference gradient checks', () => {
     await expectGradientsMatch(new Softmax(), randomTensor([3, 6], 14, -3, 3));
   });
 
+  it('ReLU edge values: -Inf and -0 give +0, +Inf and the largest float pass, gradients masked', async () => {
+    const relu = new ReLU();
+    const x = Float32Array.of(-Infinity, -0, 0, Infinity, 3.4028234663852886e38, -3.4028234663852886e38, 1e-45, -1e-45, 2.5);
+    const y = (await relu.forward(new Tensor(x, [x.length]))).data;
+    expect(Array.from(y)).toEqual([0, 0, 0, Infinity, x[4], 0, x[6], 0, 2.5]);  // x[6]: the smallest subnormal
+    expect(Object.is(y[1], 0)).toBe(true);  // +0, not -0
+    const dx = (await relu.backward(new Tensor(new Float32Array(x.length).fill(-2), [x.length]))).data;
+    expect(Array.from(dx)).toEqual([0, 0, 0, -2, -2, 0, -2, 0, -2]);
+  });
+
   it('BatchNorm2d in training mode (batch statistics) and eval mode (running statistics)', async () => {
     const bn = new BatchNorm2d(3);
     // Non-trivial affine parameters so their gradients and the scaling are exercised.
