@@ -1,36 +1,22 @@
 // The baselines ParM is measured against, on the same frontend: replication (every query on two
 // workers) and hedged requests (a second copy once the first is late), with real worker processes
 // and a linear model; and every mode, ParM included, when a worker dies mid-flight.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { CodedFrontend, loadModelSpec, type CodedFrontendOptions, type Prediction, type ServingModel } from '../../src/serving/index.js';
-import { ensureBuilt, workerEntry } from './helpers.js';
+import { CodedFrontend, type CodedFrontendOptions, type Prediction } from '../../src/serving/index.js';
+import { frontendFixture } from './helpers.js';
 
 const SPEC = 'linear:in=8,out=4,seed=5';
-let model: ServingModel;
-let open: CodedFrontend[] = [];
-
-beforeAll(async () => {
-  await ensureBuilt();
-  model = await loadModelSpec(SPEC);
-});
-afterEach(async () => {
-  await Promise.all(open.map((f) => f.close()));
-  open = [];
-});
-
-async function frontend(options: Partial<CodedFrontendOptions> & Pick<CodedFrontendOptions, 'k' | 'data'>): Promise<CodedFrontend> {
-  const f = new CodedFrontend({ workerEntry, health: { intervalMs: 250, timeoutMs: 1000, failures: 3 }, rebalanceAfterMs: 0, ...options });
-  open.push(f);
-  return f.start({ listen: false });
-}
+// The baselines' queries wait in one queue for any free worker, as in the comparison bench.
+const fixture = frontendFixture(SPEC, { rebalanceAfterMs: 0 });
+const frontend = (options: Parameters<typeof fixture.start>[0]) => fixture.start(options, false);
 
 const sample = (i: number) => Float32Array.from({ length: 8 }, (_, j) => Math.cos(i * 8 + j));
 const worker = (faults: object = {}) => ({ model: SPEC, faults });
 
 async function expectPredictions(results: Prediction[], first = 0) {
   for (const [n, p] of results.entries()) {
-    const want = await model.predict(sample(first + n), 1);
+    const want = await fixture.model.predict(sample(first + n), 1);
     expect(p.output.length).toBe(4);
     for (let j = 0; j < 4; j++) expect(p.output[j]).toBeCloseTo(want[j], 4);
   }
