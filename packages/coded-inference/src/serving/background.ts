@@ -1,8 +1,10 @@
 // Background CPU load for serving benches: busy-looping processes that compete with the frontend
 // and the workers for the host's cores, as co-located jobs do. Each one computes for a share
 // (`duty`) of every period and sleeps for the rest, with periods of random length so the
-// interference comes in bursts rather than as a steady tax. Optionally pinned to one CPU.
+// interference comes in bursts rather than as a steady tax. Optionally pinned to one CPU, and
+// optionally at a lower priority (a batch job beside the servers).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { setPriority } from 'node:os';
 
 import { expected } from './protocol.js';
 
@@ -15,6 +17,8 @@ export interface CpuLoadOptions {
   periodMs?: number;
   /** Pin every process to this CPU (with taskset); default: not pinned. */
   cpu?: number;
+  /** Their nice value, 0 (default, the frontend's and the workers' own priority) to 19. */
+  nice?: number;
   seed?: number;
 }
 
@@ -54,16 +58,22 @@ export async function startCpuLoad(options: CpuLoadOptions): Promise<CpuLoad> {
   if (typeof period !== 'number' || !(period > 0)) throw new RangeError(expected('options.periodMs', 'a positive number of milliseconds', period));
   const cpu = options.cpu;
   if (cpu !== undefined && (!Number.isInteger(cpu) || cpu < 0)) throw new RangeError(expected('options.cpu', 'a CPU number (a non-negative integer)', cpu));
+  const nice = options.nice ?? 0;
+  if (!Number.isInteger(nice) || nice < 0 || nice > 19) throw new RangeError(expected('options.nice', 'an integer in [0, 19]', nice));
   const children: ChildProcess[] = [];
   for (let j = 0; j < n; j++) {
     const args = ['-e', HOG, String(duty), String(period), String((options.seed ?? 1) * 7919 + j)];
     const [cmd, argv] = cpu === undefined ? [process.execPath, args] : ['taskset', ['-c', String(cpu), process.execPath, ...args]];
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    // Its own session (detached), hence its own scheduling group where the kernel groups by session
+    // (autogroup): like another tenant's job it competes with the servers for the CPUs, rather than
+    // using up the share of the bench's own group and stalling the frontend wholesale.
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', () => resolve());
       child.once('error', (err) => reject(new Error(`Could not start a background load process (${cmd}): ${err.message}`)));
     });
     children.push(child);
+    if (nice > 0) setPriority(child.pid!, nice);
   }
   return {
     pids: children.map((c) => c.pid!),

@@ -9,8 +9,8 @@
 //   hedge-N       N replicas, a query re-sent to another replica once it has been out longer
 //                 than the running p95 of worker-call latencies, the first answer wins
 //
-//   node dist/serving/bench.js [--compare] [--approaches parm-k2,equal-3,...] [--rate 100]
-//        [--queries 3000] [--repeat 1] [--delay-ms 10] [--slow-prob 0.02] [--slow-ms 100]
+//   node dist/serving/bench.js [--compare] [--approaches parm-k2,equal-3,...] [--rate 75]
+//        [--queries 3000] [--repeat 1] [--delay-ms 10] [--slow-prob 0.005] [--slow-ms 100]
 //        [--background-cpu 1] [--crash-at-s 10] [--model linear|mnist] [--out DIR] ...
 //   (`kintsugi loadgen ...` is the same command; --help lists every option)
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -91,11 +91,14 @@ export interface ComparisonOptions {
   backgroundCpu: number;
   backgroundDuty: number;
   backgroundPin: number | null;
+  backgroundNice: number;
   /**
    * Pin every worker process to this CPU (null: not pinned), e.g. the background load's, so the
    * load interferes with the model servers rather than with the frontend, as on separate hosts.
    */
   workerPin: number | null;
+  /** Pin this process (the frontend and the load generator) to this CPU (null: not pinned). */
+  frontendPin: number | null;
   /** SIGKILL worker `crashWorker` this many seconds into every measured run (null: no crash); the frontend restarts it. */
   crashAtS: number | null;
   crashWorker: number;
@@ -119,11 +122,11 @@ export interface ComparisonOptions {
 export const compareApproaches = ['parm-k2', 'equal-3', 'replicate-3', 'hedge-3', 'parm-k4', 'equal-5', 'replicate-5', 'hedge-5'];
 
 export const comparisonDefaults: ComparisonOptions = {
-  approaches: ['parm-k2', 'equal-3'], rate: 100, queries: 3000, maxDurationS: 120, repeat: 1, warmup: 200,
+  approaches: ['parm-k2', 'equal-3'], rate: 75, queries: 3000, maxDurationS: 120, repeat: 1, warmup: 200,
   model: 'linear', inputs: 64, outputs: 10,
-  delayMs: 10, slowProbability: 0.02, slowMs: 100, slowWorkers: 'all', burnMs: 0,
-  backgroundCpu: 0, backgroundDuty: 0.5, backgroundPin: null, workerPin: null, crashAtS: null, crashWorker: 0,
-  batchSize: 1, fillTimeoutMs: 10, rebalanceMs: 0, parmRebalanceMs: null, requestTimeoutMs: 5000, copies: 2, hedgeQuantile: 0.95, seed: 7,
+  delayMs: 10, slowProbability: 0.005, slowMs: 100, slowWorkers: 'all', burnMs: 0,
+  backgroundCpu: 0, backgroundDuty: 0.5, backgroundPin: null, backgroundNice: 0, workerPin: null, frontendPin: null, crashAtS: null, crashWorker: 0,
+  batchSize: 1, fillTimeoutMs: 20, rebalanceMs: 0, parmRebalanceMs: null, requestTimeoutMs: 5000, copies: 2, hedgeQuantile: 0.95, seed: 7,
 };
 
 /** One measured run of one approach. */
@@ -224,12 +227,13 @@ function checkOptions(o: ComparisonOptions): Approach[] {
   if (o.parmRebalanceMs !== null) num(o.parmRebalanceMs, '--parm-rebalance-ms', 0);
   int(o.backgroundCpu, '--background-cpu', 0, 64);
   num(o.backgroundDuty, '--background-duty', 0.001, 1);
+  int(o.backgroundNice, '--background-nice', 0, 19);
   int(o.copies, '--copies', 2, 16);
   num(o.hedgeQuantile, '--hedge-quantile', 0.001, 0.999);
   if (!Array.isArray(o.approaches) || o.approaches.length === 0) throw new RangeError(expected('--approaches', 'a non-empty list', o.approaches));
   const approaches = o.approaches.map((a) => parseApproach(a, o.copies));
   const most = Math.max(...approaches.map((a) => a.workers));
-  for (const [v, name] of [[o.backgroundPin, '--background-pin'], [o.workerPin, '--worker-pin']] as const) if (v !== null) int(v, name, 0, cpus().length - 1);
+  for (const [v, name] of [[o.backgroundPin, '--background-pin'], [o.workerPin, '--worker-pin'], [o.frontendPin, '--frontend-pin']] as const) if (v !== null) int(v, name, 0, cpus().length - 1);
   if (o.crashAtS !== null) {
     num(o.crashAtS, '--crash-at-s', 0);
     // A data worker in every approach (ParM's parity worker is index k).
@@ -312,8 +316,10 @@ export async function runComparison(options: Partial<ComparisonOptions> = {}, lo
   const approaches = checkOptions(o);
   const w = await workload(o);
   const loadAvgStart = loadavg()[0];
+  // Workers forked later inherit this; --worker-pin re-pins them.
+  if (o.frontendPin !== null) pin(process.pid, o.frontendPin);
   let background: CpuLoad | null = null;
-  if (o.backgroundCpu > 0) background = await startCpuLoad({ processes: o.backgroundCpu, duty: o.backgroundDuty, cpu: o.backgroundPin ?? undefined, seed: o.seed });
+  if (o.backgroundCpu > 0) background = await startCpuLoad({ processes: o.backgroundCpu, duty: o.backgroundDuty, cpu: o.backgroundPin ?? undefined, nice: o.backgroundNice, seed: o.seed });
   const runs: ComparisonRun[] = [];
   try {
     for (let round = 0; round < o.repeat; round++) {
@@ -360,19 +366,20 @@ percentiles. With --compare, runs ${compareApproaches.join(', ')}
 and writes <out>/<name>.{json,csv,md} and <name>-tail.svg.
 
   --approaches A,B,…     parm-k<K>, equal-<N>, replicate-<N>, hedge-<N> (default parm-k2,equal-3)
-  --rate QPS             Poisson arrivals per second (100)
+  --rate QPS             Poisson arrivals per second (75)
   --queries N            measured queries per run (3000); --max-duration-s S bounds a run's sending (120)
   --repeat R             runs per approach, interleaved; percentiles pool all runs (1)
   --warmup N             unmeasured queries before each run (200)
   --model linear|mnist   linear (exact parity; --inputs 64 --outputs 10) or the shipped MNIST MLP with accuracy
   --delay-ms D           service time of every request on every worker (10)
-  --slow-prob P          a request on a slowed worker is slowed with probability P (0.02) …
+  --slow-prob P          a request on a slowed worker is slowed with probability P (0.005) …
   --slow-ms S            … by S ms (100); --slow-workers all|0,2,… picks the slowed workers (all)
   --burn-ms B            CPU busy time per request on every worker (0)
   --background-cpu N     busy-looping background processes (0), --background-duty F (0.5),
-                         --background-pin CPU (not pinned); --worker-pin CPU pins the workers (not pinned)
+                         --background-pin CPU (not pinned), --background-nice N (0);
+                         --worker-pin CPU pins the workers, --frontend-pin CPU this process (not pinned)
   --crash-at-s T         SIGKILL worker --crash-worker W (0) T s into every measured run
-  --batch B --fill-timeout-ms T --request-timeout-ms T   frontend settings (1, 10, 5000)
+  --batch B --fill-timeout-ms T --request-timeout-ms T   frontend settings (1, 20, 5000)
   --rebalance-ms T       a baseline's query waits T ms for its worker before any free one takes it (0)
   --parm-rebalance-ms T  the same for ParM's slots (never: they wait for their worker or their decode)
   --copies C --hedge-quantile Q                           replication copies (2), hedging quantile (0.95)
@@ -393,7 +400,7 @@ export function parseLoadgenArgs(argv: string[]): LoadgenArgs {
   const numeric: Record<string, keyof ComparisonOptions> = {
     rate: 'rate', queries: 'queries', 'max-duration-s': 'maxDurationS', repeat: 'repeat', warmup: 'warmup', inputs: 'inputs', outputs: 'outputs',
     'delay-ms': 'delayMs', 'slow-prob': 'slowProbability', 'slow-ms': 'slowMs', 'burn-ms': 'burnMs',
-    'background-cpu': 'backgroundCpu', 'background-duty': 'backgroundDuty', 'background-pin': 'backgroundPin', 'worker-pin': 'workerPin',
+    'background-cpu': 'backgroundCpu', 'background-duty': 'backgroundDuty', 'background-pin': 'backgroundPin', 'background-nice': 'backgroundNice', 'worker-pin': 'workerPin', 'frontend-pin': 'frontendPin',
     'crash-at-s': 'crashAtS', 'crash-worker': 'crashWorker', batch: 'batchSize', 'fill-timeout-ms': 'fillTimeoutMs', 'rebalance-ms': 'rebalanceMs', 'parm-rebalance-ms': 'parmRebalanceMs',
     'request-timeout-ms': 'requestTimeoutMs', copies: 'copies', 'hedge-quantile': 'hedgeQuantile', seed: 'seed',
   };

@@ -424,7 +424,8 @@ export class CodedFrontend {
     const n = this.dataWorkers.length;
     const start = this.#rr++ % n;
     let order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n })).filter((x) => !used.has(x.w));
-    // Every worker taken (a hedge after its first copy moved): any but those running a copy will do.
+    // Every worker taken (a hedge whose first copy moved off its home): any will do as a home, since
+    // the pump never sends a copy to a worker that already ran one.
     if (order.length === 0) order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n }));
     // Load: calls in flight plus slot batches waiting in the frontend for that worker.
     const load = (w: WorkerHandle) => w.outstanding + this.#slotQueue.filter((j) => j.home === w).length;

@@ -87,7 +87,9 @@ export function comparisonMarkdown(c: Comparison): string {
     `service time ${o.delayMs} ms per request (a sleep)`,
     `${slowed} slowed by ${o.slowMs} ms with probability ${o.slowProbability} per request`,
     o.burnMs > 0 ? `${o.burnMs} ms of CPU burnt per request` : '',
-    o.backgroundCpu > 0 ? `${o.backgroundCpu} busy background process(es), duty ${o.backgroundDuty}${o.backgroundPin === null ? '' : `, pinned to CPU ${o.backgroundPin}`}` : '',
+    o.backgroundCpu > 0 ? `${o.backgroundCpu} busy background process(es), duty ${o.backgroundDuty}, nice ${o.backgroundNice}${o.backgroundPin === null ? '' : `, pinned to CPU ${o.backgroundPin}`}` : '',
+    o.workerPin === null ? '' : `workers pinned to CPU ${o.workerPin}`,
+    o.frontendPin === null ? '' : `frontend and load generator pinned to CPU ${o.frontendPin}`,
     o.crashAtS === null ? '' : `worker ${o.crashWorker} SIGKILLed ${o.crashAtS} s into each run (restarted by the frontend)`,
   ].filter(Boolean);
   const lines = [
