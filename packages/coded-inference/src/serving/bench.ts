@@ -72,6 +72,12 @@ export interface ComparisonOptions {
   maxDurationS: number;
   /** Runs per approach, interleaved (approach order within a round, rounds one after the other). */
   repeat: number;
+  /**
+   * How runs combine into an approach's latency figures: 'median' (default), the median over the
+   * runs of each run's own percentiles, so that one run hit by a stall of the shared machine does
+   * not decide the tail; or 'pooled', percentiles over all the runs' queries together.
+   */
+  aggregate: 'median' | 'pooled';
   /** Unmeasured queries before each run (connections, JIT, the hedging estimate). */
   warmup: number;
   /** 'linear' (exact parity, no labels) or 'mnist' (the shipped MLP and its parity models; accuracy against labels). */
@@ -122,7 +128,7 @@ export interface ComparisonOptions {
 export const compareApproaches = ['parm-k2', 'equal-3', 'replicate-3', 'hedge-3', 'parm-k4', 'equal-5', 'replicate-5', 'hedge-5'];
 
 export const comparisonDefaults: ComparisonOptions = {
-  approaches: ['parm-k2', 'equal-3'], rate: 75, queries: 3000, maxDurationS: 120, repeat: 1, warmup: 200,
+  approaches: ['parm-k2', 'equal-3'], rate: 75, queries: 3000, maxDurationS: 120, repeat: 1, aggregate: 'median', warmup: 200,
   model: 'linear', inputs: 64, outputs: 10,
   delayMs: 10, slowProbability: 0.005, slowMs: 100, slowWorkers: 'all', burnMs: 0,
   backgroundCpu: 0, backgroundDuty: 0.5, backgroundPin: null, backgroundNice: 0, workerPin: null, frontendPin: null, crashAtS: null, crashWorker: 0,
@@ -149,8 +155,11 @@ export interface ComparisonRun {
 
 /** One approach over all its runs (query records pooled). */
 export interface ComparisonRow extends Approach {
+  /** Counts over all runs; latency figures per `aggregate`. */
   summary: LoadSummary;
-  /** Worker calls per answered query, measured. */
+  /** Everything over all the runs' queries together. */
+  pooled: LoadSummary;
+  /** Worker calls per query sent, measured. */
   callsPerQuery: number;
   hedges: number;
   retries: number;
@@ -217,6 +226,7 @@ function checkOptions(o: ComparisonOptions): Approach[] {
   num(o.maxDurationS, '--max-duration-s', 0.001);
   int(o.repeat, '--repeat', 1, 100);
   int(o.warmup, '--warmup', 0, 1_000_000);
+  if (o.aggregate !== 'median' && o.aggregate !== 'pooled') throw new RangeError(expected('--aggregate', "'median' or 'pooled'", o.aggregate));
   if (o.model !== 'linear' && o.model !== 'mnist') throw new RangeError(expected('--model', "'linear' or 'mnist'", o.model));
   num(o.delayMs, '--delay-ms', 0);
   num(o.slowProbability, '--slow-prob', 0, 1);
@@ -302,6 +312,29 @@ async function measure(a: Approach, round: number, o: ComparisonOptions, w: Work
   }
 }
 
+/**
+ * One approach's row from its runs: counts over all runs, latency figures per `aggregate` (see
+ * ComparisonOptions), and the 1 − CDF of all its queries. The baseline ratios are filled in later.
+ */
+export function combineRuns(a: Approach, runs: Pick<ComparisonRun, 'summary' | 'records' | 'stats' | 'utilization'>[], aggregate: ComparisonOptions['aggregate']): ComparisonRow {
+  const records = runs.flatMap((r) => r.records);
+  const pooled = summarize(records, runs.reduce((t, r) => t + r.summary.durationS, 0));
+  const summary = { ...pooled };
+  if (aggregate === 'median') for (const key of ['medianMs', 'p90Ms', 'p99Ms', 'p999Ms', 'meanMs'] as const) summary[key] = median(runs.map((r) => r.summary[key]));
+  const total = (key: 'workerCalls' | 'hedges' | 'retries') => runs.reduce((t, r) => t + r.stats[key], 0);
+  return {
+    ...a, summary, pooled, callsPerQuery: total('workerCalls') / Math.max(1, summary.queries), hedges: total('hedges'), retries: total('retries'),
+    restarts: runs.reduce((t, r) => t + r.stats.workers.reduce((u, x) => u + x.restarts, 0), 0),
+    utilization: runs.reduce((t, r) => t + r.utilization, 0) / Math.max(1, runs.length),
+    gapMs: summary.p999Ms - summary.medianMs, gapRatio: null, medianVsEqual: null, ccdf: ccdfPoints(records),
+  };
+}
+
+function median(values: number[]): number {
+  const v = [...values].sort((a, b) => a - b), m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
 function gitCommit(): string {
   try {
     return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: pkgDir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -334,18 +367,7 @@ export async function runComparison(options: Partial<ComparisonOptions> = {}, lo
   } finally {
     await background?.stop();
   }
-  const rows: ComparisonRow[] = approaches.map((a) => {
-    const mine = runs.filter((r) => r.approach === a.name);
-    const records = mine.flatMap((r) => r.records);
-    const summary = summarize(records, mine.reduce((t, r) => t + r.summary.durationS, 0));
-    const total = (key: 'workerCalls' | 'hedges' | 'retries') => mine.reduce((t, r) => t + r.stats[key], 0);
-    const restarts = mine.reduce((t, r) => t + r.stats.workers.reduce((u, x) => u + x.restarts, 0), 0);
-    return {
-      ...a, summary, callsPerQuery: total('workerCalls') / Math.max(1, summary.queries), hedges: total('hedges'), retries: total('retries'), restarts,
-      utilization: mine.reduce((t, r) => t + r.utilization, 0) / mine.length,
-      gapMs: summary.p999Ms - summary.medianMs, gapRatio: null, medianVsEqual: null, ccdf: ccdfPoints(records),
-    };
-  });
+  const rows = approaches.map((a) => combineRuns(a, runs.filter((r) => r.approach === a.name), o.aggregate));
   for (const row of rows) {
     const base = rows.find((b) => b.kind === 'equal' && b.workers === row.workers);
     if (!base) continue;
@@ -368,7 +390,9 @@ and writes <out>/<name>.{json,csv,md} and <name>-tail.svg.
   --approaches A,B,…     parm-k<K>, equal-<N>, replicate-<N>, hedge-<N> (default parm-k2,equal-3)
   --rate QPS             Poisson arrivals per second (75)
   --queries N            measured queries per run (3000); --max-duration-s S bounds a run's sending (120)
-  --repeat R             runs per approach, interleaved; percentiles pool all runs (1)
+  --repeat R             runs per approach, interleaved (1); --aggregate median|pooled: the table's
+                         latencies are the median over runs of each run's percentiles (median),
+                         or percentiles over all runs' queries together (pooled)
   --warmup N             unmeasured queries before each run (200)
   --model linear|mnist   linear (exact parity; --inputs 64 --outputs 10) or the shipped MNIST MLP with accuracy
   --delay-ms D           service time of every request on every worker (10)
@@ -406,7 +430,7 @@ export function parseLoadgenArgs(argv: string[]): LoadgenArgs {
   };
   const result: LoadgenArgs = { options: {}, compare: false, out: join(pkgDir, 'results'), name: 'serving-compare', help: false };
   const o = result.options as Record<string, unknown>;
-  const known = ['--compare', '--help', ...Object.keys(numeric).map((k) => `--${k}`), '--approaches', '--model', '--slow-workers', '--out', '--name', '--json'];
+  const known = ['--compare', '--help', ...Object.keys(numeric).map((k) => `--${k}`), '--approaches', '--aggregate', '--model', '--slow-workers', '--out', '--name', '--json'];
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (flag === '--compare') {
@@ -424,6 +448,7 @@ export function parseLoadgenArgs(argv: string[]): LoadgenArgs {
     i++;
     if (key === 'approaches') o.approaches = value.split(',').map((s) => s.trim()).filter(Boolean);
     else if (key === 'model') o.model = value;
+    else if (key === 'aggregate') o.aggregate = value;
     else if (key === 'slow-workers') o.slowWorkers = value === 'all' ? 'all' : value.split(',').map(Number);
     else if (key === 'name') result.name = value;
     else if (key === 'out') result.out = resolve(value);

@@ -10,7 +10,7 @@ export { ServingError, GRPC_PREDICT_V2_PROTO, parseInferRequest, type V2Tensor, 
 export { inferenceService } from './grpc.js';
 export { runPoissonLoad, httpSender, quantile, summarize, type LoadOptions, type LoadResult, type LoadSummary, type QueryRecord, type SendResult } from './loadgen.js';
 export {
-  runComparison, parseApproach, parseLoadgenArgs, comparisonDefaults, compareApproaches,
+  runComparison, combineRuns, parseApproach, parseLoadgenArgs, comparisonDefaults, compareApproaches,
   type Approach, type ApproachKind, type Comparison, type ComparisonOptions, type ComparisonRow, type ComparisonRun, type LoadgenArgs,
 } from './bench.js';
 export { ccdfPoints, comparisonCsv, comparisonJson, comparisonMarkdown, tailSvg, writeComparison, type CcdfPoint } from './report.js';

@@ -52,6 +52,7 @@ const columns: Column[] = [
   { head: 'gap: equal ÷ this', md: (r) => (r.gapRatio === null || !Number.isFinite(r.gapRatio) ? '-' : `${r.gapRatio.toFixed(2)}×`), csv: (r) => r.gapRatio },
   { head: 'median vs equal', md: (r) => percent(r.medianVsEqual), csv: (r) => r.medianVsEqual },
   { head: 'mean ms', md: (r) => fixed(r.summary.meanMs), csv: (r) => r.summary.meanMs },
+  { head: 'pooled p50 / p99.9 ms', md: (r) => `${fixed(r.pooled.medianMs)} / ${fixed(r.pooled.p999Ms)}`, csv: (r) => `${fixed(r.pooled.medianMs, 3)}/${fixed(r.pooled.p999Ms, 3)}` },
   { head: 'answered qps', md: (r) => fixed(r.summary.achievedQps, 1), csv: (r) => r.summary.achievedQps },
   { head: 'reconstructed', md: (r) => `${r.summary.reconstructed} (${fixed((100 * r.summary.reconstructed) / Math.max(1, r.summary.answered))}%)`, csv: (r) => r.summary.reconstructed / Math.max(1, r.summary.answered) },
   { head: 'hedged', md: (r) => String(r.hedges), csv: (r) => r.hedges },
@@ -95,7 +96,8 @@ export function comparisonMarkdown(c: Comparison): string {
   const lines = [
     `\`${c.command || 'kintsugi loadgen'}\``,
     '',
-    `${o.queries} Poisson queries at ${o.rate} qps per run (${o.warmup} unmeasured first), ${o.repeat} run(s) per approach, interleaved; percentiles over the pooled runs. ` +
+    `${o.queries} Poisson queries at ${o.rate} qps per run (${o.warmup} unmeasured first), ${o.repeat} run(s) per approach, interleaved; ` +
+      `${o.aggregate === 'median' && o.repeat > 1 ? `latencies: the median over the runs of each run's own figures (pooled over all ${o.repeat * o.queries} queries in the "pooled" column)` : 'latencies over all runs\' queries pooled'}. ` +
       `Batch ${o.batchSize}, fill timeout ${o.fillTimeoutMs} ms. Workload: ${e.dataset}. Faults, the same for every approach (worker i the same in each): ${faults.join('; ')}. ` +
       `${e.cpus} CPUs (${e.cpuModel}), node ${e.node}, commit ${e.commit}, load average ${e.loadAvgStart.toFixed(2)} at the start and ${e.loadAvgEnd.toFixed(2)} at the end.`,
     '',

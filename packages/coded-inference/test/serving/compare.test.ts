@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  ccdfPoints, comparisonCsv, comparisonDefaults, comparisonJson, loadModelSpec, parseApproach, parseLoadgenArgs, runComparison, startCpuLoad, summarize, tailSvg, writeComparison,
+  ccdfPoints, combineRuns, comparisonCsv, comparisonDefaults, comparisonJson, loadModelSpec, parseApproach, parseLoadgenArgs, runComparison, startCpuLoad, summarize, tailSvg, writeComparison,
   type Comparison, type QueryRecord,
 } from '../../src/serving/index.js';
 import { burn } from '../../src/serving/worker.js';
@@ -61,7 +61,7 @@ function syntheticComparison(): Comparison {
     records.push(record(1000, 5000, { error: 'HTTP 504: No prediction within 5000 ms' }));
     const a = parseApproach(name as string);
     const summary = summarize(records, 10);
-    return { ...a, resources: `${a.resources}, "quoted", with commas`, summary, callsPerQuery: a.nominalCalls, hedges: 0, retries: 0, restarts: 0, utilization: 0.4, gapMs: summary.p999Ms - summary.medianMs, gapRatio: null, medianVsEqual: null, ccdf: ccdfPoints(records) };
+    return { ...a, resources: `${a.resources}, "quoted", with commas`, summary, pooled: summary, callsPerQuery: a.nominalCalls, hedges: 0, retries: 0, restarts: 0, utilization: 0.4, gapMs: summary.p999Ms - summary.medianMs, gapRatio: null, medianVsEqual: null, ccdf: ccdfPoints(records) };
   });
   rows[0].gapRatio = rows[1].gapMs / rows[0].gapMs;
   rows[0].medianVsEqual = 0;
@@ -114,6 +114,30 @@ describe('comparison results files', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('combining runs', () => {
+  it('takes the median over runs of each latency figure, or pools every query', () => {
+    // Three runs of 1000 queries; the second hit by a 300 ms stall that delayed 20 of its queries.
+    const runs = [0, 1, 2].map((n) => {
+      const records = Array.from({ length: 1000 }, (_, i) => record(n * 1000 + i, n === 1 && i < 20 ? 300 : 10 + n + (i % 100) / 100));
+      const stats = { workerCalls: 1500, hedges: 0, retries: 0, workers: [{ restarts: n }] } as never;
+      return { records, summary: summarize(records, 10), stats, utilization: 0.4 };
+    });
+    const a = parseApproach('parm-k2');
+    const med = combineRuns(a, runs, 'median');
+    expect(med.summary.p999Ms).toBeCloseTo(12.99, 6); // runs: 10.99, 300, 12.99 → 12.99
+    const medians = runs.map((r) => r.summary.medianMs).sort((x, y) => x - y);
+    expect(med.summary.medianMs).toBe(medians[1]);
+    expect(med.pooled.p999Ms).toBe(300);
+    expect(med).toMatchObject({ callsPerQuery: 1.5, restarts: 3 });
+    expect(med.utilization).toBeCloseTo(0.4, 9);
+    expect(med.summary).toMatchObject({ queries: 3000, answered: 3000 });
+    expect(med.gapMs).toBeCloseTo(12.99 - medians[1], 6);
+    const pooled = combineRuns(a, runs, 'pooled');
+    expect(pooled.summary.p999Ms).toBe(300);
+    expect(pooled.ccdf.at(-1)).toEqual([300, 1 / 3000]);
   });
 });
 
