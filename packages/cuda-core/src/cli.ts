@@ -201,7 +201,7 @@ Commands:
   util ...         per-layer FLOP-based utilization of CNNs, roofline (kintsugi util --help)
   abft ...         fault-injection campaigns and ABFT overhead (@kintsugi/abft)
   serve ...        the coded-inference frontend with model workers (@kintsugi/coded-inference)
-  loadgen ...      coded serving vs equal resources under load (@kintsugi/coded-inference)
+  loadgen ...      ParM vs equal resources, replication and hedging under load (@kintsugi/coded-inference)
   parm ...         parity-model training and degraded-mode evaluation (@kintsugi/coded-inference)
   ecrm ...         erasure-coded DLRM training with failures (@kintsugi/ecrm)
   help             this text`);

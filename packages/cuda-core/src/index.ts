@@ -21,7 +21,7 @@ export {
   runStudy, withPeak, createCpuRunner, defaultBatches,
   type StudyOptions, type StudyResult, type LayerResult, type NetworkSummary, type LayerRunner, type PreparedLayer, type UtilizationSource, type UtilizationSample,
 } from './util/study.js';
-export { rooflineSvg, utilizationSvg } from './util/svg.js';
+export { rooflineSvg, utilizationSvg, lineChartSvg, si, type ChartSeries, type LineChartOptions } from './util/svg.js';
 export * from './cuda/index.js';
 export { KintsugiTypeError, KintsugiRangeError } from './validate.js';
 export { native as _native } from './addon.js';

@@ -5,21 +5,46 @@
 // the parity output and the other k − 1 predictions as soon as enough of them are back, and is
 // marked reconstructed. Every query ends with a prediction or an explicit error: a request timeout,
 // retries when decoding is impossible, and workers that fail in-flight calls when they die.
+// With r = 0 and k = 1 the same machinery is a load balancer, optionally with redundancy
+// (replication or hedged requests): the baselines ParM is measured against share its queueing,
+// worker handles and v2 client.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { sumEncode } from '@kintsugi/cuda-core';
 
 import { SummationCode } from '../index.js';
+import { quantile } from './loadgen.js';
 import { WorkerHandle, type HealthOptions, type WorkerSpec } from './process.js';
 import { expected, parseInferRequest, parseJsonBody, ServingError, type V2InferResponse, type V2ModelMetadata } from './protocol.js';
 import { readBody, sendError } from './worker.js';
 
+/**
+ * Redundancy without coding (r = 0, k = 1): each query may run on more than one data worker and
+ * the first answer wins. Copies still waiting in the frontend when one answers are dropped; copies
+ * already in flight are left to finish, because the worker computes them either way (aborting the
+ * call would only let the next request queue behind it inside the worker).
+ */
+export type Redundancy =
+  /** `copies` (default 2) copies of every query, to distinct workers, at once. */
+  | { mode: 'replicate'; copies?: number }
+  /**
+   * One copy; a second one goes to another worker once the first has been in flight longer than
+   * `afterMs`, or by default than the `quantile` (0.95) of the last `window` (1000) worker-call
+   * latencies observed (no hedging before `minSamples`, 20, have been seen).
+   */
+  | { mode: 'hedge'; quantile?: number; afterMs?: number; window?: number; minSamples?: number };
+
+/** A checked Redundancy with its defaults filled in. */
+export type RedundancyConfig = { mode: 'replicate'; copies: number } | { mode: 'hedge'; quantile: number; afterMs?: number; window: number; minSamples: number };
+
 export interface CodedFrontendOptions {
-  /** Queries per coding group; k = 1 with r = 0 is plain load balancing (the replication baseline). */
+  /** Queries per coding group; k = 1 with r = 0 is plain load balancing (the equal-resources baseline). */
   k: number;
   /** Parity queries per group: 0, 1 or 2. */
   r?: number;
+  /** Replication or hedged requests instead of parity (r = 0, k = 1, at least 2 data workers). */
+  redundancy?: Redundancy;
   /** At least k workers serving the deployed model. */
   data: WorkerSpec[];
   /** Exactly r workers serving the parity model(s); parity worker j serves coefficient vector j. */
@@ -46,7 +71,7 @@ export interface CodedFrontendOptions {
   /**
    * A slot batch waits this long for the data worker it was assigned (distinct workers per group,
    * so one slowdown costs a group one prediction, which parity restores); after that any free
-   * data worker takes it. Default 10 ms.
+   * data worker takes it. Default 10 ms; Infinity: never (the slot waits for its worker or its decode).
    */
   rebalanceAfterMs?: number;
   /** A query still unanswered after this gets a 504. */
@@ -76,13 +101,19 @@ export interface FrontendStats {
   errors: number;
   retries: number;
   dispatches: number;
-  workers: { label: string; role: 'data' | 'parity'; state: string; pid?: number; restarts: number; outstanding: number; lastError: string }[];
+  /** Inference calls sent to workers (data and parity): the compute the queries cost. */
+  workerCalls: number;
+  /** Hedge copies queued (redundancy 'hedge'). */
+  hedges: number;
+  workers: { label: string; role: 'data' | 'parity'; state: string; pid?: number; restarts: number; outstanding: number; busyMs: number; lastError: string }[];
 }
 
 interface Query {
   input: Float32Array;
   attempts: number;
   settled: boolean;
+  /** Its prediction from a worker (not a decode), once it has one. */
+  output: Float32Array | null;
   startedAt: number;
   lastError: ServingError | null;
   retrying: boolean;
@@ -107,6 +138,10 @@ interface Dispatch {
   recon: (Float32Array | null)[];
   /** Data workers this dispatch's slots were assigned to (distinct while there are enough). */
   used: Set<WorkerHandle>;
+  /** Per slot: the workers a copy was sent to (a further copy never goes to one of them). */
+  sentTo: Set<WorkerHandle>[];
+  /** Per slot: copies queued or in flight; the slot has failed when the last one fails. */
+  live: number[];
   retried: boolean[];
   /** All slots and the parity batch have been sent. */
   sealed: boolean;
@@ -134,6 +169,32 @@ interface SlotJob {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** The last `window` latencies (a ring) and their q-quantile (Infinity until `minSamples` are in). */
+class RecentLatencies {
+  #ring: number[] = [];
+  #next = 0;
+  #cached = Infinity;
+  #sinceSort = Infinity;
+  constructor(readonly window: number, readonly q: number, readonly minSamples: number) {}
+
+  add(ms: number): void {
+    if (this.#ring.length < this.window) this.#ring.push(ms);
+    else this.#ring[this.#next] = ms;
+    this.#next = (this.#next + 1) % this.window;
+    this.#sinceSort++;
+  }
+
+  quantile(): number {
+    if (this.#ring.length < this.minSamples) return Infinity;
+    // Re-sorted after every 16 new samples: the estimate moves slowly and a sort per query is waste.
+    if (this.#sinceSort >= 16) {
+      this.#cached = quantile([...this.#ring].sort((a, b) => a - b), this.q);
+      this.#sinceSort = 0;
+    }
+    return this.#cached;
+  }
+}
+
 function positiveInt(v: unknown, name: string, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new RangeError(expected(name, `an integer in [${min}, ${max}]`, v));
   return v;
@@ -141,6 +202,22 @@ function positiveInt(v: unknown, name: string, min: number, max: number): number
 function nonNegative(v: unknown, name: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new RangeError(expected(name, 'a non-negative number', v));
   return v;
+}
+
+function checkRedundancy(v: Redundancy, k: number, r: number, workers: number): RedundancyConfig {
+  const name = 'options.redundancy';
+  if (!v || typeof v !== 'object' || (v.mode !== 'replicate' && v.mode !== 'hedge')) throw new RangeError(expected(name, "{ mode: 'replicate' | 'hedge', … }", v));
+  if (k !== 1 || r !== 0) throw new RangeError(expected(name, 'k = 1 and r = 0 (redundancy stands in for coding)', `k = ${k}, r = ${r}`, true));
+  if (workers < 2) throw new RangeError(expected(name, 'at least 2 data workers (a copy goes to another worker)', `${workers}`, true));
+  if (v.mode === 'replicate') return { mode: 'replicate', copies: positiveInt(v.copies ?? 2, `${name}.copies`, 2, workers) };
+  const q = v.quantile ?? 0.95;
+  if (typeof q !== 'number' || !(q > 0 && q < 1)) throw new RangeError(expected(`${name}.quantile`, 'a number in (0, 1)', q));
+  return {
+    mode: 'hedge', quantile: q,
+    afterMs: v.afterMs === undefined ? undefined : nonNegative(v.afterMs, `${name}.afterMs`),
+    window: positiveInt(v.window ?? 1000, `${name}.window`, 1, 1_000_000),
+    minSamples: positiveInt(v.minSamples ?? 20, `${name}.minSamples`, 1, 1_000_000),
+  };
 }
 
 export class CodedFrontend {
@@ -169,11 +246,14 @@ export class CodedFrontend {
   /** Per parity worker: parity batches not yet sent, oldest first. */
   #parityQueue: { d: Dispatch; batch: Float32Array }[][] = [];
   #rr = 0;
+  #redundancy: RedundancyConfig | null = null;
+  /** Recent data-worker call latencies, for the hedging threshold. */
+  #calls: RecentLatencies;
   #server: Server | null = null;
   #host: string;
   #port: number;
   #closed = false;
-  #stats = { queries: 0, direct: 0, reconstructed: 0, errors: 0, retries: 0, dispatches: 0 };
+  #stats = { queries: 0, direct: 0, reconstructed: 0, errors: 0, retries: 0, dispatches: 0, workerCalls: 0, hedges: 0 };
 
   constructor(options: CodedFrontendOptions) {
     const o = options ?? ({} as CodedFrontendOptions);
@@ -194,12 +274,15 @@ export class CodedFrontend {
       }
     }
     this.batchSize = positiveInt(o.batchSize ?? 1, 'options.batchSize', 1, 4096);
+    if (o.redundancy !== undefined) this.#redundancy = checkRedundancy(o.redundancy, this.k, this.r, o.data.length);
+    const h = this.#redundancy?.mode === 'hedge' ? this.#redundancy : { quantile: 0.95, window: 1000, minSamples: Infinity };
+    this.#calls = new RecentLatencies(h.window, h.quantile, h.minSamples);
     this.#fillTimeoutMs = nonNegative(o.fillTimeoutMs ?? 2, 'options.fillTimeoutMs');
     this.#reconstructAfterMs = nonNegative(o.reconstructAfterMs ?? 0, 'options.reconstructAfterMs');
     this.#requestTimeoutMs = nonNegative(o.requestTimeoutMs ?? 5000, 'options.requestTimeoutMs');
     this.#maxAttempts = positiveInt(o.maxAttempts ?? 3, 'options.maxAttempts', 1, 100);
     this.#maxOutstanding = positiveInt(o.maxOutstanding ?? 1, 'options.maxOutstanding', 1, 1024);
-    this.#rebalanceAfterMs = nonNegative(o.rebalanceAfterMs ?? 10, 'options.rebalanceAfterMs');
+    this.#rebalanceAfterMs = o.rebalanceAfterMs === Infinity ? Infinity : nonNegative(o.rebalanceAfterMs ?? 10, 'options.rebalanceAfterMs');
     this.#host = o.host ?? '127.0.0.1';
     this.#port = o.port ?? 0;
     this.#model = o.model ? { inputName: 'input', ...o.model } : null;
@@ -210,6 +293,11 @@ export class CodedFrontend {
     // A worker that comes (back) up takes what waits for it.
     this.dataWorkers.forEach((w) => w.on('ready', () => this.#pumpSlots()));
     this.parityWorkers.forEach((w, j) => w.on('ready', () => this.#pumpParity(j)));
+  }
+
+  /** The redundancy in use (null: none, or coding). */
+  get redundancy(): RedundancyConfig | null {
+    return this.#redundancy;
   }
 
   get port(): number {
@@ -279,7 +367,7 @@ export class CodedFrontend {
     this.#stats.queries++;
     return new Promise<Prediction>((resolve, reject) => {
       const q: Query = {
-        input, attempts: 1, settled: false, retrying: false, startedAt: performance.now(), lastError: null,
+        input, attempts: 1, settled: false, output: null, retrying: false, startedAt: performance.now(), lastError: null,
         timer: setTimeout(() => {
           const why = q.lastError ? ` (last error: ${q.lastError.message})` : '';
           this.#fail(q, new ServingError(504, `No prediction within ${this.#requestTimeoutMs} ms: neither the query's worker nor a decode from parity answered in time${why}`));
@@ -321,6 +409,7 @@ export class CodedFrontend {
       slotOut: new Array(k).fill(null), slotFailed: new Array(k).fill(null),
       parityOut: new Array(this.r).fill(null), parityFailed: new Array(this.r).fill(false),
       recon: new Array(k).fill(null), retried: new Array(k).fill(false), used: new Set(),
+      sentTo: Array.from({ length: k }, () => new Set()), live: new Array(k).fill(0),
       sealed: false, decoding: false, again: false, timers: [],
     };
   }
@@ -334,7 +423,10 @@ export class CodedFrontend {
   #pickData(used: Set<WorkerHandle>): WorkerHandle {
     const n = this.dataWorkers.length;
     const start = this.#rr++ % n;
-    const order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n })).filter((x) => !used.has(x.w));
+    let order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n })).filter((x) => !used.has(x.w));
+    // Every worker taken (a hedge whose first copy moved off its home): any will do as a home, since
+    // the pump never sends a copy to a worker that already ran one.
+    if (order.length === 0) order = this.dataWorkers.map((w, i) => ({ w, rank: (i - start + n) % n }));
     // Load: calls in flight plus slot batches waiting in the frontend for that worker.
     const load = (w: WorkerHandle) => w.outstanding + this.#slotQueue.filter((j) => j.home === w).length;
     order.sort((a, b) => Number(b.w.state === 'ready') - Number(a.w.state === 'ready') || load(a.w) - load(b.w) || a.rank - b.rank);
@@ -362,11 +454,18 @@ export class CodedFrontend {
         this.#slotQueue.splice(n, 1);
         continue;
       }
+      // Its decode is under way: a worker spent on it now would be a worker the next group lacks.
+      if (this.#decodable(job.d)) {
+        n++;
+        continue;
+      }
       let w: WorkerHandle | undefined;
+      // A worker that already ran a copy of this slot is no use for another copy.
+      const taken = job.d.sentTo[job.i];
       if (!anyReady) w = job.home;
-      else if (this.#free(job.home)) w = job.home;
+      else if (this.#free(job.home) && !taken.has(job.home)) w = job.home;
       else if (now - job.queuedAt >= this.#rebalanceAfterMs) {
-        w = this.dataWorkers.filter((x) => this.#free(x)).sort((a, b) => Number(job.d.used.has(a)) - Number(job.d.used.has(b)) || a.outstanding - b.outstanding)[0];
+        w = this.dataWorkers.filter((x) => this.#free(x) && !taken.has(x)).sort((a, b) => Number(job.d.used.has(a)) - Number(job.d.used.has(b)) || a.outstanding - b.outstanding)[0];
       } else wake = Math.min(wake, job.queuedAt + this.#rebalanceAfterMs);
       if (!w) {
         n++;
@@ -388,8 +487,18 @@ export class CodedFrontend {
 
   #sendSlotTo(w: WorkerHandle, job: SlotJob): void {
     const { d, i } = job;
+    d.used.add(w);
+    d.sentTo[i].add(w);
+    this.#stats.workerCalls++;
+    const sentAt = performance.now();
+    const hedge = this.#redundancy;
+    if (hedge?.mode === 'hedge' && d.sentTo[i].size === 1) {
+      const after = hedge.afterMs ?? this.#calls.quantile();
+      if (after < Infinity) d.timers.push(setTimeout(() => this.#hedge(d, i), after));
+    }
     w.infer(this.#call(job.batch, d.groups)).then(
       (out) => {
+        this.#calls.add(performance.now() - sentAt);
         this.#pumpSlots();
         this.#onSlot(d, i, out);
       },
@@ -413,6 +522,7 @@ export class CodedFrontend {
       // A worker that is down gets the batch anyway: it fails at once and the group is rechecked.
       if (w.state === 'ready' && !this.#free(w)) return;
       queue.shift();
+      this.#stats.workerCalls++;
       w.infer(this.#call(batch, d.groups)).then(
         (out) => {
           this.#pumpParity(j);
@@ -438,11 +548,26 @@ export class CodedFrontend {
     column.forEach((q, g) => batch.set(q.input, g * this.#inSize));
     d.inputs[i] = batch;
     d.sentAt[i] = performance.now();
-    const home = this.#pickData(d.used);
-    d.used.add(home);
-    this.#slotQueue.push({ d, i, batch, home, queuedAt: d.sentAt[i] });
+    const copies = this.#redundancy?.mode === 'replicate' ? this.#redundancy.copies : 1;
+    for (let c = 0; c < copies; c++) this.#queueCopy(d, i);
     this.#pumpSlots();
     if (this.r > 0 && this.#reconstructAfterMs > 0) d.timers.push(setTimeout(() => void this.#tryDecode(d), this.#reconstructAfterMs));
+  }
+
+  /** Queues one copy of slot i's batch for a data worker this dispatch does not use yet. */
+  #queueCopy(d: Dispatch, i: number): void {
+    const home = this.#pickData(new Set([...d.used, ...d.sentTo[i]]));
+    d.used.add(home);
+    d.live[i]++;
+    this.#slotQueue.push({ d, i, batch: d.inputs[i]!, home, queuedAt: performance.now() });
+  }
+
+  /** The first copy of slot i has been out past the threshold: a second one goes to another worker. */
+  #hedge(d: Dispatch, i: number): void {
+    if (this.#closed || d.slotFailed[i] || !this.#unsettled(d, i)) return;
+    this.#stats.hedges++;
+    this.#queueCopy(d, i);
+    this.#pumpSlots();
   }
 
   /** Closes the open dispatch: pads what the fill timeout left short, then sends the parity batch. */
@@ -496,7 +621,10 @@ export class CodedFrontend {
     clearTimeout(q.timer);
     this.#pending.delete(q);
     if (reconstructed) this.#stats.reconstructed++;
-    else this.#stats.direct++;
+    else {
+      this.#stats.direct++;
+      q.output = output;
+    }
     q.resolve({ output, reconstructed, latencyMs: performance.now() - q.startedAt });
   }
 
@@ -521,8 +649,10 @@ export class CodedFrontend {
   }
 
   #onSlotFailed(d: Dispatch, i: number, err: ServingError): void {
-    d.slotFailed[i] = err;
     for (const q of d.slots[i]) q.lastError = err;
+    // Another copy is still queued or in flight: it may yet answer.
+    if (--d.live[i] > 0) return;
+    d.slotFailed[i] = err;
     this.#checkRecoverable(d);
     void this.#tryDecode(d);
   }
@@ -535,6 +665,14 @@ export class CodedFrontend {
   #onParityFailed(d: Dispatch, j: number): void {
     d.parityFailed[j] = true;
     this.#checkRecoverable(d);
+  }
+
+  /** Enough outputs are back to decode every slot still missing (or a decode is running). */
+  #decodable(d: Dispatch): boolean {
+    if (this.r === 0 || !d.sealed) return false;
+    this.#fillFromAnswers(d);
+    const missing = d.slotOut.filter((o) => o === null).length;
+    return missing <= Math.min(2, d.parityOut.filter((o) => o !== null).length);
   }
 
   #unsettled(d: Dispatch, i: number): boolean {
@@ -572,12 +710,26 @@ export class CodedFrontend {
     this.#enqueue(q);
   }
 
+  /**
+   * A slot never sent because its queries were answered elsewhere (a short group's copies of its
+   * own queries, answered by the original) still counts for decoding: its output is those answers.
+   */
+  #fillFromAnswers(d: Dispatch): void {
+    d.slotOut.forEach((o, i) => {
+      if (o || d.slots[i].length === 0 || !d.slots[i].every((q) => q.output)) return;
+      const out = new Float32Array(d.slots[i].length * this.#outSize);
+      d.slots[i].forEach((q, g) => out.set(q.output!, g * this.#outSize));
+      d.slotOut[i] = out;
+    });
+  }
+
   async #tryDecode(d: Dispatch): Promise<void> {
     if (this.r === 0 || !d.sealed) return;
     if (d.decoding) {
       d.again = true;
       return;
     }
+    this.#fillFromAnswers(d);
     const missing = d.slotOut.map((o, i) => (o ? -1 : i)).filter((i) => i >= 0 && this.#unsettled(d, i));
     if (missing.length === 0) {
       for (const t of d.timers) clearTimeout(t);
@@ -646,7 +798,7 @@ export class CodedFrontend {
   }
 
   stats(): FrontendStats {
-    const ws = (role: 'data' | 'parity') => (w: WorkerHandle) => ({ label: w.label, role, state: w.state, pid: w.pid, restarts: w.restarts, outstanding: w.outstanding, lastError: w.lastError });
+    const ws = (role: 'data' | 'parity') => (w: WorkerHandle) => ({ label: w.label, role, state: w.state, pid: w.pid, restarts: w.restarts, outstanding: w.outstanding, busyMs: w.busyMs, lastError: w.lastError });
     return { ...this.#stats, workers: [...this.dataWorkers.map(ws('data')), ...this.parityWorkers.map(ws('parity'))] };
   }
 

@@ -4,7 +4,7 @@
 //   import { fromPredict } from '@kintsugi/coded-inference';
 //   export default fromPredict({ name: 'mlp', inputShape: [784], outputShape: [10], predict: (x, n) => net.forward(x, n) });
 import { pathToFileURL } from 'node:url';
-import { isAbsolute, resolve } from 'node:path';
+import { basename, isAbsolute, resolve } from 'node:path';
 
 import { gemm, Tensor } from '@kintsugi/cuda-core';
 
@@ -74,9 +74,11 @@ export function linearModel(weights: Tensor<'float32'>, name = 'linear'): Servin
  * A model from a command-line spec, so worker processes can be told what to serve:
  *   linear:in=20,out=10,seed=1[,name=linear]   seeded random weights (same spec → same model)
  *   module:/path/to/model.js[#export]          a module exporting a ServingModel or a (async) factory
+ *   file:/path/to/model.safetensors[#name]     an nn model file (deployed or parity model), served as `name`
+ *                                              (default: the file's stem)
  */
 export async function loadModelSpec(spec: string): Promise<ServingModel> {
-  if (typeof spec !== 'string') throw new TypeError(expected('model spec', "'linear:in=…,out=…' or 'module:<path>'", spec));
+  if (typeof spec !== 'string') throw new TypeError(expected('model spec', "'linear:in=…,out=…', 'module:<path>' or 'file:<path>'", spec));
   const colon = spec.indexOf(':');
   const kind = colon < 0 ? spec : spec.slice(0, colon);
   const rest = colon < 0 ? '' : spec.slice(colon + 1);
@@ -100,5 +102,12 @@ export async function loadModelSpec(spec: string): Promise<ServingModel> {
     if (!m || typeof m.predict !== 'function' || typeof m.name !== 'string') throw new TypeError(expected(`export '${exportName}' of ${file}`, 'a ServingModel or a function returning one', value));
     return m;
   }
-  throw new RangeError(expected('model spec', "'linear:in=…,out=…' or 'module:<path>[#export]'", spec));
+  if (kind === 'file') {
+    const [file, name = basename(file).replace(/\.[^.]*$/, '')] = rest.split('#');
+    if (!file) throw new RangeError(expected(`the path in model spec '${spec}'`, 'a model file path', 'nothing', true));
+    // Imported here: the parity-model code depends on this module, not the other way round.
+    const { servingModelFromFile } = await import('../parm/files.js');
+    return servingModelFromFile(isAbsolute(file) ? file : resolve(file), name);
+  }
+  throw new RangeError(expected('model spec', "'linear:in=…,out=…', 'module:<path>[#export]' or 'file:<path>[#name]'", spec));
 }

@@ -49,6 +49,7 @@ function faultArgs(f: FaultOptions | undefined): string[] {
   add('--delay-ms', f.delayMs);
   add('--slow-prob', f.slowProbability);
   add('--slow-ms', f.slowMs);
+  add('--burn-ms', f.burnMs);
   add('--die-after', f.dieAfter);
   add('--hang-after', f.hangAfter);
   add('--seed', f.seed);
@@ -73,6 +74,9 @@ export class WorkerHandle extends EventEmitter {
   state: WorkerState = 'starting';
   /** Calls sent and not yet answered (the load balancer reads it). */
   outstanding = 0;
+  /** Wall time with at least one call in flight (ms): the worker's busy time, for utilization. */
+  busyMs = 0;
+  #busySince = 0;
   restarts = 0;
   lastError = '';
   modelName: string;
@@ -233,11 +237,11 @@ export class WorkerHandle extends EventEmitter {
     }
     const controller = new AbortController();
     this.#inflight.add(controller);
-    this.outstanding++;
+    if (this.outstanding++ === 0) this.#busySince = performance.now();
     try {
       return await this.#client.infer({ ...call, model: this.modelName, signal: controller.signal });
     } finally {
-      this.outstanding--;
+      if (--this.outstanding === 0) this.busyMs += performance.now() - this.#busySince;
       this.#inflight.delete(controller);
     }
   }

@@ -3,7 +3,7 @@
 // queued behind it, which is how background interference turns into tail latency.
 //
 //   node dist/serving/worker.js --model linear:in=20,out=10,seed=1 [--port 0] [--protocol http|grpc]
-//        [--delay-ms 2] [--slow-prob 0.02 --slow-ms 50] [--die-after N] [--hang-after N] [--seed S]
+//        [--delay-ms 2] [--slow-prob 0.02 --slow-ms 50] [--burn-ms 1] [--die-after N] [--hang-after N] [--seed S]
 //
 // Started by a parent with child_process.fork, it reports `{ type: 'listening', port, ... }` over
 // IPC; otherwise it prints that object as one JSON line on stdout.
@@ -26,6 +26,11 @@ export interface FaultOptions {
   /** Probability that an inference is slowed by `slowMs` more (background interference). */
   slowProbability?: number;
   slowMs?: number;
+  /**
+   * CPU time spent busy-looping on every inference, before the model runs: real CPU load (a
+   * CPU-bound model, or a co-located job) that competes with every other process on the host.
+   */
+  burnMs?: number;
   /** The inference request after the first N kills the process with SIGKILL while it is in flight. */
   dieAfter?: number;
   /** After N inference requests the event loop blocks forever: a wedged process that health checks must catch. */
@@ -81,6 +86,14 @@ function rng(seed: number): () => number {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Keeps this thread's CPU busy for `ms` (wall time) doing arithmetic; returns the result so it is not optimised away. */
+export function burn(ms: number): number {
+  const until = performance.now() + ms;
+  let x = 1;
+  while (performance.now() < until) for (let i = 0; i < 1000; i++) x = (x * 1.000001 + 1e-9) % 1e6;
+  return x;
+}
+
 /** The model, the fault injection and a one-at-a-time queue: what both transports call into. */
 class Engine {
   requests = 0;
@@ -108,6 +121,7 @@ class Engine {
     const run = async (): Promise<V2InferResponse> => {
       const delay = (f.delayMs ?? 0) + slow;
       if (delay > 0) await sleep(delay);
+      if (f.burnMs) burn(f.burnMs);
       const out = await this.model.predict(batch, rows);
       return {
         model_name: this.model.name,
@@ -280,7 +294,7 @@ function parseArgs(argv: string[]): { model: string; port: number; host: string;
       args.set(a.slice(2), v);
     }
   }
-  const known = new Set(['model', 'port', 'host', 'protocol', 'delay-ms', 'slow-prob', 'slow-ms', 'die-after', 'hang-after', 'seed']);
+  const known = new Set(['model', 'port', 'host', 'protocol', 'delay-ms', 'slow-prob', 'slow-ms', 'burn-ms', 'die-after', 'hang-after', 'seed']);
   for (const k of args.keys()) if (!known.has(k)) throw new RangeError(expected('an option', [...known].map((x) => `--${x}`).join(', '), `--${k}`, true));
   const num = (key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined => {
     if (!args.has(key)) return undefined;
@@ -289,7 +303,7 @@ function parseArgs(argv: string[]): { model: string; port: number; host: string;
     return v;
   };
   const model = args.get('model');
-  if (!model) throw new RangeError(expected('--model', 'a model spec (linear:in=…,out=… or module:<path>)', 'nothing', true));
+  if (!model) throw new RangeError(expected('--model', 'a model spec (linear:in=…,out=…, module:<path> or file:<path>)', 'nothing', true));
   const protocol = (args.get('protocol') ?? 'http') as WorkerProtocol;
   if (protocol !== 'http' && protocol !== 'grpc') throw new RangeError(expected('--protocol', "'http' or 'grpc'", protocol));
   return {
@@ -301,6 +315,7 @@ function parseArgs(argv: string[]): { model: string; port: number; host: string;
       delayMs: num('delay-ms'),
       slowProbability: num('slow-prob', 0, 1),
       slowMs: num('slow-ms'),
+      burnMs: num('burn-ms'),
       dieAfter: num('die-after'),
       hangAfter: num('hang-after'),
       seed: num('seed'),

@@ -2,33 +2,18 @@
 // parity model is the model itself and reconstruction is exact up to float rounding.
 import { createServer } from 'node:net';
 
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { CodedFrontend, loadModelSpec, ServingError, type CodedFrontendOptions, type ServingModel } from '../../src/serving/index.js';
-import { ensureBuilt, get, post, workerEntry } from './helpers.js';
+import { CodedFrontend, ServingError } from '../../src/serving/index.js';
+import { frontendFixture, get, post } from './helpers.js';
 
 const SPEC = 'linear:in=8,out=4,seed=3';
-let model: ServingModel;
-let open: CodedFrontend[] = [];
-
-beforeAll(async () => {
-  await ensureBuilt();
-  model = await loadModelSpec(SPEC);
-});
-afterEach(async () => {
-  await Promise.all(open.map((f) => f.close()));
-  open = [];
-});
-
-async function frontend(options: Partial<CodedFrontendOptions> & Pick<CodedFrontendOptions, 'k' | 'data'>): Promise<CodedFrontend> {
-  const f = new CodedFrontend({ workerEntry, health: { intervalMs: 250, timeoutMs: 1000, failures: 3 }, ...options });
-  open.push(f);
-  return f.start();
-}
+const fixture = frontendFixture(SPEC);
+const frontend = (options: Parameters<typeof fixture.start>[0]) => fixture.start(options);
 
 const sample = (i: number) => Float32Array.from({ length: 8 }, (_, j) => Math.sin(i * 8 + j));
 async function expectPrediction(out: ArrayLike<number>, i: number) {
-  const want = await model.predict(sample(i), 1);
+  const want = await fixture.model.predict(sample(i), 1);
   expect(out.length).toBe(4);
   for (let j = 0; j < 4; j++) expect(out[j]).toBeCloseTo(want[j], 4);
 }

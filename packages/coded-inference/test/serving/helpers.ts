@@ -6,7 +6,9 @@ import { mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import type { ListeningMessage } from '../../src/serving/index.js';
+import { afterEach, beforeAll } from 'vitest';
+
+import { CodedFrontend, loadModelSpec, type CodedFrontendOptions, type ListeningMessage, type ServingModel } from '../../src/serving/index.js';
 
 const pkg = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const workerEntry = join(pkg, 'dist/serving/worker.js');
@@ -74,4 +76,29 @@ export async function post(url: string, body: unknown | string): Promise<{ statu
 export async function get(url: string): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(url);
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+/**
+ * For a test file of frontends over `spec` workers: builds the package first, loads the model as
+ * the oracle, and closes every frontend `start` made after each test. `defaults` apply to each one.
+ */
+export function frontendFixture(spec: string, defaults: Partial<CodedFrontendOptions> = {}) {
+  const fixture = {
+    model: null as unknown as ServingModel,
+    open: [] as CodedFrontend[],
+    async start(options: Partial<CodedFrontendOptions> & Pick<CodedFrontendOptions, 'k' | 'data'>, listen = true): Promise<CodedFrontend> {
+      const f = new CodedFrontend({ workerEntry, health: { intervalMs: 250, timeoutMs: 1000, failures: 3 }, ...defaults, ...options });
+      fixture.open.push(f);
+      return f.start({ listen });
+    },
+  };
+  beforeAll(async () => {
+    await ensureBuilt();
+    fixture.model = await loadModelSpec(spec);
+  });
+  afterEach(async () => {
+    await Promise.all(fixture.open.map((f) => f.close()));
+    fixture.open = [];
+  });
+  return fixture;
 }

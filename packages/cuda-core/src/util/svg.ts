@@ -1,5 +1,6 @@
 // Dependency-free SVG charts of a utilization study: a log-log roofline of every measured layer
-// and a bar chart of per-layer utilization (FLOP-based, and NVML's beside it when sampled).
+// and a bar chart of per-layer utilization (FLOP-based, and NVML's beside it when sampled); and a
+// general line chart with linear or log axes that other packages' reports draw with.
 import type { StudyResult } from './study.js';
 
 const palette = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf'];
@@ -129,5 +130,88 @@ export function utilizationSvg(result: StudyResult, title = `Per-layer utilizati
     ...[...colors].map(([n, c]) => ({ label: `${n} (FLOP-based)`, color: c, shape: 'box' as const })),
     ...(hasNvml ? [{ label: 'NVML utilization.gpu', color: '#999', shape: 'box' as const }] : []),
   ]));
+  return svg(W, H, body);
+}
+
+export interface ChartSeries {
+  label: string;
+  /** [x, y] in data units, in drawing order. */
+  points: [number, number][];
+}
+
+export interface LineChartOptions {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  logX?: boolean;
+  logY?: boolean;
+  /** Axis ranges; default the data's (a log axis widens to whole decades). */
+  xRange?: [number, number];
+  yRange?: [number, number];
+  /** Tick labels; default SI numbers. */
+  xTick?: (v: number) => string;
+  yTick?: (v: number) => string;
+  width?: number;
+  height?: number;
+}
+
+/** Tick values: decades on a log axis, 1/2/5 × 10^n steps (about six) on a linear one. */
+function ticks(lo: number, hi: number, log: boolean): number[] {
+  if (log) {
+    const out: number[] = [];
+    for (let e = Math.floor(Math.log10(lo) + 1e-9); e <= Math.ceil(Math.log10(hi) - 1e-9); e++) out.push(10 ** e);
+    return out;
+  }
+  const raw = (hi - lo) / 6, mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+/**
+ * Lines, one per series, on linear or log axes (points outside a log axis's positive range are
+ * left out), with a legend on the right.
+ */
+export function lineChartSvg(series: ChartSeries[], o: LineChartOptions): string {
+  const W = o.width ?? 820, H = o.height ?? 480, left = 80, right = 230, top = 40, bottom = 60;
+  const pw = W - left - right, ph = H - top - bottom;
+  const keep = (p: [number, number]) => Number.isFinite(p[0]) && Number.isFinite(p[1]) && (!o.logX || p[0] > 0) && (!o.logY || p[1] > 0);
+  const pts = series.map((s) => s.points.filter(keep));
+  const all = pts.flat();
+  const range = (i: 0 | 1, log: boolean | undefined, given?: [number, number]): [number, number] => {
+    if (given) return given;
+    const v = all.map((p) => p[i]);
+    let lo = v.length ? Math.min(...v) : 1, hi = v.length ? Math.max(...v) : 10;
+    if (log) [lo, hi] = [10 ** Math.floor(Math.log10(lo)), 10 ** Math.ceil(Math.log10(hi))];
+    if (hi <= lo) hi = log ? lo * 10 : lo + 1;
+    return [lo, hi];
+  };
+  const [x0, x1] = range(0, o.logX, o.xRange), [y0, y1] = range(1, o.logY, o.yRange);
+  const t = (v: number, lo: number, hi: number, log?: boolean) => (log ? (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) : (v - lo) / (hi - lo));
+  const sx = (v: number) => left + t(v, x0, x1, o.logX) * pw;
+  const sy = (v: number) => top + ph - t(v, y0, y1, o.logY) * ph;
+  const body: string[] = [text(left + pw / 2, 22, o.title, 'text-anchor="middle" font-size="14"')];
+  for (const v of ticks(x0, x1, !!o.logX)) {
+    const x = sx(v).toFixed(1);
+    body.push(`<line x1="${x}" y1="${top}" x2="${x}" y2="${top + ph}" stroke="#ddd"/>`, text(sx(v), top + ph + 18, (o.xTick ?? si)(v), 'text-anchor="middle"'));
+  }
+  for (const v of ticks(y0, y1, !!o.logY)) {
+    const y = sy(v).toFixed(1);
+    body.push(`<line x1="${left}" y1="${y}" x2="${left + pw}" y2="${y}" stroke="#ddd"/>`, text(left - 8, sy(v) + 4, (o.yTick ?? si)(v), 'text-anchor="end"'));
+  }
+  body.push(
+    `<rect x="${left}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="black"/>`,
+    text(left + pw / 2, H - 16, o.xLabel, 'text-anchor="middle"'),
+    text(20, top + ph / 2, o.yLabel, `text-anchor="middle" transform="rotate(-90 20 ${top + ph / 2})"`),
+  );
+  // Clipped to the plot area, so a point beyond a given range does not draw over the axes.
+  body.push(`<clipPath id="plot"><rect x="${left}" y="${top}" width="${pw}" height="${ph}"/></clipPath>`);
+  pts.forEach((p, i) => {
+    if (p.length === 0) return;
+    const d = p.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ');
+    body.push(`<polyline points="${d}" fill="none" stroke="${palette[i % palette.length]}" stroke-width="1.8" clip-path="url(#plot)"><title>${esc(series[i].label)}</title></polyline>`);
+  });
+  body.push(...legend(left + pw + 16, top + 12, series.map((s, i) => ({ label: s.label, color: palette[i % palette.length], shape: 'line' as const }))));
   return svg(W, H, body);
 }

@@ -1,7 +1,8 @@
-// The study's SVG charts: well-formed standalone SVG with axes, labels and a legend.
+// The study's SVG charts and the general line chart: well-formed standalone SVG with axes, labels
+// and a legend.
 import { describe, expect, it } from 'vitest';
 
-import { rooflineSvg, utilizationSvg, type LayerResult, type StudyResult } from '../../src/index.js';
+import { lineChartSvg, rooflineSvg, utilizationSvg, type LayerResult, type StudyResult } from '../../src/index.js';
 
 /** Throws unless every element is closed in order (a small XML well-formedness check). */
 function checkBalanced(svg: string): number {
@@ -59,5 +60,25 @@ describe('SVG charts', () => {
     expect(withNvml).toContain('>NVML utilization.gpu<');
     expect(withNvml.match(/<title>[^<]*NVML/g)?.length).toBe(3);
     expect(withNvml.match(/<title>[^<]*FLOP-based/g)?.length).toBe(3);
+  });
+
+  it('draws a line chart on linear or log axes, leaving out what a log axis cannot show', () => {
+    const series = [
+      { label: 'a <fast> & lean', points: [[1, 1], [10, 0.1], [100, 0.001]] as [number, number][] },
+      { label: 'b', points: [[2, 1], [50, 0.5], [200, 0], [300, Number.NaN]] as [number, number][] },
+    ];
+    const svg = lineChartSvg(series, { title: 'Tail', xLabel: 'latency (ms)', yLabel: '1 − CDF', logY: true });
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    checkBalanced(svg);
+    expect(svg).not.toMatch(/NaN|Infinity/);
+    expect(svg).toContain('a &lt;fast&gt; &amp; lean');
+    for (const label of ['>Tail<', '>latency (ms)<', '>1 − CDF<', '>1<', '>0.1<', '>0.001<']) expect(svg).toContain(label);
+    const lines = [...svg.matchAll(/<polyline points="([^"]*)"/g)].map((m) => m[1].split(' ').length);
+    // b's y = 0 and NaN points cannot sit on a log axis: 3 and 2 points drawn.
+    expect(lines).toEqual([3, 2]);
+    const linear = lineChartSvg(series, { title: 'T', xLabel: 'x', yLabel: 'y', xRange: [0, 400], yRange: [0, 1], yTick: (v) => `${Math.round(100 * v)}%` });
+    checkBalanced(linear);
+    expect(linear).toContain('>40%<');
+    expect([...linear.matchAll(/<polyline points="([^"]*)"/g)].map((m) => m[1].split(' ').length)).toEqual([3, 3]);
   });
 });
