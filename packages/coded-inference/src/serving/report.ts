@@ -116,7 +116,8 @@ export function comparisonMarkdown(c: Comparison): string {
 
 /** 1 − CDF of latency, log y axis, one curve per approach. */
 export function tailSvg(c: Comparison): string {
-  const series = c.rows.map((r) => ({ label: `${r.name} (p99.9 ${fixed(r.summary.p999Ms, 1)} ms)`, points: r.ccdf }));
+  // The curves are over every query of every run, so the legend gives the pooled p99.9 too.
+  const series = c.rows.map((r) => ({ label: `${r.name} (p99.9 ${fixed(r.pooled.p999Ms, 1)} ms)`, points: r.ccdf }));
   const smallest = Math.min(...c.rows.map((r) => 1 / Math.max(1, r.summary.queries)));
   const most = Math.max(...c.rows.map((r) => r.summary.maxMs).filter(Number.isFinite), 1);
   return lineChartSvg(series, {

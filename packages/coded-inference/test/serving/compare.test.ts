@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import {
   ccdfPoints, combineRuns, comparisonCsv, comparisonDefaults, comparisonJson, loadModelSpec, parseApproach, parseLoadgenArgs, runComparison, startCpuLoad, summarize, tailSvg, writeComparison,
-  type Comparison, type QueryRecord,
+  type Comparison, type ComparisonRow, type QueryRecord,
 } from '../../src/serving/index.js';
 import { burn } from '../../src/serving/worker.js';
 import { ensureBuilt } from './helpers.js';
@@ -56,7 +56,7 @@ const record = (i: number, latencyMs: number, extra: Partial<QueryRecord> = {}):
 
 /** A comparison without running anything: two approaches, hand-made latencies. */
 function syntheticComparison(): Comparison {
-  const rows = [['parm-k2', 10, 30], ['equal-3', 10, 110]].map(([name, base, tail]) => {
+  const rows = [['parm-k2', 10, 30], ['equal-3', 10, 110]].map(([name, base, tail]): ComparisonRow => {
     const records = Array.from({ length: 1000 }, (_, i) => record(i, i < 995 ? (base as number) + (i % 10) / 10 : (tail as number), { reconstructed: name === 'parm-k2' && i >= 995, correct: i % 50 !== 0 }));
     records.push(record(1000, 5000, { error: 'HTTP 504: No prediction within 5000 ms' }));
     const a = parseApproach(name as string);
