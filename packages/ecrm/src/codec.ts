@@ -25,11 +25,12 @@ export interface ParityCodec {
 }
 
 /** A float32 view of bytes; copies only when the bytes are not 4-byte aligned. */
-function floats(b: Uint8Array): Float32Array {
+export function floats(b: Uint8Array): Float32Array {
   if (b.byteOffset % 4 === 0) return new Float32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
   return new Float32Array(b.slice().buffer);
 }
-const bytes = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+/** The bytes of floats (a view). */
+export const bytes = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
 
 function checkLost(blocks: (Uint8Array | null)[], n: number, r: number): number[] {
   if (!Array.isArray(blocks) || blocks.length !== n) throw rangeError('blocks', `${n} entries (k + r, null for lost ones)`, Array.isArray(blocks) ? `${blocks.length} entries` : blocks, Array.isArray(blocks));

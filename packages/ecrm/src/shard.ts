@@ -10,7 +10,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type net from 'node:net';
 import { Worker } from 'node:worker_threads';
-import { createCodec, type CodeMode, type ParityCodec } from './codec.js';
+import { bytes, createCodec, type CodeMode, type ParityCodec } from './codec.js';
 import { hash2 } from './hash.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { gatherRowsSync, largePageFloat32Array, scatterRowsSync } from '@kintsugi/cuda-core';
@@ -67,10 +67,8 @@ export function initialWeight(seed: number, row: number, j: number, rowsPerTable
   return (2 * u - 1) * Math.sqrt(1 / rowsPerTable);
 }
 
-const u8 = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
 /** The same bytes as 32-bit integers: copies through these keep every bit (float copies may not). */
 const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
-const f32 = (b: Uint8Array) => new Float32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
 const f32words = (w: Int32Array) => new Float32Array(w.buffer, w.byteOffset, w.length);
 /** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
 const table = (floats: number) => (floats > 0 ? largePageFloat32Array(floats) : new Float32Array(0));
@@ -79,7 +77,6 @@ function rangeSlots(start: number, count: number): Int32Array {
   for (let i = 0; i < count; i++) out[i] = start + i;
   return out;
 }
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface StagedDelta {
   step: number;
@@ -220,9 +217,9 @@ export class ShardServer {
   /** Parity of the initial tables, computed here from the same deterministic initialisation. */
   #initialParity(): void {
     const c = this.#cfg;
-    const data = Array.from({ length: c.k }, (_, s) => u8(this.#codedOf(this.#initialRows(s), this.#slots)));
+    const data = Array.from({ length: c.k }, (_, s) => bytes(this.#codedOf(this.#initialRows(s), this.#slots)));
     this.#store = table(this.#slots * this.#coded);
-    u8(this.#store).set(this.#codec!.encode(data)[c.index]);
+    bytes(this.#store).set(this.#codec!.encode(data)[c.index]);
     this.#replicas = c.state === 'replicated' ? Array.from({ length: c.k }, () => table(this.#slots * this.#sw)) : [];
   }
 
@@ -290,7 +287,7 @@ export class ShardServer {
     // the change of each row (and of its optimizer state), computed here by the row's owner with
     // one native kernel call over all the rows of the push (one delta message per parity server).
     const coded = (f: Float32Array) => (this.#coded === this.#width ? f : this.#codedOf(f, slots.length));
-    const delta = this.#codec.delta(u8(coded(before)), u8(coded(rows)));
+    const delta = this.#codec.delta(bytes(coded(before)), bytes(coded(rows)));
     const state = c.state === 'replicated' ? this.#codedOf(rows, slots.length, READ_STATE) : new Float32Array(0);
     const payload = new Writer().u32(step + 1).u32(txn).u32(c.index).array(slots).array(delta).array(state).build();
     const parities = await this.#parityConnections();
@@ -402,7 +399,7 @@ export class ShardServer {
   async #checkpoint(path: string): Promise<Buffer> {
     const head = Buffer.alloc(4);
     head.writeInt32LE(this.#committed, 0);
-    await writeFile(path, Buffer.concat([head, Buffer.from(u8(this.#store))]));
+    await writeFile(path, Buffer.concat([head, Buffer.from(bytes(this.#store))]));
     return new Writer().u32(this.#committed + 1).build();
   }
 
@@ -411,7 +408,7 @@ export class ShardServer {
     const expected = this.#store.byteLength + 4;
     if (buf.length !== expected) throw rangeError(`checkpoint ${path}`, `${expected} bytes`, buf.length, true);
     this.#committed = buf.readInt32LE(0);
-    u8(this.#store).set(buf.subarray(4));
+    bytes(this.#store).set(buf.subarray(4));
     this.#present = null;
     return new Writer().u32(this.#committed + 1).build();
   }

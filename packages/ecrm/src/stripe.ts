@@ -1,7 +1,7 @@
 // Reading and decoding stripes: what a replacement server needs from its k sources to rebuild
 // rows, shared by degraded reads (on the server's main thread, latency first) and the background
 // rebuild (on a low-priority worker thread).
-import { type ParityCodec } from './codec.js';
+import { bytes, floats, type ParityCodec } from './codec.js';
 import { Op, Writer, type Connection } from './protocol.js';
 import { rangeError } from './validate.js';
 
@@ -69,12 +69,10 @@ export async function readStripe(
 /** This server's coded rows of a stripe (decoded, or re-encoded for a parity) and the state read. */
 export function decodeStripe(c: StripeRole, codec: ParityCodec, parts: Part[], data: Float32Array[]): { coded: Float32Array; states: Float32Array[] } {
   const blocks: (Uint8Array | null)[] = new Array(c.k + c.r).fill(null);
-  const u8 = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
   parts.forEach((p, i) => {
-    if (p.part === READ_CODED) blocks[p.block] = u8(data[i]);
+    if (p.part === READ_CODED) blocks[p.block] = bytes(data[i]);
   });
   // Decoded blocks are fresh arrays: viewed as floats, copied only when not 4-byte aligned.
-  const floats = (b: Uint8Array) => (b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, b.byteLength >> 2) : new Float32Array(b.slice().buffer));
   const coded = c.role === 'data' ? floats(codec.decode(blocks)[c.index]) : floats(codec.encode(blocks.slice(0, c.k) as Uint8Array[])[c.index]);
   return { coded, states: parts.flatMap((p, i) => (p.part === READ_STATE ? [data[i]] : [])) };
 }
