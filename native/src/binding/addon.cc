@@ -388,22 +388,34 @@ Napi::Value SetFaultInjection(const Napi::CallbackInfo& info) {
 }
 
 // ---- convolution ----
+// The arguments both forward calls share: (params, x, weights, bias|null, y), with `weights` of
+// `weight_floats` (plain or packed) and every length and overlap checked.
+struct ConvForwardArgs {
+  Conv2dParams p;
+  Array<float> x, weights, bias, y;
+};
+
+ConvForwardArgs read_conv_forward(const Args& a, const char* weights_name, int64_t (*weight_floats)(const Conv2dParams&)) {
+  ConvForwardArgs c{read_conv_params(a, 0), a.array<float>(1, "x"), a.array<float>(2, weights_name), a.array<float>(3, "bias", true), a.array<float>(4, "y")};
+  check_min_length(c.x, c.p.input_size());
+  check_min_length(c.weights, weight_floats(c.p));
+  if (c.bias.present()) check_min_length(c.bias, c.p.c_out);
+  check_min_length(c.y, c.p.output_size());
+  check_no_overlap(c.y, c.x);
+  check_no_overlap(c.y, c.weights);
+  check_no_overlap(c.y, c.bias);
+  return c;
+}
+
 // conv2dForward(async, params, x, w, bias|null, y)
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
     Args a(info, 1);
-    Conv2dParams p = read_conv_params(a, 0);
-    auto X = a.array<float>(1, "x"), W = a.array<float>(2, "w"), Bias = a.array<float>(3, "bias", true), Y = a.array<float>(4, "y");
-    check_min_length(X, p.input_size());
-    check_min_length(W, p.weight_size());
-    if (Bias.present()) check_min_length(Bias, p.c_out);
-    check_min_length(Y, p.output_size());
-    check_no_overlap(Y, X);
-    check_no_overlap(Y, W);
-    check_no_overlap(Y, Bias);
-    const float *x = X.data, *w = W.data, *bias = Bias.data;
-    float* y = Y.data;
-    return Job{[p, x, w, bias, y] { conv2d_forward(p, x, w, bias, y); }, Y.value, {X.value, W.value, Y.value, a.value(3)}};
+    ConvForwardArgs c = read_conv_forward(a, "w", [](const Conv2dParams& p) { return p.weight_size(); });
+    const Conv2dParams p = c.p;
+    const float *x = c.x.data, *w = c.weights.data, *bias = c.bias.data;
+    float* y = c.y.data;
+    return Job{[p, x, w, bias, y] { conv2d_forward(p, x, w, bias, y); }, c.y.value, {c.x.value, c.weights.value, c.y.value, a.value(3)}};
   });
 }
 
@@ -435,19 +447,12 @@ Napi::Value Conv2dPackWeights(const Napi::CallbackInfo& info) {
 Napi::Value Conv2dForwardPacked(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
     Args a(info, 1);
-    Conv2dParams p = read_conv_params(a, 0);
-    auto X = a.array<float>(1, "x"), P = a.array<float>(2, "packed"), Bias = a.array<float>(3, "bias", true), Y = a.array<float>(4, "y");
-    check_min_length(X, p.input_size());
-    check_min_length(P, conv2d_packed_weights_size(p));
-    if (Bias.present()) check_min_length(Bias, p.c_out);
-    check_min_length(Y, p.output_size());
-    check_no_overlap(Y, X);
-    check_no_overlap(Y, P);
-    check_no_overlap(Y, Bias);
-    const float *x = X.data, *packed = P.data, *bias = Bias.data;
-    float* y = Y.data;
-    return Job{[p, x, packed, bias, y] { conv2d_forward_packed(p, x, packed, bias, y); }, Y.value,
-               {X.value, P.value, Y.value, a.value(3)}};
+    ConvForwardArgs c = read_conv_forward(a, "packed", [](const Conv2dParams& p) { return int64_t(conv2d_packed_weights_size(p)); });
+    const Conv2dParams p = c.p;
+    const float *x = c.x.data, *packed = c.weights.data, *bias = c.bias.data;
+    float* y = c.y.data;
+    return Job{[p, x, packed, bias, y] { conv2d_forward_packed(p, x, packed, bias, y); }, c.y.value,
+               {c.x.value, c.weights.value, c.y.value, a.value(3)}};
   });
 }
 
