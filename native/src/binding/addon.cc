@@ -873,6 +873,30 @@ Napi::Value LargePages(const Napi::CallbackInfo& info) {
   });
 }
 
+// adviseHugePages(view): asks for transparent huge pages under the whole 2 MB pages inside a typed
+// array's memory (a SharedArrayBuffer's, which the allocator maps; largePages maps its own).
+// Advice before the first touch takes effect as the pages fault in; without THP it does nothing.
+Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Napi::Value v = info[0];
+    if (!v.IsTypedArray()) throw_expected(ErrorKind::Type, "a typed array", "view", describe(v));
+    void* data = nullptr;
+    size_t length = 0, offset = 0;
+    napi_typedarray_type type;
+    napi_value buffer;
+    NAPI_THROW_IF_FAILED(info.Env(), napi_get_typedarray_info(info.Env(), v, &type, &length, &data, &buffer, &offset), Napi::Value());
+    const size_t bytes = v.As<Napi::TypedArray>().ByteLength();
+    bool advised = false;
+#ifdef __linux__
+    constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+    if (data && end > begin) advised = madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE) == 0;
+#endif
+    return Napi::Boolean::New(info.Env(), advised);
+  });
+}
+
 // Test-only: raise each kind of native error so the JS error mapping can be checked.
 Napi::Value ThrowNativeError(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -898,7 +922,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
         {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
-        {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages},
+        {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages}, {"adviseHugePages", AdviseHugePages},
         {"sgemmChecked", SgemmChecked}, {"abftGroupWidth", AbftGroupWidth}, {"abftGroupSums", AbftGroupSums}, {"abftRowCheck", AbftRowCheck},
         {"_throwNativeError", ThrowNativeError}, {"_setFaultInjection", SetFaultInjection},
     };

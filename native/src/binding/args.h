@@ -81,13 +81,20 @@ class Args {
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TypedArrayTraits<T>::type)
       throw_expected(ErrorKind::Type, std::string(nullable ? "null or a " : "a ") + TypedArrayTraits<T>::name, name, describe(v));
     auto typed = v.As<Napi::TypedArray>();
-    Napi::ArrayBuffer ab = typed.ArrayBuffer();
-    if (ab.IsDetached()) throw_expected(ErrorKind::Type, std::string("a ") + TypedArrayTraits<T>::name + " with an attached buffer", name, "a detached buffer");
-    out.byte_offset = typed.ByteOffset();
+    // The data pointer comes from the typed array itself: a view of a SharedArrayBuffer (memory a
+    // worker thread shares) has no ArrayBuffer data to ask for, and cannot be detached.
+    void* data = nullptr;
+    napi_value buffer = nullptr;
+    size_t length = 0, offset = 0;
+    napi_typedarray_type type;
+    NAPI_THROW_IF_FAILED(v.Env(), napi_get_typedarray_info(v.Env(), v, &type, &length, &data, &buffer, &offset), out);
+    if (Napi::ArrayBuffer(v.Env(), buffer).IsDetached())
+      throw_expected(ErrorKind::Type, std::string("a ") + TypedArrayTraits<T>::name + " with an attached buffer", name, "a detached buffer");
+    out.byte_offset = offset;
     out.byte_length = typed.ByteLength();
-    out.length = int64_t(typed.ElementLength());
-    out.buffer = ab.Data();
-    out.data = reinterpret_cast<T*>(static_cast<uint8_t*>(ab.Data()) + out.byte_offset);
+    out.length = int64_t(length);
+    out.data = static_cast<T*>(data);
+    out.buffer = static_cast<uint8_t*>(data) - offset;
     out.value = v;
     return out;
   }

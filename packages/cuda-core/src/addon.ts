@@ -127,6 +127,7 @@ export interface NativeAddon {
   gatherRows: Call<[Int32Array, number, Int32Array, number, number, Int32Array], Int32Array>;
   scatterRows: Call<[Int32Array, number, Int32Array, Int32Array, boolean], Int32Array>;
   largePages(bytes: number): ArrayBuffer;
+  adviseHugePages(view: ArrayBufferView): boolean;
   sgemmChecked: Call<[Layout, boolean, boolean, number, number, number, number, Float32Array, number, Float32Array, number, Float32Array, number,
     'one-sided' | 'two-sided', number, boolean, Maybe<Float32Array>, number, Float64Array], Float64Array>;
   abftGroupWidth(): number;

@@ -131,3 +131,15 @@ export function largePageFloat32Array(length: number): Float32Array {
   if (!Number.isInteger(length) || length < 1 || length > 2 ** 38) throw rangeError('length', 'an integer in [1, 2^38]', length);
   return new Float32Array(native.largePages(length * 4));
 }
+
+/**
+ * largePageFloat32Array's shared twin: a zeroed Float32Array over a SharedArrayBuffer, so worker
+ * threads can read and write the same table, with huge pages advised for its interior (the
+ * allocator maps the buffer; pages fault in as huge ones where the OS offers them).
+ */
+export function sharedLargePageFloat32Array(length: number): Float32Array<SharedArrayBuffer> {
+  if (!Number.isInteger(length) || length < 1 || length > 2 ** 38) throw rangeError('length', 'an integer in [1, 2^38]', length);
+  const out = new Float32Array(new SharedArrayBuffer(length * 4));
+  native.adviseHugePages(out);
+  return out;
+}

@@ -52,6 +52,7 @@ function validCalls(): Record<string, unknown[]> {
     gatherRows: [false, new Int32Array(12), 3, new Int32Array([0, 3, 1]), 1, 2, new Int32Array(6)],
     scatterRows: [false, new Int32Array(12), 3, new Int32Array([0, 3, 1]), new Int32Array(9), true],
     largePages: [100],
+    adviseHugePages: [new Float32Array(4)],
     setNumThreads: [2],
     setIsaLimit: ['avx512'],
   };

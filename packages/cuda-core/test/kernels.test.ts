@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
-  embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
+  embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
   sumEncode, sumEncodeSync, ReedSolomonCode, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
 } from '../src/index.js';
 import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
@@ -428,6 +428,28 @@ describe('row moves', () => {
     expect(Array.from(gatherRowsSync(words, 4, Int32Array.of(5)))).toEqual([1, 2, 3, 4]);
     expect(() => largePageFloat32Array(0)).toThrow(RangeError);
     expect(() => largePageFloat32Array(1.5)).toThrow(RangeError);
+  });
+
+  it('shared large-page tables are zeroed, shared with workers and usable by every kernel', async () => {
+    const t = sharedLargePageFloat32Array(5 * 1024 * 1024 + 3);
+    expect(t.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(t[0]).toBe(0);
+    expect(t[t.length - 1]).toBe(0);
+    // Views of shared memory at an offset read and write the right words, as ordinary ones do.
+    const words = new Int32Array(t.buffer, 64, 1024);
+    scatterRowsSync(words, 4, Int32Array.of(5), Int32Array.of(1, 2, 3, 4));
+    expect(Array.from(new Int32Array(t.buffer, 64 + 5 * 16, 4))).toEqual([1, 2, 3, 4]);
+    expect(Array.from(gatherRowsSync(words, 4, Int32Array.of(5)))).toEqual([1, 2, 3, 4]);
+    scatterRowsSync(words, 4, Int32Array.of(5), Int32Array.of(1, 1, 1, 1), { xor: true });
+    expect(Array.from(gatherRowsSync(words, 4, Int32Array.of(5)))).toEqual([0, 3, 2, 5]);
+    // An overlapping output is still refused for shared memory.
+    expect(() => gatherRowsSync(words, 4, Int32Array.of(0), { out: new Int32Array(t.buffer, 64, 4) })).toThrow();
+    // Another thread sees the writes.
+    const { Worker } = await import('node:worker_threads');
+    const w = new Worker('const { parentPort, workerData } = require("node:worker_threads"); parentPort.postMessage(new Int32Array(workerData, 64 + 5 * 16, 4)[3]);', { eval: true, workerData: t.buffer });
+    expect(await new Promise((r) => w.once('message', r))).toBe(5);
+    await w.terminate();
+    expect(() => sharedLargePageFloat32Array(0)).toThrow(RangeError);
   });
 
   it('bad rows, widths and columns give clear errors', () => {
