@@ -235,6 +235,10 @@ export class EmbeddingCluster {
   get pids(): number[] {
     return this.#servers.map((s) => s.pid);
   }
+  /** Whether a lost server is being rebuilt (its rows partly decoded on demand). */
+  get rebuilding(): boolean {
+    return this.#rebuilds.size > 0;
+  }
   /** Resolves when every rebuild under way has finished (and rejects if one failed). */
   async rebuilt(): Promise<void> {
     this.#flushCommits();
@@ -300,6 +304,20 @@ export class EmbeddingCluster {
       });
       return out;
     });
+  }
+
+  /**
+   * Hints the rows of a coming step (the trainer's next batch): a replacement still rebuilding
+   * decodes those it lacks while the trainer computes, instead of inside that step's pull. Only
+   * rebuilding servers are sent anything; errors are left to the requests that need the rows.
+   */
+  prefetch(rows: Int32Array): void {
+    if (!this.rebuilding) return;
+    const routes = this.#route(rows);
+    for (const [i, health] of this.#health.entries()) {
+      if (i >= this.k || health !== 'rebuilding' || routes[i].slots.length === 0) continue;
+      this.#servers[i].conn.request(Op.prefetch, new Writer().array(routes[i].slots).build()).catch(() => undefined);
+    }
   }
 
   /**

@@ -24,6 +24,7 @@ export const Op = {
   shutdown: 15,
   readRange: 16,
   standby: 17,
+  prefetch: 18,
   error: 255,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];

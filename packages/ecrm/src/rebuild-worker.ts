@@ -3,11 +3,14 @@
 // hands each range to the server's main thread, which installs it with one copy. Reading and
 // decoding a 44 MB shard moves ~180 MB through sockets; at low priority that work takes CPU that
 // training leaves idle rather than time from training's own processes.
-import { readlinkSync } from 'node:fs';
-import { setPriority } from 'node:os';
-import { parentPort, workerData } from 'node:worker_threads';
+//
+// A spare starts this thread while it stands by, before any failure: starting one (an isolate and
+// these modules) costs tens of ms of CPU, which would otherwise land in the step that found the
+// failure. The thread then waits for its job as a message.
+import { parentPort } from 'node:worker_threads';
 
 import { createCodec, type CodeMode } from './codec.js';
+import { lowerThreadPriority } from './priority.js';
 import { Connection, describeAddress, type Address } from './protocol.js';
 import { decodeStripe, readStripe, stripeParts, type StripeRole } from './stripe.js';
 
@@ -26,18 +29,7 @@ export type RebuildMessage =
   | { kind: 'range'; start: number; count: number; step: number; coded: Float32Array; states: Float32Array[]; retries: number }
   | { kind: 'done' };
 
-/** Lowers this thread alone (Linux: a thread id is a valid target of setpriority). */
-function lowerPriority(): void {
-  try {
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-    if (Number.isInteger(tid)) setPriority(tid, 19);
-  } catch {
-    // Elsewhere the rebuild runs at normal priority: slower training beside it, same result.
-  }
-}
-
 async function run(job: RebuildJob): Promise<void> {
-  lowerPriority();
   const codec = createCodec(job.mode, job.role.k, job.role.r);
   const conns = new Map<number, Connection>();
   try {
@@ -62,5 +54,6 @@ async function run(job: RebuildJob): Promise<void> {
   }
 }
 
-// Errors reach the main thread as the worker's 'error' event.
-await run(workerData as RebuildJob);
+lowerThreadPriority();
+// One job per thread; errors reach the main thread as the worker's 'error' event.
+parentPort!.once('message', (job: RebuildJob) => void run(job));

@@ -78,6 +78,13 @@ function rangeSlots(start: number, count: number): Int32Array {
   return out;
 }
 
+/** A rebuild thread waiting for its job; a failure before the job shows when the job is posted. */
+function startRebuildWorker(): Worker {
+  const worker = new Worker(new URL('./rebuild-worker.js', import.meta.url));
+  worker.on('error', () => undefined);
+  return worker;
+}
+
 interface StagedDelta {
   step: number;
   dataIndex: number;
@@ -104,6 +111,8 @@ export class ShardServer {
   // Rebuild state: which slots hold current data; ranges being fetched; deltas for absent slots.
   #present: Uint8Array | null = null;
   #pending = new Map<number, StagedDelta[]>();
+  /** Absent slots whose degraded read is under way (a prefetch's, a pull's): later requests wait for it. */
+  #fetching = new Map<number, Promise<void>>();
   /** Per source: the connection for degraded reads (the rebuild worker has its own, so a read for
    * training never queues behind a range's bytes). */
   #sources: { block: number; conn: Connection }[] = [];
@@ -111,8 +120,10 @@ export class ShardServer {
   #standby = new Map<string, Connection>();
   /** A spare's store, allocated and faulted in ahead of a failure (fresh pages cost ~2 µs each). */
   #reserve: Float32Array | null = null;
+  /** A spare's rebuild thread, started ahead of a failure (see rebuild-worker.ts); null once used. */
+  #rebuildWorker: Worker | null = null;
   #rebuildDone: Promise<unknown> | null = null;
-  stats = { degradedReads: 0, degradedSlots: 0, ranges: 0, retries: 0 };
+  stats = { degradedReads: 0, degradedSlots: 0, prefetches: 0, ranges: 0, retries: 0 };
 
   /** TCP for peers anywhere; `unix` (when listening on a socket path too) for peers on this host. */
   constructor(readonly server: net.Server, readonly unix: net.Server | null = null) {}
@@ -154,6 +165,7 @@ export class ShardServer {
       case Op.status: return this.#status();
       case Op.rebuild: return this.#rebuild();
       case Op.peers: return this.#setPeers(body.json<Address[]>());
+      case Op.prefetch: return this.#prefetch(body);
       case Op.standby: return this.#openStandby(body.json<{ servers: Address[]; timeoutMs: number; storeFloats: number }>());
       case Op.crash: process.kill(process.pid, 'SIGKILL'); return;
       case Op.shutdown: setImmediate(() => process.exit(0)); return;
@@ -201,6 +213,7 @@ export class ShardServer {
       else this.#initialParity();
     }
     this.#closeStandby();  // this server has a role now: what the rebuild did not take is not needed
+    if (!c.rebuild) this.#dropRebuildWorker();
     return new Writer().json({ slots: this.#slots, width: this.#width, coded: this.#coded }).build();
   }
 
@@ -451,12 +464,34 @@ export class ShardServer {
   async #ensure(slots: Int32Array): Promise<void> {
     const present = this.#present;
     if (!present) return;
-    const missing: number[] = [];
-    for (const s of slots) if (!present[s]) missing.push(s);
-    if (missing.length === 0) return;
-    this.stats.degradedReads++;
-    this.stats.degradedSlots += missing.length;
-    await this.#fetch(Int32Array.from(new Set(missing)));
+    const missing = new Set<number>(), waits = new Set<Promise<void>>();
+    for (const s of slots) {
+      if (present[s]) continue;
+      const under = this.#fetching.get(s);
+      if (under) waits.add(under);
+      else missing.add(s);
+    }
+    if (missing.size > 0) {
+      this.stats.degradedReads++;
+      this.stats.degradedSlots += missing.size;
+      const fetch = this.#fetch(Int32Array.from(missing)).finally(() => {
+        for (const s of missing) if (this.#fetching.get(s) === fetch) this.#fetching.delete(s);
+      });
+      for (const s of missing) this.#fetching.set(s, fetch);
+      waits.add(fetch);
+    }
+    await Promise.all(waits);
+  }
+
+  /**
+   * Rows the trainer will ask for next (its next batch's), decoded now while it computes, so its
+   * next pull finds them present rather than waiting for a degraded read.
+   */
+  async #prefetch(body: Reader): Promise<void> {
+    const slots = body.i32s();
+    this.#checkSlots(slots);
+    if (this.#present) this.stats.prefetches++;
+    await this.#ensure(slots);
   }
 
   /** Reads the slots from the sources at one committed step, decodes and installs absent ones. */
@@ -508,8 +543,14 @@ export class ShardServer {
     this.#closeStandby();
     integer(o.storeFloats, 'standby.storeFloats', 0, 2 ** 31 - 1);
     this.#reserve = o.storeFloats > 0 ? table(o.storeFloats).fill(0) : null;
+    this.#rebuildWorker ??= startRebuildWorker();
     const conns = await Promise.all(o.servers.map((a) => Connection.connect(a, `server ${describeAddress(a)}`, o.timeoutMs)));
     o.servers.forEach((a, i) => this.#standby.set(describeAddress(a), conns[i]));
+  }
+
+  #dropRebuildWorker(): void {
+    void this.#rebuildWorker?.terminate();
+    this.#rebuildWorker = null;
   }
 
   #closeStandby(): void {
@@ -533,9 +574,12 @@ export class ShardServer {
   async #runRebuild(plan: RebuildPlan): Promise<void> {
     const c = this.#cfg;
     const job: RebuildJob = { role: c, mode: c.mode as RebuildJob['mode'], sources: plan.sources, slots: this.#slots, rangeSlots: plan.rangeSlots, pauseMs: plan.pauseMs, timeoutMs: c.timeoutMs };
+    // The standby's thread, unless it failed to start (then a fresh one, started now).
+    const ready = this.#rebuildWorker;
+    this.#rebuildWorker = null;
+    const worker = ready && ready.threadId >= 0 ? ready : startRebuildWorker();
     try {
       await new Promise<void>((resolve, reject) => {
-        const worker = new Worker(new URL('./rebuild-worker.js', import.meta.url), { workerData: job });
         worker.on('message', (m: RebuildMessage) => {
           if (m.kind === 'done') {
             resolve();
@@ -548,6 +592,7 @@ export class ShardServer {
         });
         worker.on('error', reject);
         worker.on('exit', (code) => reject(new Error(`Expected the rebuild worker to finish but received exit code ${code}`)));
+        worker.postMessage(job);
       });
       // Switch-over: every slot is local now; requests no longer touch the sources.
       this.#present = null;

@@ -147,18 +147,27 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
       try {
         const { batch, lookup } = next?.step === step ? next : load(step);
         next = null;
-        const table = await cluster.pull(step, lookup.rows);
+        // The next batch is made during the push (it hides there) or, while a shard is being
+        // rebuilt, during the pull: once the pull is answered the rebuilding shard is told the
+        // next batch's rows, and decodes those it lacks while this step computes.
+        const pulled = cluster.pull(step, lookup.rows);
+        if (cluster.rebuilding && step + 1 < steps) next = load(step + 1);
+        const table = await pulled;
+        if (cluster.rebuilding && step + 1 < steps) {
+          next ??= load(step + 1);  // this pull found the failure
+          cluster.prefetch(next.lookup.rows);
+        }
         opt.zeroGrad();
         const logits = await model.forward(batch, lookup, table);
         const { loss, grad } = binaryCrossEntropyWithLogits(logits, new Tensor(batch.labels, [batch.size, 1]));
         const tableGrad = await model.backward(grad);
         const pushed = cluster.push(step, lookup.rows, tableGrad);
-        // The dense update and the next batch run while the shards apply this one (and stage their
-        // parity deltas). When an unprotected push fails after it, CPR redoes the step against the
-        // restored shard: the dense step already taken for it is not taken again.
+        // The dense update runs while the shards apply this one (and stage their parity deltas).
+        // When an unprotected push fails after it, CPR redoes the step against the restored
+        // shard: the dense step already taken for it is not taken again.
         if (denseStepped !== step) opt.step();
         denseStepped = step;
-        if (step + 1 < steps) next = load(step + 1);
+        if (!next && step + 1 < steps) next = load(step + 1);
         await pushed;
         const t = performance.now() - start;
         const record = { step, t, ms: performance.now() - t0, loss, redo: step < frontier };
