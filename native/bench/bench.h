@@ -173,6 +173,7 @@ struct Case {
 std::vector<Case> gemm_cases();
 std::vector<Case> conv_cases();
 std::vector<Case> coding_cases();
+std::vector<Case> abft_cases();
 std::vector<Case> cuda_cases();  // GPU rows (one note row when there is no GPU)
 // Rows "sum over all <net> convs" from the per-layer rows already emitted (complete nets only).
 void conv_sums();

@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
   parse(argc, argv, c.opt);
 
   std::vector<std::pair<std::string, std::vector<Case>>> suites = {
-      {"gemm", gemm_cases()}, {"conv2d", conv_cases()}, {"coding", coding_cases()}, {"cuda", cuda_cases()}};
+      {"gemm", gemm_cases()}, {"conv2d", conv_cases()}, {"coding", coding_cases()}, {"abft", abft_cases()}, {"cuda", cuda_cases()}};
   if (c.opt.list) {
     for (auto& [name, cases] : suites)
       for (auto& cs : cases)
@@ -272,13 +272,17 @@ int main(int argc, char** argv) {
   if (c.opt.peers && !ob.loaded) c.notes.push_back("OpenBLAS not measured: " + ob.why);
 
   const double t0 = seconds_now();
-  const char* titles[] = {"GEMM (sgemm, fp32)", "conv2d forward (fp32, NCHW)", "coding kernels", "CUDA (GPU)"};
+  const char* titles[] = {"GEMM (sgemm, fp32)", "conv2d forward (fp32, NCHW)", "coding kernels", "checksum-protected GEMM (ABFT)", "CUDA (GPU)"};
   const char* texts[] = {"m x n x k with op(A), op(B) transposes; `col` = column-major (DeepBench's convention). The inference group is a "
                          "batch of M rows through a 4096x4096 layer: B as [k, n] (NN), as nn.Linear weights [n, k] (NT), and pre-packed "
                          "once with pack_b (sgemm_packed; the peer runs plain cblas_sgemm NT). Check: C·t vs A·(B·t).",
                          "Per layer, 224x224 input. Peer: per-image im2col (our pool's threads) + OpenBLAS sgemm. Check: 256 sampled "
                          "outputs recomputed in double.",
                          "k = 4 blocks. Peer: memcpy of the kernel's input bytes over the same threads. Check: full comparison.",
+                         "The same GEMM unprotected is the peer, timed interleaved on the same inputs: overhead = 1 / ratio - 1. Thread "
+                         "schemes check every register tile from its accumulators (sgemm_checked, weights' group sums precomputed); "
+                         "global is sgemm then the row check against B's offline row sums. Check: C equal to sgemm's bit for bit, no "
+                         "event on clean runs.",
                          "Timed with CUDA events, ours and the peer interleaved on one stream. GEMM peer: cuBLAS (cublasGemmEx, same dtypes, "
                          "fp32 accumulation); check: max |ours - cuBLAS| / max |cuBLAS|. % of peak: SMs x SM clock x FLOP/clock/SM of the "
                          "architecture and dtype. Coding peer: device-to-device cudaMemcpy of one block (bytes read + written)."};

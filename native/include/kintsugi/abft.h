@@ -9,8 +9,8 @@
 //
 // The actual sums come from the micro-kernel's accumulator registers through its ABFT hook
 // (MicroTile::row_sums / col_sums); B_tile e is built from group sums of op(B) over column
-// groups as wide as the largest width dividing every tile (abft_group_width(): 32 columns with
-// the AVX-512 kernels), computed once per call or supplied precomputed for constant weights;
+// groups as wide as the largest width dividing every tile (abft_group_width(): 64 columns with
+// the AVX-512 kernels, whose few-row tiles are kept to multiples of 64 in checked runs), computed once per call or supplied precomputed for constant weights;
 // e^T A_panel is computed once per A block and shared by every tile of that block.
 //
 // A tile whose |residual| exceeds its bound (a floating-point error bound scaled by the

@@ -75,16 +75,52 @@ void dot_row_portable(const float* a, const float* y, int64_t k, double* out2) {
     out2[1] += m[l];
   }
 }
-void add_pairs_portable(const float* a, int64_t k, float* dst) {
+void panel_sums_portable(const float* a, int rows, int64_t row_stride, int64_t k, float* dst) {
   for (int64_t p = 0; p < k; ++p) {
-    dst[2 * p] += a[p];
-    dst[2 * p + 1] += std::fabs(a[p]);
+    float v = 0, w = 0;
+    for (int i = 0; i < rows; ++i) {
+      v += a[i * row_stride + p];
+      w += std::fabs(a[i * row_stride + p]);
+    }
+    dst[2 * p] = v;
+    dst[2 * p + 1] = w;
   }
 }
 void add_into_portable(const float* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
-const AbftKernels kPortable = {"abft_portable", &dot_pairs_portable, &dot_row_portable, &add_pairs_portable, &add_into_portable};
+void block_dots_portable(const float* x, int64_t panels, int64_t xs, const float* y, int64_t groups, int64_t ys, int64_t pairs,
+                         double* st, int64_t ss) {
+  for (int64_t r = 0; r < panels; ++r)
+    for (int64_t g = 0; g < groups; ++g) dot_pairs_portable(x + r * xs, y + g * ys, pairs, st + r * ss + 2 * g);
+}
+// Four independent partial sums: the dependency chain of one would cost 4x the latency.
+double sum_portable(const float* x, int64_t n) {
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int l = 0; l < 4; ++l) s[l] += x[i + l];
+  for (; i < n; ++i) s[0] += x[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+void row_check_portable(const float* a, const double* bsum, const double* babs, int64_t k, const float* c, int64_t n, double* out3) {
+  double s[4] = {0, 0, 0, 0}, m[4] = {0, 0, 0, 0};
+  int64_t p = 0;
+  for (; p + 4 <= k; p += 4)
+    for (int l = 0; l < 4; ++l) {
+      s[l] += double(a[p + l]) * bsum[p + l];
+      m[l] += std::fabs(double(a[p + l])) * babs[p + l];
+    }
+  for (; p < k; ++p) {
+    s[0] += double(a[p]) * bsum[p];
+    m[0] += std::fabs(double(a[p])) * babs[p];
+  }
+  out3[0] += (s[0] + s[1]) + (s[2] + s[3]);
+  out3[1] += (m[0] + m[1]) + (m[2] + m[3]);
+  out3[2] += sum_portable(c, n);
+}
+const AbftKernels kPortable = {"abft_portable",  &dot_pairs_portable, &dot_row_portable, &panel_sums_portable, &add_into_portable,
+                               &block_dots_portable, &sum_portable,   &row_check_portable};
 
 const AbftKernels& check_kernels() {
 #if !defined(KINTSUGI_NO_X86_KERNELS)
@@ -95,24 +131,32 @@ const AbftKernels& check_kernels() {
 
 int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
 
+// The widest register tile of any kernel set (wide_nr of the few-row tiles).
+constexpr int kMaxTileCols = 256;
+
 // Per-thread view of the current A block (set by a_block, read by tile on the same thread).
 struct BlockState {
   int64_t ic = 0, mc = 0, pc = 0, kc = 0;
   const float* a = nullptr;
   int64_t row_stride = 0, p_stride = 0, panel_stride = 0;
   int mr = 0;
-  std::vector<float> col_sums;  // per panel r, p < kc: (sum_i A, sum_i |A|) interleaved
   std::vector<float> tb;        // one-sided scratch: (B_tile e, |B_tile| e) interleaved, p < kc
   std::vector<float> arow;      // one-sided scratch: one strided A row made contiguous
+  int64_t tiles = 0;            // this thread's tile checks and worst ratio, merged by range_done
+  double worst = 0;
 };
 thread_local BlockState t_block;
 
 class Checker final : public TileObserver {
  public:
-  Checker(const SgemmArgs& row_major, const AbftOptions& opt, const float* groups, int width, bool swap_coords)
-      : g_(row_major), opt_(opt), groups_(groups), width_(width), swap_(swap_coords), hk_(check_kernels()) {
+  // col_sums: two-sided only, panel_col_sums of op(A) with mr_ rows per panel.
+  Checker(const SgemmArgs& row_major, const AbftOptions& opt, const float* groups, int width, const float* col_sums, bool swap_coords)
+      : g_(row_major), opt_(opt), groups_(groups), width_(width), col_sums_(col_sums), swap_(swap_coords), hk_(check_kernels()) {
     ng_ = (g_.n + width_ - 1) / width_;
-    state_.assign(size_t(g_.m * ng_ * 2), 0.0);
+    // Two-sided: one slot per MR-row panel (the driver starts every panel at a multiple of mr);
+    // one-sided: one per row.
+    const int64_t slots = opt_.check == AbftCheck::TwoSided ? (g_.m + mr_ - 1) / mr_ : g_.m;
+    state_.assign(size_t(slots * ng_ * 2), 0.0);
     {
       Fault& f = fault();
       std::lock_guard<std::mutex> lock(f.mu);
@@ -126,8 +170,24 @@ class Checker final : public TileObserver {
     }
   }
 
+  void range_begin() override {
+    t_block.tiles = 0;
+    t_block.worst = 0;
+  }
+
+  void range_done() override {
+    BlockState& b = t_block;
+    tiles_.fetch_add(b.tiles, std::memory_order_relaxed);
+    if (b.worst > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      max_ratio_ = std::max(max_ratio_, b.worst);
+    }
+    b.tiles = 0;
+    b.worst = 0;
+  }
+
   void a_block(int64_t ic, int64_t mc, int64_t pc, int64_t kc, const float* a, int64_t row_stride, int64_t p_stride,
-               int64_t panel_stride, int mr) override {
+               int64_t panel_stride, int mr, int64_t jc, int64_t nc) override {
     BlockState& b = t_block;
     b.ic = ic;
     b.mc = mc;
@@ -139,38 +199,37 @@ class Checker final : public TileObserver {
     b.panel_stride = panel_stride;
     b.mr = mr;
     if (opt_.check != AbftCheck::TwoSided) return;
+    // The expected two-sided checksums of every tile of the block, per (panel, column group):
+    // (e^T A_panel) . (B_group e) and its magnitude, added to the panel's state over the k blocks.
     const int64_t panels = (mc + mr - 1) / mr;
-    b.col_sums.assign(size_t(panels * kc * 2), 0.0f);
-    for (int64_t r = 0; r < panels; ++r) {
-      const int rows = int(std::min<int64_t>(mr, mc - r * mr));
-      const float* ap = a + r * panel_stride;
-      float* s = b.col_sums.data() + r * kc * 2;
-      if (p_stride == 1) {
-        for (int i = 0; i < rows; ++i) hk_.add_pairs(ap + i * row_stride, kc, s);
-      } else {
-        for (int64_t p = 0; p < kc; ++p) {
-          const float* ak = ap + p * p_stride;
-          float v = 0, w = 0;
-          for (int i = 0; i < rows; ++i) {
-            v += ak[i * row_stride];
-            w += std::fabs(ak[i * row_stride]);
-          }
-          s[2 * p] = v;
-          s[2 * p + 1] = w;
-        }
-      }
-    }
+    const int64_t g0 = jc / width_, g1 = std::min(ng_, (jc + nc + width_ - 1) / width_);
+    hk_.block_dots(col_sums_ + ((ic / mr_) * g_.k + pc) * 2, panels, 2 * g_.k, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc,
+                   &state_[size_t(((ic / mr_) * ng_ + g0) * 2)], ng_ * 2);
   }
 
   void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
-    accumulate_expected(t, i, j, pc);
+    const bool one = opt_.check == AbftCheck::OneSided;
+    if (one) accumulate_expected(t, i, j, pc);
     if (!last) {
       ks.micro(t);
       return;
     }
-    float rows[16] = {0};
-    alignas(64) float cols[256] = {0};
-    const bool one = opt_.check == AbftCheck::OneSided;
+    float rows[16];
+    alignas(64) float cols[kMaxTileCols];
+    // The tile's expected sums were written blocks ago: read them before the micro-kernel so the
+    // loads overlap its work instead of waiting after it.
+    double want[2] = {0, 0};
+    if (!one) {
+      const int64_t slot = (i / mr_) * ng_, g0 = j / width_, g1 = (j + t.nr + width_ - 1) / width_;
+      for (const double* st = &state_[size_t((slot + g0) * 2)]; st < &state_[size_t((slot + g1) * 2)]; st += 2) {
+        want[0] += st[0];
+        want[1] += st[1];
+      }
+    }
+    if (one)
+      std::fill(rows, rows + t.mr, 0.0f);
+    else
+      std::fill(cols, cols + t.nr, 0.0f);
     t.row_sums = one ? rows : nullptr;
     t.col_sums = one ? nullptr : cols;
     ks.micro(t);
@@ -189,7 +248,7 @@ class Checker final : public TileObserver {
       fault_armed_ = false;
       g_fault_fired.store(true);
     }
-    check_tile(t, i, j, rows, cols);
+    check_tile(t, i, j, rows, cols, want);
   }
 
   AbftReport report() {
@@ -217,14 +276,7 @@ class Checker final : public TileObserver {
     const BlockState& b = t_block;
     const int64_t kc = t.k;
     const int64_t g0 = j / width_, g1 = (j + t.nr + width_ - 1) / width_;
-    if (opt_.check == AbftCheck::TwoSided) {
-      // (e^T A_panel) . (B_tile e) and (e^T |A_panel|) . (|B_tile| e) in one pass of pair FMAs.
-      const float* eA = b.col_sums.data() + ((i - b.ic) / b.mr) * kc * 2;
-      double* st = &state_[size_t((i * ng_ + g0) * 2)];
-      for (int64_t g = g0; g < g1; ++g) hk_.dot_pairs(eA, groups_ + (g * g_.k + pc) * 2, kc, st);
-      return;
-    }
-    // One-sided: B_tile e once per tile, then one dot per row.
+    // One-sided: B_tile e once per tile, then one dot per row (two-sided sums come from a_block).
     BlockState& bw = t_block;
     bw.tb.resize(size_t(kc * 2));
     float* tb = bw.tb.data();
@@ -243,7 +295,8 @@ class Checker final : public TileObserver {
     }
   }
 
-  void check_tile(MicroTile& t, int64_t i, int64_t j, const float* rows, const float* cols) {
+  // want: the two-sided tile's (expected, magnitude), read by tile().
+  void check_tile(MicroTile& t, int64_t i, int64_t j, const float* rows, const float* cols, const double* want) {
     const double alpha = g_.alpha;
     const int64_t g0 = j / width_;
     double worst = 0, residual = 0, bound = 0;
@@ -261,21 +314,16 @@ class Checker final : public TileObserver {
       worst = std::max(worst, std::isnan(ratio) ? std::numeric_limits<double>::infinity() : ratio);
     };
     if (opt_.check == AbftCheck::TwoSided) {
-      double actual = 0;
-      for (int jj = 0; jj < t.nr; ++jj) actual += cols[jj];
-      const double* st = &state_[size_t((i * ng_ + g0) * 2)];
-      test(actual, st[0], st[1]);
+      test(hk_.sum(cols, t.nr), want[0], want[1]);
     } else {
       for (int ii = 0; ii < t.mr; ++ii) {
         const double* st = &state_[size_t(((i + ii) * ng_ + g0) * 2)];
         test(rows[ii], st[0], st[1]);
       }
     }
-    tiles_.fetch_add(1, std::memory_order_relaxed);
-    if (worst > 0) {
-      std::lock_guard<std::mutex> lock(mu_);
-      max_ratio_ = std::max(max_ratio_, worst);
-    }
+    BlockState& b = t_block;
+    ++b.tiles;
+    b.worst = std::max(b.worst, worst);
     if (bad) handle(t, i, j, residual, bound);
   }
 
@@ -358,10 +406,12 @@ class Checker final : public TileObserver {
   AbftOptions opt_;
   const float* groups_;
   int width_;
+  const float* col_sums_;
   bool swap_;
   const AbftKernels& hk_;
   int64_t ng_ = 0;
-  std::vector<double> state_;  // per (row, group of the tile's first column): expected, magnitude
+  int64_t mr_ = current_blocking().mr;
+  std::vector<double> state_;  // per (panel or row, column group): expected, magnitude
   std::atomic<int64_t> tiles_{0};
   std::mutex mu_;
   double max_ratio_ = 0;
@@ -371,13 +421,42 @@ class Checker final : public TileObserver {
   int fault_bit_ = 0;
 };
 
+// e^T A_panel for every MR-row panel of op(A) over all of k, once per call and shared by the
+// threads (each would otherwise sum the blocks of A it visits, and split along n every thread
+// visits all of A): out[(r * k + p) * 2] = sum_i op(A)(r*mr + i, p), out[... + 1] = sum_i |...|.
+void panel_col_sums(const SgemmArgs& g, int mr, std::vector<float>& out) {
+  const int64_t panels = (g.m + mr - 1) / mr, k = g.k;
+  out.resize(size_t(panels * k * 2));
+  const AbftKernels& hk = check_kernels();
+  parallel_for(panels, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, mr * k)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int rows = int(std::min<int64_t>(mr, g.m - r * mr));
+      float* s = out.data() + r * k * 2;
+      if (g.trans_a == Transpose::No) {
+        hk.panel_sums(g.a + r * mr * g.lda, rows, g.lda, k, s);
+        continue;
+      }
+      for (int64_t p = 0; p < k; ++p) {
+        const float* ap = g.a + p * g.lda + r * mr;
+        float v = 0, w = 0;
+        for (int i = 0; i < rows; ++i) {
+          v += ap[i];
+          w += std::fabs(ap[i]);
+        }
+        s[2 * p] = v;
+        s[2 * p + 1] = w;
+      }
+    }
+  });
+}
+
 }  // namespace
 
 int abft_group_width() {
   const KernelSet& ks = active_kernels();
-  int g = gcd(int(current_blocking().nr), 64);
-  for (int r = 1; r < 8; ++r)
-    if (ks.wide_nr[r] > 0) g = gcd(g, ks.wide_nr[r]);
+  const Blocking b = current_blocking();
+  int g = gcd(int(b.nr), 64);  // 64: the column unit of the few-row path's thread split
+  for (int r = 1; r <= b.mr && r < 8; ++r) g = gcd(g, observed_tile_cols(ks, r));
   return std::max(1, g);
 }
 
@@ -447,6 +526,9 @@ AbftReport sgemm_checked(const SgemmArgs& args, const AbftOptions& opt) {
   if (!g.a) throw_expected(ErrorKind::Type, "a non-null buffer", "a", "null");
   if (!g.b) throw_expected(ErrorKind::Type, "a non-null buffer", "b", "null");
   const int width = abft_group_width();
+  const KernelSet& ks = active_kernels();
+  if (*std::max_element(ks.wide_nr, ks.wide_nr + 8) > kMaxTileCols || ks.nr > kMaxTileCols)
+    throw Error(ErrorKind::Internal, std::string("checked sgemm: a register tile of ") + ks.name + " is wider than the check's buffer");
   thread_local std::vector<float> own;
   const float* groups = opt.b_group_sums;
   int used = opt.b_group_width;
@@ -456,7 +538,9 @@ AbftReport sgemm_checked(const SgemmArgs& args, const AbftOptions& opt) {
     groups = own.data();
     used = width;
   }
-  Checker checker(g, opt, groups, used, args.layout == Layout::ColMajor);
+  thread_local std::vector<float> col_sums;
+  if (opt.check == AbftCheck::TwoSided) panel_col_sums(g, current_blocking().mr, col_sums);
+  Checker checker(g, opt, groups, used, col_sums.data(), args.layout == Layout::ColMajor);
   sgemm_observed(g, checker);
   AbftReport report = checker.report();
   // Every driver path taken with an observer must run its tiles through it; a path that does not
@@ -469,28 +553,30 @@ AbftReport sgemm_checked(const SgemmArgs& args, const AbftOptions& opt) {
 
 void abft_row_check(Transpose trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const double* bsum,
                     const double* babs, const float* c, int64_t ldc, double* expected, double* magnitude, double* actual) {
+  const AbftKernels& hk = check_kernels();
   parallel_for(m, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, k + n)), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      double s = 0, mg = 0, got = 0;
-      if (trans_a == Transpose::No) {
-        const float* ai = a + i * lda;
-        for (int64_t p = 0; p < k; ++p) {
-          s += double(ai[p]) * bsum[p];
-          mg += std::fabs(double(ai[p])) * babs[p];
-        }
-      } else {
-        for (int64_t p = 0; p < k; ++p) {
-          const double v = a[p * lda + i];
-          s += v * bsum[p];
-          mg += std::fabs(v) * babs[p];
-        }
+    if (trans_a == Transpose::No) {
+      for (int64_t i = i0; i < i1; ++i) {
+        double out3[3] = {0, 0, 0};
+        hk.row_check(a + i * lda, bsum, babs, k, c + i * ldc, n, out3);
+        expected[i] = out3[0];
+        magnitude[i] = out3[1];
+        actual[i] = out3[2];
       }
-      const float* ci = c + i * ldc;
-      for (int64_t j = 0; j < n; ++j) got += ci[j];
-      expected[i] = s;
-      magnitude[i] = mg;
-      actual[i] = got;
+      return;
     }
+    // Columns of a stored A: run along its rows (contiguous in i), every row of the range at once.
+    std::fill(expected + i0, expected + i1, 0.0);
+    std::fill(magnitude + i0, magnitude + i1, 0.0);
+    for (int64_t p = 0; p < k; ++p) {
+      const float* ap = a + p * lda;
+      const double bs = bsum[p], ba = babs[p];
+      for (int64_t i = i0; i < i1; ++i) {
+        expected[i] += double(ap[i]) * bs;
+        magnitude[i] += std::fabs(double(ap[i])) * ba;
+      }
+    }
+    for (int64_t i = i0; i < i1; ++i) actual[i] = hk.sum(c + i * ldc, n);
   });
 }
 

@@ -156,6 +156,17 @@ const KernelSet& kernels_for(Isa isa) {
 
 int max_nr(const KernelSet& ks, int rows) { return rows < 8 ? ks.wide_nr[rows] : ks.nr; }
 
+}  // namespace
+
+namespace gemm_internal {
+int observed_tile_cols(const KernelSet& ks, int rows) {
+  const int w = max_nr(ks, rows);
+  return w >= ks.nr ? w / ks.nr * ks.nr : w;
+}
+}  // namespace gemm_internal
+
+namespace {
+
 struct Config {
   const KernelSet* ks;
   int mr, nr;
@@ -336,7 +347,7 @@ void run_block(const Problem& P, const Config& cfg, const AView& av, int64_t ic,
                int64_t jc, int64_t nc, float beta) {
   const KernelSet& ks = *cfg.ks;
   const int mr_pack = cfg.mr;
-  int64_t tw = mc <= mr_pack && mc < 8 ? max_nr(ks, int(mc)) : cfg.nr;
+  int64_t tw = mc <= mr_pack && mc < 8 ? (P.observer ? observed_tile_cols(ks, int(mc)) : max_nr(ks, int(mc))) : cfg.nr;
   tw = std::min(tw, bv.width);
   MicroTile t;
   t.k = kc;
@@ -387,6 +398,7 @@ void gemm_range(const Problem& P, const Config& cfg, bool direct, int64_t m0, in
   const int64_t kc_want = P.swapped ? (P.ta ? cfg.swap_kc_strided : cfg.swap_kc_rows) : cfg.kc;
   const int64_t kc_block = balanced_block(k, kc_want, 8);
   const int64_t mc_block = balanced_block(m1 - m0, cfg.mc, mr);
+  if (P.observer) P.observer->range_begin();
   for (int64_t jc = n0; jc < n1; jc += cfg.nc) {
     const int64_t nc = std::min(cfg.nc, n1 - jc);
     for (int64_t pc = 0; pc < k; pc += kc_block) {
@@ -429,11 +441,12 @@ void gemm_range(const Problem& P, const Config& cfg, bool direct, int64_t m0, in
           av.p_stride = mr;
           av.panel_stride = kc * mr;
         }
-        if (P.observer) P.observer->a_block(ic, mc, pc, kc, av.a, av.row_stride, av.p_stride, av.panel_stride, mr);
+        if (P.observer) P.observer->a_block(ic, mc, pc, kc, av.a, av.row_stride, av.p_stride, av.panel_stride, mr, jc, nc);
         run_block(P, cfg, av, ic, mc, pc, kc, bv, jc, nc, beta);
       }
     }
   }
+  if (P.observer) P.observer->range_done();
 }
 
 // Small M with a transposed B and A rows contiguous in k: dot-product tiles stream both
