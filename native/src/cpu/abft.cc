@@ -58,21 +58,11 @@ void dot_pairs_portable(const float* x, const float* y, int64_t pairs, double* o
     out2[1] += acc[l + 1];
   }
 }
-void dot_row_portable(const float* a, const float* y, int64_t k, double* out2) {
-  float s[8] = {0}, m[8] = {0};
-  int64_t p = 0;
-  for (; p + 8 <= k; p += 8)
-    for (int l = 0; l < 8; ++l) {
-      s[l] += a[p + l] * y[2 * (p + l)];
-      m[l] += std::fabs(a[p + l]) * y[2 * (p + l) + 1];
-    }
-  for (; p < k; ++p) {
-    s[p & 7] += a[p] * y[2 * p];
-    m[p & 7] += std::fabs(a[p]) * y[2 * p + 1];
-  }
-  for (int l = 0; l < 8; ++l) {
-    out2[0] += s[l];
-    out2[1] += m[l];
+// dst[2p] = a[p], dst[2p+1] = |a[p]|: an A row as (value, magnitude) pairs.
+void interleave_abs_portable(const float* a, int64_t k, float* dst) {
+  for (int64_t p = 0; p < k; ++p) {
+    dst[2 * p] = a[p];
+    dst[2 * p + 1] = std::fabs(a[p]);
   }
 }
 void panel_sums_portable(const float* a, int rows, int64_t row_stride, int64_t k, float* dst) {
@@ -85,9 +75,6 @@ void panel_sums_portable(const float* a, int rows, int64_t row_stride, int64_t k
     dst[2 * p] = v;
     dst[2 * p + 1] = w;
   }
-}
-void add_into_portable(const float* src, int64_t n, float* dst) {
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 void block_dots_portable(const float* x, int64_t panels, int64_t xs, const float* y, int64_t groups, int64_t ys, int64_t pairs,
                          double* st, int64_t ss) {
@@ -119,8 +106,8 @@ void row_check_portable(const float* a, const double* bsum, const double* babs, 
   out3[1] += (m[0] + m[1]) + (m[2] + m[3]);
   out3[2] += sum_portable(c, n);
 }
-const AbftKernels kPortable = {"abft_portable",  &dot_pairs_portable, &dot_row_portable, &panel_sums_portable, &add_into_portable,
-                               &block_dots_portable, &sum_portable,   &row_check_portable};
+const AbftKernels kPortable = {"abft_portable", &interleave_abs_portable, &panel_sums_portable, &block_dots_portable, &sum_portable,
+                               &row_check_portable};
 
 const AbftKernels& check_kernels() {
 #if !defined(KINTSUGI_NO_X86_KERNELS)
@@ -140,8 +127,7 @@ struct BlockState {
   const float* a = nullptr;
   int64_t row_stride = 0, p_stride = 0, panel_stride = 0;
   int mr = 0;
-  std::vector<float> tb;        // one-sided scratch: (B_tile e, |B_tile| e) interleaved, p < kc
-  std::vector<float> arow;      // one-sided scratch: one strided A row made contiguous
+  std::vector<float> rows;      // one-sided: the block's rows of op(A) as (value, magnitude) pairs
   int64_t tiles = 0;            // this thread's tile checks and worst ratio, merged by range_done
   double worst = 0;
 };
@@ -198,18 +184,36 @@ class Checker final : public TileObserver {
     b.p_stride = p_stride;
     b.panel_stride = panel_stride;
     b.mr = mr;
-    if (opt_.check != AbftCheck::TwoSided) return;
+    const int64_t g0 = jc / width_, g1 = std::min(ng_, (jc + nc + width_ - 1) / width_);
+    if (opt_.check == AbftCheck::OneSided) {
+      // The expected row checksums of every tile row of the block, per (row, column group):
+      // A(i, :) . (B_group e) and its magnitude, over the k blocks.
+      b.rows.resize(size_t(mc * kc * 2));
+      for (int64_t ii = 0; ii < mc; ++ii) {
+        const float* ai = a + (ii / mr) * panel_stride + (ii % mr) * row_stride;
+        float* d = b.rows.data() + ii * kc * 2;
+        if (p_stride == 1) {
+          hk_.interleave_abs(ai, kc, d);
+        } else {
+          for (int64_t p = 0; p < kc; ++p) {
+            d[2 * p] = ai[p * p_stride];
+            d[2 * p + 1] = std::fabs(ai[p * p_stride]);
+          }
+        }
+      }
+      hk_.block_dots(b.rows.data(), mc, 2 * kc, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc, &state_[size_t((ic * ng_ + g0) * 2)],
+                     ng_ * 2);
+      return;
+    }
     // The expected two-sided checksums of every tile of the block, per (panel, column group):
     // (e^T A_panel) . (B_group e) and its magnitude, added to the panel's state over the k blocks.
     const int64_t panels = (mc + mr - 1) / mr;
-    const int64_t g0 = jc / width_, g1 = std::min(ng_, (jc + nc + width_ - 1) / width_);
     hk_.block_dots(col_sums_ + ((ic / mr_) * g_.k + pc) * 2, panels, 2 * g_.k, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc,
                    &state_[size_t(((ic / mr_) * ng_ + g0) * 2)], ng_ * 2);
   }
 
   void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
     const bool one = opt_.check == AbftCheck::OneSided;
-    if (one) accumulate_expected(t, i, j, pc);
     if (!last) {
       ks.micro(t);
       return;
@@ -218,12 +222,15 @@ class Checker final : public TileObserver {
     alignas(64) float cols[kMaxTileCols];
     // The tile's expected sums were written blocks ago: read them before the micro-kernel so the
     // loads overlap its work instead of waiting after it.
-    double want[2] = {0, 0};
-    if (!one) {
-      const int64_t slot = (i / mr_) * ng_, g0 = j / width_, g1 = (j + t.nr + width_ - 1) / width_;
+    // want: (expected, magnitude) of the tile (two-sided) or of each of its rows (one-sided).
+    double want[2 * 16] = {0};
+    const int64_t g0 = j / width_, g1 = (j + t.nr + width_ - 1) / width_;
+    const int lines = one ? t.mr : 1;
+    for (int r = 0; r < lines; ++r) {
+      const int64_t slot = (one ? i + r : i / mr_) * ng_;
       for (const double* st = &state_[size_t((slot + g0) * 2)]; st < &state_[size_t((slot + g1) * 2)]; st += 2) {
-        want[0] += st[0];
-        want[1] += st[1];
+        want[2 * r] += st[0];
+        want[2 * r + 1] += st[1];
       }
     }
     if (one)
@@ -272,33 +279,9 @@ class Checker final : public TileObserver {
   }
   double bound_of(double magnitude) const { return kAbftBoundScale * opt_.tolerance * kEps32 * magnitude + 1e-30; }
 
-  void accumulate_expected(const MicroTile& t, int64_t i, int64_t j, int64_t pc) {
-    const BlockState& b = t_block;
-    const int64_t kc = t.k;
-    const int64_t g0 = j / width_, g1 = (j + t.nr + width_ - 1) / width_;
-    // One-sided: B_tile e once per tile, then one dot per row (two-sided sums come from a_block).
-    BlockState& bw = t_block;
-    bw.tb.resize(size_t(kc * 2));
-    float* tb = bw.tb.data();
-    std::memcpy(tb, groups_ + (g0 * g_.k + pc) * 2, sizeof(float) * size_t(2 * kc));
-    for (int64_t g = g0 + 1; g < g1; ++g) hk_.add_into(groups_ + (g * g_.k + pc) * 2, 2 * kc, tb);
-    const int64_t r = (i - b.ic) / b.mr;
-    const float* ap = b.a + r * b.panel_stride;
-    for (int ii = 0; ii < t.mr; ++ii) {
-      const float* ai = ap + ii * b.row_stride;
-      if (b.p_stride != 1) {
-        bw.arow.resize(size_t(kc));
-        for (int64_t p = 0; p < kc; ++p) bw.arow[size_t(p)] = ai[p * b.p_stride];
-        ai = bw.arow.data();
-      }
-      hk_.dot_row(ai, tb, kc, &state_[size_t(((i + ii) * ng_ + g0) * 2)]);
-    }
-  }
-
-  // want: the two-sided tile's (expected, magnitude), read by tile().
+  // want: the (expected, magnitude) pairs read by tile().
   void check_tile(MicroTile& t, int64_t i, int64_t j, const float* rows, const float* cols, const double* want) {
     const double alpha = g_.alpha;
-    const int64_t g0 = j / width_;
     double worst = 0, residual = 0, bound = 0;
     bool bad = false;
     auto test = [&](double actual, double expected, double magnitude) {
@@ -316,10 +299,7 @@ class Checker final : public TileObserver {
     if (opt_.check == AbftCheck::TwoSided) {
       test(hk_.sum(cols, t.nr), want[0], want[1]);
     } else {
-      for (int ii = 0; ii < t.mr; ++ii) {
-        const double* st = &state_[size_t(((i + ii) * ng_ + g0) * 2)];
-        test(rows[ii], st[0], st[1]);
-      }
+      for (int ii = 0; ii < t.mr; ++ii) test(rows[ii], want[2 * ii], want[2 * ii + 1]);
     }
     BlockState& b = t_block;
     ++b.tiles;

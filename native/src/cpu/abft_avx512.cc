@@ -10,57 +10,27 @@ namespace kintsugi {
 namespace gemm_internal {
 namespace {
 
-// Sum of the 8 even and 8 odd lanes.
-inline void pair_hsum(__m512 v, double* out2) {
-  alignas(64) float l[16];
-  _mm512_store_ps(l, v);
-  double e = 0, o = 0;
-  for (int i = 0; i < 16; i += 2) {
-    e += l[i];
-    o += l[i + 1];
-  }
-  out2[0] += e;
-  out2[1] += o;
-}
-
-// out2 += (sum_p x[2p] y[2p], sum_p x[2p+1] y[2p+1]) for p < pairs.
-void dot_pairs(const float* x, const float* y, int64_t pairs, double* out2) {
-  const int64_t n = 2 * pairs;
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
-  }
-  for (; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1u);
-    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i), s0);
-  }
-  pair_hsum(_mm512_add_ps(s0, s1), out2);
-}
-
-// out2 += (sum_p a[p] yb[2p], sum_p |a[p]| yb[2p+1]) for contiguous a (the one-sided row check).
-void dot_row(const float* a, const float* yb, int64_t k, double* out2) {
+// Stores (v[0], w[0], v[1], w[1], ...): at most 32 floats, only the first `left` of them.
+inline void store_pairs(__m512 v, __m512 w, int64_t left, float* dst) {
   const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  const __mmask16 m0 = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+  const __mmask16 m1 = left >= 32 ? __mmask16(0xFFFF) : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1u);
+  _mm512_mask_storeu_ps(dst, m0, _mm512_permutex2var_ps(v, lo, w));
+  _mm512_mask_storeu_ps(dst + 16, m1, _mm512_permutex2var_ps(v, hi, w));
+}
+
+// dst[2p] = a[p], dst[2p+1] = |a[p]| (an A row as (value, magnitude) pairs).
+void interleave_abs(const float* a, int64_t k, float* dst) {
   for (int64_t p = 0; p < k; p += 16) {
     const __mmask16 m = k - p >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - p)) - 1u);
     const __m512 v = _mm512_maskz_loadu_ps(m, a + p), w = _mm512_abs_ps(v);
-    // (a, |a|) interleaved, matching yb's (value, magnitude) pairs.
-    const __m512 x0 = _mm512_permutex2var_ps(v, lo, w), x1 = _mm512_permutex2var_ps(v, hi, w);
-    const __mmask16 m0 = k - p >= 8 ? __mmask16(0xFFFF) : __mmask16((1u << (2 * (k - p))) - 1u);
-    const __mmask16 m1 = k - p >= 16 ? __mmask16(0xFFFF) : k - p <= 8 ? __mmask16(0) : __mmask16((1u << (2 * (k - p - 8))) - 1u);
-    s0 = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(m0, yb + 2 * p), s0);
-    s1 = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(m1, yb + 2 * p + 16), s1);
+    store_pairs(v, w, 2 * (k - p), dst + 2 * p);
   }
-  pair_hsum(_mm512_add_ps(s0, s1), out2);
 }
 
 // Column sums of an A panel (rows summed in registers, each output written once).
 void panel_sums(const float* a, int rows, int64_t rs, int64_t k, float* dst) {
-  const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
   for (int64_t p = 0; p < k; p += 16) {
     const __mmask16 m = k - p >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - p)) - 1u);
     __m512 v = _mm512_setzero_ps(), w = _mm512_setzero_ps();
@@ -69,20 +39,8 @@ void panel_sums(const float* a, int rows, int64_t rs, int64_t k, float* dst) {
       v = _mm512_add_ps(v, x);
       w = _mm512_add_ps(w, _mm512_abs_ps(x));
     }
-    // (v, w) interleaved; the masked tail writes only its 2 * (k - p) floats.
-    const int64_t left = 2 * (k - p);
-    const __mmask16 m0 = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
-    const __mmask16 m1 = left >= 32 ? __mmask16(0xFFFF) : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1u);
-    _mm512_mask_storeu_ps(dst + 2 * p, m0, _mm512_permutex2var_ps(v, lo, w));
-    _mm512_mask_storeu_ps(dst + 2 * p + 16, m1, _mm512_permutex2var_ps(v, hi, w));
+    store_pairs(v, w, 2 * (k - p), dst + 2 * p);
   }
-}
-
-// dst[i] += src[i] for i < n.
-void add_into(const float* src, int64_t n, float* dst) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_add_ps(_mm512_loadu_ps(dst + i), _mm512_loadu_ps(src + i)));
-  for (; i < n; ++i) dst[i] += src[i];
 }
 
 // The maskz_ forms of the widening intrinsics below give the same results as the plain ones;
@@ -204,7 +162,7 @@ void row_check(const float* a, const double* bsum, const double* babs, int64_t k
   out3[2] += sum(c, n);
 }
 
-const AbftKernels kSet = {"abft_avx512", &dot_pairs, &dot_row, &panel_sums, &add_into, &block_dots, &sum, &row_check};
+const AbftKernels kSet = {"abft_avx512", &interleave_abs, &panel_sums, &block_dots, &sum, &row_check};
 
 }  // namespace
 

@@ -33,17 +33,14 @@ class TileObserver {
 // (value, magnitude) interleaved: x[2p], x[2p+1].
 struct AbftKernels {
   const char* name;
-  // out2 += (sum_p x[2p] y[2p], sum_p x[2p+1] y[2p+1]), p < pairs.
-  void (*dot_pairs)(const float* x, const float* y, int64_t pairs, double* out2);
-  // out2 += (sum_p a[p] y[2p], sum_p |a[p]| y[2p+1]), p < k, contiguous a.
-  void (*dot_row)(const float* a, const float* y, int64_t k, double* out2);
+  // dst[2p] = a[p], dst[2p+1] = |a[p]|, p < k, contiguous a.
+  void (*interleave_abs)(const float* a, int64_t k, float* dst);
   // Column sums of `rows` rows (row i at a + i * row_stride, contiguous in p): dst[2p] =
   // sum_i a_i[p], dst[2p+1] = sum_i |a_i[p]|, p < k (written, not added).
   void (*panel_sums)(const float* a, int rows, int64_t row_stride, int64_t k, float* dst);
-  // dst[i] += src[i], i < n.
-  void (*add_into)(const float* src, int64_t n, float* dst);
   // For panels r < panels and groups g < groups, with x_r = x + r * x_stride and
-  // y_g = y + g * y_stride: (state_r,g[0], state_r,g[1]) += dot_pairs(x_r, y_g), where
+  // y_g = y + g * y_stride: state_r,g[0] += sum_p x_r[2p] y_g[2p] and state_r,g[1] +=
+  // sum_p x_r[2p+1] y_g[2p+1] (p < pairs), where
   // state_r,g = state + r * state_stride + 2 * g. One register-blocked pass (the expected
   // checksums of a whole block of tiles), no horizontal sum per dot.
   void (*block_dots)(const float* x, int64_t panels, int64_t x_stride, const float* y, int64_t groups, int64_t y_stride, int64_t pairs,
