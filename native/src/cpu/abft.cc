@@ -136,13 +136,16 @@ thread_local BlockState t_block;
 class Checker final : public TileObserver {
  public:
   // col_sums: two-sided only, panel_col_sums of op(A) with mr_ rows per panel.
-  Checker(const SgemmArgs& row_major, const AbftOptions& opt, const float* groups, int width, const float* col_sums, bool swap_coords)
-      : g_(row_major), opt_(opt), groups_(groups), width_(width), col_sums_(col_sums), swap_(swap_coords), hk_(check_kernels()) {
+  // state: a reusable buffer for the expected sums (no allocation or zeroing per call; a_block
+  // clears what its first k block covers).
+  Checker(const SgemmArgs& row_major, const AbftOptions& opt, const float* groups, int width, const float* col_sums, bool swap_coords,
+          std::vector<double>& state)
+      : g_(row_major), opt_(opt), groups_(groups), width_(width), col_sums_(col_sums), swap_(swap_coords), hk_(check_kernels()), state_(state) {
     ng_ = (g_.n + width_ - 1) / width_;
     // Two-sided: one slot per MR-row panel (the driver starts every panel at a multiple of mr);
     // one-sided: one per row.
     const int64_t slots = opt_.check == AbftCheck::TwoSided ? (g_.m + mr_ - 1) / mr_ : g_.m;
-    state_.assign(size_t(slots * ng_ * 2), 0.0);
+    state_.resize(size_t(slots * ng_ * 2));
     {
       Fault& f = fault();
       std::lock_guard<std::mutex> lock(f.mu);
@@ -201,15 +204,18 @@ class Checker final : public TileObserver {
           }
         }
       }
-      hk_.block_dots(b.rows.data(), mc, 2 * kc, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc, &state_[size_t((ic * ng_ + g0) * 2)],
-                     ng_ * 2);
+      double* st = &state_[size_t((ic * ng_ + g0) * 2)];
+      if (pc == 0) clear_slots(st, mc, g1 - g0);
+      hk_.block_dots(b.rows.data(), mc, 2 * kc, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc, st, ng_ * 2);
       return;
     }
     // The expected two-sided checksums of every tile of the block, per (panel, column group):
     // (e^T A_panel) . (B_group e) and its magnitude, added to the panel's state over the k blocks.
     const int64_t panels = (mc + mr - 1) / mr;
-    hk_.block_dots(col_sums_ + ((ic / mr_) * g_.k + pc) * 2, panels, 2 * g_.k, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc,
-                   &state_[size_t(((ic / mr_) * ng_ + g0) * 2)], ng_ * 2);
+    double* st = &state_[size_t(((ic / mr_) * ng_ + g0) * 2)];
+    if (pc == 0) clear_slots(st, panels, g1 - g0);
+    hk_.block_dots(col_sums_ + ((ic / mr_) * g_.k + pc) * 2, panels, 2 * g_.k, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc, st,
+                   ng_ * 2);
   }
 
   void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
@@ -223,20 +229,17 @@ class Checker final : public TileObserver {
     // The tile's expected sums were written blocks ago: read them before the micro-kernel so the
     // loads overlap its work instead of waiting after it.
     // want: (expected, magnitude) of the tile (two-sided) or of each of its rows (one-sided).
-    double want[2 * 16] = {0};
+    double want[2 * 16];
     const int64_t g0 = j / width_, g1 = (j + t.nr + width_ - 1) / width_;
     const int lines = one ? t.mr : 1;
     for (int r = 0; r < lines; ++r) {
+      want[2 * r] = want[2 * r + 1] = 0;
       const int64_t slot = (one ? i + r : i / mr_) * ng_;
       for (const double* st = &state_[size_t((slot + g0) * 2)]; st < &state_[size_t((slot + g1) * 2)]; st += 2) {
         want[2 * r] += st[0];
         want[2 * r + 1] += st[1];
       }
     }
-    if (one)
-      std::fill(rows, rows + t.mr, 0.0f);
-    else
-      std::fill(cols, cols + t.nr, 0.0f);
     t.row_sums = one ? rows : nullptr;
     t.col_sums = one ? nullptr : cols;
     ks.micro(t);
@@ -270,6 +273,11 @@ class Checker final : public TileObserver {
   }
 
  private:
+  // Zeroes `lines` runs of `groups` slots, one run per panel (or row) of the state.
+  void clear_slots(double* st, int64_t lines, int64_t groups) {
+    for (int64_t r = 0; r < lines; ++r) std::fill(st + r * ng_ * 2, st + r * ng_ * 2 + groups * 2, 0.0);
+  }
+
   // op(A)(i, p) and op(B)(p, j) of the row-major view.
   float A(int64_t i, int64_t p) const {
     return g_.trans_a == Transpose::Yes ? g_.a[p * g_.lda + i] : g_.a[i * g_.lda + p];
@@ -391,7 +399,7 @@ class Checker final : public TileObserver {
   const AbftKernels& hk_;
   int64_t ng_ = 0;
   int64_t mr_ = current_blocking().mr;
-  std::vector<double> state_;  // per (panel or row, column group): expected, magnitude
+  std::vector<double>& state_;  // per (panel or row, column group): expected, magnitude
   std::atomic<int64_t> tiles_{0};
   std::mutex mu_;
   double max_ratio_ = 0;
@@ -520,7 +528,8 @@ AbftReport sgemm_checked(const SgemmArgs& args, const AbftOptions& opt) {
   }
   thread_local std::vector<float> col_sums;
   if (opt.check == AbftCheck::TwoSided) panel_col_sums(g, current_blocking().mr, col_sums);
-  Checker checker(g, opt, groups, used, col_sums.data(), args.layout == Layout::ColMajor);
+  thread_local std::vector<double> state;
+  Checker checker(g, opt, groups, used, col_sums.data(), args.layout == Layout::ColMajor, state);
   sgemm_observed(g, checker);
   AbftReport report = checker.report();
   // Every driver path taken with an observer must run its tiles through it; a path that does not

@@ -131,11 +131,16 @@ inline void add_widened(__m512 v, __m512d& lo, __m512d& hi) {
   hi = _mm512_add_pd(hi, _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_extractf32x8_ps(0xFF, v, 1)));
 }
 
+// Float partial sums of up to four vectors (a 64-wide tile's columns: 3 adds) before widening.
 double sum(const float* x, int64_t n) {
   __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1u);
-    add_widened(_mm512_maskz_loadu_ps(m, x + i), lo, hi);
+  for (int64_t i = 0; i < n; i += 64) {
+    __m512 v = _mm512_setzero_ps();
+    for (int64_t q = i; q < i + 64 && q < n; q += 16) {
+      const __mmask16 m = n - q >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - q)) - 1u);
+      v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, x + q));
+    }
+    add_widened(v, lo, hi);
   }
   return reduce_pd(_mm512_add_pd(lo, hi));
 }

@@ -88,7 +88,7 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
       __m256 row = zero;
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) row = _mm256_add_ps(row, acc[i][v]);
-      t.row_sums[i] += hsum(row);
+      t.row_sums[i] = hsum(row);
     }
     if (t.col_sums) {
 #pragma GCC unroll 4
@@ -100,9 +100,9 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
     for (int v = 0; v < NV; ++v) {
       float* s = t.col_sums + 8 * v;
       if (MASKED && v == NV - 1)
-        _mm256_maskstore_ps(s, last, _mm256_add_ps(_mm256_maskload_ps(s, last), col[v]));
+        _mm256_maskstore_ps(s, last, col[v]);
       else
-        _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), col[v]));
+        _mm256_storeu_ps(s, col[v]);
     }
   }
 }

@@ -98,7 +98,7 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
     if (t.row_sums) {
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) row = _mm512_add_ps(row, acc[i][v]);
-      t.row_sums[i] += hsum(row);
+      t.row_sums[i] = hsum(row);
     }
     if (t.col_sums) {
 #pragma GCC unroll 8
@@ -110,9 +110,9 @@ inline __attribute__((always_inline)) void tile_body(const MicroTile& t) {
     for (int v = 0; v < NV; ++v) {
       float* s = t.col_sums + 16 * v;
       if (MASKED && v == NV - 1)
-        _mm512_mask_storeu_ps(s, last, _mm512_add_ps(_mm512_maskz_loadu_ps(last, s), col[v]));
+        _mm512_mask_storeu_ps(s, last, col[v]);
       else
-        _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), col[v]));
+        _mm512_storeu_ps(s, col[v]);
     }
   }
 }

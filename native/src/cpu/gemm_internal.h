@@ -25,9 +25,9 @@ namespace gemm_internal {
 //  c   row-major tile, element (i, j) at c[i * ldc + j]; only the mr x nr elements are touched.
 //
 // ABFT hook (for checksum-protected GEMM, not used by sgemm itself): when row_sums is not null
-// the kernel adds, for each i < mr, the sum over j of the values it wrote to C row i into
-// row_sums[i]; when col_sums is not null it adds, for each j < nr, the sum over i of the values
-// it wrote to C column j into col_sums[j]. The column sums come straight from the accumulator
+// the kernel writes, for each i < mr, the sum over j of the values it wrote to C row i into
+// row_sums[i]; when col_sums is not null it writes, for each j < nr, the sum over i of the values
+// it wrote to C column j into col_sums[j] (nothing to clear beforehand). The column sums come straight from the accumulator
 // registers (one vector add per row), so an output checksum costs almost nothing; the row sums
 // need one horizontal reduction per row. A caller that wants checksums of alpha*A*B alone passes
 // beta = 0 and a scratch tile.

@@ -10,6 +10,8 @@ constexpr int kMaxRows = 8, kMaxCols = 32;
 
 void store(const MicroTile& t, const float* acc, int acc_ld) {
   const bool read_c = t.beta != 0.0f;
+  if (t.col_sums)
+    for (int j = 0; j < t.nr; ++j) t.col_sums[j] = 0.0f;
   for (int i = 0; i < t.mr; ++i) {
     float* c = t.c + i * t.ldc;
     const float* r = acc + i * acc_ld;
@@ -21,7 +23,7 @@ void store(const MicroTile& t, const float* acc, int acc_ld) {
       row += v;
       if (t.col_sums) t.col_sums[j] += v;
     }
-    if (t.row_sums) t.row_sums[i] += row;
+    if (t.row_sums) t.row_sums[i] = row;
   }
 }
 
