@@ -5,11 +5,12 @@
 //  - an injected accumulator bit flip that moves C beyond the tile's bound is detected, located
 //    and corrected in place (C then matches the reference), on every ISA;
 //  - bad arguments (beta != 0, tolerance, group-sum length, fault spec) raise Range errors.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 
-#include "../src/cpu/gemm_internal.h"
+#include "../src/cpu/abft_internal.h"
 #include "harness.h"
 #include "kintsugi/abft.h"
 #include "kintsugi/cpu.h"
@@ -212,6 +213,62 @@ TEST(row_check_matches_naive) {
     CHECK(std::fabs(e[size_t(i)] - ac[size_t(i)]) < 1e-4 * mg[size_t(i)] + 1e-6);
     CHECK(mg[size_t(i)] >= std::fabs(e[size_t(i)]));
   }
+}
+
+TEST(row_check_vector_tails_every_isa) {
+  // The vector row check (k and n not multiples of the vector width, A stored transposed too)
+  // against sums in index order, and sgemm_row_checked against sgemm + abft_row_check.
+  for (Isa isa : harness::supported_isas()) {
+    set_isa_limit(isa);
+    for (int64_t k : {1, 7, 8, 15, 16, 17, 33, 100})
+      for (int64_t n : {1, 5, 16, 17, 100})
+        for (Transpose ta : {Transpose::No, Transpose::Yes}) {
+          const int64_t m = 9;
+          Problem p = make(m, n, k, uint32_t(k * 131 + n), ta, Transpose::No, Layout::RowMajor, -1.0f, 1.0f);
+          const size_t kk = static_cast<size_t>(k), mm = static_cast<size_t>(m);
+          std::vector<double> bs(kk), ba(kk), e(mm), mg(mm), ac(mm), e2(mm), mg2(mm), ac2(mm);
+          for (int64_t q = 0; q < k; ++q)
+            for (int64_t j = 0; j < n; ++j) {
+              bs[size_t(q)] += p.b[size_t(q * n + j)];
+              ba[size_t(q)] += std::fabs(p.b[size_t(q * n + j)]);
+            }
+          sgemm_row_checked(p.args, bs.data(), ba.data(), e.data(), mg.data(), ac.data());
+          double err = 0;
+          for (size_t q = 0; q < p.c.size(); ++q) err = std::max(err, double(std::fabs(p.c[q] - p.ref[q])));
+          CHECK(err <= 2.0 * double(k + 2) * 1.2e-7 * double(k)) << "C of sgemm_row_checked, k=" << k;
+          abft_row_check(ta, m, n, k, p.a.data(), p.args.lda, bs.data(), ba.data(), p.c.data(), n, e2.data(), mg2.data(), ac2.data());
+          for (int64_t i = 0; i < m; ++i) {
+            double want = 0, mag = 0, got = 0;
+            for (int64_t q = 0; q < k; ++q) {
+              const double v = ta == Transpose::No ? p.a[size_t(i * k + q)] : p.a[size_t(q * m + i)];
+              want += v * bs[size_t(q)];
+              mag += std::fabs(v) * ba[size_t(q)];
+            }
+            for (int64_t j = 0; j < n; ++j) got += p.c[size_t(i * n + j)];
+            const double tol = 1e-12 * (mag + 1.0);
+            CHECK(std::fabs(e[size_t(i)] - want) <= tol && std::fabs(mg[size_t(i)] - mag) <= tol) << isa_name(isa) << " k=" << k << " n=" << n;
+            CHECK(std::fabs(ac[size_t(i)] - got) <= 1e-12 * (std::fabs(got) + n)) << isa_name(isa) << " actual, n=" << n;
+            CHECK(e[size_t(i)] == e2[size_t(i)] && mg[size_t(i)] == mg2[size_t(i)] && ac[size_t(i)] == ac2[size_t(i)]);
+          }
+        }
+  }
+  set_isa_limit(Isa::Avx512);
+  Problem col = make(3, 4, 5, 2, Transpose::No, Transpose::No, Layout::ColMajor, -1.0f, 1.0f);
+  std::vector<double> z(8);
+  CHECK_THROWS_KIND(sgemm_row_checked(col.args, z.data(), z.data(), z.data(), z.data(), z.data()), ErrorKind::Range);
+}
+
+TEST(group_width_divides_every_checked_tile) {
+  // Checked runs keep the few-row tiles to whole multiples of nr, so the check groups are nr wide
+  // (64 with AVX-512) and every tile is a whole number of groups.
+  for (Isa isa : harness::supported_isas()) {
+    set_isa_limit(isa);
+    const auto& ks = gemm_internal::active_kernels();
+    const int w = abft_group_width();
+    CHECK(w == ks.nr) << isa_name(isa) << " width " << w;
+    for (int r = 1; r <= ks.mr; ++r) CHECK(gemm_internal::observed_tile_cols(ks, r) % w == 0) << isa_name(isa) << " rows " << r;
+  }
+  set_isa_limit(Isa::Avx512);
 }
 
 TEST(bad_arguments_raise_range_errors) {

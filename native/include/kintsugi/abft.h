@@ -83,6 +83,12 @@ void abft_group_sums(Transpose trans_b, int64_t k, int64_t n, const float* b, in
 void abft_row_check(Transpose trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const double* bsum,
                     const double* babs, const float* c, int64_t ldc, double* expected, double* magnitude, double* actual);
 
+// The global scheme in one call: sgemm(args) (beta as given, so C may hold a bias beforehand),
+// then abft_row_check of the C it wrote against op(A) and B's offline row sums. Row-major only.
+// Throws like check_sgemm, and a Range error for a column-major call.
+void sgemm_row_checked(const SgemmArgs& args, const double* bsum, const double* babs, double* expected, double* magnitude,
+                       double* actual);
+
 // Test-only fault injection: the next sgemm_checked call flips bit `bit` (0..31) of the
 // accumulator of C(row, col) (logical coordinates) before it is stored, as a soft error in a
 // register would. One-shot; clear_abft_fault() disarms it. Returns through abft_fault_fired()

@@ -370,6 +370,34 @@ Napi::Value AbftRowCheck(const Napi::CallbackInfo& info) {
   });
 }
 
+// sgemmRowChecked(async, layout, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+//                 bsum, babs, expected, magnitude, actual): the global scheme's GEMM and row check
+// in one job (one trip through the thread pool for small layers).
+Napi::Value SgemmRowChecked(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    GemmOperands op = read_gemm_operands(a, true);
+    const SgemmArgs g = op.g;
+    if (g.layout != Layout::RowMajor) throw_expected(ErrorKind::Range, "'row' layout", "layout", "'col'");
+    check_sgemm(g, op.A.length, op.B.length, op.C.length);
+    const size_t i = op.next;
+    auto BS = a.array<double>(i, "bsum"), BA = a.array<double>(i + 1, "babs");
+    auto E = a.array<double>(i + 2, "expected"), M = a.array<double>(i + 3, "magnitude"), R = a.array<double>(i + 4, "actual");
+    check_min_length(BS, g.k);
+    check_min_length(BA, g.k);
+    check_min_length(E, g.m);
+    check_min_length(M, g.m);
+    check_min_length(R, g.m);
+    check_no_overlap(E, M);
+    check_no_overlap(E, R);
+    check_no_overlap(M, R);
+    const double *bs = BS.data, *ba = BA.data;
+    double *e = E.data, *mg = M.data, *r = R.data;
+    return Job{[=] { sgemm_row_checked(g, bs, ba, e, mg, r); }, R.value,
+               {op.A.value, op.B.value, op.C.value, BS.value, BA.value, E.value, M.value, R.value}};
+  });
+}
+
 // Test-only: _setFaultInjection(row, col, bit) arms a one-shot accumulator bit flip in the next
 // sgemmChecked; _setFaultInjection(null) disarms it. Returns whether the previous checked call fired.
 Napi::Value SetFaultInjection(const Napi::CallbackInfo& info) {
@@ -923,7 +951,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
         {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
         {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages}, {"adviseHugePages", AdviseHugePages},
-        {"sgemmChecked", SgemmChecked}, {"abftGroupWidth", AbftGroupWidth}, {"abftGroupSums", AbftGroupSums}, {"abftRowCheck", AbftRowCheck},
+        {"sgemmChecked", SgemmChecked}, {"abftGroupWidth", AbftGroupWidth}, {"abftGroupSums", AbftGroupSums}, {"abftRowCheck", AbftRowCheck}, {"sgemmRowChecked", SgemmRowChecked},
         {"_throwNativeError", ThrowNativeError}, {"_setFaultInjection", SetFaultInjection},
     };
     for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));

@@ -565,8 +565,19 @@ void abft_row_check(Transpose trans_a, int64_t m, int64_t n, int64_t k, const fl
         magnitude[i] += std::fabs(double(ap[i])) * ba;
       }
     }
-    for (int64_t i = i0; i < i1; ++i) actual[i] = hk.sum(c + i * ldc, n);
+    for (int64_t i = i0; i < i1; ++i) {
+      double row[3] = {0, 0, 0};
+      hk.row_check(nullptr, nullptr, nullptr, 0, c + i * ldc, n, row);
+      actual[i] = row[2];
+    }
   });
+}
+
+void sgemm_row_checked(const SgemmArgs& args, const double* bsum, const double* babs, double* expected, double* magnitude,
+                       double* actual) {
+  if (args.layout != Layout::RowMajor) throw_expected(ErrorKind::Range, "a row-major call", "layout", "column-major");
+  sgemm(args);
+  abft_row_check(args.trans_a, args.m, args.n, args.k, args.a, args.lda, bsum, babs, args.c, args.ldc, expected, magnitude, actual);
 }
 
 void set_abft_fault(int64_t row, int64_t col, int bit) {

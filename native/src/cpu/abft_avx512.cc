@@ -131,7 +131,18 @@ inline void add_widened(__m512 v, __m512d& lo, __m512d& hi) {
   hi = _mm512_add_pd(hi, _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_extractf32x8_ps(0xFF, v, 1)));
 }
 
-// Float partial sums of up to four vectors (a 64-wide tile's columns: 3 adds) before widening.
+// Every element widened to double (the global check's row sums of C).
+double sum_widened(const float* x, int64_t n) {
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1u);
+    add_widened(_mm512_maskz_loadu_ps(m, x + i), lo, hi);
+  }
+  return reduce_pd(_mm512_add_pd(lo, hi));
+}
+
+// A tile's column sums: float partial sums of up to four vectors (64 columns: 3 adds) before
+// widening; a few roundings of fp32 against a bound of 128 of them.
 double sum(const float* x, int64_t n) {
   __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
   for (int64_t i = 0; i < n; i += 64) {
@@ -164,7 +175,7 @@ void row_check(const float* a, const double* bsum, const double* babs, int64_t k
   }
   out3[0] += reduce_pd(_mm512_add_pd(s0, s1));
   out3[1] += reduce_pd(_mm512_add_pd(m0, m1));
-  out3[2] += sum(c, n);
+  out3[2] += sum_widened(c, n);
 }
 
 const AbftKernels kSet = {"abft_avx512", &interleave_abs, &panel_sums, &block_dots, &sum, &row_check};

@@ -45,7 +45,7 @@ struct AbftKernels {
   // checksums of a whole block of tiles), no horizontal sum per dot.
   void (*block_dots)(const float* x, int64_t panels, int64_t x_stride, const float* y, int64_t groups, int64_t y_stride, int64_t pairs,
                      double* state, int64_t state_stride);
-  // sum_i x[i] in double, i < n.
+  // sum_i x[i] (a tile's column sums), returned in double.
   double (*sum)(const float* x, int64_t n);
   // One row of the global check: out3 += (sum_p a[p] bsum[p], sum_p |a[p]| babs[p], sum_j c[j]),
   // contiguous a (k) and c (n), in double.

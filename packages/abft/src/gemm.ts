@@ -8,8 +8,9 @@
 // Thresholds: |residual| <= BOUND_SCALE · tolerance · eps32 · magnitude, magnitude = the same
 // checksum over |A| and |B| (calibrated for zero false positives: see test/calibration.test.ts).
 import {
-  abftGroupSums, abftRowCheck, colSums, cudaDevice, cudaGemm, cudaGemmChecked, cudaWeightChecksums, DeviceTensor, gemm, gemmChecked, Tensor,
+  abftGroupSums, abftRowCheck, colSums, cudaDevice, cudaGemm, cudaGemmChecked, cudaWeightChecksums, DeviceTensor, gemm, gemmChecked, gemmRowChecked, Tensor,
   weightedColSums, weightedRowSums, type AbftAction, type AbftCheck, type AbftGroupSums, type AbftTileEvent, type CudaFault, type CudaWeightChecksums,
+  type RowCheck,
 } from '@kintsugi/cuda-core';
 
 import { bool, finite, oneOf, options as optionsOf, rangeError, typeError } from './validate.js';
@@ -276,16 +277,23 @@ async function cpuProtectedGemm(a: Tensor<'float32'>, b: Tensor<'float32'>, opti
     if (o.bias) addBias(out, o.bias);
     return { out, report: { scheme: 'thread', events: regionEvents(report.events, o.layer, 'thread'), maxRatio: report.maxRatio } };
   }
-  const out = await plainGemm(A, B, o);
-  const report = await globalCheck(A, B, out, o);
+  // The GEMM and the row check in one native job; the located-error path (rare) reads more.
+  const sums = o.checksums ?? buildChecksums(B, abs(B), o.k, o.n, o.transB);
+  const { out, check } = await gemmRowChecked(A, B, sums.rowSums, sums.absRowSums, { transA: o.transA, transB: o.transB, ...biasOutput(o) });
+  const report = await globalCheck(A, B, out, { ...o, checksums: sums }, check);
   return { out, report };
 }
 
-async function plainGemm(A: Tensor<'float32'>, B: Tensor<'float32'>, o: Normalized & { m: number; n: number }): Promise<Tensor<'float32'>> {
-  if (!o.bias) return gemm(A, B, { transA: o.transA, transB: o.transB });
+/** With a bias: an output preloaded with it, accumulated into (beta = 1). */
+function biasOutput(o: Normalized & { m: number; n: number }): { out?: Tensor<'float32'>; beta?: number } {
+  if (!o.bias) return {};
   const out = Tensor.zeros([o.m, o.n], 'float32');
   for (let r = 0; r < o.m; r++) out.data.set(o.bias, r * o.n);
-  return gemm(A, B, { transA: o.transA, transB: o.transB, out, beta: 1 });
+  return { out, beta: 1 };
+}
+
+async function plainGemm(A: Tensor<'float32'>, B: Tensor<'float32'>, o: Normalized & { m: number; n: number }): Promise<Tensor<'float32'>> {
+  return gemm(A, B, { transA: o.transA, transB: o.transB, ...biasOutput(o) });
 }
 
 function exactElement(A: Tensor<'float32'>, B: Tensor<'float32'>, o: Normalized & { k: number }, i: number, j: number): number {
@@ -298,11 +306,14 @@ function exactElement(A: Tensor<'float32'>, B: Tensor<'float32'>, o: Normalized 
   return Math.fround(s + (o.bias ? o.bias[j] : 0));
 }
 
-/** The global (Huang–Abraham) check of C against op(A) and op(B); repairs in place. */
-export async function globalCheck(A: Tensor<'float32'>, B: Tensor<'float32'>, C: Tensor<'float32'>, o: Normalized & { m: number; n: number; k: number }): Promise<ProtectionReport> {
+/**
+ * The global (Huang–Abraham) check of C against op(A) and op(B); repairs in place. `rows`: the
+ * row check already made with the GEMM (gemmRowChecked); computed here when absent.
+ */
+export async function globalCheck(A: Tensor<'float32'>, B: Tensor<'float32'>, C: Tensor<'float32'>, o: Normalized & { m: number; n: number; k: number }, rows?: RowCheck): Promise<ProtectionReport> {
   const sums = o.checksums ?? buildChecksums(B, abs(B), o.k, o.n, o.transB);
   const opA = o.transA ? A.transpose() : A;
-  const rc = await abftRowCheck(opA, sums.rowSums, sums.absRowSums, C);
+  const rc = rows ?? (await abftRowCheck(opA, sums.rowSums, sums.absRowSums, C));
   let biasSum = 0, biasAbs = 0;
   if (o.bias) for (const v of o.bias) { biasSum += v; biasAbs += Math.abs(v); }
   const bound = (mag: number) => BOUND_SCALE * o.tolerance * EPS32 * mag + 1e-30;

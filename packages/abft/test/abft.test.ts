@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { gemm, Tensor } from '@kintsugi/cuda-core';
+import { abftRowCheck, gemm, gemmRowChecked, gemmRowCheckedSync, Tensor } from '@kintsugi/cuda-core';
 import { Conv2d, Linear, ReLU, Sequential, Flatten, manualSeed } from '@kintsugi/cuda-core/nn';
 
 import { arithmeticIntensity, protectedGemm, protectModel, ProtectedConv2d, ProtectedLinear, weightChecksums } from '../src/index.js';
@@ -44,6 +44,30 @@ describe('protectedGemm schemes', () => {
     expect(rep.events).toHaveLength(1);
     expect(rep.events[0]).toMatchObject({ row: 3, col: 9, action: 'corrected' });
     expect(close(c, ref)).toBe(true);
+  });
+
+  it('gemmRowChecked: the GEMM and the row check in one call equal gemm then abftRowCheck (views, bias, sync)', async () => {
+    for (const [m, n, k] of [[1, 1, 1], [1, 64, 13], [7, 33, 17], [40, 96, 200]]) {
+      const a = Tensor.random([k, m], m + 1), b = Tensor.random([n, k], n + 2);
+      const opA = a.transpose(), opB = b.transpose();  // views: transposes without copies
+      const sums = weightChecksums(b, { transB: true });
+      const ref = await gemm(opA, opB);
+      const want = await abftRowCheck(opA, sums.rowSums, sums.absRowSums, ref);
+      const { out, check } = await gemmRowChecked(opA, opB, sums.rowSums, sums.absRowSums);
+      expect(Array.from(out.data)).toEqual(Array.from(ref.data));
+      expect(check).toEqual(want);
+      // A bias preloaded in out and accumulated (beta = 1) enters the row sums.
+      const biased = Tensor.zeros([m, n]);
+      biased.data.fill(0.5);
+      const sync = gemmRowCheckedSync(opA, opB, sums.rowSums, sums.absRowSums, { out: biased, beta: 1 });
+      for (let i = 0; i < m; i++) expect(sync.check.actual[i]).toBeCloseTo(want.actual[i] + 0.5 * n, 3);
+    }
+    const a = Tensor.random([4, 8], 1), b = Tensor.random([8, 5], 2);
+    const s = weightChecksums(b);
+    await expect(gemmRowChecked(a, b, new Float64Array(7), s.absRowSums)).rejects.toThrow('Expected 8 elements (the rows of op(b)) for bRowSums but received 7 elements');
+    await expect(gemmRowChecked(a, b, s.rowSums, new Float32Array(8) as never)).rejects.toThrow(/Expected a Float64Array for bAbsRowSums/);
+    await expect(gemmRowChecked(a, b, s.rowSums, s.absRowSums, { out: Tensor.zeros([5, 4]).transpose() })).rejects.toThrow(/Expected a row-major Tensor \(unit column stride\) for options.out/);
+    await expect(gemmRowChecked(a, Tensor.random([7, 5], 3), s.rowSums, s.absRowSums)).rejects.toThrow(RangeError);
   });
 
   it('bad input raises clear errors', async () => {

@@ -3,7 +3,7 @@
 // group sums of constant weights are computed once; the global row check verifies any C
 // against A and B's offline row sums. @kintsugi/abft builds its schemes on these.
 import { native } from './addon.js';
-import { operand } from './gemm.js';
+import { gemmPlan, operand, type GemmOptions } from './gemm.js';
 import { checkTensor, Tensor } from './tensor.js';
 import { boolean, finiteNumber, integer, oneOf, plainObject, rangeError, typeError } from './validate.js';
 
@@ -190,6 +190,41 @@ export function abftRowCheckSync(a: Tensor<'float32'>, bRowSums: Float64Array, b
   const p = rowCheckPlan(a, bRowSums, bAbsRowSums, c);
   native.abftRowCheck(false, ...p.args);
   return p.r;
+}
+
+function rowSumsArgument(v: unknown, name: string, k: number): Float64Array {
+  if (!(v instanceof Float64Array)) throw typeError(name, 'a Float64Array', v);
+  if (v.length !== k) throw rangeError(name, `${k} elements (the rows of op(b))`, `${v.length} elements`, true);
+  return v;
+}
+
+function rowCheckedPlan(a: unknown, b: unknown, bRowSums: unknown, bAbsRowSums: unknown, options: unknown) {
+  const o = plainObject(options, 'options') as GemmOptions;
+  if (o.out !== undefined) {
+    const out = checkTensor(o.out, 'options.out', ['float32'], 2);
+    if (out.shape[1] > 1 && out.strides[1] !== 1) throw rangeError('options.out', 'a row-major Tensor (unit column stride)', `strides [${out.strides}]`, true);
+  }
+  const p = gemmPlan(a, b, options);
+  const m = p.out.shape[0], k = p.args[5];
+  const r: RowCheck = { expected: new Float64Array(m), magnitude: new Float64Array(m), actual: new Float64Array(m) };
+  const sums = [rowSumsArgument(bRowSums, 'bRowSums', k), rowSumsArgument(bAbsRowSums, 'bAbsRowSums', k)] as const;
+  return { args: [...p.args, ...sums, r.expected, r.magnitude, r.actual] as const, out: p.out, r };
+}
+
+/**
+ * The global scheme's GEMM and check in one native job: C = alpha·op(A)·op(B) + beta·C (C may
+ * hold a bias beforehand, with beta = 1), then C's row sums against op(A)·(B·e) and
+ * |op(A)|·(|B|·e) from op(B)'s offline row sums. `out`, when given, must be row-major.
+ */
+export async function gemmRowChecked(a: Tensor<'float32'>, b: Tensor<'float32'>, bRowSums: Float64Array, bAbsRowSums: Float64Array, options?: GemmOptions): Promise<{ out: Tensor<'float32'>; check: RowCheck }> {
+  const p = rowCheckedPlan(a, b, bRowSums, bAbsRowSums, options);
+  await native.sgemmRowChecked(true, ...p.args);
+  return { out: p.out, check: p.r };
+}
+export function gemmRowCheckedSync(a: Tensor<'float32'>, b: Tensor<'float32'>, bRowSums: Float64Array, bAbsRowSums: Float64Array, options?: GemmOptions): { out: Tensor<'float32'>; check: RowCheck } {
+  const p = rowCheckedPlan(a, b, bRowSums, bAbsRowSums, options);
+  native.sgemmRowChecked(false, ...p.args);
+  return { out: p.out, check: p.r };
 }
 
 /**

@@ -133,6 +133,8 @@ export interface NativeAddon {
   abftGroupWidth(): number;
   abftGroupSums(transB: boolean, k: number, n: number, b: Float32Array, ldb: number, width: number, out: Float32Array): Float32Array;
   abftRowCheck: Call<[boolean, number, number, number, Float32Array, number, Float64Array, Float64Array, Float32Array, number, Float64Array, Float64Array, Float64Array], Float64Array>;
+  sgemmRowChecked: Call<[Layout, boolean, boolean, number, number, number, number, Float32Array, number, Float32Array, number, number, Float32Array, number,
+    Float64Array, Float64Array, Float64Array, Float64Array, Float64Array], Float64Array>;
   nvmlAvailable(library?: string): { available: boolean; reason: string; library: string };
   nvmlDevices(library?: string): NativeNvmlDevice[];
   NvmlSampler: new (device: number | string, bufferSize: number, library?: string) => NativeNvmlSampler;

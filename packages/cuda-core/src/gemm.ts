@@ -42,12 +42,13 @@ export function operand(t: Tensor<'float32'>): Operand {
   return { data: copy.data, ld: Math.max(1, cols), transposed: false };
 }
 
-interface GemmPlan {
+export interface GemmPlan {
   args: Parameters<typeof native.sgemm> extends [unknown, ...infer R] ? R : never;
   out: Tensor<'float32'>;
 }
 
-function plan(a: unknown, b: unknown, options: unknown): GemmPlan {
+/** Checked arguments of a native sgemm call for Tensors (shared with the checked GEMMs). */
+export function gemmPlan(a: unknown, b: unknown, options: unknown): GemmPlan {
   const A = checkTensor(a, 'a', ['float32'], 2);
   const B = checkTensor(b, 'b', ['float32'], 2);
   const o = plainObject(options, 'options') as GemmOptions;
@@ -84,14 +85,14 @@ function plan(a: unknown, b: unknown, options: unknown): GemmPlan {
 
 /** C = alpha * op(A) * op(B) + beta * C on float32 2-D tensors, off the JS thread. */
 export async function gemm(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: GemmOptions): Promise<Tensor<'float32'>> {
-  const p = plan(a, b, options);
+  const p = gemmPlan(a, b, options);
   await native.sgemm(true, ...p.args);
   return p.out;
 }
 
 /** Synchronous gemm for small matrices (it blocks the JS thread while it runs). */
 export function gemmSync(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: GemmOptions): Tensor<'float32'> {
-  const p = plan(a, b, options);
+  const p = gemmPlan(a, b, options);
   native.sgemm(false, ...p.args);
   return p.out;
 }

@@ -6,7 +6,7 @@ export { rowSums, rowSumsSync, colSums, colSumsSync, weightedRowSums, weightedRo
 export { xorEncode, xorEncodeSync, xorInto, xorIntoSync, sumEncode, sumEncodeSync, sumDecode, sumDecodeSync, ReedSolomonCode } from './parity.js';
 export { embeddingBag, embeddingBagSync, embeddingBagBackward, embeddingBagBackwardSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, type EmbeddingBagOptions, type EmbeddingBagBackwardOptions, type GatherRowsOptions } from './embedding.js';
 export {
-  gemmChecked, gemmCheckedSync, abftGroupWidth, abftGroupSums, abftRowCheck, abftRowCheckSync, _setFaultInjection,
+  gemmChecked, gemmCheckedSync, abftGroupWidth, abftGroupSums, abftRowCheck, abftRowCheckSync, gemmRowChecked, gemmRowCheckedSync, _setFaultInjection,
   type AbftCheck, type AbftAction, type AbftTileEvent, type AbftGemmReport, type AbftGroupSums, type GemmCheckedOptions, type RowCheck,
 } from './abft.js';
 export {

@@ -43,6 +43,8 @@ function validCalls(): Record<string, unknown[]> {
     sumDecode: [false, new Float32Array(7), [new Float32Array(7)], new Float32Array([1]), 2, new Float32Array(7)],
     sgemmChecked: [false, 'row', false, false, 2, 3, 4, 1, new Float32Array(8), 4, new Float32Array(12), 3, new Float32Array(6), 3, 'two-sided', 1, true, null, 0, new Float64Array(3 + 11 * 4)],
     abftGroupSums: [false, 4, 3, new Float32Array(12), 3, native.abftGroupWidth(), new Float32Array(1024)],
+    sgemmRowChecked: [false, 'row', false, false, 2, 3, 4, 1, new Float32Array(8), 4, new Float32Array(12), 3, 0, new Float32Array(6), 3,
+      new Float64Array(4), new Float64Array(4), new Float64Array(2), new Float64Array(2), new Float64Array(2)],
     abftRowCheck: [false, false, 2, 3, 4, new Float32Array(8), 4, new Float64Array(4), new Float64Array(4), new Float32Array(6), 3, new Float64Array(2), new Float64Array(2), new Float64Array(2)],
     rsEncode: [false, 4, 2, [new Uint8Array(9), new Uint8Array(9), new Uint8Array(9), new Uint8Array(9)], [new Uint8Array(9), new Uint8Array(9)]],
     rsDecode: [false, 2, 1, [new Uint8Array(5), new Uint8Array(5), new Uint8Array(5)], [true, false, true]],
