@@ -3,7 +3,7 @@
 // group sums of constant weights are computed once; the global row check verifies any C
 // against A and B's offline row sums. @kintsugi/abft builds its schemes on these.
 import { native } from './addon.js';
-import { gemmPlan, operand, type GemmOptions } from './gemm.js';
+import { gemmPlan, operand, runsInline, type GemmOptions } from './gemm.js';
 import { checkTensor, Tensor } from './tensor.js';
 import { boolean, finiteNumber, integer, oneOf, plainObject, rangeError, typeError } from './validate.js';
 
@@ -145,10 +145,12 @@ function plan(a: unknown, b: unknown, options: unknown) {
   return { args, out, report };
 }
 
-/** C = alpha · op(A) · op(B), checked per register tile and repaired in place; off the JS thread. */
+/** C = alpha · op(A) · op(B), checked per register tile and repaired in place; off the JS thread (small ones inline). */
 export async function gemmChecked(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: GemmCheckedOptions): Promise<{ out: Tensor<'float32'>; report: AbftGemmReport }> {
   const p = plan(a, b, options);
-  await native.sgemmChecked(true, ...p.args);
+  const [, , , m, n, k] = p.args;
+  if (runsInline(m, n, k)) native.sgemmChecked(false, ...p.args);
+  else await native.sgemmChecked(true, ...p.args);
   return { out: p.out, report: decode(p.report) };
 }
 export function gemmCheckedSync(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: GemmCheckedOptions): { out: Tensor<'float32'>; report: AbftGemmReport } {
@@ -218,7 +220,9 @@ function rowCheckedPlan(a: unknown, b: unknown, bRowSums: unknown, bAbsRowSums: 
  */
 export async function gemmRowChecked(a: Tensor<'float32'>, b: Tensor<'float32'>, bRowSums: Float64Array, bAbsRowSums: Float64Array, options?: GemmOptions): Promise<{ out: Tensor<'float32'>; check: RowCheck }> {
   const p = rowCheckedPlan(a, b, bRowSums, bAbsRowSums, options);
-  await native.sgemmRowChecked(true, ...p.args);
+  const [, , , m, n, k] = p.args;
+  if (runsInline(m, n, k)) native.sgemmRowChecked(false, ...p.args);
+  else await native.sgemmRowChecked(true, ...p.args);
   return { out: p.out, check: p.r };
 }
 export function gemmRowCheckedSync(a: Tensor<'float32'>, b: Tensor<'float32'>, bRowSums: Float64Array, bAbsRowSums: Float64Array, options?: GemmOptions): { out: Tensor<'float32'>; check: RowCheck } {

@@ -1,5 +1,6 @@
 // 2-D convolution on NCHW or NHWC float32 tensors, forward and backward.
 import { native, type NativeConvParams } from './addon.js';
+import { INLINE_FLOPS } from './gemm.js';
 import { checkTensor, Tensor } from './tensor.js';
 import { boolean, integer, oneOf, pair, plainObject, rangeError, typeError } from './validate.js';
 
@@ -74,10 +75,6 @@ function plan(x: unknown, w: unknown, bias: unknown, options: unknown) {
   return { p, x: X.contiguousData(), w: W ? W.contiguousData() : null, packed: packed ? packed.data() : null, b: B ? B.contiguousData() : null, y };
 }
 
-// Forward calls under this many FLOPs run on the calling thread even through the Promise API:
-// that is at most about 0.15 ms of one core's arithmetic, while the round trip to a worker thread
-// and back (queue, wake-up, completion callback) costs 25-100 µs on a busy machine.
-const INLINE_FLOPS = 16e6;
 
 /**
  * y = conv2d(x, w) + bias, x: [N, C, H, W] (or [N, H, W, C] with `layout: 'nhwc'`),
@@ -86,7 +83,7 @@ const INLINE_FLOPS = 16e6;
  */
 export async function conv2d(x: Tensor<'float32'>, w: Tensor<'float32'> | PackedConv2dWeights, bias?: Tensor<'float32'> | null, options?: Conv2dForwardOptions): Promise<Tensor<'float32'>> {
   const q = plan(x, w, bias, options);
-  if (q.p.flops < INLINE_FLOPS) {
+  if (q.p.flops < INLINE_FLOPS) {  // see INLINE_FLOPS
     if (q.packed) native.conv2dForwardPacked(false, q.p, q.x, q.packed, q.b, q.y.contiguousData());
     else native.conv2dForward(false, q.p, q.x, q.w!, q.b, q.y.contiguousData());
   } else if (q.packed) {

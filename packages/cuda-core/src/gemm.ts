@@ -83,10 +83,23 @@ export function gemmPlan(a: unknown, b: unknown, options: unknown): GemmPlan {
   throw rangeError('options.out', 'a Tensor with a unit stride', `strides [${out.strides}]`, true);
 }
 
-/** C = alpha * op(A) * op(B) + beta * C on float32 2-D tensors, off the JS thread. */
+// Calls under this many FLOPs run on the calling thread even through the Promise API (GEMMs,
+// checked GEMMs, conv2d forward): that is at most about 0.15 ms of one core's arithmetic, while
+// the round trip to a worker thread and back (queue, wake-up, completion callback) costs
+// 25-100 µs on a busy machine.
+export const INLINE_FLOPS = 16e6;
+
+/** Whether a GEMM plan's work is small enough to run inline (INLINE_FLOPS). */
+export function runsInline(m: number, n: number, k: number): boolean {
+  return 2 * m * n * k < INLINE_FLOPS;
+}
+
+/** C = alpha * op(A) * op(B) + beta * C on float32 2-D tensors, off the JS thread (small ones inline). */
 export async function gemm(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: GemmOptions): Promise<Tensor<'float32'>> {
   const p = gemmPlan(a, b, options);
-  await native.sgemm(true, ...p.args);
+  const [, , , m, n, k] = p.args;
+  if (runsInline(m, n, k)) native.sgemm(false, ...p.args);
+  else await native.sgemm(true, ...p.args);
   return p.out;
 }
 
