@@ -46,17 +46,21 @@ export async function runOverhead(options: { quick?: boolean; reps?: number; onR
   for (const L of overheadLayers(options.quick)) {
     const x = Tensor.random([L.m, L.k], 3), w = Tensor.random([L.k, L.n], 4);
     const sums = weightChecksums(w);
+    // One output reused by every call, as a deployed layer would: fresh pages cost 1-2.5 µs each
+    // to fault in, which would swamp the checks on the larger layers.
+    const out = Tensor.zeros([L.m, L.n]);
     const flops = 2 * L.m * L.n * L.k;
-    const inner = Math.max(1, Math.min(200, Math.round(2e8 / flops)));
+    // Samples of about 10 ms (at ~100 GFLOP/s), at least one call.
+    const inner = Math.max(1, Math.min(2000, Math.round(1e9 / flops)));
     const run = async (s: Scheme) => {
-      for (let i = 0; i < inner; i++) await protectedGemm(x, w, { scheme: s, checksums: sums });
+      for (let i = 0; i < inner; i++) await protectedGemm(x, w, { scheme: s, checksums: sums, out });
     };
-    const reps = options.reps ?? (flops > 1e9 ? 5 : 9);
+    const reps = options.reps ?? (flops > 1e9 ? 7 : 15);
     const t = await timeSchemes(run, ['none', 'global', 'thread'], reps);
     const rule = intensityRule(L.m, L.n, L.k, machine.balance, ['global', 'thread']);
     // Intensity-guided: the rule's prior, overturned when a separate timing run (as protectModel's
     // confirmation does) finds the other scheme faster by more than 2% of the layer.
-    const confirm = await timeSchemes(run, ['global', 'thread'], 3);
+    const confirm = await timeSchemes(run, ['global', 'thread'], 5);
     const other: Scheme = rule.prior === 'global' ? 'thread' : 'global';
     const choice = confirm[other]! + 0.02 * t.none! < confirm[rule.prior]! ? other : rule.prior;
     const none = t.none! / inner, pct = (s: Scheme) => (100 * (t[s]! - t.none!)) / t.none!;

@@ -108,6 +108,8 @@ export interface ProtectedGemmOptions {
   layer?: string;
   /** Added to every row of C after the GEMM (a Linear layer's bias); its sums enter the check. */
   bias?: Float32Array;
+  /** CPU: the m x n row-major output to write (reused across calls: no fresh pages per call). */
+  out?: Tensor<'float32'>;
   /** Run on a GPU ('cuda:0', ...): host Tensors are uploaded and the result downloaded. Implied by DeviceTensor inputs. */
   device?: string;
   /** GPU global scheme: the weights' checksums on the device (cudaWeightChecksums). */
@@ -126,6 +128,7 @@ interface Normalized {
   layer: string;
   checksums?: WeightChecksums;
   bias?: Float32Array;
+  out?: Tensor<'float32'>;
 }
 
 /** The options the CPU and GPU paths read alike, with their defaults, checked in this order. */
@@ -165,7 +168,15 @@ function normalize(a: Tensor<'float32'>, b: Tensor<'float32'>, options: unknown)
     if (o.bias.length !== n) throw rangeError('options.bias', `${n} elements`, `${o.bias.length} elements`, true);
     bias = o.bias;
   }
-  return { scheme, transA, transB, check, tolerance, correct, layer, checksums, bias, m, n, k };
+  let out: Tensor<'float32'> | undefined;
+  if (o.out !== undefined) {
+    if (!(o.out instanceof Tensor) || o.out.dtype !== 'float32') throw typeError('options.out', 'a float32 Tensor', o.out);
+    if (o.out.ndim !== 2 || o.out.shape[0] !== m || o.out.shape[1] !== n || !o.out.isContiguous) {
+      throw rangeError('options.out', `a contiguous [${m}, ${n}] Tensor`, `shape [${o.out.shape}]${o.out.isContiguous ? '' : ' (not contiguous)'}`, true);
+    }
+    out = o.out as Tensor<'float32'>;
+  }
+  return { scheme, transA, transB, check, tolerance, correct, layer, checksums, bias, out, m, n, k };
 }
 
 function addBias(out: Tensor<'float32'>, bias: Float32Array): void {
@@ -217,6 +228,7 @@ async function gpuProtectedGemm(a: unknown, b: unknown, options: ProtectedGemmOp
   if (!onHost && (a as DeviceTensor).device !== index) throw rangeError('options.device', `cuda:${(a as DeviceTensor).device} (where a lives)`, o.device);
   const { scheme, transA, transB, check, tolerance, correct, layer } = sharedOptions(o);
   if (o.checksums !== undefined) throw typeError('options.checksums', 'undefined on the GPU (pass cudaChecksums from cudaWeightChecksums)', 'host checksums', true);
+  if (o.out !== undefined) throw typeError('options.out', 'undefined on the GPU (the result is a new DeviceTensor or its download)', 'an output Tensor', true);
   let A: DeviceTensor, B: DeviceTensor;
   if (onHost) {
     A = await DeviceTensor.from(checkMatrix(a, 'a'), { device: index });
@@ -273,6 +285,7 @@ async function cpuProtectedGemm(a: Tensor<'float32'>, b: Tensor<'float32'>, opti
   if (o.scheme === 'thread') {
     const { out, report } = await gemmChecked(A, B, {
       transA: o.transA, transB: o.transB, check: o.check, tolerance: o.tolerance, correct: o.correct, groupSums: o.checksums?.groups,
+      ...(o.out ? { out: o.out } : {}),
     });
     if (o.bias) addBias(out, o.bias);
     return { out, report: { scheme: 'thread', events: regionEvents(report.events, o.layer, 'thread'), maxRatio: report.maxRatio } };
@@ -284,11 +297,12 @@ async function cpuProtectedGemm(a: Tensor<'float32'>, b: Tensor<'float32'>, opti
   return { out, report };
 }
 
-/** With a bias: an output preloaded with it, accumulated into (beta = 1). */
+/** The output to write (options.out or a new one); with a bias, preloaded with it and accumulated into (beta = 1). */
 function biasOutput(o: Normalized & { m: number; n: number }): { out?: Tensor<'float32'>; beta?: number } {
-  if (!o.bias) return {};
-  const out = Tensor.zeros([o.m, o.n], 'float32');
-  for (let r = 0; r < o.m; r++) out.data.set(o.bias, r * o.n);
+  if (!o.bias) return o.out ? { out: o.out } : {};
+  const out = o.out ?? Tensor.zeros([o.m, o.n], 'float32');
+  const d = out.contiguousData();
+  for (let r = 0; r < o.m; r++) d.set(o.bias, r * o.n);
   return { out, beta: 1 };
 }
 

@@ -105,7 +105,12 @@ function decode(report: Float64Array): AbftGemmReport {
   return { tiles: report[0], maxRatio: report[1], events: decodeAbftEvents(report, 3, count), eventCount: count };
 }
 
-function plan(a: unknown, b: unknown, options: unknown) {
+// The report of calls that run inline (synchronously), reused: a fresh 5.6 KB Float64Array costs
+// about 2 µs, more than a small checked GEMM itself. Decoded before the call returns.
+const DEFAULT_MAX_EVENTS = 64;
+const inlineReport = new Float64Array(3 + EVENT_FIELDS * DEFAULT_MAX_EVENTS);
+
+function plan(a: unknown, b: unknown, options: unknown, sync: boolean) {
   const A = checkTensor(a, 'a', ['float32'], 2);
   const B = checkTensor(b, 'b', ['float32'], 2);
   const o = plainObject(options, 'options') as GemmCheckedOptions;
@@ -116,7 +121,7 @@ function plan(a: unknown, b: unknown, options: unknown) {
   const tolerance = o.tolerance === undefined ? 1 : finiteNumber(o.tolerance, 'options.tolerance');
   if (!(tolerance > 0)) throw rangeError('options.tolerance', 'a number > 0', tolerance);
   const correct = o.correct === undefined ? true : boolean(o.correct, 'options.correct');
-  const maxEvents = o.maxEvents === undefined ? 64 : integer(o.maxEvents, 'options.maxEvents', 0, 1 << 20);
+  const maxEvents = o.maxEvents === undefined ? DEFAULT_MAX_EVENTS : integer(o.maxEvents, 'options.maxEvents', 0, 1 << 20);
   const [m, k] = transA ? [A.shape[1], A.shape[0]] : [A.shape[0], A.shape[1]];
   const [kb, n] = transB ? [B.shape[1], B.shape[0]] : [B.shape[0], B.shape[1]];
   if (kb !== k) throw rangeError('b', `${k} rows in op(b) (the columns of op(a))`, `shape [${B.shape}]${transB ? ' transposed' : ''}`, true);
@@ -137,24 +142,24 @@ function plan(a: unknown, b: unknown, options: unknown) {
     out = Tensor.zeros([m, n], 'float32');
   }
   const opA = operand(A), opB = operand(B);
-  const report = new Float64Array(3 + EVENT_FIELDS * maxEvents);
+  const inline = sync || runsInline(m, n, k);
+  const report = inline && maxEvents === DEFAULT_MAX_EVENTS ? inlineReport : new Float64Array(3 + EVENT_FIELDS * maxEvents);
   const args = [
     'row', transA !== opA.transposed, transB !== opB.transposed, m, n, k, alpha, opA.data, opA.ld, opB.data, opB.ld,
     out.contiguousData(), Math.max(1, n), check, tolerance, correct, groups, width, report,
   ] as const;
-  return { args, out, report };
+  return { args, out, report, inline };
 }
 
 /** C = alpha · op(A) · op(B), checked per register tile and repaired in place; off the JS thread (small ones inline). */
 export async function gemmChecked(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: GemmCheckedOptions): Promise<{ out: Tensor<'float32'>; report: AbftGemmReport }> {
-  const p = plan(a, b, options);
-  const [, , , m, n, k] = p.args;
-  if (runsInline(m, n, k)) native.sgemmChecked(false, ...p.args);
+  const p = plan(a, b, options, false);
+  if (p.inline) native.sgemmChecked(false, ...p.args);
   else await native.sgemmChecked(true, ...p.args);
   return { out: p.out, report: decode(p.report) };
 }
 export function gemmCheckedSync(a: Tensor<'float32'>, b: Tensor<'float32'>, options?: GemmCheckedOptions): { out: Tensor<'float32'>; report: AbftGemmReport } {
-  const p = plan(a, b, options);
+  const p = plan(a, b, options, true);
   native.sgemmChecked(false, ...p.args);
   return { out: p.out, report: decode(p.report) };
 }
@@ -200,17 +205,35 @@ function rowSumsArgument(v: unknown, name: string, k: number): Float64Array {
   return v;
 }
 
-function rowCheckedPlan(a: unknown, b: unknown, bRowSums: unknown, bAbsRowSums: unknown, options: unknown) {
+// Row-check results of inline calls land in reused views over one ArrayBuffer (off the V8 heap):
+// a small new Float64Array lives on the heap and is moved off it (about 1 µs) the first time
+// native code reads it. Copied out (slice) before the call returns.
+let rowScratch: { m: number; views: [Float64Array, Float64Array, Float64Array] } | null = null;
+const ROW_SCRATCH_MAX = 1 << 14;
+
+function rowScratchViews(m: number): [Float64Array, Float64Array, Float64Array] {
+  if (rowScratch?.m !== m) {
+    const buffer = new ArrayBuffer(3 * 8 * Math.max(1, m));
+    rowScratch = { m, views: [0, 1, 2].map((q) => new Float64Array(buffer, q * 8 * m, m)) as [Float64Array, Float64Array, Float64Array] };
+  }
+  return rowScratch.views;
+}
+
+function rowCheckedPlan(a: unknown, b: unknown, bRowSums: unknown, bAbsRowSums: unknown, options: unknown, sync: boolean) {
   const o = plainObject(options, 'options') as GemmOptions;
   if (o.out !== undefined) {
     const out = checkTensor(o.out, 'options.out', ['float32'], 2);
     if (out.shape[1] > 1 && out.strides[1] !== 1) throw rangeError('options.out', 'a row-major Tensor (unit column stride)', `strides [${out.strides}]`, true);
   }
   const p = gemmPlan(a, b, options);
-  const m = p.out.shape[0], k = p.args[5];
-  const r: RowCheck = { expected: new Float64Array(m), magnitude: new Float64Array(m), actual: new Float64Array(m) };
+  const [, , , m, n, k] = p.args;
   const sums = [rowSumsArgument(bRowSums, 'bRowSums', k), rowSumsArgument(bAbsRowSums, 'bAbsRowSums', k)] as const;
-  return { args: [...p.args, ...sums, r.expected, r.magnitude, r.actual] as const, out: p.out, r };
+  const inline = sync || runsInline(m, n, k);
+  const views: [Float64Array, Float64Array, Float64Array] = inline && m <= ROW_SCRATCH_MAX ? rowScratchViews(m) : [new Float64Array(m), new Float64Array(m), new Float64Array(m)];
+  const result = (): RowCheck => (views === rowScratch?.views
+    ? { expected: views[0].slice(), magnitude: views[1].slice(), actual: views[2].slice() }
+    : { expected: views[0], magnitude: views[1], actual: views[2] });
+  return { args: [...p.args, sums[0], sums[1], views[0], views[1], views[2]] as const, out: p.out, inline, result };
 }
 
 /**
@@ -219,16 +242,15 @@ function rowCheckedPlan(a: unknown, b: unknown, bRowSums: unknown, bAbsRowSums: 
  * |op(A)|·(|B|·e) from op(B)'s offline row sums. `out`, when given, must be row-major.
  */
 export async function gemmRowChecked(a: Tensor<'float32'>, b: Tensor<'float32'>, bRowSums: Float64Array, bAbsRowSums: Float64Array, options?: GemmOptions): Promise<{ out: Tensor<'float32'>; check: RowCheck }> {
-  const p = rowCheckedPlan(a, b, bRowSums, bAbsRowSums, options);
-  const [, , , m, n, k] = p.args;
-  if (runsInline(m, n, k)) native.sgemmRowChecked(false, ...p.args);
+  const p = rowCheckedPlan(a, b, bRowSums, bAbsRowSums, options, false);
+  if (p.inline) native.sgemmRowChecked(false, ...p.args);
   else await native.sgemmRowChecked(true, ...p.args);
-  return { out: p.out, check: p.r };
+  return { out: p.out, check: p.result() };
 }
 export function gemmRowCheckedSync(a: Tensor<'float32'>, b: Tensor<'float32'>, bRowSums: Float64Array, bAbsRowSums: Float64Array, options?: GemmOptions): { out: Tensor<'float32'>; check: RowCheck } {
-  const p = rowCheckedPlan(a, b, bRowSums, bAbsRowSums, options);
+  const p = rowCheckedPlan(a, b, bRowSums, bAbsRowSums, options, true);
   native.sgemmRowChecked(false, ...p.args);
-  return { out: p.out, check: p.r };
+  return { out: p.out, check: p.result() };
 }
 
 /**
