@@ -127,7 +127,9 @@ struct BlockState {
   const float* a = nullptr;
   int64_t row_stride = 0, p_stride = 0, panel_stride = 0;
   int mr = 0;
-  std::vector<float> rows;      // one-sided: the block's rows of op(A) as (value, magnitude) pairs
+  std::vector<float> rows;      // one-sided: one panel's rows of op(A) as (value, magnitude) pairs
+  std::vector<float> col_sums;  // two-sided: e^T A_panel of one panel, (value, magnitude) pairs
+  int64_t jc = 0, g0 = 0, g1 = 0;  // the block's first column and its column groups
   int64_t tiles = 0;            // this thread's tile checks and worst ratio, merged by range_done
   double worst = 0;
 };
@@ -135,12 +137,10 @@ thread_local BlockState t_block;
 
 class Checker final : public TileObserver {
  public:
-  // col_sums: two-sided only, panel_col_sums of op(A) with mr_ rows per panel.
   // state: a reusable buffer for the expected sums (no allocation or zeroing per call; a_block
   // clears what its first k block covers).
-  Checker(const SgemmArgs& row_major, const AbftOptions& opt, const float* groups, int width, const float* col_sums, bool swap_coords,
-          std::vector<double>& state)
-      : g_(row_major), opt_(opt), groups_(groups), width_(width), col_sums_(col_sums), swap_(swap_coords), hk_(check_kernels()), state_(state) {
+  Checker(const SgemmArgs& row_major, const AbftOptions& opt, const float* groups, int width, bool swap_coords, std::vector<double>& state)
+      : g_(row_major), opt_(opt), groups_(groups), width_(width), swap_(swap_coords), hk_(check_kernels()), state_(state) {
     ng_ = (g_.n + width_ - 1) / width_;
     // Two-sided: one slot per MR-row panel (the driver starts every panel at a multiple of mr);
     // one-sided: one per row.
@@ -187,39 +187,69 @@ class Checker final : public TileObserver {
     b.p_stride = p_stride;
     b.panel_stride = panel_stride;
     b.mr = mr;
-    const int64_t g0 = jc / width_, g1 = std::min(ng_, (jc + nc + width_ - 1) / width_);
+    b.jc = jc;
+    b.g0 = jc / width_;
+    b.g1 = std::min(ng_, (jc + nc + width_ - 1) / width_);
+    if (pc != 0) return;
+    // The first k block starts every (panel or row, group) slot of the block's tiles from zero.
+    if (opt_.check == AbftCheck::OneSided)
+      clear_slots(&state_[size_t((ic * ng_ + b.g0) * 2)], mc, b.g1 - b.g0);
+    else
+      clear_slots(&state_[size_t(((ic / mr_) * ng_ + b.g0) * 2)], (mc + mr - 1) / mr, b.g1 - b.g0);
+  }
+
+  // The expected sums of panel (rows [i, i + rows)) against every column group of the block,
+  // added over the k blocks: two-sided (e^T A_panel) . (B_group e), one-sided A(i', :) . (B_group e)
+  // per row, each with its magnitude. Run at the panel's first tile, so the micro-kernel then finds
+  // the panel in cache; the next panel is prefetched meanwhile (no separate pass over A from memory).
+  void panel_expected(int64_t i, int rows, int64_t pc) {
+    BlockState& b = t_block;
+    const int64_t r = (i - b.ic) / b.mr, kc = b.kc;
+    const float* ap = b.a + r * b.panel_stride;
+    if (i + b.mr < b.ic + b.mc) {
+      const float* next = ap + b.panel_stride;
+      for (int ii = 0; ii < b.mr; ++ii)
+        for (int64_t p = 0; p < kc; p += 16) __builtin_prefetch(next + ii * b.row_stride + p * b.p_stride, 0, 2);  // to L2
+    }
+    const float* groups = groups_ + (b.g0 * g_.k + pc) * 2;
     if (opt_.check == AbftCheck::OneSided) {
-      // The expected row checksums of every tile row of the block, per (row, column group):
-      // A(i, :) . (B_group e) and its magnitude, over the k blocks.
-      b.rows.resize(size_t(mc * kc * 2));
-      for (int64_t ii = 0; ii < mc; ++ii) {
-        const float* ai = a + (ii / mr) * panel_stride + (ii % mr) * row_stride;
+      b.rows.resize(size_t(rows * kc * 2));
+      for (int ii = 0; ii < rows; ++ii) {
+        const float* ai = ap + ii * b.row_stride;
         float* d = b.rows.data() + ii * kc * 2;
-        if (p_stride == 1) {
+        if (b.p_stride == 1) {
           hk_.interleave_abs(ai, kc, d);
-        } else {
-          for (int64_t p = 0; p < kc; ++p) {
-            d[2 * p] = ai[p * p_stride];
-            d[2 * p + 1] = std::fabs(ai[p * p_stride]);
-          }
+          continue;
+        }
+        for (int64_t p = 0; p < kc; ++p) {
+          d[2 * p] = ai[p * b.p_stride];
+          d[2 * p + 1] = std::fabs(ai[p * b.p_stride]);
         }
       }
-      double* st = &state_[size_t((ic * ng_ + g0) * 2)];
-      if (pc == 0) clear_slots(st, mc, g1 - g0);
-      hk_.block_dots(b.rows.data(), mc, 2 * kc, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc, st, ng_ * 2);
+      hk_.block_dots(b.rows.data(), rows, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t((i * ng_ + b.g0) * 2)], ng_ * 2);
       return;
     }
-    // The expected two-sided checksums of every tile of the block, per (panel, column group):
-    // (e^T A_panel) . (B_group e) and its magnitude, added to the panel's state over the k blocks.
-    const int64_t panels = (mc + mr - 1) / mr;
-    double* st = &state_[size_t(((ic / mr_) * ng_ + g0) * 2)];
-    if (pc == 0) clear_slots(st, panels, g1 - g0);
-    hk_.block_dots(col_sums_ + ((ic / mr_) * g_.k + pc) * 2, panels, 2 * g_.k, groups_ + (g0 * g_.k + pc) * 2, g1 - g0, 2 * g_.k, kc, st,
-                   ng_ * 2);
+    b.col_sums.resize(size_t(kc * 2));
+    float* s = b.col_sums.data();
+    if (b.p_stride == 1) {
+      hk_.panel_sums(ap, rows, b.row_stride, kc, s);
+    } else {
+      for (int64_t p = 0; p < kc; ++p) {
+        float v = 0, w = 0;
+        for (int ii = 0; ii < rows; ++ii) {
+          v += ap[p * b.p_stride + ii * b.row_stride];
+          w += std::fabs(ap[p * b.p_stride + ii * b.row_stride]);
+        }
+        s[2 * p] = v;
+        s[2 * p + 1] = w;
+      }
+    }
+    hk_.block_dots(s, 1, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t(((i / mr_) * ng_ + b.g0) * 2)], ng_ * 2);
   }
 
   void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
     const bool one = opt_.check == AbftCheck::OneSided;
+    if (j == t_block.jc) panel_expected(i, t.mr, pc);  // the panel's first tile in this block
     if (!last) {
       ks.micro(t);
       return;
@@ -394,7 +424,6 @@ class Checker final : public TileObserver {
   AbftOptions opt_;
   const float* groups_;
   int width_;
-  const float* col_sums_;
   bool swap_;
   const AbftKernels& hk_;
   int64_t ng_ = 0;
@@ -408,35 +437,6 @@ class Checker final : public TileObserver {
   int64_t fault_row_ = 0, fault_col_ = 0;
   int fault_bit_ = 0;
 };
-
-// e^T A_panel for every MR-row panel of op(A) over all of k, once per call and shared by the
-// threads (each would otherwise sum the blocks of A it visits, and split along n every thread
-// visits all of A): out[(r * k + p) * 2] = sum_i op(A)(r*mr + i, p), out[... + 1] = sum_i |...|.
-void panel_col_sums(const SgemmArgs& g, int mr, std::vector<float>& out) {
-  const int64_t panels = (g.m + mr - 1) / mr, k = g.k;
-  out.resize(size_t(panels * k * 2));
-  const AbftKernels& hk = check_kernels();
-  parallel_for(panels, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, mr * k)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int rows = int(std::min<int64_t>(mr, g.m - r * mr));
-      float* s = out.data() + r * k * 2;
-      if (g.trans_a == Transpose::No) {
-        hk.panel_sums(g.a + r * mr * g.lda, rows, g.lda, k, s);
-        continue;
-      }
-      for (int64_t p = 0; p < k; ++p) {
-        const float* ap = g.a + p * g.lda + r * mr;
-        float v = 0, w = 0;
-        for (int i = 0; i < rows; ++i) {
-          v += ap[i];
-          w += std::fabs(ap[i]);
-        }
-        s[2 * p] = v;
-        s[2 * p + 1] = w;
-      }
-    }
-  });
-}
 
 }  // namespace
 
@@ -526,10 +526,8 @@ AbftReport sgemm_checked(const SgemmArgs& args, const AbftOptions& opt) {
     groups = own.data();
     used = width;
   }
-  thread_local std::vector<float> col_sums;
-  if (opt.check == AbftCheck::TwoSided) panel_col_sums(g, current_blocking().mr, col_sums);
   thread_local std::vector<double> state;
-  Checker checker(g, opt, groups, used, col_sums.data(), args.layout == Layout::ColMajor, state);
+  Checker checker(g, opt, groups, used, args.layout == Layout::ColMajor, state);
   sgemm_observed(g, checker);
   AbftReport report = checker.report();
   // Every driver path taken with an observer must run its tiles through it; a path that does not
