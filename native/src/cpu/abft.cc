@@ -198,24 +198,27 @@ class Checker final : public TileObserver {
       clear_slots(&state_[size_t(((ic / mr_) * ng_ + b.g0) * 2)], (mc + mr - 1) / mr, b.g1 - b.g0);
   }
 
-  // The expected sums of panel (rows [i, i + rows)) against every column group of the block,
-  // added over the k blocks: two-sided (e^T A_panel) . (B_group e), one-sided A(i', :) . (B_group e)
-  // per row, each with its magnitude. Run at the panel's first tile, so the micro-kernel then finds
-  // the panel in cache; the next panel is prefetched meanwhile (no separate pass over A from memory).
-  void panel_expected(int64_t i, int rows, int64_t pc) {
+  // The expected sums of up to kPanelGroup panels from row i (the block's panels q0 ..) against
+  // every column group of the block, added over the k blocks: two-sided (e^T A_panel) . (B_group e),
+  // one-sided A(i', :) . (B_group e) per row, each with its magnitude. Run at the first tile of the
+  // first of those panels, so the micro-kernel then finds them in cache; the next group of panels
+  // is prefetched meanwhile (no separate pass over A from memory). Grouping panels lets each
+  // group-sum vector feed several panels' dot products.
+  static constexpr int64_t kPanelGroup = 4;
+  void panel_expected(int64_t i, int64_t pc) {
     BlockState& b = t_block;
-    const int64_t r = (i - b.ic) / b.mr, kc = b.kc;
-    const float* ap = b.a + r * b.panel_stride;
-    if (i + b.mr < b.ic + b.mc) {
-      const float* next = ap + b.panel_stride;
-      for (int ii = 0; ii < b.mr; ++ii)
-        for (int64_t p = 0; p < kc; p += 16) __builtin_prefetch(next + ii * b.row_stride + p * b.p_stride, 0, 2);  // to L2
-    }
+    const int64_t q0 = (i - b.ic) / b.mr, kc = b.kc, panels = (b.mc + b.mr - 1) / b.mr;
+    const int64_t q1 = std::min(panels, q0 + kPanelGroup);
+    const int64_t row0 = q0 * b.mr, rows = std::min(b.mc, q1 * b.mr) - row0;  // rows of the block
+    // A(row, p) of the block at b.a + (row / mr) * panel_stride + (row % mr) * row_stride + p * p_stride.
+    auto at = [&](int64_t row) { return b.a + (row / b.mr) * b.panel_stride + (row % b.mr) * b.row_stride; };
+    for (int64_t row = q1 * b.mr; row < std::min(b.mc, (q1 + kPanelGroup) * b.mr); ++row)
+      for (int64_t p = 0; p < kc; p += 16) __builtin_prefetch(at(row) + p * b.p_stride, 0, 2);  // to L2
     const float* groups = groups_ + (b.g0 * g_.k + pc) * 2;
     if (opt_.check == AbftCheck::OneSided) {
       b.rows.resize(size_t(rows * kc * 2));
-      for (int ii = 0; ii < rows; ++ii) {
-        const float* ai = ap + ii * b.row_stride;
+      for (int64_t ii = 0; ii < rows; ++ii) {
+        const float* ai = at(row0 + ii);
         float* d = b.rows.data() + ii * kc * 2;
         if (b.p_stride == 1) {
           hk_.interleave_abs(ai, kc, d);
@@ -229,14 +232,18 @@ class Checker final : public TileObserver {
       hk_.block_dots(b.rows.data(), rows, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t((i * ng_ + b.g0) * 2)], ng_ * 2);
       return;
     }
-    b.col_sums.resize(size_t(kc * 2));
-    float* s = b.col_sums.data();
-    if (b.p_stride == 1) {
-      hk_.panel_sums(ap, rows, b.row_stride, kc, s);
-    } else {
+    b.col_sums.resize(size_t((q1 - q0) * kc * 2));
+    for (int64_t q = q0; q < q1; ++q) {
+      const float* ap = at(q * b.mr);
+      const int n = int(std::min(b.mr, int(b.mc - q * b.mr)));
+      float* s = b.col_sums.data() + (q - q0) * kc * 2;
+      if (b.p_stride == 1) {
+        hk_.panel_sums(ap, n, b.row_stride, kc, s);
+        continue;
+      }
       for (int64_t p = 0; p < kc; ++p) {
         float v = 0, w = 0;
-        for (int ii = 0; ii < rows; ++ii) {
+        for (int ii = 0; ii < n; ++ii) {
           v += ap[p * b.p_stride + ii * b.row_stride];
           w += std::fabs(ap[p * b.p_stride + ii * b.row_stride]);
         }
@@ -244,12 +251,14 @@ class Checker final : public TileObserver {
         s[2 * p + 1] = w;
       }
     }
-    hk_.block_dots(s, 1, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t(((i / mr_) * ng_ + b.g0) * 2)], ng_ * 2);
+    hk_.block_dots(b.col_sums.data(), q1 - q0, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t(((i / mr_) * ng_ + b.g0) * 2)],
+                   ng_ * 2);
   }
 
   void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
     const bool one = opt_.check == AbftCheck::OneSided;
-    if (j == t_block.jc) panel_expected(i, t.mr, pc);  // the panel's first tile in this block
+    // The first tile of every kPanelGroup-th panel of the block computes that group's sums.
+    if (j == t_block.jc && ((i - t_block.ic) / t_block.mr) % kPanelGroup == 0) panel_expected(i, pc);
     if (!last) {
       ks.micro(t);
       return;
