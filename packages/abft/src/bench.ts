@@ -60,7 +60,7 @@ export async function runOverhead(options: { quick?: boolean; reps?: number; onR
     const rule = intensityRule(L.m, L.n, L.k, machine.balance, ['global', 'thread']);
     // Intensity-guided: the rule's prior, overturned when a separate timing run (as protectModel's
     // confirmation does) finds the other scheme faster by more than 2% of the layer.
-    const confirm = await timeSchemes(run, ['global', 'thread'], 5);
+    const confirm = await timeSchemes(run, ['global', 'thread'], 9);
     const other: Scheme = rule.prior === 'global' ? 'thread' : 'global';
     const choice = confirm[other]! + 0.02 * t.none! < confirm[rule.prior]! ? other : rule.prior;
     const none = t.none! / inner, pct = (s: Scheme) => (100 * (t[s]! - t.none!)) / t.none!;
