@@ -59,18 +59,7 @@ void run_case(const AbftCase& ac, Scheme scheme) {
   const size_t rows = static_cast<size_t>(m);
   std::vector<double> expected(rows), magnitude(rows), actual(rows);
   auto args_for = [&](int64_t i, float* out) {
-    kintsugi::SgemmArgs g;
-    g.layout = Layout::RowMajor;
-    g.m = m;
-    g.n = n;
-    g.k = k;
-    g.a = as[size_t(i % nbuf)].data();
-    g.lda = k;
-    g.b = bs[size_t(i % nbuf)].data();
-    g.ldb = n;
-    g.c = out;
-    g.ldc = n;
-    return g;
+    return sgemm_args(Layout::RowMajor, false, false, m, n, k, as[size_t(i % nbuf)].data(), k, bs[size_t(i % nbuf)].data(), n, out, n);
   };
   int64_t flagged = 0;
   Call ours = [&](int64_t i) {

@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "kintsugi/gemm.h"
+
 namespace kbench {
 
 struct Options {
@@ -177,6 +179,10 @@ std::vector<Case> abft_cases();
 std::vector<Case> cuda_cases();  // GPU rows (one note row when there is no GPU)
 // Rows "sum over all <net> convs" from the per-layer rows already emitted (complete nets only).
 void conv_sums();
+
+// The SgemmArgs of C = op(A) op(B) (alpha 1, beta 0) for the given layout and transposes.
+kintsugi::SgemmArgs sgemm_args(kintsugi::Layout layout, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                               const float* b, int64_t ldb, float* c, int64_t ldc);
 
 // Small helpers.
 std::string fmt(const char* format, ...) __attribute__((format(printf, 1, 2)));

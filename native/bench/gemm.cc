@@ -98,20 +98,7 @@ void run_case(const GemmCase& gc) {
       packs.push_back(kintsugi::pack_b(gc.layout, gc.tb ? Transpose::Yes : Transpose::No, k, n, bs[size_t(i)].data(), ldb));
 
   auto args_for = [&](int64_t i, float* out) {
-    kintsugi::SgemmArgs g;
-    g.layout = gc.layout;
-    g.trans_a = gc.ta ? Transpose::Yes : Transpose::No;
-    g.trans_b = gc.tb ? Transpose::Yes : Transpose::No;
-    g.m = m;
-    g.n = n;
-    g.k = k;
-    g.a = as[size_t(i % nbuf)].data();
-    g.lda = lda;
-    g.b = bs[size_t(i % nbuf)].data();
-    g.ldb = ldb;
-    g.c = out;
-    g.ldc = ldc;
-    return g;
+    return sgemm_args(gc.layout, gc.ta, gc.tb, m, n, k, as[size_t(i % nbuf)].data(), lda, bs[size_t(i % nbuf)].data(), ldb, out, ldc);
   };
   Call ours = [&](int64_t i) {
     auto g = args_for(i, c.data());
