@@ -253,8 +253,10 @@ async function benchConv() {
       for (const threads of threadCounts) {
         setNumThreads(threads);
         const session = await createSession(bytes, threads);
-        // conv2d has no `out` option, so our side allocates its output each call; ORT's node binding
-        // likewise copies every output into a fresh ArrayBuffer.
+        // Both sides return a fresh output each call: ours allocates it, ORT's node binding copies
+        // every output into a fresh ArrayBuffer. (Both could write into a preallocated output, ours
+        // with `out`, ORT with pre-allocated `fetches`; ORT measured slower that way here, and fresh
+        // outputs are what a caller of either gets by default.)
         // Both sides prepack the weights once: ORT its initializers, ours PackedConv2dWeights
         // (packed here, outside the timed calls, as ORT packs at session creation).
         const packed = new PackedConv2dWeights(W, options);
