@@ -65,15 +65,19 @@ void interleave_abs_portable(const float* a, int64_t k, float* dst) {
     dst[2 * p + 1] = std::fabs(a[p]);
   }
 }
-void panel_sums_portable(const float* a, int rows, int64_t row_stride, int64_t k, float* dst) {
-  for (int64_t p = 0; p < k; ++p) {
-    float v = 0, w = 0;
-    for (int i = 0; i < rows; ++i) {
-      v += a[i * row_stride + p];
-      w += std::fabs(a[i * row_stride + p]);
+void panel_sums_portable(const float* a, int64_t rows, int mr, int64_t row_stride, int64_t panel_stride, int64_t k, float* dst) {
+  for (int64_t q = 0; q * mr < rows; ++q) {
+    const float* aq = a + q * panel_stride;
+    const int n = int(std::min<int64_t>(mr, rows - q * mr));
+    for (int64_t p = 0; p < k; ++p) {
+      float v = 0, w = 0;
+      for (int i = 0; i < n; ++i) {
+        v += aq[i * row_stride + p];
+        w += std::fabs(aq[i * row_stride + p]);
+      }
+      dst[q * 2 * k + 2 * p] = v;
+      dst[q * 2 * k + 2 * p + 1] = w;
     }
-    dst[2 * p] = v;
-    dst[2 * p + 1] = w;
   }
 }
 void block_dots_portable(const float* x, int64_t panels, int64_t xs, const float* y, int64_t groups, int64_t ys, int64_t pairs,
@@ -233,14 +237,11 @@ class Checker final : public TileObserver {
       return;
     }
     b.col_sums.resize(size_t((q1 - q0) * kc * 2));
-    for (int64_t q = q0; q < q1; ++q) {
+    if (b.p_stride == 1) hk_.panel_sums(at(row0), rows, b.mr, b.row_stride, b.panel_stride, kc, b.col_sums.data());
+    for (int64_t q = q0; q < q1 && b.p_stride != 1; ++q) {
       const float* ap = at(q * b.mr);
       const int n = int(std::min(b.mr, int(b.mc - q * b.mr)));
       float* s = b.col_sums.data() + (q - q0) * kc * 2;
-      if (b.p_stride == 1) {
-        hk_.panel_sums(ap, n, b.row_stride, kc, s);
-        continue;
-      }
       for (int64_t p = 0; p < kc; ++p) {
         float v = 0, w = 0;
         for (int ii = 0; ii < n; ++ii) {

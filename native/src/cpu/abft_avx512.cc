@@ -4,6 +4,8 @@
 // gemm_internal.h on ODR); one extern entry returns the table.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "abft_internal.h"
 
 namespace kintsugi {
@@ -29,17 +31,24 @@ void interleave_abs(const float* a, int64_t k, float* dst) {
   }
 }
 
-// Column sums of an A panel (rows summed in registers, each output written once).
-void panel_sums(const float* a, int rows, int64_t rs, int64_t k, float* dst) {
+// Column sums of consecutive A panels (rows summed in registers, each output written once). The
+// panels advance together, 16 columns at a time, so the loads of all their rows are in flight at
+// once (a panel's rows alone leave memory-level parallelism unused when A comes from memory).
+void panel_sums(const float* a, int64_t rows, int mr, int64_t rs, int64_t ps, int64_t k, float* dst) {
+  const int64_t panels = (rows + mr - 1) / mr;
   for (int64_t p = 0; p < k; p += 16) {
     const __mmask16 m = k - p >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - p)) - 1u);
-    __m512 v = _mm512_setzero_ps(), w = _mm512_setzero_ps();
-    for (int i = 0; i < rows; ++i) {
-      const __m512 x = _mm512_maskz_loadu_ps(m, a + i * rs + p);
-      v = _mm512_add_ps(v, x);
-      w = _mm512_add_ps(w, _mm512_abs_ps(x));
+    for (int64_t q = 0; q < panels; ++q) {
+      const float* aq = a + q * ps + p;
+      const int n = int(std::min<int64_t>(mr, rows - q * mr));
+      __m512 v = _mm512_setzero_ps(), w = _mm512_setzero_ps();
+      for (int i = 0; i < n; ++i) {
+        const __m512 x = _mm512_maskz_loadu_ps(m, aq + i * rs);
+        v = _mm512_add_ps(v, x);
+        w = _mm512_add_ps(w, _mm512_abs_ps(x));
+      }
+      store_pairs(v, w, 2 * (k - p), dst + q * 2 * k + 2 * p);
     }
-    store_pairs(v, w, 2 * (k - p), dst + 2 * p);
   }
 }
 

@@ -35,9 +35,10 @@ struct AbftKernels {
   const char* name;
   // dst[2p] = a[p], dst[2p+1] = |a[p]|, p < k, contiguous a.
   void (*interleave_abs)(const float* a, int64_t k, float* dst);
-  // Column sums of `rows` rows (row i at a + i * row_stride, contiguous in p): dst[2p] =
-  // sum_i a_i[p], dst[2p+1] = sum_i |a_i[p]|, p < k (written, not added).
-  void (*panel_sums)(const float* a, int rows, int64_t row_stride, int64_t k, float* dst);
+  // Column sums of the mr-row panels of `rows` rows (row i of panel q at a + q * panel_stride +
+  // i * row_stride, contiguous in p; the last panel may be shorter): for panel q, dst_q[2p] =
+  // sum_i a_i[p], dst_q[2p+1] = sum_i |a_i[p]|, p < k, dst_q = dst + q * 2k (written, not added).
+  void (*panel_sums)(const float* a, int64_t rows, int mr, int64_t row_stride, int64_t panel_stride, int64_t k, float* dst);
   // For panels r < panels and groups g < groups, with x_r = x + r * x_stride and
   // y_g = y + g * y_stride: state_r,g[0] += sum_p x_r[2p] y_g[2p] and state_r,g[1] +=
   // sum_p x_r[2p+1] y_g[2p+1] (p < pairs), where
