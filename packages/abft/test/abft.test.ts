@@ -70,6 +70,24 @@ describe('protectedGemm schemes', () => {
     await expect(gemmRowChecked(a, Tensor.random([7, 5], 3), s.rowSums, s.absRowSums)).rejects.toThrow(RangeError);
   });
 
+  it('options.out: every scheme writes the product (and bias) into the given Tensor; bad outputs are refused', async () => {
+    const a = Tensor.random([5, 40], 1), w = Tensor.random([40, 24], 2), bias = Float32Array.from({ length: 24 }, (_, j) => j / 8);
+    const ref = await gemm(a, w);
+    for (let i = 0; i < 5; i++) for (let j = 0; j < 24; j++) ref.data[i * 24 + j] += bias[j];
+    for (const scheme of ['none', 'global', 'thread'] as const) {
+      const out = Tensor.zeros([5, 24]);
+      out.data.fill(123);  // stale contents must not leak into the result
+      const r = await protectedGemm(a, w, { scheme, out, bias, checksums: weightChecksums(w) });
+      expect(r.out).toBe(out);
+      expect(r.report.events).toEqual([]);
+      expect(close(out, ref)).toBe(true);
+    }
+    await expect(protectedGemm(a, w, { out: Tensor.zeros([5, 23]) })).rejects.toThrow('Expected a contiguous [5, 24] Tensor for options.out but received shape [5,23]');
+    await expect(protectedGemm(a, w, { out: Tensor.zeros([24, 5]).transpose() })).rejects.toThrow(/Expected a contiguous \[5, 24\] Tensor for options.out but received shape \[5,24\] \(not contiguous\)/);
+    await expect(protectedGemm(a, w, { out: new Float32Array(120) as never })).rejects.toThrow(/Expected a float32 Tensor for options.out/);
+    await expect(protectedGemm(a, w, { out: a as never })).rejects.toThrow(RangeError);
+  });
+
   it('bad input raises clear errors', async () => {
     const a = Tensor.random([4, 8], 1), b = Tensor.random([8, 5], 2);
     await expect(protectedGemm(a, b, { scheme: 'fast' as never })).rejects.toThrow("Expected one of 'none' | 'global' | 'thread' for options.scheme but received \"fast\"");
