@@ -4,6 +4,7 @@
 #include "kintsugi/abft.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -125,6 +126,17 @@ int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
 // The widest register tile of any kernel set (wide_nr of the few-row tiles).
 constexpr int kMaxTileCols = 256;
 
+// Panels whose expected sums one pass computes (each group-sum vector feeds that many dots).
+constexpr int kPanelGroup = 4;
+
+// A tile run in its last k block, with the checksums its micro-kernel wrote, to be checked.
+struct Pending {
+  MicroTile t;
+  int64_t i = 0, j = 0;
+  float rows[16];
+  alignas(64) float cols[kMaxTileCols];
+};
+
 // Per-thread view of the current A block (set by a_block, read by tile on the same thread).
 struct BlockState {
   int64_t ic = 0, mc = 0, pc = 0, kc = 0;
@@ -134,6 +146,8 @@ struct BlockState {
   std::vector<float> rows;      // one-sided: one panel's rows of op(A) as (value, magnitude) pairs
   std::vector<float> col_sums;  // two-sided: e^T A_panel of one panel, (value, magnitude) pairs
   int64_t jc = 0, g0 = 0, g1 = 0;  // the block's first column and its column groups
+  std::array<Pending, kPanelGroup - 1> pending;  // last-k-block first tiles waiting for their group's sums
+  int pending_count = 0;
   int64_t tiles = 0;            // this thread's tile checks and worst ratio, merged by range_done
   double worst = 0;
 };
@@ -166,6 +180,7 @@ class Checker final : public TileObserver {
   void range_begin() override {
     t_block.tiles = 0;
     t_block.worst = 0;
+    t_block.pending_count = 0;
   }
 
   void range_done() override {
@@ -204,11 +219,8 @@ class Checker final : public TileObserver {
 
   // The expected sums of up to kPanelGroup panels from row i (the block's panels q0 ..) against
   // every column group of the block, added over the k blocks: two-sided (e^T A_panel) . (B_group e),
-  // one-sided A(i', :) . (B_group e) per row, each with its magnitude. Run at the first tile of the
-  // first of those panels, so the micro-kernel then finds them in cache; the next group of panels
-  // is prefetched meanwhile (no separate pass over A from memory). Grouping panels lets each
+  // one-sided A(i', :) . (B_group e) per row, each with its magnitude. Grouping panels lets each
   // group-sum vector feed several panels' dot products.
-  static constexpr int64_t kPanelGroup = 4;
   void panel_expected(int64_t i, int64_t pc) {
     BlockState& b = t_block;
     const int64_t q0 = (i - b.ic) / b.mr, kc = b.kc, panels = (b.mc + b.mr - 1) / b.mr;
@@ -216,8 +228,6 @@ class Checker final : public TileObserver {
     const int64_t row0 = q0 * b.mr, rows = std::min(b.mc, q1 * b.mr) - row0;  // rows of the block
     // A(row, p) of the block at b.a + (row / mr) * panel_stride + (row % mr) * row_stride + p * p_stride.
     auto at = [&](int64_t row) { return b.a + (row / b.mr) * b.panel_stride + (row % b.mr) * b.row_stride; };
-    for (int64_t row = q1 * b.mr; row < std::min(b.mc, (q1 + kPanelGroup) * b.mr); ++row)
-      for (int64_t p = 0; p < kc; p += 16) __builtin_prefetch(at(row) + p * b.p_stride, 0, 2);  // to L2
     const float* groups = groups_ + (b.g0 * g_.k + pc) * 2;
     if (opt_.check == AbftCheck::OneSided) {
       b.rows.resize(size_t(rows * kc * 2));
@@ -257,31 +267,26 @@ class Checker final : public TileObserver {
   }
 
   void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
+    BlockState& b = t_block;
     const bool one = opt_.check == AbftCheck::OneSided;
-    // The first tile of every kPanelGroup-th panel of the block computes that group's sums.
-    if (j == t_block.jc && ((i - t_block.ic) / t_block.mr) % kPanelGroup == 0) panel_expected(i, pc);
+    // A panel group's expected sums are computed at the first tile of its last panel, right after
+    // that tile's micro-kernel: by then the micro-kernels of all the group's panels have streamed
+    // their rows of A into cache (overlapped with their FMAs), so the sums read A from cache.
+    const bool first = j == b.jc;
+    const int64_t q = (i - b.ic) / b.mr, panels = (b.mc + b.mr - 1) / b.mr;
+    const bool sums_here = first && (q % kPanelGroup == kPanelGroup - 1 || q == panels - 1);
+    const int64_t group_row = b.ic + (q - q % kPanelGroup) * b.mr;
     if (!last) {
       ks.micro(t);
+      if (sums_here) panel_expected(group_row, pc);
       return;
     }
-    float rows[16];
-    alignas(64) float cols[kMaxTileCols];
-    // The tile's expected sums were written blocks ago: read them before the micro-kernel so the
-    // loads overlap its work instead of waiting after it.
-    // want: (expected, magnitude) of the tile (two-sided) or of each of its rows (one-sided).
-    double want[2 * 16];
-    const int64_t g0 = j / width_, g1 = (j + t.nr + width_ - 1) / width_;
-    const int lines = one ? t.mr : 1;
-    for (int r = 0; r < lines; ++r) {
-      want[2 * r] = want[2 * r + 1] = 0;
-      const int64_t slot = (one ? i + r : i / mr_) * ng_;
-      for (const double* st = &state_[size_t((slot + g0) * 2)]; st < &state_[size_t((slot + g1) * 2)]; st += 2) {
-        want[2 * r] += st[0];
-        want[2 * r + 1] += st[1];
-      }
-    }
-    t.row_sums = one ? rows : nullptr;
-    t.col_sums = one ? nullptr : cols;
+    Pending cur;
+    cur.t = t;
+    cur.i = i;
+    cur.j = j;
+    t.row_sums = one ? cur.rows : nullptr;
+    t.col_sums = one ? nullptr : cur.cols;
     ks.micro(t);
     t.row_sums = nullptr;
     t.col_sums = nullptr;
@@ -292,13 +297,22 @@ class Checker final : public TileObserver {
       c = now;
       const float delta = now - old;
       if (one)
-        rows[fault_row_ - i] += std::isfinite(delta) ? delta : now;
+        cur.rows[fault_row_ - i] += std::isfinite(delta) ? delta : now;
       else
-        cols[fault_col_ - j] += std::isfinite(delta) ? delta : now;
+        cur.cols[fault_col_ - j] += std::isfinite(delta) ? delta : now;
       fault_armed_ = false;
       g_fault_fired.store(true);
     }
-    check_tile(t, i, j, rows, cols, want);
+    if (first && !sums_here) {
+      b.pending[size_t(b.pending_count++)] = cur;  // checked once its group's sums exist
+      return;
+    }
+    if (sums_here) {
+      panel_expected(group_row, pc);
+      for (int e = 0; e < b.pending_count; ++e) check(b.pending[size_t(e)]);
+      b.pending_count = 0;
+    }
+    check(cur);
   }
 
   AbftReport report() {
@@ -327,7 +341,24 @@ class Checker final : public TileObserver {
   }
   double bound_of(double magnitude) const { return kAbftBoundScale * opt_.tolerance * kEps32 * magnitude + 1e-30; }
 
-  // want: the (expected, magnitude) pairs read by tile().
+  // Reads the tile's expected sums (two-sided: the tile's; one-sided: each row's) and checks it.
+  void check(Pending& p) {
+    const bool one = opt_.check == AbftCheck::OneSided;
+    double want[2 * 16];
+    const int64_t g0 = p.j / width_, g1 = (p.j + p.t.nr + width_ - 1) / width_;
+    const int lines = one ? p.t.mr : 1;
+    for (int r = 0; r < lines; ++r) {
+      want[2 * r] = want[2 * r + 1] = 0;
+      const int64_t slot = (one ? p.i + r : p.i / mr_) * ng_;
+      for (const double* st = &state_[size_t((slot + g0) * 2)]; st < &state_[size_t((slot + g1) * 2)]; st += 2) {
+        want[2 * r] += st[0];
+        want[2 * r + 1] += st[1];
+      }
+    }
+    check_tile(p.t, p.i, p.j, p.rows, p.cols, want);
+  }
+
+  // want: the (expected, magnitude) pairs read by check().
   void check_tile(MicroTile& t, int64_t i, int64_t j, const float* rows, const float* cols, const double* want) {
     const double alpha = g_.alpha;
     double worst = 0, residual = 0, bound = 0;
