@@ -6,7 +6,7 @@ import {
 } from '@kintsugi/cuda-core';
 
 import { cudaIndex, protectedGemm, weightChecksums, type Scheme } from './gemm.js';
-import { cudaMachineBalance, intensityRule, machineBalance, timeSchemes, type MachineBalance } from './select.js';
+import { confirmedScheme, cudaMachineBalance, intensityRule, machineBalance, timeSchemes, type MachineBalance } from './select.js';
 
 export interface OverheadRow {
   suite: string;
@@ -59,10 +59,9 @@ export async function runOverhead(options: { quick?: boolean; reps?: number; onR
     const t = await timeSchemes(run, ['none', 'global', 'thread'], reps);
     const rule = intensityRule(L.m, L.n, L.k, machine.balance, ['global', 'thread']);
     // Intensity-guided: the rule's prior, overturned when a separate timing run (as protectModel's
-    // confirmation does) finds the other scheme faster by more than 2% of the layer.
-    const confirm = await timeSchemes(run, ['global', 'thread'], 9);
-    const other: Scheme = rule.prior === 'global' ? 'thread' : 'global';
-    const choice = confirm[other]! + 0.02 * t.none! < confirm[rule.prior]! ? other : rule.prior;
+    // confirmation does) finds the other scheme faster by more than OVERTURN_MARGIN of the layer.
+    const confirm = await timeSchemes(run, ['none', 'global', 'thread'], reps);
+    const choice = confirmedScheme(rule.prior, confirm, ['global', 'thread']);
     const none = t.none! / inner, pct = (s: Scheme) => (100 * (t[s]! - t.none!)) / t.none!;
     const row: OverheadRow = {
       suite: L.suite, layer: L.layer, m: L.m, n: L.n, k: L.k, intensity: rule.intensity, noneMs: none,

@@ -7,7 +7,7 @@ import { conv2d, Tensor } from '@kintsugi/cuda-core';
 import { Conv2d, Linear, Module, Sequential } from '@kintsugi/cuda-core/nn';
 
 import { BOUND_SCALE, cudaIndex, deviceIndex, EPS32, protectedGemm, weightChecksums, type AbftEvent, type Scheme, type WeightChecksums } from './gemm.js';
-import { cudaMachineBalance, intensityRule, machineBalance, timeSchemes, type LayerDecision, type MachineBalance } from './select.js';
+import { confirmedScheme, cudaMachineBalance, intensityRule, machineBalance, timeSchemes, type LayerDecision, type MachineBalance } from './select.js';
 import { bool, finite, oneOf, options as optionsOf, typeError } from './validate.js';
 
 export interface LayerProtectionOptions {
@@ -354,10 +354,9 @@ export async function protectModel(model: Sequential, options?: ProtectModelOpti
           const input = h;
           const layer = l as ProtectedLinear;
           d.timings = await timeSchemes((s) => layer.forward(input, s), ['none', ...available]);
-          const best = available.reduce((x, y) => ((d.timings![y] ?? Infinity) < (d.timings![x] ?? Infinity) ? y : x));
-          // Keep the rule's pick unless timing shows the other clearly faster (> 2% of the layer).
-          const margin = 0.02 * (d.timings.none ?? 0);
-          if (best !== d.prior && (d.timings[best] ?? 0) + margin < (d.timings[d.prior] ?? 0)) {
+          // Keep the rule's pick unless timing shows another faster (by more than OVERTURN_MARGIN of the layer).
+          const best = confirmedScheme(d.prior, d.timings, available);
+          if (best !== d.prior) {
             d.scheme = best;
             d.reason += `; timing overturns it: ${best} ${d.timings[best]!.toFixed(3)} ms vs ${d.prior} ${d.timings[d.prior]!.toFixed(3)} ms`;
           } else {

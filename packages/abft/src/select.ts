@@ -98,6 +98,20 @@ export function intensityRule(m: number, n: number, k: number, balance: number, 
 }
 
 /**
+ * The timing confirmation's margin: the rule's pick stays unless another scheme is faster by more
+ * than this share of the unprotected layer's time. Half a point: a larger margin would keep a pick
+ * that measurably costs more than the best scheme.
+ */
+export const OVERTURN_MARGIN = 0.005;
+
+/** The scheme timing confirms: the prior, or the fastest candidate when it beats the prior by more than the margin. */
+export function confirmedScheme(prior: Scheme, timings: Partial<Record<Scheme, number>>, candidates: readonly Scheme[]): Scheme {
+  const best = candidates.reduce((x, y) => ((timings[y] ?? Infinity) < (timings[x] ?? Infinity) ? y : x));
+  const margin = OVERTURN_MARGIN * (timings.none ?? 0);
+  return best !== prior && (timings[best] ?? 0) + margin < (timings[prior] ?? 0) ? best : prior;
+}
+
+/**
  * Times candidate schemes with interleaved repetitions (noisy shared machines: median of
  * interleaved reps) and returns the median ms of each.
  */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { abftRowCheck, gemm, gemmRowChecked, gemmRowCheckedSync, Tensor } from '@kintsugi/cuda-core';
 import { Conv2d, Linear, ReLU, Sequential, Flatten, manualSeed } from '@kintsugi/cuda-core/nn';
 
-import { arithmeticIntensity, protectedGemm, protectModel, ProtectedConv2d, ProtectedLinear, weightChecksums } from '../src/index.js';
+import { arithmeticIntensity, confirmedScheme, OVERTURN_MARGIN, protectedGemm, protectModel, ProtectedConv2d, ProtectedLinear, weightChecksums } from '../src/index.js';
 import { armAccumulatorFault, flipBitOf, flipTensorBit, injectFaults, runCampaign } from '../src/inject.js';
 
 const close = (a: Tensor<'float32'>, b: Tensor<'float32'>, tol = 1e-4) => {
@@ -86,6 +86,15 @@ describe('protectedGemm schemes', () => {
     await expect(protectedGemm(a, w, { out: Tensor.zeros([24, 5]).transpose() })).rejects.toThrow(/Expected a contiguous \[5, 24\] Tensor for options.out but received shape \[5,24\] \(not contiguous\)/);
     await expect(protectedGemm(a, w, { out: new Float32Array(120) as never })).rejects.toThrow(/Expected a float32 Tensor for options.out/);
     await expect(protectedGemm(a, w, { out: a as never })).rejects.toThrow(RangeError);
+  });
+
+  it('timing confirmation keeps the prior within the margin and otherwise takes the fastest', () => {
+    const none = 10;
+    expect(OVERTURN_MARGIN).toBeLessThanOrEqual(0.01);
+    expect(confirmedScheme('thread', { none, global: 11.0, thread: 11.0 + 0.5 * OVERTURN_MARGIN * none }, ['global', 'thread'])).toBe('thread');
+    expect(confirmedScheme('thread', { none, global: 11.0, thread: 11.0 + 2 * OVERTURN_MARGIN * none }, ['global', 'thread'])).toBe('global');
+    expect(confirmedScheme('global', { none, global: 12, thread: 11 }, ['global', 'thread'])).toBe('thread');
+    expect(confirmedScheme('global', { none, global: 11, thread: 12 }, ['global', 'thread'])).toBe('global');
   });
 
   it('bad input raises clear errors', async () => {
