@@ -62,7 +62,9 @@ Problem make(int64_t m, int64_t n, int64_t k, uint32_t seed, Transpose ta, Trans
 double g_worst_clean = 0;
 
 void clean_sweep(AbftCheck check, float lo, float hi) {
-  const int64_t shapes[][3] = {{1, 1, 1}, {1, 300, 70}, {3, 129, 257}, {7, 65, 33}, {17, 45, 300}, {64, 64, 64}, {100, 37, 1100}, {33, 200, 9}};
+  // The last two are wide enough (n >= 512) for the checker's wide-block order.
+  const int64_t shapes[][3] = {{1, 1, 1},      {1, 300, 70},    {3, 129, 257}, {7, 65, 33},   {17, 45, 300},
+                               {64, 64, 64},   {100, 37, 1100}, {33, 200, 9},  {30, 700, 50}, {13, 1030, 130}};
   uint32_t seed = 11;
   for (auto& s : shapes)
     for (Transpose ta : {Transpose::No, Transpose::Yes})
@@ -98,6 +100,10 @@ TEST(clean_runs_match_reference_without_events_every_isa) {
       b.direct_a = 0;
       set_blocking_override(b);
       clean_sweep(check, 0.0f, 1.0f);
+      b.direct_a = -1;
+      b.nc = 576;  // wide blocks (a multiple of every kernel's nr), still many k blocks
+      set_blocking_override(b);
+      clean_sweep(check, -1.0f, 1.0f);
       set_blocking_override(Blocking{});
     }
   }
@@ -124,7 +130,7 @@ TEST(injected_accumulator_flips_are_corrected_every_isa) {
     for (AbftCheck check : {AbftCheck::TwoSided, AbftCheck::OneSided}) {
       int corrected = 0, flips = 0;
       uint32_t seed = 100;
-      for (auto s : std::vector<std::array<int64_t, 3>>{{1, 200, 64}, {5, 70, 300}, {50, 90, 40}, {128, 128, 1100}}) {
+      for (auto s : std::vector<std::array<int64_t, 3>>{{1, 200, 64}, {5, 70, 300}, {50, 90, 40}, {128, 128, 1100}, {40, 700, 300}, {61, 1030, 64}}) {
         for (int bit : {30, 29, 27, 25, 23, 22, 20}) {
           Problem p = make(s[0], s[1], s[2], seed++, Transpose::No, Transpose::Yes, Layout::RowMajor, -1.0f, 1.0f);
           const int64_t r = (seed * 7) % s[0], c = (seed * 13) % s[1];

@@ -129,6 +129,13 @@ constexpr int kMaxTileCols = 256;
 // Panels whose expected sums one pass computes (each group-sum vector feeds that many dots).
 constexpr int kPanelGroup = 4;
 
+// Blocks at least this many columns wide compute a panel group's sums before its tiles.
+constexpr int64_t kWideBlockCols = 512;
+
+// x / d for an x known to be a multiple of d, from 1 / d: the product is within a few ulps of the
+// integer quotient, so rounding recovers it exactly.
+inline int64_t exact_quotient(int64_t x, double inv_d) { return int64_t(double(x) * inv_d + 0.5); }
+
 // A tile run in its last k block, with the checksums its micro-kernel wrote, to be checked.
 struct Pending {
   MicroTile t;
@@ -146,6 +153,7 @@ struct BlockState {
   std::vector<float> rows;      // one-sided: one panel's rows of op(A) as (value, magnitude) pairs
   std::vector<float> col_sums;  // two-sided: e^T A_panel of one panel, (value, magnitude) pairs
   int64_t jc = 0, g0 = 0, g1 = 0;  // the block's first column and its column groups
+  bool wide = false;              // the block's order of sums and tiles (Checker::tile)
   std::array<Pending, kPanelGroup - 1> pending;  // last-k-block first tiles waiting for their group's sums
   int pending_count = 0;
   int64_t tiles = 0;            // this thread's tile checks and worst ratio, merged by range_done
@@ -209,6 +217,7 @@ class Checker final : public TileObserver {
     b.jc = jc;
     b.g0 = jc / width_;
     b.g1 = std::min(ng_, (jc + nc + width_ - 1) / width_);
+    b.wide = nc >= kWideBlockCols;
     if (pc != 0) return;
     // The first k block starts every (panel or row, group) slot of the block's tiles from zero.
     if (opt_.check == AbftCheck::OneSided)
@@ -221,13 +230,17 @@ class Checker final : public TileObserver {
   // every column group of the block, added over the k blocks: two-sided (e^T A_panel) . (B_group e),
   // one-sided A(i', :) . (B_group e) per row, each with its magnitude. Grouping panels lets each
   // group-sum vector feed several panels' dot products.
-  void panel_expected(int64_t i, int64_t pc) {
+  // prefetch_next: also bring the next group's rows towards L2 (the wide-block order).
+  void panel_expected(int64_t i, int64_t pc, bool prefetch_next) {
     BlockState& b = t_block;
     const int64_t q0 = (i - b.ic) / b.mr, kc = b.kc, panels = (b.mc + b.mr - 1) / b.mr;
     const int64_t q1 = std::min(panels, q0 + kPanelGroup);
     const int64_t row0 = q0 * b.mr, rows = std::min(b.mc, q1 * b.mr) - row0;  // rows of the block
     // A(row, p) of the block at b.a + (row / mr) * panel_stride + (row % mr) * row_stride + p * p_stride.
     auto at = [&](int64_t row) { return b.a + (row / b.mr) * b.panel_stride + (row % b.mr) * b.row_stride; };
+    if (prefetch_next)
+      for (int64_t row = q1 * b.mr; row < std::min(b.mc, (q1 + kPanelGroup) * b.mr); ++row)
+        for (int64_t p = 0; p < kc; p += 16) __builtin_prefetch(at(row) + p * b.p_stride, 0, 2);  // to L2
     const float* groups = groups_ + (b.g0 * g_.k + pc) * 2;
     if (opt_.check == AbftCheck::OneSided) {
       b.rows.resize(size_t(rows * kc * 2));
@@ -269,22 +282,41 @@ class Checker final : public TileObserver {
   void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
     BlockState& b = t_block;
     const bool one = opt_.check == AbftCheck::OneSided;
-    // A panel group's expected sums are computed at the first tile of its last panel, right after
-    // that tile's micro-kernel: by then the micro-kernels of all the group's panels have streamed
-    // their rows of A into cache (overlapped with their FMAs), so the sums read A from cache.
+    // Where a panel group's expected sums are computed, measured on both kinds of shape:
+    //  - wide blocks (many tile columns, so each panel's rows serve many tiles): before the
+    //    group's first micro-kernel, the next group prefetched; the micro-kernels then find A in
+    //    cache, which pays for most of the sums' own reads;
+    //  - narrow blocks (few tile columns: the convolutions' N = 64..256): at the first tile of the
+    //    group's last panel, right after its micro-kernel, when the micro-kernels of all the
+    //    group's panels have streamed their rows of A into cache; the group's earlier first tiles
+    //    wait to be checked until then. A prefetch burst there would cost more than it saves.
     const bool first = j == b.jc;
-    const int64_t q = (i - b.ic) / b.mr, panels = (b.mc + b.mr - 1) / b.mr;
-    const bool sums_here = first && (q % kPanelGroup == kPanelGroup - 1 || q == panels - 1);
-    const int64_t group_row = b.ic + (q - q % kPanelGroup) * b.mr;
+    bool sums_before = false, sums_here = false;
+    int64_t group_row = 0;
+    if (first) {  // (integer divisions cost tens of cycles: only on a panel's first tile)
+      const int64_t q = (i - b.ic) / b.mr, panels = (b.mc + b.mr - 1) / b.mr;
+      group_row = b.ic + (q - q % kPanelGroup) * b.mr;
+      if (b.wide) {
+        sums_before = q % kPanelGroup == 0;
+      } else {
+        sums_here = q % kPanelGroup == kPanelGroup - 1 || q == panels - 1;
+      }
+    }
+    if (sums_before) panel_expected(group_row, pc, true);
     if (!last) {
       ks.micro(t);
-      if (sums_here) panel_expected(group_row, pc);
+      if (sums_here) panel_expected(group_row, pc, false);
       return;
     }
     Pending cur;
     cur.t = t;
     cur.i = i;
     cur.j = j;
+    // Where the tile's expected sums are final already, read them before the micro-kernel so the
+    // loads (written blocks ago) overlap its work.
+    double want[2 * 16];
+    const bool early = !first || b.wide;
+    if (early) expected_of(cur, want);
     t.row_sums = one ? cur.rows : nullptr;
     t.col_sums = one ? nullptr : cur.cols;
     ks.micro(t);
@@ -303,16 +335,17 @@ class Checker final : public TileObserver {
       fault_armed_ = false;
       g_fault_fired.store(true);
     }
-    if (first && !sums_here) {
+    if (first && !b.wide && !sums_here) {
       b.pending[size_t(b.pending_count++)] = cur;  // checked once its group's sums exist
       return;
     }
     if (sums_here) {
-      panel_expected(group_row, pc);
+      panel_expected(group_row, pc, false);
       for (int e = 0; e < b.pending_count; ++e) check(b.pending[size_t(e)]);
       b.pending_count = 0;
     }
-    check(cur);
+    if (!early) expected_of(cur, want);
+    check_tile(cur.t, i, j, cur.rows, cur.cols, want);
   }
 
   AbftReport report() {
@@ -341,21 +374,29 @@ class Checker final : public TileObserver {
   }
   double bound_of(double magnitude) const { return kAbftBoundScale * opt_.tolerance * kEps32 * magnitude + 1e-30; }
 
-  // Reads the tile's expected sums (two-sided: the tile's; one-sided: each row's) and checks it.
+  // A deferred tile: its expected sums, then its check.
   void check(Pending& p) {
-    const bool one = opt_.check == AbftCheck::OneSided;
     double want[2 * 16];
-    const int64_t g0 = p.j / width_, g1 = (p.j + p.t.nr + width_ - 1) / width_;
+    expected_of(p, want);
+    check_tile(p.t, p.i, p.j, p.rows, p.cols, want);
+  }
+
+  // The tile's expected sums and magnitudes (two-sided: the tile's; one-sided: each row's).
+  void expected_of(const Pending& p, double* want) const {
+    const bool one = opt_.check == AbftCheck::OneSided;
+    // Tiles start on whole groups and (two-sided) whole panels: exact quotients, taken by
+    // multiplying with the reciprocal (an integer division per tile would cost more than the check).
+    const int64_t g0 = exact_quotient(p.j, inv_width_);
+    const int64_t g1 = g0 + (p.t.nr == width_ ? 1 : (p.t.nr + width_ - 1) / width_);
     const int lines = one ? p.t.mr : 1;
     for (int r = 0; r < lines; ++r) {
       want[2 * r] = want[2 * r + 1] = 0;
-      const int64_t slot = (one ? p.i + r : p.i / mr_) * ng_;
+      const int64_t slot = (one ? p.i + r : exact_quotient(p.i, inv_mr_)) * ng_;
       for (const double* st = &state_[size_t((slot + g0) * 2)]; st < &state_[size_t((slot + g1) * 2)]; st += 2) {
         want[2 * r] += st[0];
         want[2 * r + 1] += st[1];
       }
     }
-    check_tile(p.t, p.i, p.j, p.rows, p.cols, want);
   }
 
   // want: the (expected, magnitude) pairs read by check().
@@ -469,6 +510,7 @@ class Checker final : public TileObserver {
   const AbftKernels& hk_;
   int64_t ng_ = 0;
   int64_t mr_ = current_blocking().mr;
+  double inv_mr_ = 1.0 / double(mr_), inv_width_ = 1.0 / double(width_);
   std::vector<double>& state_;  // per (panel or row, column group): expected, magnitude
   std::atomic<int64_t> tiles_{0};
   std::mutex mu_;
