@@ -43,19 +43,10 @@ std::string json_escape(const std::string& s) {
 
 kintsugi::SgemmArgs sgemm_args(kintsugi::Layout layout, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                                const float* b, int64_t ldb, float* c, int64_t ldc) {
-  kintsugi::SgemmArgs g;
+  kintsugi::SgemmArgs g = kintsugi::row_major_args(m, n, k, a, lda, b, ldb, c, ldc);
   g.layout = layout;
   g.trans_a = ta ? kintsugi::Transpose::Yes : kintsugi::Transpose::No;
   g.trans_b = tb ? kintsugi::Transpose::Yes : kintsugi::Transpose::No;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.a = a;
-  g.lda = lda;
-  g.b = b;
-  g.ldb = ldb;
-  g.c = c;
-  g.ldc = ldc;
   return g;
 }
 

@@ -23,6 +23,10 @@ struct SgemmArgs {
   int64_t ldc = 0;
 };
 
+// The arguments of a row-major C = A * B + beta * C with neither operand transposed.
+SgemmArgs row_major_args(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                         int64_t ldc, float beta = 0.0f);
+
 // Throws Range errors for negative sizes, leading dimensions too small for the layout, or
 // buffers (given as element counts) too short for the extents they must hold.
 void check_sgemm(const SgemmArgs& args, int64_t a_len, int64_t b_len, int64_t c_len);

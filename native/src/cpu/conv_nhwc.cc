@@ -245,22 +245,6 @@ void depthwise_backward_weight(const Conv2dParams& p, const Shape& s, const floa
 constexpr int64_t kForwardColBytes = int64_t(256) << 10;   // per task, L2-resident
 constexpr int64_t kBackwardColBytes = int64_t(4) << 20;     // one block at a time, sgemm threads inside
 
-SgemmArgs gemm_args(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                    int64_t ldc, float beta) {
-  SgemmArgs g;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.a = a;
-  g.lda = lda;
-  g.b = b;
-  g.ldb = ldb;
-  g.c = c;
-  g.ldc = ldc;
-  g.beta = beta;
-  return g;
-}
-
 }  // namespace
 
 int64_t nhwc_packed_size(const Conv2dParams& p, int nr) {
@@ -346,7 +330,7 @@ void nhwc_forward(const Conv2dParams& p, const float* x, const float* w, const f
       lda = s.k;
     }
     float* yb = y + r0 * p.c_out + grp * g.kg + j0;
-    const SgemmArgs args = gemm_args(r1 - r0, j1 - j0, s.k, a, lda, nullptr, 0, yb, p.c_out, 0.0f);
+    const SgemmArgs args = row_major_args(r1 - r0, j1 - j0, s.k, a, lda, nullptr, 0, yb, p.c_out, 0.0f);
     sgemm_packed_panels(args, panels + grp * gstride + (j0 / nr) * s.k * nr, nr);
     if (bias) {
       const float* bb = bias + grp * g.kg + j0;
@@ -383,7 +367,7 @@ void nhwc_backward_data(const Conv2dParams& p, const float* dy, const float* w, 
   if (g.pointwise) {
     // dX_g (P x cg) = dY_g (P x kg) . W_g (kg x cg), written in place.
     for (int64_t grp = 0; grp < p.groups; ++grp)
-      sgemm(gemm_args(s.rows, g.cg, g.kg, dy + grp * g.kg, p.c_out, wr + grp * g.kg * s.k, s.k, dx + grp * g.cg, p.c_in, 0.0f));
+      sgemm(row_major_args(s.rows, g.cg, g.kg, dy + grp * g.kg, p.c_out, wr + grp * g.kg * s.k, s.k, dx + grp * g.cg, p.c_in, 0.0f));
     return;
   }
   const int64_t total = p.n * p.h * p.w * p.c_in;
@@ -394,7 +378,7 @@ void nhwc_backward_data(const Conv2dParams& p, const float* dy, const float* w, 
     const int64_t r1 = std::min(s.rows, r0 + mb);
     for (int64_t grp = 0; grp < p.groups; ++grp) {
       // dcol (rows x K) = dY_g (rows x kg) . W'_g^T (kg x K)
-      sgemm(gemm_args(r1 - r0, s.k, g.kg, dy + r0 * p.c_out + grp * g.kg, p.c_out, wr + grp * g.kg * s.k, s.k, col, s.k, 0.0f));
+      sgemm(row_major_args(r1 - r0, s.k, g.kg, dy + r0 * p.c_out + grp * g.kg, p.c_out, wr + grp * g.kg * s.k, s.k, col, s.k, 0.0f));
       // Threads own channel slices (disjoint dx elements); a single slice when the group is narrow.
       parallel_for(g.cg, 16, [&](int64_t c0, int64_t c1) { col2im_nhwc(p, s, col, grp, r0, r1, c0, c1, dx); });
     }
@@ -432,7 +416,7 @@ void nhwc_backward_weight(const Conv2dParams& p, const float* x, const float* dy
   float* dwr = t_dw.get(size_t(p.weight_size()));
   if (g.pointwise) {
     for (int64_t grp = 0; grp < p.groups; ++grp) {
-      SgemmArgs a = gemm_args(g.kg, s.k, s.rows, dy + grp * g.kg, p.c_out, x + grp * g.cg, p.c_in, dwr + grp * g.kg * s.k, s.k, 0.0f);
+      SgemmArgs a = row_major_args(g.kg, s.k, s.rows, dy + grp * g.kg, p.c_out, x + grp * g.cg, p.c_in, dwr + grp * g.kg * s.k, s.k, 0.0f);
       a.trans_a = Transpose::Yes;
       sgemm(a);
     }
@@ -444,7 +428,7 @@ void nhwc_backward_weight(const Conv2dParams& p, const float* x, const float* dy
       for (int64_t grp = 0; grp < p.groups; ++grp) {
         parallel_for(r1 - r0, std::max<int64_t>(1, 16384 / s.k),
                      [&](int64_t a, int64_t b) { im2col_nhwc(p, s, x, grp, r0 + a, r0 + b, col + a * s.k); });
-        SgemmArgs a = gemm_args(g.kg, s.k, r1 - r0, dy + r0 * p.c_out + grp * g.kg, p.c_out, col, s.k, dwr + grp * g.kg * s.k,
+        SgemmArgs a = row_major_args(g.kg, s.k, r1 - r0, dy + r0 * p.c_out + grp * g.kg, p.c_out, col, s.k, dwr + grp * g.kg * s.k,
                                 s.k, r0 == 0 ? 0.0f : 1.0f);
         a.trans_a = Transpose::Yes;
         sgemm(a);

@@ -664,6 +664,22 @@ void sgemm_observed(const SgemmArgs& args, TileObserver& observer) {
 }
 }  // namespace gemm_internal
 
+SgemmArgs row_major_args(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                         int64_t ldc, float beta) {
+  SgemmArgs g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.a = a;
+  g.lda = lda;
+  g.b = b;
+  g.ldb = ldb;
+  g.c = c;
+  g.ldc = ldc;
+  g.beta = beta;
+  return g;
+}
+
 void check_sgemm(const SgemmArgs& g, int64_t a_len, int64_t b_len, int64_t c_len) {
   if (g.m < 0) throw_expected(ErrorKind::Range, "m >= 0", "m", std::to_string(g.m));
   if (g.n < 0) throw_expected(ErrorKind::Range, "n >= 0", "n", std::to_string(g.n));
