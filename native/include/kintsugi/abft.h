@@ -10,8 +10,10 @@
 // The actual sums come from the micro-kernel's accumulator registers through its ABFT hook
 // (MicroTile::row_sums / col_sums); B_tile e is built from group sums of op(B) over column
 // groups as wide as the largest width dividing every tile (abft_group_width(): 64 columns with
-// the AVX-512 kernels, whose few-row tiles are kept to multiples of 64 in checked runs), computed once per call or supplied precomputed for constant weights;
-// e^T A_panel is computed once per A block and shared by every tile of that block.
+// the AVX-512 kernels, whose few-row tiles are kept to multiples of 64 in checked runs),
+// computed once per call or supplied precomputed for constant weights. e^T A_panel is summed
+// once per panel and k block and dotted with every group sum of the block in one pass per four
+// panels, shared by all the panels' tiles (abft.cc: when, relative to the tiles).
 //
 // A tile whose |residual| exceeds its bound (a floating-point error bound scaled by the
 // magnitudes involved, sum_p (e^T|A|)_p (|B| e)_p) is then located: the tile's row and column

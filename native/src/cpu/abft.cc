@@ -146,12 +146,12 @@ struct Pending {
 
 // Per-thread view of the current A block (set by a_block, read by tile on the same thread).
 struct BlockState {
-  int64_t ic = 0, mc = 0, pc = 0, kc = 0;
+  int64_t ic = 0, mc = 0, kc = 0;
   const float* a = nullptr;
   int64_t row_stride = 0, p_stride = 0, panel_stride = 0;
   int mr = 0;
-  std::vector<float> rows;      // one-sided: one panel's rows of op(A) as (value, magnitude) pairs
-  std::vector<float> col_sums;  // two-sided: e^T A_panel of one panel, (value, magnitude) pairs
+  std::vector<float> rows;      // one-sided: a panel group's rows of op(A) as (value, magnitude) pairs
+  std::vector<float> col_sums;  // two-sided: e^T A_panel of a panel group, (value, magnitude) pairs
   int64_t jc = 0, g0 = 0, g1 = 0;  // the block's first column and its column groups
   bool wide = false;              // the block's order of sums and tiles (Checker::tile)
   std::array<Pending, kPanelGroup - 1> pending;  // last-k-block first tiles waiting for their group's sums
@@ -207,7 +207,6 @@ class Checker final : public TileObserver {
     BlockState& b = t_block;
     b.ic = ic;
     b.mc = mc;
-    b.pc = pc;
     b.kc = kc;
     b.a = a;
     b.row_stride = row_stride;
