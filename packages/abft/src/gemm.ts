@@ -6,7 +6,8 @@
 //    accumulators, compared once per tile after the K loop (two-sided by default).
 //  - 'none'.
 // Thresholds: |residual| <= BOUND_SCALE · tolerance · eps32 · magnitude, magnitude = the same
-// checksum over |A| and |B| (calibrated for zero false positives in native/tests/test_abft.cc: the worst clean residual stays below 1/8 of it).
+// checksum over |A| and |B| (calibrated for zero false positives in native/tests/test_abft.cc:
+// the worst clean residual stays below 1/8 of the bound).
 import {
   abftGroupSums, abftRowCheck, colSums, cudaDevice, cudaGemm, cudaGemmChecked, cudaWeightChecksums, DeviceTensor, gemm, gemmChecked, gemmRowChecked, Tensor,
   weightedColSums, weightedRowSums, type AbftAction, type AbftCheck, type AbftGroupSums, type AbftTileEvent, type CudaFault, type CudaWeightChecksums,
