@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { abftRowCheck, gemm, gemmRowChecked, gemmRowCheckedSync, Tensor } from '@kintsugi/cuda-core';
 import { Conv2d, Linear, ReLU, Sequential, Flatten, manualSeed } from '@kintsugi/cuda-core/nn';
 
-import { arithmeticIntensity, confirmedScheme, OVERTURN_MARGIN, protectedGemm, protectModel, ProtectedConv2d, ProtectedLinear, weightChecksums } from '../src/index.js';
+import { arithmeticIntensity, confirmedScheme, OVERTURN_MARGIN, overheadLayers, overheadMarkdown, protectedGemm, runOverhead, protectModel, ProtectedConv2d, ProtectedLinear, weightChecksums } from '../src/index.js';
 import { armAccumulatorFault, flipBitOf, flipTensorBit, injectFaults, runCampaign } from '../src/inject.js';
 
 const close = (a: Tensor<'float32'>, b: Tensor<'float32'>, tol = 1e-4) => {
@@ -96,6 +96,18 @@ describe('protectedGemm schemes', () => {
     expect(confirmedScheme('global', { none, global: 12, thread: 11 }, ['global', 'thread'])).toBe('thread');
     expect(confirmedScheme('global', { none, global: 11, thread: 12 }, ['global', 'thread'])).toBe('global');
   });
+
+  it('the CPU overhead table: every layer timed under none/global/thread, the guided row is the confirmed scheme', async () => {
+    const r = await runOverhead({ quick: true, reps: 2 });
+    expect(r.rows.length).toBe(overheadLayers(true).length);
+    for (const row of r.rows) {
+      expect(row.noneMs).toBeGreaterThan(0);
+      for (const v of [row.globalPct, row.threadPct]) expect(Number.isFinite(v)).toBe(true);
+      expect(['global', 'thread']).toContain(row.choice);
+      expect(row.guidedPct).toBe(row.choice === 'global' ? row.globalPct : row.threadPct);
+    }
+    expect(overheadMarkdown(r)).toContain('| suite | layer | M x N x K | AI | none ms | global % | thread % | guided % | rule | choice |');
+  }, 60_000);
 
   it('bad input raises clear errors', async () => {
     const a = Tensor.random([4, 8], 1), b = Tensor.random([8, 5], 2);
