@@ -59,27 +59,33 @@ void dot_pairs_portable(const float* x, const float* y, int64_t pairs, double* o
     out2[1] += acc[l + 1];
   }
 }
-// dst[2p] = a[p], dst[2p+1] = |a[p]|: an A row as (value, magnitude) pairs.
-void interleave_abs_portable(const float* a, int64_t k, float* dst) {
+// dst[2p] = a[p * p_stride], dst[2p+1] = |a[p * p_stride]|: an A row as (value, magnitude)
+// pairs. The strided forms also serve packed A (p_stride = mr) on every ISA.
+void interleave_abs_strided(const float* a, int64_t p_stride, int64_t k, float* dst) {
   for (int64_t p = 0; p < k; ++p) {
-    dst[2 * p] = a[p];
-    dst[2 * p + 1] = std::fabs(a[p]);
+    dst[2 * p] = a[p * p_stride];
+    dst[2 * p + 1] = std::fabs(a[p * p_stride]);
   }
 }
-void panel_sums_portable(const float* a, int64_t rows, int mr, int64_t row_stride, int64_t panel_stride, int64_t k, float* dst) {
+void interleave_abs_portable(const float* a, int64_t k, float* dst) { interleave_abs_strided(a, 1, k, dst); }
+void panel_sums_strided(const float* a, int64_t rows, int mr, int64_t row_stride, int64_t p_stride, int64_t panel_stride, int64_t k,
+                        float* dst) {
   for (int64_t q = 0; q * mr < rows; ++q) {
     const float* aq = a + q * panel_stride;
     const int n = int(std::min<int64_t>(mr, rows - q * mr));
     for (int64_t p = 0; p < k; ++p) {
       float v = 0, w = 0;
       for (int i = 0; i < n; ++i) {
-        v += aq[i * row_stride + p];
-        w += std::fabs(aq[i * row_stride + p]);
+        v += aq[i * row_stride + p * p_stride];
+        w += std::fabs(aq[i * row_stride + p * p_stride]);
       }
       dst[q * 2 * k + 2 * p] = v;
       dst[q * 2 * k + 2 * p + 1] = w;
     }
   }
+}
+void panel_sums_portable(const float* a, int64_t rows, int mr, int64_t row_stride, int64_t panel_stride, int64_t k, float* dst) {
+  panel_sums_strided(a, rows, mr, row_stride, 1, panel_stride, k, dst);
 }
 void block_dots_portable(const float* x, int64_t panels, int64_t xs, const float* y, int64_t groups, int64_t ys, int64_t pairs,
                          double* st, int64_t ss) {
@@ -244,36 +250,20 @@ class Checker final : public TileObserver {
     if (opt_.check == AbftCheck::OneSided) {
       b.rows.resize(size_t(rows * kc * 2));
       for (int64_t ii = 0; ii < rows; ++ii) {
-        const float* ai = at(row0 + ii);
         float* d = b.rows.data() + ii * kc * 2;
-        if (b.p_stride == 1) {
-          hk_.interleave_abs(ai, kc, d);
-          continue;
-        }
-        for (int64_t p = 0; p < kc; ++p) {
-          d[2 * p] = ai[p * b.p_stride];
-          d[2 * p + 1] = std::fabs(ai[p * b.p_stride]);
-        }
+        if (b.p_stride == 1)
+          hk_.interleave_abs(at(row0 + ii), kc, d);
+        else
+          interleave_abs_strided(at(row0 + ii), b.p_stride, kc, d);
       }
       hk_.block_dots(b.rows.data(), rows, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t((i * ng_ + b.g0) * 2)], ng_ * 2);
       return;
     }
     b.col_sums.resize(size_t((q1 - q0) * kc * 2));
-    if (b.p_stride == 1) hk_.panel_sums(at(row0), rows, b.mr, b.row_stride, b.panel_stride, kc, b.col_sums.data());
-    for (int64_t q = q0; q < q1 && b.p_stride != 1; ++q) {
-      const float* ap = at(q * b.mr);
-      const int n = int(std::min(b.mr, int(b.mc - q * b.mr)));
-      float* s = b.col_sums.data() + (q - q0) * kc * 2;
-      for (int64_t p = 0; p < kc; ++p) {
-        float v = 0, w = 0;
-        for (int ii = 0; ii < n; ++ii) {
-          v += ap[p * b.p_stride + ii * b.row_stride];
-          w += std::fabs(ap[p * b.p_stride + ii * b.row_stride]);
-        }
-        s[2 * p] = v;
-        s[2 * p + 1] = w;
-      }
-    }
+    if (b.p_stride == 1)
+      hk_.panel_sums(at(row0), rows, b.mr, b.row_stride, b.panel_stride, kc, b.col_sums.data());
+    else
+      panel_sums_strided(at(row0), rows, b.mr, b.row_stride, b.p_stride, b.panel_stride, kc, b.col_sums.data());
     hk_.block_dots(b.col_sums.data(), q1 - q0, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t(((i / mr_) * ng_ + b.g0) * 2)],
                    ng_ * 2);
   }

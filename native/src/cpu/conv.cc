@@ -147,19 +147,9 @@ void col2im(const Conv2dParams& p, const Geometry& g, const float* col, int64_t 
 
 void gemm(Transpose ta, Transpose tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float beta, float* c, int64_t ldc) {
-  SgemmArgs args;
+  SgemmArgs args = row_major_args(m, n, k, a, lda, b, ldb, c, ldc, beta);
   args.trans_a = ta;
   args.trans_b = tb;
-  args.m = m;
-  args.n = n;
-  args.k = k;
-  args.a = a;
-  args.lda = lda;
-  args.b = b;
-  args.ldb = ldb;
-  args.beta = beta;
-  args.c = c;
-  args.ldc = ldc;
   sgemm(args);
 }
 
