@@ -171,19 +171,23 @@ export interface RowCheck {
   actual: Float64Array;
 }
 
+/** B's row sums (or their magnitudes) for a row check: a Float64Array of k, what k counts named. */
+function rowSumsArgument(v: unknown, name: string, k: number, what: string): Float64Array {
+  if (!(v instanceof Float64Array)) throw typeError(name, 'a Float64Array', v);
+  if (v.length !== k) throw rangeError(name, `${k} elements (${what})`, `${v.length} elements`, true);
+  return v;
+}
+
 function rowCheckPlan(a: unknown, bRowSums: unknown, bAbsRowSums: unknown, c: unknown) {
   const A = checkTensor(a, 'a', ['float32'], 2);
   const C = checkTensor(c, 'c', ['float32'], 2);
   const [m, k] = A.shape;
   const n = C.shape[1];
   if (C.shape[0] !== m) throw rangeError('c', `${m} rows (as a)`, `shape [${C.shape}]`, true);
-  for (const [v, name] of [[bRowSums, 'bRowSums'], [bAbsRowSums, 'bAbsRowSums']] as const) {
-    if (!(v instanceof Float64Array)) throw typeError(name, 'a Float64Array', v);
-    if (v.length !== k) throw rangeError(name, `${k} elements (the columns of a)`, `${v.length} elements`, true);
-  }
+  const bs = rowSumsArgument(bRowSums, 'bRowSums', k, 'the columns of a'), ba = rowSumsArgument(bAbsRowSums, 'bAbsRowSums', k, 'the columns of a');
   const opA = operand(A), opC = operand(C.isContiguous ? C : C.contiguous());
   const r: RowCheck = { expected: new Float64Array(m), magnitude: new Float64Array(m), actual: new Float64Array(m) };
-  const args = [opA.transposed, m, n, k, opA.data, opA.ld, bRowSums as Float64Array, bAbsRowSums as Float64Array, opC.data, opC.ld, r.expected, r.magnitude, r.actual] as const;
+  const args = [opA.transposed, m, n, k, opA.data, opA.ld, bs, ba, opC.data, opC.ld, r.expected, r.magnitude, r.actual] as const;
   return { args, r };
 }
 
@@ -197,12 +201,6 @@ export function abftRowCheckSync(a: Tensor<'float32'>, bRowSums: Float64Array, b
   const p = rowCheckPlan(a, bRowSums, bAbsRowSums, c);
   native.abftRowCheck(false, ...p.args);
   return p.r;
-}
-
-function rowSumsArgument(v: unknown, name: string, k: number): Float64Array {
-  if (!(v instanceof Float64Array)) throw typeError(name, 'a Float64Array', v);
-  if (v.length !== k) throw rangeError(name, `${k} elements (the rows of op(b))`, `${v.length} elements`, true);
-  return v;
 }
 
 // Row-check results of inline calls land in reused views over one ArrayBuffer (off the V8 heap):
@@ -227,7 +225,7 @@ function rowCheckedPlan(a: unknown, b: unknown, bRowSums: unknown, bAbsRowSums: 
   }
   const p = gemmPlan(a, b, options);
   const [, , , m, n, k] = p.args;
-  const sums = [rowSumsArgument(bRowSums, 'bRowSums', k), rowSumsArgument(bAbsRowSums, 'bAbsRowSums', k)] as const;
+  const sums = [rowSumsArgument(bRowSums, 'bRowSums', k, 'the rows of op(b)'), rowSumsArgument(bAbsRowSums, 'bAbsRowSums', k, 'the rows of op(b)')] as const;
   const inline = sync || runsInline(m, n, k);
   const views: [Float64Array, Float64Array, Float64Array] = inline && m <= ROW_SCRATCH_MAX ? rowScratchViews(m) : [new Float64Array(m), new Float64Array(m), new Float64Array(m)];
   const result = (): RowCheck => (views === rowScratch?.views
