@@ -19,12 +19,15 @@ const usage = `Usage:
 train options:
   --r R              parity models (default 1); R > 1 writes FILE's stem + .p0, .p1, … (one per parity row)
   --parity-index T   train only parity row T of an R-parity code
-  --encoder NAME     sum (P = Σ c_i·X_i, default) or concat (k = 2 side by side, k = 4 a 2×2 grid)
+  --encoder NAME     sum (P = Σ c_i·X_i, default) or concat (k = 2 side by side, k = 3 or 4 a 2×2 grid)
   --epochs N         default 10
   --batch B          default 64 for k = 2, 32 for k > 2
   --lr X             Adam learning rate (default 1e-3), cosine-decayed unless --constant-lr
   --weight-decay X   default 1e-5
-  --init NAME        deployed (default: start from the deployed model's weights) or random (the paper's)
+  --init NAME|FILE   deployed (default: start from the deployed model's weights), random (the paper's),
+                     or a parity model file of the same code to go on training
+  --ce-weight X      add X × the cross-entropy of the decoded predictions against their labels to the
+                     MSE (default 0: MSE only, the paper's loss)
   --validation N     held-out training images for checkpoint selection (default 5000)
   --limit N          train on N images only (quick runs)
   --seed S           default 1
@@ -70,7 +73,7 @@ function required(v: string | undefined, name: string, what: string): string {
 const trainSpec = {
   dataset: { type: 'string' }, deployed: { type: 'string' }, k: { type: 'string' }, r: { type: 'string' },
   'parity-index': { type: 'string' }, encoder: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
-  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' },
+  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' },
   validation: { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
   'data-dir': { type: 'string' }, 'max-batches': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
@@ -93,7 +96,9 @@ export interface ParmTrainArgs {
   lr: number;
   cosine: boolean;
   weightDecay: number;
-  init: 'random' | 'deployed';
+  /** 'random', 'deployed' or a parity model file. */
+  init: string;
+  ceWeight: number;
   validation: number;
   limit?: number;
   maxBatches?: number;
@@ -108,7 +113,7 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
   const k = int(required(v.k, '--k', 'an integer in [2, 64]'), '--k', 2, 64)!;
   const r = int(v.r, '--r', 1, k) ?? 1;
   const encoder = choice(v.encoder, '--encoder', encoderNames, 'sum');
-  if (encoder === 'concat' && k !== 2 && k !== 4) fail('--k', '2 or 4 with --encoder concat', v.k);
+  if (encoder === 'concat' && (k < 2 || k > 4)) fail('--k', '2, 3 or 4 with --encoder concat', v.k);
   return {
     dataset: choice(v.dataset, '--dataset', datasetNames),
     deployed: required(v.deployed, '--deployed', 'a deployed model file'),
@@ -121,7 +126,8 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
     lr: num(v.lr, '--lr', 0) ?? 1e-3,
     cosine: v['constant-lr'] !== true,
     weightDecay: num(v['weight-decay'], '--weight-decay', 0) ?? 1e-5,
-    init: choice(v.init, '--init', ['random', 'deployed'] as const, 'deployed'),
+    init: v.init === undefined || v.init === '' ? 'deployed' : v.init,
+    ceWeight: num(v['ce-weight'], '--ce-weight', 0) ?? 0,
     validation: int(v.validation, '--validation', 1) ?? 5000,
     limit: int(v.limit, '--limit', 1),
     maxBatches: int(v['max-batches'], '--max-batches', 1),
@@ -176,6 +182,18 @@ async function loadDeployed(path: string): Promise<{ model: Module; metadata: Re
   return { model: model as Module, metadata, architecture: metadata['kintsugi.model'] ?? 'unknown' };
 }
 
+/** The --init choice: a keyword, or an earlier parity model of this very code row to go on training. */
+async function initialWeights(o: ParmTrainArgs, code: ParityCode, rowsToTrain: number[]): Promise<'random' | 'deployed' | Module> {
+  if (o.init === 'random' || o.init === 'deployed') return o.init;
+  if (rowsToTrain.length !== 1) throw new UsageError(`--init FILE continues one parity model: give --parity-index with --r ${o.r}`);
+  const { parm: p, model } = await loadParityModel(o.init);
+  const t = rowsToTrain[0];
+  const row = p.coefficients[p.parityIndex];
+  const same = p.k === code.k && p.encoder === code.encoder && row.every((c, i) => c === code.coefficients[t][i]);
+  if (!same) throw new UsageError(`--init ${o.init} is a parity model of k=${p.k} ${p.encoder} row ${JSON.stringify(row)}, not of this code's row ${JSON.stringify(code.coefficients[t])} (k=${code.k} ${code.encoder})`);
+  return model;
+}
+
 async function runTrain(o: ParmTrainArgs): Promise<void> {
   const t0 = performance.now();
   const deployed = await loadDeployed(o.deployed);
@@ -183,14 +201,15 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
   const input = inputSpec(deployed.metadata, o.dataset);
   const code = new ParityCode({ k: o.k, r: o.r, encoder: o.encoder });
   say(`${data.note}; deployed ${basename(o.deployed)} (${deployed.architecture}, ${deployed.model.parameterCount()} parameters)`);
-  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}`);
+  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}`);
   const rowsToTrain = o.parityIndex === undefined ? Array.from({ length: o.r }, (_, t) => t) : [o.parityIndex];
+  const init = await initialWeights(o, code, rowsToTrain);
   for (const t of rowsToTrain) {
     const label = o.r > 1 ? `parity ${t}: ` : '';
     let lastDraw = 0;
     const res = await trainParityModel({
       deployed: deployed.model, code, parityIndex: t, train: data.train, input, epochs: o.epochs, batchSize: o.batch, lr: o.lr,
-      cosine: o.cosine, weightDecay: o.weightDecay, init: o.init, validation: o.validation, limit: o.limit, maxBatches: o.maxBatches, seed: o.seed + t,
+      cosine: o.cosine, weightDecay: o.weightDecay, init, reconstructionWeight: o.ceWeight, validation: o.validation, limit: o.limit, maxBatches: o.maxBatches, seed: o.seed + t,
       onProgress: (done, total, loss) => {
         const now = performance.now();
         if (process.stderr.isTTY && (now - lastDraw > 200 || done === total)) {
@@ -206,7 +225,7 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
     const file = parityFileName(o.out, o.r, t);
     await saveParityModel(res.model, file, {
       ...code.spec, parityIndex: t, dataset: o.dataset, deployed: basename(o.deployed), architecture: deployed.architecture,
-      validationAccuracy: res.bestValidationAccuracy, epochs: o.epochs, bestEpoch: res.bestEpoch + 1, trainSeconds: Math.round(res.seconds), init: o.init,
+      validationAccuracy: res.bestValidationAccuracy, epochs: o.epochs, bestEpoch: res.bestEpoch + 1, trainSeconds: Math.round(res.seconds), init: basename(o.init), ceWeight: o.ceWeight,
     }, {
       'kintsugi.dataset': o.dataset,
       'kintsugi.model': `parity-${deployed.architecture}`,

@@ -35,14 +35,15 @@ export function defaultCoefficients(k: number, r: number): number[][] {
  */
 export function concatGrid(k: number): [rows: number, cols: number] {
   if (k === 2) return [1, 2];
-  if (k === 4) return [2, 2];
-  throw new RangeError(expected('k of a concatenation encoder', '2 (side by side) or 4 (2×2 grid)', k));
+  if (k === 3 || k === 4) return [2, 2];
+  throw new RangeError(expected('k of a concatenation encoder', '2 (side by side), 3 or 4 (2×2 grid)', k));
 }
 
 /**
  * Tiles k batches of images [B, C, H, W] into one batch of the same shape: each image is
- * downsampled by averaging (1×2 pixel blocks for k = 2, 2×2 for k = 4) and placed in its tile,
- * query i at row ⌊i / cols⌋, column i mod cols.
+ * downsampled by averaging (1×2 pixel blocks for k = 2, 2×2 for k = 3 and 4) and placed in its
+ * tile, query i at row ⌊i / cols⌋, column i mod cols. With k = 3 the fourth tile stays 0 (the
+ * normalised data's mean), a constant the parity model learns to ignore.
  */
 export function concatEncode(queries: Float32Array[], imageShape: readonly [number, number, number]): Float32Array {
   const k = queries.length;

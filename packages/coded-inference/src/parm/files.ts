@@ -21,8 +21,10 @@ export interface ParityMetadata extends CodeSpec {
   epochs?: number;
   bestEpoch?: number;
   trainSeconds?: number;
-  /** How the parity model started: from the deployed weights or a fresh initialisation. */
-  init?: 'deployed' | 'random';
+  /** How the parity model started: 'deployed' weights, 'random', or the file name of the parity model it continued. */
+  init?: string;
+  /** Weight of the decoded predictions' cross-entropy in the training loss (0: MSE only). */
+  ceWeight?: number;
 }
 
 export const PARM_KEY = 'kintsugi.parm';

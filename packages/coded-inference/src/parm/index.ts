@@ -3,7 +3,7 @@
 // parity model files and degraded-mode evaluation.
 export { ParityCode, concatEncode, concatGrid, defaultCoefficients, encoderNames, type CodeSpec, type EncoderName } from './codes.js';
 export { BerrutCode, berrutWeights, berrutInterpolate, chebyshevFirst, chebyshevSecond } from './berrut.js';
-export { trainParityModel, parityModelLike, reconstructionAccuracy, type ParityTrainOptions, type ParityTrainResult, type ParityEpoch } from './train.js';
+export { trainParityModel, parityModelLike, addReconstructionLoss, reconstructionAccuracy, type ParityTrainOptions, type ParityTrainResult, type ParityEpoch } from './train.js';
 export { saveParityModel, loadParityModel, encodeParityModel, decodeParityModel, checkParityMetadata, servingModelFromFile, PARM_KEY, type ParityMetadata, type LoadedParityModel } from './files.js';
 export { deployedOutputs, evaluateParm, evaluateBerrut, testGroups, combinations, type TestOutputs, type ParmResult, type BerrutResult } from './evaluate.js';
 export { loadDatasets, inputSpec, gather, forwardAll, majorityClass, datasetNames, type DatasetName, type InputSpec } from './data.js';

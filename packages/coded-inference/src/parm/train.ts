@@ -26,8 +26,18 @@ export interface ParityTrainOptions {
   cosine?: boolean;
   /** Held-out training images for checkpoint selection (default 5,000). */
   validation?: number;
-  /** Start from the deployed model's weights ('deployed') or a fresh seeded initialisation. */
-  init?: 'deployed' | 'random';
+  /**
+   * Start from the deployed model's weights ('deployed'), a fresh seeded initialisation ('random'),
+   * or the weights of a given model of the same architecture (an earlier parity model, to go on training it).
+   */
+  init?: 'deployed' | 'random' | Module;
+  /**
+   * Weight of a cross-entropy term on the decoded predictions: every member j of a group is decoded
+   * as F(X_j) + (F_P(P) − target)/c_j, the prediction the decoder would return if X_j were lost, and
+   * scored against X_j's label. 0 (default) trains on the MSE alone, as the paper does; the
+   * evaluation scores exactly these decoded argmaxes, which MSE only approaches.
+   */
+  reconstructionWeight?: number;
   seed?: number;
   /** Stop each epoch after this many batches (tests, quick runs). */
   maxBatches?: number;
@@ -56,14 +66,46 @@ export interface ParityTrainResult {
 }
 
 /** A fresh copy of the deployed architecture (same config), seeded or with the deployed weights. */
-export function parityModelLike(deployed: Module, init: 'deployed' | 'random', seed = 1): Module {
+export function parityModelLike(deployed: Module, init: 'deployed' | 'random' | Module, seed = 1): Module {
   manualSeed(seed);
   const model = layerFromConfig(deployed.config()) as Module;
-  if (init === 'deployed') {
-    const src = deployed.stateDict();
-    for (const [name, t] of model.stateDict()) t.data.set(src.get(name)!.data);
+  if (init === 'random') return model;
+  const src = (init === 'deployed' ? deployed : init).stateDict();
+  for (const [name, t] of model.stateDict()) {
+    const from = src.get(name);
+    if (!from || from.data.length !== t.data.length) throw new RangeError(`The initial weights do not fit the deployed architecture: ${from ? `${name} has ${from.data.length} values, expected ${t.data.length}` : `${name} is missing`}`);
+    t.data.set(from.data);
   }
   return model;
+}
+
+/**
+ * Adds the decoded predictions' cross-entropy (mean over the batch, summed over members, times
+ * `weight`) to the gradient of the parity output y. Member j decodes to F(X_j) + (y − target)/c_j,
+ * so d/dy = (softmax(dec_j) − onehot(label_j)) / (c_j·batch). Returns the loss term.
+ */
+export function addReconstructionLoss(y: Float32Array, target: Float32Array, outputs: Float32Array[], labels: ArrayLike<number>[], coefficients: readonly number[], classes: number, weight: number, grad: Float32Array): number {
+  const n = y.length / classes;
+  const dec = new Float64Array(classes);
+  let loss = 0;
+  for (let j = 0; j < outputs.length; j++) {
+    const c = coefficients[j];
+    const scale = weight / (c * n);
+    for (let r = 0; r < n; r++) {
+      const o = r * classes;
+      let max = -Infinity;
+      for (let q = 0; q < classes; q++) {
+        dec[q] = outputs[j][o + q] + (y[o + q] - target[o + q]) / c;
+        max = Math.max(max, dec[q]);
+      }
+      let sum = 0;
+      for (let q = 0; q < classes; q++) sum += (dec[q] = Math.exp(dec[q] - max));
+      const label = labels[j][r];
+      loss -= Math.log(dec[label] / sum);
+      for (let q = 0; q < classes; q++) grad[o + q] += scale * (dec[q] / sum - (q === label ? 1 : 0));
+    }
+  }
+  return (weight * loss) / n;
 }
 
 /** Fixed k-groups of `indices` (the tail that does not fill a group is dropped). */
@@ -106,6 +148,8 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
   const shape = input.shape;
   const px = shape[0] * shape[1] * shape[2];
   const batchSize = o.batchSize ?? (k === 2 ? 64 : 32);
+  const ceWeight = o.reconstructionWeight ?? 0;
+  if (!(ceWeight >= 0 && Number.isFinite(ceWeight))) throw new RangeError(`Expected a finite reconstructionWeight ≥ 0 but received ${ceWeight}`);
   const start = performance.now();
 
   // Held-out split: a seeded permutation; the first `validation` images are held out.
@@ -149,18 +193,25 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
     const order = rng.shuffle(trainIdx.slice());
     let lossSum = 0;
     for (let b = 0; b < batchesPerEpoch; b++) {
-      const members: Float32Array[] = [], outs: Float32Array[] = [];
+      const members: Float32Array[] = [], outs: Float32Array[] = [], labels: number[][] = [];
       for (let m = 0; m < k; m++) {
         const ids = new Array<number>(batchSize);
-        for (let i = 0; i < batchSize; i++) ids[i] = pos[order[(b * batchSize + i) * k + m]];
+        const ls = new Array<number>(batchSize);
+        for (let i = 0; i < batchSize; i++) {
+          const s = order[(b * batchSize + i) * k + m];
+          ids[i] = pos[s];
+          ls[i] = train.labels[s];
+        }
         members.push(rows(usedX, px, ids));
         outs.push(rows(usedY, classes, ids));
+        labels.push(ls);
       }
       const x = await code.encode(members, t, shape);
       const target = code.encodeOutputs(outs, t);
       opt.zeroGrad();
       const y = await model.forward(new Tensor(x, [batchSize, ...shape]));
-      const { loss, grad } = mse(y, new Tensor(target, [batchSize, classes]));
+      let { loss, grad } = mse(y, new Tensor(target, [batchSize, classes]));
+      if (ceWeight > 0) loss += addReconstructionLoss(y.contiguousData(), target, outs, labels, code.coefficients[t], classes, ceWeight, grad.data);
       await model.backward(grad);
       opt.step();
       scheduler?.step();

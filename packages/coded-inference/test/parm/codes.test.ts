@@ -47,7 +47,7 @@ describe('ParityCode (summation encoder, subtraction decoder)', () => {
   it('rejects bad codes and more losses than parities', async () => {
     expect(() => new ParityCode({ k: 1 })).toThrow('Expected an integer in [2, 64] for k but received 1');
     expect(() => new ParityCode({ k: 3, r: 4 })).toThrow(/for r but received 4/);
-    expect(() => new ParityCode({ k: 3, encoder: 'concat' })).toThrow(/2 \(side by side\) or 4/);
+    expect(() => new ParityCode({ k: 5, encoder: 'concat' })).toThrow(/2 \(side by side\), 3 or 4 \(2×2 grid\)/);
     expect(() => new ParityCode({ k: 2, r: 2, coefficients: [[1, 1], [2, 2]] })).toThrow(/singular set for losses \[0,1\]/);
     const code = new ParityCode({ k: 3 });
     const o = new Float32Array(4);
@@ -90,6 +90,16 @@ describe('concatenation encoder', () => {
         expect(out[y * w + x]).toBeCloseTo(1000 * q + 10 * ys + xs + 5.5, 3); // mean of 10y + x over the 2×2 block
       }
     }
+  });
+
+  it('k = 3 fills three tiles of the 2×2 grid and leaves the fourth at 0', async () => {
+    const [h, w] = [4, 4];
+    const qs = [0, 1, 2].map((i) => image(i + 1, 1, h, w));
+    const out3 = await new ParityCode({ k: 3, encoder: 'concat' }).encode(qs, 0, [1, h, w]);
+    const out4 = concatEncode([...qs, new Float32Array(h * w)], [1, h, w]);
+    expect(Array.from(out3)).toEqual(Array.from(out4));
+    for (let y = 2; y < 4; y++) for (let x = 2; x < 4; x++) expect(out3[y * w + x]).toBe(0);
+    expect(out3[0]).toBe(1000 + 5.5);
   });
 
   it('checks shapes', () => {

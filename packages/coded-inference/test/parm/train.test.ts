@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadMnist, mlp, manualSeed, subset } from '@kintsugi/cuda-core/nn';
 
-import { ParityCode, inputSpec, trainParityModel } from '../../src/parm/index.js';
+import { ParityCode, addReconstructionLoss, inputSpec, parityModelLike, trainParityModel } from '../../src/parm/index.js';
 
 describe('parity-model training', () => {
   it('lowers the reconstruction loss within a few epochs on a slice of MNIST', async () => {
@@ -20,5 +20,67 @@ describe('parity-model training', () => {
     expect(epochs[3].validationLoss).toBeLessThan(epochs[0].validationLoss);
     expect(res.bestValidationAccuracy).toBe(Math.max(...epochs.map((e) => e.validationAccuracy)));
     expect(res.model.parameterCount()).toBe(deployed.parameterCount());
+  }, 60_000);
+});
+
+describe('decoded cross-entropy term', () => {
+  // Loss of member j: −log softmax(F_j + (y − target)/c_j)[label_j], summed over j, mean over rows.
+  const lossOf = (y: Float32Array, target: Float32Array, outs: Float32Array[], labels: number[][], c: number[], classes: number) =>
+    addReconstructionLoss(y, target, outs, labels, c, classes, 2, new Float32Array(y.length));
+
+  it('adds weight × the decoded predictions\' cross-entropy and its exact gradient', () => {
+    const classes = 5, n = 3, c = [1, 2, 3];
+    const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 3);
+    const outs = c.map((_, j) => rnd(n * classes, j + 1));
+    const target = new Float32Array(n * classes);
+    outs.forEach((o, j) => o.forEach((v, i) => (target[i] += c[j] * v)));
+    const y = rnd(n * classes, 9);
+    const labels = [[0, 4, 2], [1, 1, 3], [4, 0, 0]];
+    const grad = new Float32Array(n * classes).fill(0.25); // the term adds to what is there
+    const loss = addReconstructionLoss(y, target, outs, labels, c, classes, 2, grad);
+    // Reference loss in float64.
+    let ref = 0;
+    for (let j = 0; j < c.length; j++) {
+      for (let r = 0; r < n; r++) {
+        const d = Array.from({ length: classes }, (_, q) => outs[j][r * classes + q] + (y[r * classes + q] - target[r * classes + q]) / c[j]);
+        const m = Math.max(...d);
+        const lse = m + Math.log(d.reduce((s, v) => s + Math.exp(v - m), 0));
+        ref += lse - d[labels[j][r]];
+      }
+    }
+    expect(loss).toBeCloseTo((2 * ref) / n, 5);
+    // Central differences of the loss against the gradient (minus the 0.25 already there).
+    for (const i of [0, 4, 7, 14]) {
+      const h = 1e-2;
+      const up = Float32Array.from(y), down = Float32Array.from(y);
+      up[i] += h;
+      down[i] -= h;
+      const fd = (lossOf(up, target, outs, labels, c, classes) - lossOf(down, target, outs, labels, c, classes)) / (2 * h);
+      expect(grad[i] - 0.25).toBeCloseTo(fd, 3);
+    }
+  });
+
+  it('starts a parity model from given weights of the same architecture, and refuses others', () => {
+    manualSeed(1);
+    const deployed = mlp();
+    manualSeed(2);
+    const earlier = mlp();
+    const copy = parityModelLike(deployed, earlier);
+    for (const [name, t] of copy.stateDict()) expect(Array.from(t.data)).toEqual(Array.from(earlier.stateDict().get(name)!.data));
+    expect(() => parityModelLike(deployed, mlp(784, 5))).toThrow(/do not fit the deployed architecture/);
+  });
+
+  it('trains with the term on a slice of MNIST', async () => {
+    manualSeed(3);
+    const deployed = mlp();
+    deployed.eval();
+    const train = subset(await loadMnist('train'), 600);
+    const losses: number[] = [];
+    await trainParityModel({
+      deployed, code: new ParityCode({ k: 2 }), train, input: inputSpec({}, 'mnist'), epochs: 2, validation: 200,
+      init: 'random', lr: 3e-3, seed: 5, reconstructionWeight: 1, onEpoch: (e) => losses.push(e.loss),
+    });
+    expect(losses[1]).toBeLessThan(losses[0]);
+    await expect(trainParityModel({ deployed, code: new ParityCode({ k: 2 }), train, input: inputSpec({}, 'mnist'), epochs: 1, reconstructionWeight: -1 })).rejects.toThrow('Expected a finite reconstructionWeight ≥ 0 but received -1');
   }, 60_000);
 });
