@@ -14,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { sumEncode } from '@kintsugi/cuda-core';
 
 import { SummationCode } from '../index.js';
+import { concatEncode, concatGrid } from '../parm/codes.js';
 import { quantile } from './loadgen.js';
 import { WorkerHandle, type HealthOptions, type WorkerSpec } from './process.js';
 import { expected, parseInferRequest, parseJsonBody, ServingError, type V2InferResponse, type V2ModelMetadata } from './protocol.js';
@@ -51,6 +52,12 @@ export interface CodedFrontendOptions {
   parity?: WorkerSpec[];
   /** r coefficient vectors of length k; default all ones, then 1, 2, …, k (any two columns independent). */
   coefficients?: number[][];
+  /**
+   * How a group's queries become the parity query: 'sum' (default, Σ c_i·X_i) or 'concat' (the k
+   * images downsampled and tiled into one, k = 2…4, for parity models trained with that encoder;
+   * the model's input must be [C, H, W]). Decoding is the same subtraction either way.
+   */
+  encoder?: 'sum' | 'concat';
   /** Coding groups per worker request (B): each data worker gets up to B queries per call. */
   batchSize?: number;
   /** How long the first queued query waits for a full batch of k·B before a partial one is sent. */
@@ -225,6 +232,7 @@ export class CodedFrontend {
   readonly r: number;
   readonly batchSize: number;
   readonly codes: SummationCode[];
+  readonly encoder: 'sum' | 'concat';
   readonly dataWorkers: WorkerHandle[];
   readonly parityWorkers: WorkerHandle[];
   #fillTimeoutMs: number;
@@ -266,6 +274,12 @@ export class CodedFrontend {
     const coeffs = o.coefficients ?? [Array(this.k).fill(1), Array.from({ length: this.k }, (_, i) => i + 1)].slice(0, this.r);
     if (!Array.isArray(coeffs) || coeffs.length !== this.r) throw new RangeError(expected('options.coefficients', `${this.r} coefficient vectors`, coeffs));
     this.codes = coeffs.map((c) => new SummationCode(this.k, c));
+    this.encoder = o.encoder ?? 'sum';
+    if (this.encoder !== 'sum' && this.encoder !== 'concat') throw new RangeError(expected('options.encoder', "'sum' or 'concat'", this.encoder));
+    if (this.encoder === 'concat') {
+      if (this.r === 0) throw new RangeError(expected('options.r', 'at least 1 with a concatenation encoder', this.r));
+      concatGrid(this.k);
+    }
     if (this.r === 2) {
       // Two lost predictions are solved from both parities: every 2×2 minor must be non-singular.
       const [a, b] = this.codes.map((c) => c.coefficients);
@@ -335,6 +349,14 @@ export class CodedFrontend {
       this.#model = { name: md.name, inputName: md.inputs[0].name, inputShape: md.inputs[0].shape.slice(1), outputShape: md.outputs[0].shape.slice(1) };
     }
     const m = this.#model;
+    if (this.encoder === 'concat') {
+      const [rows, cols] = concatGrid(this.k);
+      const [, h, w] = m.inputShape;
+      if (m.inputShape.length !== 3 || h % rows !== 0 || w % cols !== 0) {
+        await this.close();
+        throw new RangeError(expected('the model input for a concatenation encoder', `an image [C, H, W] with H divisible by ${rows} and W by ${cols}`, `[${m.inputShape}]`, true));
+      }
+    }
     this.#inSize = m.inputShape.reduce((a, b) => a * b, 1);
     this.#outSize = m.outputShape.reduce((a, b) => a * b, 1);
     // The parity model has the deployed model's architecture: its shapes must match.
@@ -600,11 +622,12 @@ export class CodedFrontend {
       }
     }
     d.sealed = true;
-    // The encoder works on the whole batch at once: the sum is elementwise, so slot batches add up
-    // to the batch of parity queries (one kernel call for all groups).
+    // The encoder works on the whole batch at once: the sum is elementwise and the tiling per image,
+    // so slot batches become the batch of parity queries in one call for all groups.
     const inputs = d.inputs as Float32Array[];
+    const tiled = this.encoder === 'concat' ? concatEncode(inputs, this.#needModel().inputShape as [number, number, number]) : null;
     this.codes.forEach((code, j) => {
-      code.encode(inputs).then(
+      (tiled ? Promise.resolve(tiled) : code.encode(inputs)).then(
         (batch) => {
           this.#parityQueue[j].push({ d, batch });
           this.#pumpParity(j);

@@ -193,9 +193,35 @@ describe('frontend errors', () => {
     expect(results.every((p) => !p.reconstructed)).toBe(true);
   });
 
+  it('serves concatenation-encoded parity models: the parity query tiles the group\'s images', async () => {
+    const fixtureModule = new URL('./fixtures/pixel-sum.mjs', import.meta.url).pathname;
+    const spec = (name: string) => `module:${fixtureModule}#${name}`;
+    const image = (i: number) => Float32Array.from({ length: 8 }, (_, j) => Math.cos(i * 8 + j) + 0.25 * i);
+    const want = (i: number) => {
+      const s = image(i).reduce((a, b) => a + b, 0);
+      return [s, -2 * s];
+    };
+    for (const [k, parity] of [[2, 'parityK2'], [4, 'parityK4']] as const) {
+      // The last data worker sleeps 8 s: its query of every group is decoded from the tiled parity.
+      const slow = { model: spec('deployed'), faults: { delayMs: 8000 } };
+      const f = await frontend({ k, r: 1, encoder: 'concat', data: [...Array.from({ length: k - 1 }, () => ({ model: spec('deployed') })), slow], parity: [{ model: spec(parity) }], requestTimeoutMs: 10_000, rebalanceAfterMs: 5000 });
+      const results = await Promise.all(Array.from({ length: k }, (_, i) => f.infer(image(i))));
+      expect(results.filter((p) => p.reconstructed)).toHaveLength(1);
+      for (const [i, p] of results.entries()) {
+        expect(p.output[0]).toBeCloseTo(want(i)[0], 4);
+        expect(p.output[1]).toBeCloseTo(want(i)[1], 4);
+      }
+      await f.close();
+    }
+    // A flat input cannot be tiled.
+    await expect(frontend({ k: 2, r: 1, encoder: 'concat', data: data(2), parity: data(1) })).rejects.toThrow('Expected an image [C, H, W] with H divisible by 1 and W by 2 for the model input for a concatenation encoder but received [8]');
+  });
+
   it('rejects bad options with "Expected … for … but received …"', () => {
     expect(() => new CodedFrontend({ k: 2, r: 1, data: data(1), parity: data(1) })).toThrow('Expected at least 2 data workers (k) for options.data but received an array of length 1');
     expect(() => new CodedFrontend({ k: 2, r: 3, data: data(2) })).toThrow('Expected an integer in [0, 2] for options.r but received 3');
     expect(() => new CodedFrontend({ k: 2, r: 2, data: data(2), parity: data(2), coefficients: [[1, 1], [2, 2]] })).toThrow(/columns 0 and 1 are independent/);
+    expect(() => new CodedFrontend({ k: 5, r: 1, encoder: 'concat', data: data(5), parity: data(1) })).toThrow(/2 \(side by side\), 3 or 4 \(2×2 grid\) for k of a concatenation encoder but received 5/);
+    expect(() => new CodedFrontend({ k: 2, r: 1, encoder: 'xor' as 'sum', data: data(2), parity: data(1) })).toThrow("Expected 'sum' or 'concat' for options.encoder but received \"xor\"");
   });
 });
