@@ -80,8 +80,12 @@ export interface ComparisonOptions {
   aggregate: 'median' | 'pooled';
   /** Unmeasured queries before each run (connections, JIT, the hedging estimate). */
   warmup: number;
-  /** 'linear' (exact parity, no labels) or 'mnist' (the shipped MLP and its parity models; accuracy against labels). */
-  model: 'linear' | 'mnist';
+  /**
+   * 'linear' (exact parity, no labels), 'mnist' (the shipped MLP and its sum-encoder parity models)
+   * or 'mnist-resnet' (the shipped ResNet and its concatenation-encoder parity models, k = 2…4);
+   * the MNIST workloads report accuracy against the test labels.
+   */
+  model: 'linear' | 'mnist' | 'mnist-resnet';
   inputs: number;
   outputs: number;
   /** Every worker's service time per request (a sleep: it stands for accelerator time and holds the worker, not a CPU). */
@@ -183,6 +187,7 @@ export interface Comparison {
 }
 
 interface Workload {
+  encoder?: 'sum' | 'concat';
   dataSpec: string;
   paritySpec: (k: number) => string;
   sample: (i: number) => Float32Array;
@@ -198,19 +203,23 @@ async function workload(o: ComparisonOptions): Promise<Workload> {
       sample: (i) => Float32Array.from({ length: o.inputs }, (_, j) => Math.sin(i * 31 + j)),
     };
   }
-  // The shipped MNIST MLP and its parity models (trained with `kintsugi parm train`), on the test set.
+  // A shipped MNIST model and its parity models (trained with `kintsugi parm train`), on the test set.
   const { loadDatasets, inputSpec, gather } = await import('../parm/data.js');
   const { loadModelFile } = await import('@kintsugi/cuda-core/nn');
-  const deployed = join(pkgDir, 'models/mnist-mlp.safetensors');
+  const resnet = o.model === 'mnist-resnet';
+  const name = resnet ? 'mnist-resnet' : 'mnist-mlp';
+  const parityName = (k: number) => (resnet ? `${name}-parity-concat-k${k}` : `${name}-parity-k${k}`);
+  const deployed = join(pkgDir, `models/${name}.safetensors`);
   const { metadata } = await loadModelFile(deployed);
   const { test, note } = await loadDatasets('mnist');
   const spec = inputSpec(metadata, 'mnist');
   return {
-    dataSpec: `file:${deployed}#mnist-mlp`,
-    paritySpec: (k) => `file:${join(pkgDir, `models/mnist-mlp-parity-k${k}.safetensors`)}#mnist-mlp-parity-k${k}`,
+    encoder: resnet ? 'concat' : 'sum',
+    dataSpec: `file:${deployed}#${name}`,
+    paritySpec: (k) => `file:${join(pkgDir, `models/${parityName(k)}.safetensors`)}#${parityName(k)}`,
     sample: (i) => gather(test, [i % test.count], spec),
     label: (i) => test.labels[i % test.count],
-    dataset: `${note}; mnist-mlp and its sum-encoder parity models from models/`,
+    dataset: `${note}; ${name} and its ${resnet ? 'concatenation' : 'sum'}-encoder parity models from models/`,
   };
 }
 
@@ -227,7 +236,7 @@ function checkOptions(o: ComparisonOptions): Approach[] {
   int(o.repeat, '--repeat', 1, 100);
   int(o.warmup, '--warmup', 0, 1_000_000);
   if (o.aggregate !== 'median' && o.aggregate !== 'pooled') throw new RangeError(expected('--aggregate', "'median' or 'pooled'", o.aggregate));
-  if (o.model !== 'linear' && o.model !== 'mnist') throw new RangeError(expected('--model', "'linear' or 'mnist'", o.model));
+  if (o.model !== 'linear' && o.model !== 'mnist' && o.model !== 'mnist-resnet') throw new RangeError(expected('--model', "'linear', 'mnist' or 'mnist-resnet'", o.model));
   num(o.delayMs, '--delay-ms', 0);
   num(o.slowProbability, '--slow-prob', 0, 1);
   num(o.slowMs, '--slow-ms', 0);
@@ -261,7 +270,7 @@ function frontendFor(a: Approach, o: ComparisonOptions, w: Workload): CodedFront
   };
   const common: Partial<CodedFrontendOptions> = { batchSize: o.batchSize, fillTimeoutMs: o.fillTimeoutMs, rebalanceAfterMs: o.rebalanceMs, requestTimeoutMs: o.requestTimeoutMs };
   if (a.kind === 'parm') {
-    return new CodedFrontend({ ...common, rebalanceAfterMs: o.parmRebalanceMs ?? Infinity, k: a.k, r: 1, data: Array.from({ length: a.k }, (_, i) => spec(i, w.dataSpec)), parity: [spec(a.k, w.paritySpec(a.k))] });
+    return new CodedFrontend({ ...common, rebalanceAfterMs: o.parmRebalanceMs ?? Infinity, k: a.k, r: 1, encoder: w.encoder, data: Array.from({ length: a.k }, (_, i) => spec(i, w.dataSpec)), parity: [spec(a.k, w.paritySpec(a.k))] });
   }
   const data = Array.from({ length: a.workers }, (_, i) => spec(i, w.dataSpec));
   const redundancy = a.kind === 'replicate' ? { mode: 'replicate' as const, copies: o.copies } : a.kind === 'hedge' ? { mode: 'hedge' as const, quantile: o.hedgeQuantile } : undefined;
@@ -394,7 +403,8 @@ and writes <out>/<name>.{json,csv,md} and <name>-tail.svg.
                          latencies are the median over runs of each run's percentiles (median),
                          or percentiles over all runs' queries together (pooled)
   --warmup N             unmeasured queries before each run (200)
-  --model linear|mnist   linear (exact parity; --inputs 64 --outputs 10) or the shipped MNIST MLP with accuracy
+  --model NAME           linear (exact parity; --inputs 64 --outputs 10), or with accuracy the shipped MNIST
+                         mnist (MLP, sum-encoder parity models) or mnist-resnet (concatenation encoder)
   --delay-ms D           service time of every request on every worker (10)
   --slow-prob P          a request on a slowed worker is slowed with probability P (0.005) …
   --slow-ms S            … by S ms (100); --slow-workers all|0,2,… picks the slowed workers (all)
