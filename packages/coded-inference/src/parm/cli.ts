@@ -19,7 +19,7 @@ const usage = `Usage:
 train options:
   --r R              parity models (default 1); R > 1 writes FILE's stem + .p0, .p1, … (one per parity row)
   --parity-index T   train only parity row T of an R-parity code
-  --encoder NAME     sum (P = Σ c_i·X_i, default) or concat (k = 2 side by side, k = 3 or 4 a 2×2 grid)
+  --encoder NAME     sum (P = Σ c_i·X_i, default) or concat (k = 2 side by side, 3…4 a 2×2 grid, 5…9 a 3×3 grid)
   --epochs N         default 10
   --batch B          default 64 for k = 2, 32 for k > 2
   --lr X             Adam learning rate (default 1e-3), cosine-decayed unless --constant-lr
@@ -113,7 +113,7 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
   const k = int(required(v.k, '--k', 'an integer in [2, 64]'), '--k', 2, 64)!;
   const r = int(v.r, '--r', 1, k) ?? 1;
   const encoder = choice(v.encoder, '--encoder', encoderNames, 'sum');
-  if (encoder === 'concat' && (k < 2 || k > 4)) fail('--k', '2, 3 or 4 with --encoder concat', v.k);
+  if (encoder === 'concat' && k > 9) fail('--k', 'an integer in [2, 9] with --encoder concat', v.k);
   return {
     dataset: choice(v.dataset, '--dataset', datasetNames),
     deployed: required(v.deployed, '--deployed', 'a deployed model file'),

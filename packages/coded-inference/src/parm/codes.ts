@@ -30,33 +30,34 @@ export function defaultCoefficients(k: number, r: number): number[][] {
   return Array.from({ length: r }, (_, t) => Array.from({ length: k }, (_, i) => (i + 1) ** t));
 }
 
-/**
- * Shape-only check for a concatenation code: the tiling needs an even height/width.
- */
+/** The tile grid [rows, cols] of a concatenation code with k queries. */
 export function concatGrid(k: number): [rows: number, cols: number] {
   if (k === 2) return [1, 2];
   if (k === 3 || k === 4) return [2, 2];
-  throw new RangeError(expected('k of a concatenation encoder', '2 (side by side), 3 or 4 (2×2 grid)', k));
+  if (Number.isInteger(k) && k >= 5 && k <= 9) return [3, 3];
+  throw new RangeError(expected('k of a concatenation encoder', '2 (side by side), 3 or 4 (2×2 grid) or 5…9 (3×3 grid)', k));
 }
 
 /**
- * Tiles k batches of images [B, C, H, W] into one batch of the same shape: each image is
- * downsampled by averaging (1×2 pixel blocks for k = 2, 2×2 for k = 3 and 4) and placed in its
- * tile, query i at row ⌊i / cols⌋, column i mod cols. With k = 3 the fourth tile stays 0 (the
- * normalised data's mean), a constant the parity model learns to ignore.
+ * Tiles k batches of images [B, C, H, W] into one batch of the same shape. The grid has `rows` ×
+ * `cols` tiles of ⌊H/rows⌋ × ⌊W/cols⌋ pixels; each image is downsampled into its tile by averaging
+ * rows × cols pixel blocks (1×2 for k = 2, 2×2 for k = 3 and 4, 3×3 for k = 5…9) and placed at
+ * grid row ⌊i / cols⌋, column i mod cols. Source pixels past the last whole block (28 = 3·9 + 1)
+ * are dropped; output pixels no tile covers, and the tiles of missing queries (k < rows·cols),
+ * stay 0 (the normalised data's mean), a constant the parity model learns to ignore.
  */
 export function concatEncode(queries: Float32Array[], imageShape: readonly [number, number, number]): Float32Array {
   const k = queries.length;
   const [gridRows, gridCols] = concatGrid(k);
   const [c, h, w] = imageShape;
-  if (h % gridRows !== 0 || w % gridCols !== 0) throw new RangeError(expected('imageShape', `a height divisible by ${gridRows} and width by ${gridCols}`, `[${imageShape}]`, true));
+  if (!(h >= gridRows && w >= gridCols)) throw new RangeError(expected('imageShape', `at least ${gridRows} rows and ${gridCols} columns`, `[${imageShape}]`, true));
   const px = c * h * w;
   const n = queries[0].length;
   if (n % px !== 0) throw new RangeError(expected('queries[0]', `a multiple of ${px} values (whole [${imageShape}] images)`, `${n} values`, true));
   queries.forEach((q, i) => {
     if (!(q instanceof Float32Array) || q.length !== n) throw new RangeError(expected(`queries[${i}]`, `a Float32Array of ${n} values`, q instanceof Float32Array ? `${q.length} values` : typeof q, true));
   });
-  const th = h / gridRows, tw = w / gridCols; // tile size
+  const th = Math.floor(h / gridRows), tw = Math.floor(w / gridCols); // tile size
   const inv = 1 / (gridRows * gridCols);
   const out = new Float32Array(n);
   for (let b = 0; b < n / px; b++) {

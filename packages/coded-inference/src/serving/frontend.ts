@@ -54,7 +54,7 @@ export interface CodedFrontendOptions {
   coefficients?: number[][];
   /**
    * How a group's queries become the parity query: 'sum' (default, Σ c_i·X_i) or 'concat' (the k
-   * images downsampled and tiled into one, k = 2…4, for parity models trained with that encoder;
+   * images downsampled and tiled into one, k = 2…9, for parity models trained with that encoder;
    * the model's input must be [C, H, W]). Decoding is the same subtraction either way.
    */
   encoder?: 'sum' | 'concat';
@@ -352,9 +352,9 @@ export class CodedFrontend {
     if (this.encoder === 'concat') {
       const [rows, cols] = concatGrid(this.k);
       const [, h, w] = m.inputShape;
-      if (m.inputShape.length !== 3 || h % rows !== 0 || w % cols !== 0) {
+      if (m.inputShape.length !== 3 || h < rows || w < cols) {
         await this.close();
-        throw new RangeError(expected('the model input for a concatenation encoder', `an image [C, H, W] with H divisible by ${rows} and W by ${cols}`, `[${m.inputShape}]`, true));
+        throw new RangeError(expected('the model input for a concatenation encoder', `an image [C, H, W] of at least ${rows}×${cols} pixels`, `[${m.inputShape}]`, true));
       }
     }
     this.#inSize = m.inputShape.reduce((a, b) => a * b, 1);

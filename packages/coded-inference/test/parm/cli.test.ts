@@ -18,7 +18,7 @@ describe('kintsugi parm arguments', () => {
       [[...base], 'Expected an integer in [2, 64] for --k but received nothing'],
       [[...base, '--k', 'two'], 'Expected an integer in [2, 64] for --k but received "two"'],
       [[...base, '--k', '65'], 'Expected an integer in [2, 64] for --k but received "65"'],
-      [[...base, '--k', '5', '--encoder', 'concat'], 'Expected 2, 3 or 4 with --encoder concat for --k but received "5"'],
+      [[...base, '--k', '10', '--encoder', 'concat'], 'Expected an integer in [2, 9] with --encoder concat for --k but received "10"'],
       [[...base, '--k', '2', '--ce-weight=-1'], 'Expected a number ≥ 0 for --ce-weight but received "-1"'],
       [[...base, '--k', '2', '--encoder', 'xor'], 'Expected one of sum | concat for --encoder but received "xor"'],
       [[...base, '--k', '2', '--r', '3'], 'Expected an integer in [1, 2] for --r but received "3"'],

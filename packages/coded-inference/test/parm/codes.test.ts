@@ -47,7 +47,7 @@ describe('ParityCode (summation encoder, subtraction decoder)', () => {
   it('rejects bad codes and more losses than parities', async () => {
     expect(() => new ParityCode({ k: 1 })).toThrow('Expected an integer in [2, 64] for k but received 1');
     expect(() => new ParityCode({ k: 3, r: 4 })).toThrow(/for r but received 4/);
-    expect(() => new ParityCode({ k: 5, encoder: 'concat' })).toThrow(/2 \(side by side\), 3 or 4 \(2×2 grid\)/);
+    expect(() => new ParityCode({ k: 10, encoder: 'concat' })).toThrow(/2 \(side by side\), 3 or 4 \(2×2 grid\) or 5…9 \(3×3 grid\)/);
     expect(() => new ParityCode({ k: 2, r: 2, coefficients: [[1, 1], [2, 2]] })).toThrow(/singular set for losses \[0,1\]/);
     const code = new ParityCode({ k: 3 });
     const o = new Float32Array(4);
@@ -102,8 +102,22 @@ describe('concatenation encoder', () => {
     expect(out3[0]).toBe(1000 + 5.5);
   });
 
+  it('k = 5…9 tiles a 3×3 grid of ⌊H/3⌋ × ⌊W/3⌋ tiles (3×3 averages); pixels past the last whole block are dropped', () => {
+    const [h, w] = [7, 7]; // 2×2 tiles; source row and column 6 fall outside every block
+    const qs = Array.from({ length: 8 }, (_, i) => image(i, 1, h, w));
+    const out = concatEncode(qs, [1, h, w]);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const q = Math.floor(y / 2) * 3 + Math.floor(x / 2);
+        // Mean of 10y' + x' over the 3×3 block at (3·(y mod 2), 3·(x mod 2)): its centre.
+        const want = y < 6 && x < 6 && q < 8 ? 1000 * q + 10 * (3 * (y % 2) + 1) + 3 * (x % 2) + 1 : 0;
+        expect(out[y * w + x]).toBeCloseTo(want, 3);
+      }
+    }
+  });
+
   it('checks shapes', () => {
-    expect(() => concatEncode([new Float32Array(12), new Float32Array(12)], [1, 3, 3])).toThrow('Expected a height divisible by 1 and width by 2 for imageShape but received [1,3,3]');
+    expect(() => concatEncode([new Float32Array(1), new Float32Array(1)], [1, 1, 1])).toThrow('Expected at least 1 rows and 2 columns for imageShape but received [1,1,1]');
     expect(() => concatEncode([new Float32Array(16), new Float32Array(8)], [1, 4, 4])).toThrow('Expected a Float32Array of 16 values for queries[1] but received 8 values');
   });
 });

@@ -214,14 +214,14 @@ describe('frontend errors', () => {
       await f.close();
     }
     // A flat input cannot be tiled.
-    await expect(frontend({ k: 2, r: 1, encoder: 'concat', data: data(2), parity: data(1) })).rejects.toThrow('Expected an image [C, H, W] with H divisible by 1 and W by 2 for the model input for a concatenation encoder but received [8]');
+    await expect(frontend({ k: 2, r: 1, encoder: 'concat', data: data(2), parity: data(1) })).rejects.toThrow('Expected an image [C, H, W] of at least 1×2 pixels for the model input for a concatenation encoder but received [8]');
   });
 
   it('rejects bad options with "Expected … for … but received …"', () => {
     expect(() => new CodedFrontend({ k: 2, r: 1, data: data(1), parity: data(1) })).toThrow('Expected at least 2 data workers (k) for options.data but received an array of length 1');
     expect(() => new CodedFrontend({ k: 2, r: 3, data: data(2) })).toThrow('Expected an integer in [0, 2] for options.r but received 3');
     expect(() => new CodedFrontend({ k: 2, r: 2, data: data(2), parity: data(2), coefficients: [[1, 1], [2, 2]] })).toThrow(/columns 0 and 1 are independent/);
-    expect(() => new CodedFrontend({ k: 5, r: 1, encoder: 'concat', data: data(5), parity: data(1) })).toThrow(/2 \(side by side\), 3 or 4 \(2×2 grid\) for k of a concatenation encoder but received 5/);
+    expect(() => new CodedFrontend({ k: 10, r: 1, encoder: 'concat', data: data(10), parity: data(1) })).toThrow(/3 or 4 \(2×2 grid\) or 5…9 \(3×3 grid\) for k of a concatenation encoder but received 10/);
     expect(() => new CodedFrontend({ k: 2, r: 1, encoder: 'xor' as 'sum', data: data(2), parity: data(1) })).toThrow("Expected 'sum' or 'concat' for options.encoder but received \"xor\"");
   });
 });
