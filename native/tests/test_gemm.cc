@@ -474,8 +474,12 @@ TEST(few_rows_transposed_form) {
   // 32 < M <= 256 (last 64-column panel of A^T at least 48 wide) and N > M: computed as
   // C^T = op(B)^T op(A)^T with B read in place and A packed, C stored through transposed
   // tiles. Every layout and transpose, odd N and K, padding, alpha/beta, and M values around the
-  // rule (40, 96: not taken; 48, 112, 176: taken with a partial panel).
-  for_each_path([] {
+  // rule (40, 96: not taken; 48, 112, 176: taken with a partial panel). The default takes it for
+  // a non-transposed B only from N = 2560; 0 lets these small shapes in.
+  Blocking all_n;
+  all_n.swap_min_n = 0;
+  for_each_path([&] {
+    set_blocking_override(all_n);
     sweep({{48, 131, 37}, {64, 97, 70}, {112, 150, 9}, {128, 129, 20}, {256, 263, 5}, {40, 90, 11}, {96, 99, 13}}, Fill::Ints,
           1.0f, 0.0f, 1);
     sweep({{64, 200, 33}}, Fill::Ints, 2.0f, -1.0f, 2);
@@ -492,7 +496,7 @@ TEST(few_rows_transposed_form) {
       if (!run_case(c)) return;
     }
     // Several KC blocks (beta applied once, then accumulation).
-    Blocking b;
+    Blocking b = all_n;
     b.kc = 16;
     set_blocking_override(b);
     sweep({{64, 77, 50}, {176, 181, 41}}, Fill::Ints, -1.0f, 0.5f, 0);

@@ -173,6 +173,7 @@ struct Config {
   int64_t kc, mc, nc, small_m, dot_m, stream_m;
   bool direct_a;
   int64_t swap_m;
+  int64_t swap_min_n_strided;  // smallest N for the transposed form when B is read down its columns
   int64_t swap_kc_strided, swap_kc_rows;
 };
 
@@ -228,8 +229,14 @@ Config make_config() {
   // along rows of B^T a long KC amortises the C updates, with the packed KC x NR panel of A in
   // half of L2 (KC 2048 at 105 GFLOP/s, 1024 at 102, 512 at 93).
   cfg.swap_kc_strided = 512;
+  // Read down its columns, B must be wide for the transposed form to pay: with N ≤ 2048 and a
+  // long K it loses on Zen 4 (1 thread, GFLOP/s transposed vs packed: 49x512x4608 48 vs 87,
+  // 64x1024x4096 62 vs 92, 64x2048x2048 61 vs 86; equal at N = 1536 and 2560, won at N = 4096:
+  // 64x4096x1024 104 vs 85).
+  cfg.swap_min_n_strided = 2560;
   cfg.swap_kc_rows = std::min<int64_t>(4096, std::max<int64_t>(256, ci.l2_bytes / 2 / (int64_t(cfg.nr) * 4) / 16 * 16));
   if (g_override.swap_m >= 0) cfg.swap_m = g_override.swap_m;
+  if (g_override.swap_min_n >= 0) cfg.swap_min_n_strided = g_override.swap_min_n;
   if (g_override.kc > 0) cfg.swap_kc_strided = cfg.swap_kc_rows = g_override.kc;
   return cfg;
 }
@@ -601,7 +608,8 @@ void run(const Problem& P) {
   }
   const int64_t tail = P.m % cfg.nr;
   const bool swap_fits = P.m > 32 && (tail == 0 || 4 * tail >= 3 * cfg.nr);
-  if (!P.packed && !P.c_trans && !P.observer && !P.keep_form && cfg.direct_a && P.m <= cfg.swap_m && swap_fits && P.n > P.m) {
+  if (!P.packed && !P.c_trans && !P.observer && !P.keep_form && cfg.direct_a && P.m <= cfg.swap_m && swap_fits && P.n > P.m &&
+      (P.tb || P.n >= cfg.swap_min_n_strided)) {
     // C^T = op(B)^T op(A)^T: the large B becomes the operand read in place (broadcast from its
     // rows, nothing packed), and the few rows of A are packed once per KC block as the panel
     // every tile reuses; C is written through transposed tile stores.
@@ -647,6 +655,7 @@ Blocking current_blocking() {
   b.stream_m = c.stream_m;
   b.direct_a = c.direct_a ? 1 : 0;
   b.swap_m = c.swap_m;
+  b.swap_min_n = c.swap_min_n_strided;
   return b;
 }
 const KernelSet& active_kernels() { return kernels_for(active_isa()); }

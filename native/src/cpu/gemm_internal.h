@@ -128,6 +128,7 @@ struct Blocking {
   int64_t stream_m = -1; // largest M using the row-streaming kernel for B not transposed (-1: default)
   int direct_a = -1;     // 1: read A in place, 0: pack A, -1: the KernelSet's choice
   int64_t swap_m = -1;   // largest M computed as the transposed problem C^T = op(B)^T op(A)^T (-1: default)
+  int64_t swap_min_n = -1;  // smallest N for that form when B is not transposed (-1: default)
 };
 // For tests (tiny blocks exercise every edge cheaply) and tuning. Not thread-safe; call between
 // sgemm calls. Passing Blocking{} restores the defaults.
