@@ -28,6 +28,8 @@ Options:
   --modes LIST         comma list of none, checkpoint, checkpoint-tuned, cpr, xor, xor-replicated,
                        rs, sum (default none,checkpoint,checkpoint-tuned,cpr,xor,xor-replicated,rs)
   --repeat N           run the mode list N times, interleaved; report medians (noisy machines)
+  --rebuild-range-slots N  slots an ECRM rebuild reads per range (default 16384)
+  --rebuild-pause-ms N     pause between a rebuild's ranges (default 0)
   --svg PATH           plot file (default ecrm-throughput.svg)
   --json PATH          also write the measurements as JSON
   --criteo PATH        train on a Criteo Kaggle TSV file instead of synthetic data (train only)
@@ -110,6 +112,7 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
     const modes = (flags.get('modes') ?? 'none,checkpoint,checkpoint-tuned,cpr,xor,xor-replicated,rs').split(',');
     const rows = await runComparison({
       ...common, failure, checkpointEvery: every, modes, repeat: int(flags, 'repeat', 1),
+      rebuild: { rangeSlots: int(flags, 'rebuild-range-slots', 16384), pauseMs: int(flags, 'rebuild-pause-ms', 0, 0) },
       log: (line) => process.stderr.write(line + '\n'),
     });
     const svg = flags.get('svg') ?? 'ecrm-throughput.svg';

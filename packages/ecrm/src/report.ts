@@ -97,6 +97,8 @@ export interface ComparisonOptions {
   /** Runs of the whole list, interleaved so load from other tenants hits every mode alike; each
    * metric is the median over the runs. */
   repeat?: number;
+  /** ECRM rebuild tuning: slots per range read and a pause between ranges (cluster defaults otherwise). */
+  rebuild?: { rangeSlots?: number; pauseMs?: number };
   log?: (line: string) => void;
 }
 
@@ -130,7 +132,7 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
 }
 
 function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
-  const base: Omit<TrainOptions, 'mode'> = { steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed };
+  const base: Omit<TrainOptions, 'mode'> = { steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed, rebuild: o.rebuild };
   const fail = [o.failure];
   switch (token) {
     case 'none': return { ...base, mode: 'none' };

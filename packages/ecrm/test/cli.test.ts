@@ -20,7 +20,7 @@ describe('kintsugi ecrm', () => {
   it('runs the comparison with a failure, prints the table and writes the SVG plot', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'ecrm-cli-'));
     const svg = join(dir, 'plot.svg');
-    const r = await run(['--modes', 'none,checkpoint,xor', '--steps', '24', '--batch', '64', '--rows', '300', '--dim', '8', '--checkpoint-every', '8', '--svg', svg]);
+    const r = await run(['--modes', 'none,checkpoint,xor', '--steps', '24', '--batch', '64', '--rows', '300', '--dim', '8', '--checkpoint-every', '8', '--svg', svg, '--rebuild-range-slots', '64', '--rebuild-pause-ms', '1']);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/data shard 1 killed at step 12/);
     expect(r.out).toMatch(/\| no fault tolerance \| \d+ \|/);
@@ -37,6 +37,7 @@ describe('kintsugi ecrm', () => {
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/Expected an integer >= 8 for --steps but received "many"/);
     expect((await run(['--modes', 'none,raid5', '--steps', '8'])).err).toMatch(/Expected one of none, .* for a mode but received "raid5"/);
+    expect((await run(['--rebuild-range-slots', '0', '--steps', '8'])).err).toMatch(/Expected an integer >= 1 for --rebuild-range-slots but received "0"/);
     expect((await run(['frobnicate'])).err).toMatch(/Expected report, train or serve for the ecrm command but received "frobnicate"/);
     expect((await run(['--help'])).out).toMatch(/Usage:/);
   });
