@@ -26,6 +26,7 @@ train options:
   --weight-decay X   default 1e-5
   --init NAME|FILE   deployed (default: start from the deployed model's weights), random (the paper's),
                      or a parity model file of the same code to go on training
+  --grid RxC         concatenation tile grid (default by k: 1x2, 2x2, 3x3); 2x1 stacks two images
   --ce-weight X      add X × the cross-entropy of the decoded predictions against their labels to the
                      MSE (default 0: MSE only, the paper's loss)
   --validation N     held-out training images for checkpoint selection (default 5000)
@@ -73,7 +74,7 @@ function required(v: string | undefined, name: string, what: string): string {
 const trainSpec = {
   dataset: { type: 'string' }, deployed: { type: 'string' }, k: { type: 'string' }, r: { type: 'string' },
   'parity-index': { type: 'string' }, encoder: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
-  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' },
+  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' }, grid: { type: 'string' },
   validation: { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
   'data-dir': { type: 'string' }, 'max-batches': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
@@ -99,12 +100,21 @@ export interface ParmTrainArgs {
   /** 'random', 'deployed' or a parity model file. */
   init: string;
   ceWeight: number;
+  /** Concatenation tile grid [rows, cols] (default: by k). */
+  grid?: [number, number];
   validation: number;
   limit?: number;
   maxBatches?: number;
   seed: number;
   out: string;
   dataDir?: string;
+}
+
+function gridOf(v: string | undefined, encoder: EncoderName, k: number): [number, number] | undefined {
+  if (v === undefined) return undefined;
+  const m = /^([1-3])x([1-3])$/.exec(v.trim());
+  if (encoder !== 'concat' || !m || Number(m[1]) * Number(m[2]) < k) fail('--grid', `ROWSxCOLS (1…3 each, at least k = ${k} tiles) with --encoder concat`, v);
+  return [Number(m[1]), Number(m[2])];
 }
 
 export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
@@ -128,6 +138,7 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
     weightDecay: num(v['weight-decay'], '--weight-decay', 0) ?? 1e-5,
     init: v.init === undefined || v.init === '' ? 'deployed' : v.init,
     ceWeight: num(v['ce-weight'], '--ce-weight', 0) ?? 0,
+    grid: gridOf(v.grid, encoder, k),
     validation: int(v.validation, '--validation', 1) ?? 5000,
     limit: int(v.limit, '--limit', 1),
     maxBatches: int(v['max-batches'], '--max-batches', 1),
@@ -189,7 +200,7 @@ async function initialWeights(o: ParmTrainArgs, code: ParityCode, rowsToTrain: n
   const { parm: p, model } = await loadParityModel(o.init);
   const t = rowsToTrain[0];
   const row = p.coefficients[p.parityIndex];
-  const same = p.k === code.k && p.encoder === code.encoder && row.every((c, i) => c === code.coefficients[t][i]);
+  const same = p.k === code.k && p.encoder === code.encoder && row.every((c, i) => c === code.coefficients[t][i]) && new ParityCode(p).grid?.join() === code.grid?.join();
   if (!same) throw new UsageError(`--init ${o.init} is a parity model of k=${p.k} ${p.encoder} row ${JSON.stringify(row)}, not of this code's row ${JSON.stringify(code.coefficients[t])} (k=${code.k} ${code.encoder})`);
   return model;
 }
@@ -199,9 +210,9 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
   const deployed = await loadDeployed(o.deployed);
   const data = await loadDatasets(o.dataset, o.dataDir);
   const input = inputSpec(deployed.metadata, o.dataset);
-  const code = new ParityCode({ k: o.k, r: o.r, encoder: o.encoder });
+  const code = new ParityCode({ k: o.k, r: o.r, encoder: o.encoder, grid: o.grid });
   say(`${data.note}; deployed ${basename(o.deployed)} (${deployed.architecture}, ${deployed.model.parameterCount()} parameters)`);
-  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}`);
+  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}${code.grid ? ` grid ${code.grid.join('x')}` : ''}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}`);
   const rowsToTrain = o.parityIndex === undefined ? Array.from({ length: o.r }, (_, t) => t) : [o.parityIndex];
   const init = await initialWeights(o, code, rowsToTrain);
   for (const t of rowsToTrain) {

@@ -19,6 +19,8 @@ export interface CodeSpec {
   encoder: EncoderName;
   /** r rows of k coefficients: parity t = Σ_i coefficients[t][i]·X_i (for concat: of the outputs). */
   coefficients: number[][];
+  /** Concatenation only: the tile grid [rows, cols] when it is not concatGrid(k)'s. */
+  grid?: [number, number];
 }
 
 /**
@@ -30,7 +32,20 @@ export function defaultCoefficients(k: number, r: number): number[][] {
   return Array.from({ length: r }, (_, t) => Array.from({ length: k }, (_, i) => (i + 1) ** t));
 }
 
-/** The tile grid [rows, cols] of a concatenation code with k queries. */
+/**
+ * A tile grid given for k queries: whole numbers with rows·cols ≥ k, at most 3×3 (a k = 2 code
+ * may stack its two images, [2, 1], instead of the default side by side: a garment keeps its
+ * width, which tells sleeves from none, and loses height).
+ */
+export function checkGrid(grid: readonly unknown[], k: number): [number, number] {
+  const [rows, cols] = grid as number[];
+  if (!Array.isArray(grid) || grid.length !== 2 || ![rows, cols].every((d) => Number.isInteger(d) && d >= 1 && d <= 3) || rows * cols < k) {
+    throw new RangeError(expected('grid', `[rows, cols] of 1…3 each with rows·cols ≥ k = ${k}`, grid));
+  }
+  return [rows, cols];
+}
+
+/** The default tile grid [rows, cols] of a concatenation code with k queries. */
 export function concatGrid(k: number): [rows: number, cols: number] {
   if (k === 2) return [1, 2];
   if (k === 3 || k === 4) return [2, 2];
@@ -46,9 +61,9 @@ export function concatGrid(k: number): [rows: number, cols: number] {
  * are dropped; output pixels no tile covers, and the tiles of missing queries (k < rows·cols),
  * stay 0 (the normalised data's mean), a constant the parity model learns to ignore.
  */
-export function concatEncode(queries: Float32Array[], imageShape: readonly [number, number, number]): Float32Array {
+export function concatEncode(queries: Float32Array[], imageShape: readonly [number, number, number], grid?: readonly [number, number]): Float32Array {
   const k = queries.length;
-  const [gridRows, gridCols] = concatGrid(k);
+  const [gridRows, gridCols] = grid ? checkGrid(grid, k) : concatGrid(k);
   const [c, h, w] = imageShape;
   if (!(h >= gridRows && w >= gridCols)) throw new RangeError(expected('imageShape', `at least ${gridRows} rows and ${gridCols} columns`, `[${imageShape}]`, true));
   const px = c * h * w;
@@ -88,12 +103,16 @@ export class ParityCode {
   /** One summation code per parity row (its coefficients). */
   readonly rows: SummationCode[];
 
-  constructor(spec: { k: number; r?: number; encoder?: EncoderName; coefficients?: number[][] }) {
+  /** The concatenation encoder's tile grid (undefined for summation). */
+  readonly grid: [number, number] | undefined;
+
+  constructor(spec: { k: number; r?: number; encoder?: EncoderName; coefficients?: number[][]; grid?: [number, number] }) {
     const k = spec.k, r = spec.r ?? 1, encoder = spec.encoder ?? 'sum';
     if (!Number.isInteger(k) || k < 2 || k > 64) throw new RangeError(expected('k', 'an integer in [2, 64]', k));
     if (!Number.isInteger(r) || r < 1 || r > k) throw new RangeError(expected('r', `an integer in [1, ${k}]`, r));
     if (!(encoderNames as readonly string[]).includes(encoder)) throw new RangeError(expected('encoder', encoderNames.join(' | '), encoder));
-    if (encoder === 'concat') concatGrid(k);
+    if (spec.grid !== undefined && encoder !== 'concat') throw new RangeError(expected('grid', 'nothing for a summation code (tiles are for concatenation)', spec.grid));
+    this.grid = encoder === 'concat' ? (spec.grid !== undefined ? checkGrid(spec.grid, k) : concatGrid(k)) : undefined;
     const coefficients = spec.coefficients ?? defaultCoefficients(k, r);
     if (!Array.isArray(coefficients) || coefficients.length !== r) throw new RangeError(expected('coefficients', `${r} rows`, coefficients));
     this.rows = coefficients.map((row) => new SummationCode(k, row));
@@ -110,7 +129,8 @@ export class ParityCode {
   }
 
   get spec(): CodeSpec {
-    return { k: this.k, r: this.r, encoder: this.encoder, coefficients: this.coefficients.map((r) => r.slice()) };
+    const custom = this.grid && this.grid.join() !== concatGrid(this.k).join();
+    return { k: this.k, r: this.r, encoder: this.encoder, coefficients: this.coefficients.map((r) => r.slice()), ...(custom ? { grid: [...this.grid!] as [number, number] } : {}) };
   }
 
   /**
@@ -120,7 +140,7 @@ export class ParityCode {
   async encode(queries: Float32Array[], t = 0, imageShape: readonly [number, number, number] = [1, 28, 28]): Promise<Float32Array> {
     if (!Number.isInteger(t) || t < 0 || t >= this.r) throw new RangeError(expected('t', `an integer in [0, ${this.r - 1}]`, t));
     if (queries.length !== this.k) throw new RangeError(expected('queries', `${this.k} queries`, `${queries.length}`, true));
-    if (this.encoder === 'concat') return concatEncode(queries, imageShape);
+    if (this.encoder === 'concat') return concatEncode(queries, imageShape, this.grid);
     return this.rows[t].encode(queries);
   }
 

@@ -34,7 +34,7 @@ export function checkParityMetadata(value: unknown, source = 'parity metadata'):
   const v = value as Partial<ParityMetadata> | null;
   if (!v || typeof v !== 'object') throw new TypeError(expected(source, 'an object with k, r, encoder, coefficients', value));
   if (!(encoderNames as readonly string[]).includes(v.encoder as string)) throw new RangeError(expected(`${source}.encoder`, encoderNames.join(' | '), v.encoder));
-  const code = new ParityCode({ k: v.k as number, r: v.r as number, encoder: v.encoder, coefficients: v.coefficients });
+  const code = new ParityCode({ k: v.k as number, r: v.r as number, encoder: v.encoder, coefficients: v.coefficients, grid: v.grid });
   const t = v.parityIndex ?? 0;
   if (!Number.isInteger(t) || t < 0 || t >= code.r) throw new RangeError(expected(`${source}.parityIndex`, `an integer in [0, ${code.r - 1}]`, t));
   return { ...v, ...code.spec, parityIndex: t } as ParityMetadata;

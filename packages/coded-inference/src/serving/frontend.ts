@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { sumEncode } from '@kintsugi/cuda-core';
 
 import { SummationCode } from '../index.js';
-import { concatEncode, concatGrid } from '../parm/codes.js';
+import { checkGrid, concatEncode, concatGrid } from '../parm/codes.js';
 import { quantile } from './loadgen.js';
 import { WorkerHandle, type HealthOptions, type WorkerSpec } from './process.js';
 import { expected, parseInferRequest, parseJsonBody, ServingError, type V2InferResponse, type V2ModelMetadata } from './protocol.js';
@@ -58,6 +58,8 @@ export interface CodedFrontendOptions {
    * the model's input must be [C, H, W]). Decoding is the same subtraction either way.
    */
   encoder?: 'sum' | 'concat';
+  /** The concatenation encoder's tile grid [rows, cols] (default by k; [2, 1] stacks a k = 2 pair). */
+  grid?: [number, number];
   /** Coding groups per worker request (B): each data worker gets up to B queries per call. */
   batchSize?: number;
   /** How long the first queued query waits for a full batch of k·B before a partial one is sent. */
@@ -233,6 +235,7 @@ export class CodedFrontend {
   readonly batchSize: number;
   readonly codes: SummationCode[];
   readonly encoder: 'sum' | 'concat';
+  #grid: [number, number] = [1, 1];
   readonly dataWorkers: WorkerHandle[];
   readonly parityWorkers: WorkerHandle[];
   #fillTimeoutMs: number;
@@ -278,8 +281,8 @@ export class CodedFrontend {
     if (this.encoder !== 'sum' && this.encoder !== 'concat') throw new RangeError(expected('options.encoder', "'sum' or 'concat'", this.encoder));
     if (this.encoder === 'concat') {
       if (this.r === 0) throw new RangeError(expected('options.r', 'at least 1 with a concatenation encoder', this.r));
-      concatGrid(this.k);
-    }
+      this.#grid = o.grid !== undefined ? checkGrid(o.grid, this.k) : concatGrid(this.k);
+    } else if (o.grid !== undefined) throw new RangeError(expected('options.grid', "nothing without encoder: 'concat'", o.grid));
     if (this.r === 2) {
       // Two lost predictions are solved from both parities: every 2×2 minor must be non-singular.
       const [a, b] = this.codes.map((c) => c.coefficients);
@@ -350,7 +353,7 @@ export class CodedFrontend {
     }
     const m = this.#model;
     if (this.encoder === 'concat') {
-      const [rows, cols] = concatGrid(this.k);
+      const [rows, cols] = this.#grid;
       const [, h, w] = m.inputShape;
       if (m.inputShape.length !== 3 || h < rows || w < cols) {
         await this.close();
@@ -625,7 +628,7 @@ export class CodedFrontend {
     // The encoder works on the whole batch at once: the sum is elementwise and the tiling per image,
     // so slot batches become the batch of parity queries in one call for all groups.
     const inputs = d.inputs as Float32Array[];
-    const tiled = this.encoder === 'concat' ? concatEncode(inputs, this.#needModel().inputShape as [number, number, number]) : null;
+    const tiled = this.encoder === 'concat' ? concatEncode(inputs, this.#needModel().inputShape as [number, number, number], this.#grid) : null;
     this.codes.forEach((code, j) => {
       (tiled ? Promise.resolve(tiled) : code.encode(inputs)).then(
         (batch) => {

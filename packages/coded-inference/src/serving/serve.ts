@@ -2,7 +2,7 @@
 // remote v2 servers) and serves KServe v2 on 127.0.0.1.
 //
 //   node dist/serving/serve.js --model linear:in=20,out=10 [--parity-model <spec>] [--k 2] [--r 1]
-//        [--encoder sum|concat] [--data-workers N] [--protocol http|grpc] [--batch B] [--fill-timeout-ms T]
+//        [--encoder sum|concat] [--grid RxC] [--data-workers N] [--protocol http|grpc] [--batch B] [--fill-timeout-ms T]
 //        [--reconstruct-after-ms D] [--request-timeout-ms T] [--port 0] [--host 127.0.0.1]
 //        [--data-url grpc://host:port=model ...] [--parity-url http://host:port=model ...]
 //
@@ -19,6 +19,13 @@ function encoderOf(v: string | undefined): 'sum' | 'concat' {
   throw new RangeError(expected('--encoder', "'sum' or 'concat'", v));
 }
 
+function gridOf(v: string | undefined): [number, number] | undefined {
+  if (v === undefined) return undefined;
+  const m = /^(\d)x(\d)$/.exec(v);
+  if (!m) throw new RangeError(expected('--grid', 'ROWSxCOLS, e.g. 2x1', v));
+  return [Number(m[1]), Number(m[2])];
+}
+
 export function parseServeArgs(argv: string[]) {
   const single = new Map<string, string>();
   const dataUrls: string[] = [], parityUrls: string[] = [];
@@ -29,7 +36,7 @@ export function parseServeArgs(argv: string[]) {
     else if (flag === '--parity-url') parityUrls.push(value);
     else single.set(flag.slice(2), value);
   }
-  const known = ['model', 'parity-model', 'encoder', 'k', 'r', 'data-workers', 'protocol', 'batch', 'fill-timeout-ms', 'reconstruct-after-ms', 'request-timeout-ms', 'port', 'host'];
+  const known = ['model', 'parity-model', 'encoder', 'grid', 'k', 'r', 'data-workers', 'protocol', 'batch', 'fill-timeout-ms', 'reconstruct-after-ms', 'request-timeout-ms', 'port', 'host'];
   for (const key of single.keys()) if (!known.includes(key)) throw new RangeError(expected('an option', known.map((x) => `--${x}`).concat('--data-url', '--parity-url').join(', '), `--${key}`, true));
   const num = (key: string, fallback: number) => {
     const v = single.has(key) ? Number(single.get(key)) : fallback;
@@ -51,6 +58,7 @@ export function parseServeArgs(argv: string[]) {
   return {
     k, r, data, parity,
     encoder: encoderOf(single.get('encoder')),
+    grid: gridOf(single.get('grid')),
     batchSize: num('batch', 1),
     fillTimeoutMs: num('fill-timeout-ms', 2),
     reconstructAfterMs: num('reconstruct-after-ms', 0),

@@ -116,6 +116,19 @@ describe('concatenation encoder', () => {
     }
   });
 
+  it('a k = 2 code may stack its images ([2, 1] grid, 2×1 averages) instead of side by side', async () => {
+    const [h, w] = [4, 6];
+    const out = await new ParityCode({ k: 2, encoder: 'concat', grid: [2, 1] }).encode([image(0, 1, h, w), image(1, 1, h, w)], 0, [1, h, w]);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const q = y < h / 2 ? 0 : 1, ys = (y % (h / 2)) * 2;
+        expect(out[y * w + x]).toBe(1000 * q + 10 * ys + x + 5); // mean of rows ys and ys + 1
+      }
+    }
+    expect(() => new ParityCode({ k: 3, encoder: 'concat', grid: [2, 1] })).toThrow('Expected [rows, cols] of 1…3 each with rows·cols ≥ k = 3 for grid but received an array of length 2');
+    expect(() => new ParityCode({ k: 2, encoder: 'concat', grid: [4, 1] })).toThrow(/rows·cols ≥ k = 2 for grid/);
+  });
+
   it('checks shapes', () => {
     expect(() => concatEncode([new Float32Array(1), new Float32Array(1)], [1, 1, 1])).toThrow('Expected at least 1 rows and 2 columns for imageShape but received [1,1,1]');
     expect(() => concatEncode([new Float32Array(16), new Float32Array(8)], [1, 4, 4])).toThrow('Expected a Float32Array of 16 values for queries[1] but received 8 values');

@@ -30,6 +30,19 @@ describe('parity model files', () => {
     expect(Array.from(await serving.predict(x.contiguousData() as Float32Array, 2))).toEqual(Array.from((await model.forward(x)).data));
   });
 
+  it('keeps a concatenation code\'s own tile grid', async () => {
+    manualSeed(7);
+    const model = mlp();
+    const code = new ParityCode({ k: 2, encoder: 'concat', grid: [2, 1] });
+    expect(code.spec.grid).toEqual([2, 1]);
+    expect(new ParityCode({ k: 2, encoder: 'concat' }).spec).not.toHaveProperty('grid'); // the default is not written
+    const path = join(dir, 'g.safetensors');
+    await saveParityModel(model, path, { ...code.spec, parityIndex: 0 });
+    const loaded = await loadParityModel(path);
+    expect(loaded.code.grid).toEqual([2, 1]);
+    expect(() => encodeParityModel(model, { k: 2, r: 1, encoder: 'sum', coefficients: [[1, 1]], parityIndex: 0, grid: [2, 1] })).toThrow(/nothing for a summation code/);
+  });
+
   it('refuses files without or with broken code metadata', async () => {
     manualSeed(1);
     const model = mlp();

@@ -201,10 +201,10 @@ describe('frontend errors', () => {
       const s = image(i).reduce((a, b) => a + b, 0);
       return [s, -2 * s];
     };
-    for (const [k, parity] of [[2, 'parityK2'], [4, 'parityK4']] as const) {
+    for (const [k, parity, grid] of [[2, 'parityK2', undefined], [2, 'parityK2', [2, 1]], [4, 'parityK4', undefined]] as const) {
       // The last data worker sleeps 8 s: its query of every group is decoded from the tiled parity.
       const slow = { model: spec('deployed'), faults: { delayMs: 8000 } };
-      const f = await frontend({ k, r: 1, encoder: 'concat', data: [...Array.from({ length: k - 1 }, () => ({ model: spec('deployed') })), slow], parity: [{ model: spec(parity) }], requestTimeoutMs: 10_000, rebalanceAfterMs: 5000 });
+      const f = await frontend({ k, r: 1, encoder: 'concat', grid: grid ? [...grid] : undefined, data: [...Array.from({ length: k - 1 }, () => ({ model: spec('deployed') })), slow], parity: [{ model: spec(parity) }], requestTimeoutMs: 10_000, rebalanceAfterMs: 5000 });
       const results = await Promise.all(Array.from({ length: k }, (_, i) => f.infer(image(i))));
       expect(results.filter((p) => p.reconstructed)).toHaveLength(1);
       for (const [i, p] of results.entries()) {
@@ -223,5 +223,7 @@ describe('frontend errors', () => {
     expect(() => new CodedFrontend({ k: 2, r: 2, data: data(2), parity: data(2), coefficients: [[1, 1], [2, 2]] })).toThrow(/columns 0 and 1 are independent/);
     expect(() => new CodedFrontend({ k: 10, r: 1, encoder: 'concat', data: data(10), parity: data(1) })).toThrow(/3 or 4 \(2×2 grid\) or 5…9 \(3×3 grid\) for k of a concatenation encoder but received 10/);
     expect(() => new CodedFrontend({ k: 2, r: 1, encoder: 'xor' as 'sum', data: data(2), parity: data(1) })).toThrow("Expected 'sum' or 'concat' for options.encoder but received \"xor\"");
+    expect(() => new CodedFrontend({ k: 2, r: 1, grid: [2, 1], data: data(2), parity: data(1) })).toThrow("Expected nothing without encoder: 'concat' for options.grid but received an array of length 2");
+    expect(() => new CodedFrontend({ k: 3, r: 1, encoder: 'concat', grid: [1, 2], data: data(3), parity: data(1) })).toThrow(/rows·cols ≥ k = 3 for grid/);
   });
 });
