@@ -348,14 +348,9 @@ Napi::Value AbftRowCheck(const Napi::CallbackInfo& info) {
     auto C = a.array<float>(8, "c");
     int64_t ldc = a.integer(9, "ldc", 1, kMaxDim);
     auto E = a.array<double>(10, "expected"), M = a.array<double>(11, "magnitude"), R = a.array<double>(12, "actual");
-    SgemmArgs g;
+    // Validation only (B is never read): the GEMM shape that produced C.
+    SgemmArgs g = row_major_args(m, n, k, nullptr, lda, nullptr, std::max<int64_t>(1, n), nullptr, ldc);
     g.trans_a = ta;
-    g.m = m;
-    g.n = n;
-    g.k = k;
-    g.lda = lda;
-    g.ldb = std::max<int64_t>(1, n);
-    g.ldc = ldc;
     check_sgemm(g, A.length, std::numeric_limits<int64_t>::max(), C.length);
     check_min_length(BS, k);
     check_min_length(BA, k);

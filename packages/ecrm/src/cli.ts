@@ -112,7 +112,8 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
     const modes = (flags.get('modes') ?? 'none,checkpoint,checkpoint-tuned,cpr,xor,xor-replicated,rs').split(',');
     const rows = await runComparison({
       ...common, failure, checkpointEvery: every, modes, repeat: int(flags, 'repeat', 1),
-      rebuild: { rangeSlots: int(flags, 'rebuild-range-slots', 16384), pauseMs: int(flags, 'rebuild-pause-ms', 0, 0) },
+      // Absent flags leave the cluster's own defaults in force.
+      rebuild: { rangeSlots: flags.has('rebuild-range-slots') ? int(flags, 'rebuild-range-slots', 0) : undefined, pauseMs: flags.has('rebuild-pause-ms') ? int(flags, 'rebuild-pause-ms', 0, 0) : undefined },
       log: (line) => process.stderr.write(line + '\n'),
     });
     const svg = flags.get('svg') ?? 'ecrm-throughput.svg';

@@ -4,7 +4,7 @@ import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModelFile, type Module } from '@kintsugi/cuda-core/nn';
 
-import { ParityCode, encoderNames, type EncoderName } from './codes.js';
+import { ParityCode, encoderNames, parseGrid, type EncoderName } from './codes.js';
 import { datasetNames, inputSpec, loadDatasets, majorityClass, type DatasetName } from './data.js';
 import { deployedOutputs, evaluateBerrut, evaluateParm } from './evaluate.js';
 import { loadParityModel, saveParityModel } from './files.js';
@@ -112,9 +112,9 @@ export interface ParmTrainArgs {
 
 function gridOf(v: string | undefined, encoder: EncoderName, k: number): [number, number] | undefined {
   if (v === undefined) return undefined;
-  const m = /^([1-3])x([1-3])$/.exec(v.trim());
-  if (encoder !== 'concat' || !m || Number(m[1]) * Number(m[2]) < k) fail('--grid', `ROWSxCOLS (1…3 each, at least k = ${k} tiles) with --encoder concat`, v);
-  return [Number(m[1]), Number(m[2])];
+  const g = parseGrid(v.trim());
+  if (encoder !== 'concat' || !g || g.some((d) => d < 1 || d > 3) || g[0] * g[1] < k) fail('--grid', `ROWSxCOLS (1…3 each, at least k = ${k} tiles) with --encoder concat`, v);
+  return g;
 }
 
 export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
@@ -197,10 +197,10 @@ async function loadDeployed(path: string): Promise<{ model: Module; metadata: Re
 async function initialWeights(o: ParmTrainArgs, code: ParityCode, rowsToTrain: number[]): Promise<'random' | 'deployed' | Module> {
   if (o.init === 'random' || o.init === 'deployed') return o.init;
   if (rowsToTrain.length !== 1) throw new UsageError(`--init FILE continues one parity model: give --parity-index with --r ${o.r}`);
-  const { parm: p, model } = await loadParityModel(o.init);
+  const { parm: p, model, code: prior } = await loadParityModel(o.init);
   const t = rowsToTrain[0];
   const row = p.coefficients[p.parityIndex];
-  const same = p.k === code.k && p.encoder === code.encoder && row.every((c, i) => c === code.coefficients[t][i]) && new ParityCode(p).grid?.join() === code.grid?.join();
+  const same = p.k === code.k && p.encoder === code.encoder && row.every((c, i) => c === code.coefficients[t][i]) && prior.grid?.join() === code.grid?.join();
   if (!same) throw new UsageError(`--init ${o.init} is a parity model of k=${p.k} ${p.encoder} row ${JSON.stringify(row)}, not of this code's row ${JSON.stringify(code.coefficients[t])} (k=${code.k} ${code.encoder})`);
   return model;
 }

@@ -45,6 +45,12 @@ export function checkGrid(grid: readonly unknown[], k: number): [number, number]
   return [rows, cols];
 }
 
+/** "RxC" (one digit each, as `--grid` takes it) as [rows, cols]; undefined for other text. */
+export function parseGrid(text: string): [number, number] | undefined {
+  const m = /^(\d)x(\d)$/.exec(text);
+  return m ? [Number(m[1]), Number(m[2])] : undefined;
+}
+
 /** The default tile grid [rows, cols] of a concatenation code with k queries. */
 export function concatGrid(k: number): [rows: number, cols: number] {
   if (k === 2) return [1, 2];

@@ -1,7 +1,7 @@
 // ParM parity models and the codes around them: summation / concatenation encoders with the
 // subtraction decoder for r ≥ 1 parities, the Berrut approximate code, parity-model training,
 // parity model files and degraded-mode evaluation.
-export { ParityCode, concatEncode, concatGrid, defaultCoefficients, encoderNames, type CodeSpec, type EncoderName } from './codes.js';
+export { ParityCode, checkGrid, concatEncode, concatGrid, parseGrid, defaultCoefficients, encoderNames, type CodeSpec, type EncoderName } from './codes.js';
 export { BerrutCode, berrutWeights, berrutInterpolate, chebyshevFirst, chebyshevSecond } from './berrut.js';
 export { trainParityModel, parityModelLike, addReconstructionLoss, reconstructionAccuracy, type ParityTrainOptions, type ParityTrainResult, type ParityEpoch } from './train.js';
 export { saveParityModel, loadParityModel, encodeParityModel, decodeParityModel, checkParityMetadata, servingModelFromFile, PARM_KEY, type ParityMetadata, type LoadedParityModel } from './files.js';

@@ -4,7 +4,7 @@
 // images, regrouped every epoch. The deployed outputs are computed once per image. The checkpoint
 // kept is the one with the best reconstruction accuracy on 5,000 held-out training images.
 import { Tensor } from '@kintsugi/cuda-core';
-import { Adam, CosineLR, layerFromConfig, manualSeed, mse, Rng, type ImageDataset, type Module } from '@kintsugi/cuda-core/nn';
+import { Adam, CosineLR, crossEntropy, layerFromConfig, manualSeed, mse, Rng, type ImageDataset, type Labels, type Module } from '@kintsugi/cuda-core/nn';
 
 import { ParityCode } from './codes.js';
 import { argmaxRows, forwardAll, gather, rows, type InputSpec } from './data.js';
@@ -82,30 +82,20 @@ export function parityModelLike(deployed: Module, init: 'deployed' | 'random' | 
 /**
  * Adds the decoded predictions' cross-entropy (mean over the batch, summed over members, times
  * `weight`) to the gradient of the parity output y. Member j decodes to F(X_j) + (y − target)/c_j,
- * so d/dy = (softmax(dec_j) − onehot(label_j)) / (c_j·batch). Returns the loss term.
+ * so d/dy is crossEntropy's gradient at the decoded logits divided by c_j. Returns the loss term.
  */
-export function addReconstructionLoss(y: Float32Array, target: Float32Array, outputs: Float32Array[], labels: ArrayLike<number>[], coefficients: readonly number[], classes: number, weight: number, grad: Float32Array): number {
+export function addReconstructionLoss(y: Float32Array, target: Float32Array, outputs: Float32Array[], labels: Labels[], coefficients: readonly number[], classes: number, weight: number, grad: Float32Array): number {
   const n = y.length / classes;
-  const dec = new Float64Array(classes);
   let loss = 0;
   for (let j = 0; j < outputs.length; j++) {
     const c = coefficients[j];
-    const scale = weight / (c * n);
-    for (let r = 0; r < n; r++) {
-      const o = r * classes;
-      let max = -Infinity;
-      for (let q = 0; q < classes; q++) {
-        dec[q] = outputs[j][o + q] + (y[o + q] - target[o + q]) / c;
-        max = Math.max(max, dec[q]);
-      }
-      let sum = 0;
-      for (let q = 0; q < classes; q++) sum += (dec[q] = Math.exp(dec[q] - max));
-      const label = labels[j][r];
-      loss -= Math.log(dec[label] / sum);
-      for (let q = 0; q < classes; q++) grad[o + q] += scale * (dec[q] / sum - (q === label ? 1 : 0));
-    }
+    const dec = new Float32Array(y.length);
+    for (let i = 0; i < y.length; i++) dec[i] = outputs[j][i] + (y[i] - target[i]) / c;
+    const ce = crossEntropy(new Tensor(dec, [n, classes]), labels[j]);
+    loss += ce.loss;
+    for (let i = 0; i < y.length; i++) grad[i] += (weight / c) * ce.grad.data[i];
   }
-  return (weight * loss) / n;
+  return weight * loss;
 }
 
 /** Fixed k-groups of `indices` (the tail that does not fill a group is dropped). */

@@ -13,6 +13,7 @@ import type { WorkerSpec } from './process.js';
 import { expected } from './protocol.js';
 import type { WorkerProtocol } from './worker.js';
 import { runIfMain } from './entry.js';
+import { parseGrid } from '../parm/codes.js';
 
 function encoderOf(v: string | undefined): 'sum' | 'concat' {
   if (v === undefined || v === 'sum' || v === 'concat') return v ?? 'sum';
@@ -21,9 +22,9 @@ function encoderOf(v: string | undefined): 'sum' | 'concat' {
 
 function gridOf(v: string | undefined): [number, number] | undefined {
   if (v === undefined) return undefined;
-  const m = /^(\d)x(\d)$/.exec(v);
-  if (!m) throw new RangeError(expected('--grid', 'ROWSxCOLS, e.g. 2x1', v));
-  return [Number(m[1]), Number(m[2])];
+  const g = parseGrid(v);
+  if (!g) throw new RangeError(expected('--grid', 'ROWSxCOLS, e.g. 2x1', v));
+  return g;
 }
 
 export function parseServeArgs(argv: string[]) {
