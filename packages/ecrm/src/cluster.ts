@@ -48,6 +48,9 @@ export interface ClusterOptions {
 
 export type Health = 'healthy' | 'rebuilding';
 
+/** How long a rebuild waits after a served pull for the step's push (a pull-only reader never pushes). */
+const READER_REBUILD_DELAY_MS = 50;
+
 export interface ClusterEvent {
   /** performance.now() in the trainer. */
   at: number;
@@ -292,7 +295,7 @@ export class EmbeddingCluster {
   /** The current weights of the rows ([rows × dim]); transparently survives server failures. */
   async pull(step: number, rows: Int32Array): Promise<Float32Array> {
     const routes = this.#route(rows);
-    return this.#retrying(async () => {
+    return this.#retrying('pull', async () => {
       // The last commit's acks are not awaited here: a shard handles requests in order, so the
       // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
       const replies = await Promise.all(routes.map((r, s) => this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null)));
@@ -335,7 +338,7 @@ export class EmbeddingCluster {
     };
     const payloads = routes.map((r, s) => (r.slots.length ? { slots: r.slots, grads: gradsOf(s) } : null));
     // No await before the requests are written: the caller overlaps its own work with the push.
-    await this.#retrying(async () => {
+    await this.#retrying('push', async () => {
       if (this.protection === 'none') {
         await Promise.all(payloads.map((p, s) => p && this.#servers[s].conn.request(Op.push, new Writer().u32(step + 1).array(p.slots).array(p.grads).build())));
         this.#committed = step;
@@ -371,12 +374,26 @@ export class EmbeddingCluster {
     });
   }
 
-  async #retrying<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Background rebuilds wait for the step that found the failure: they start once a push has been
+   * served (the step is done), or shortly after a pull when no push follows (a reader only).
+   */
+  #served(kind: 'pull' | 'push'): void {
+    if (this.#onServed.length === 0) return;
+    if (kind === 'push') {
+      for (const start of this.#onServed.splice(0)) start();
+      return;
+    }
+    const waiting = this.#onServed.slice();
+    setTimeout(() => waiting.forEach((start) => start()), READER_REBUILD_DELAY_MS).unref();
+  }
+
+  async #retrying<T>(kind: 'pull' | 'push', fn: () => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       if (this.#rebuildError) throw this.#rebuildError;
       try {
         const out = await fn();
-        for (const start of this.#onServed.splice(0)) start();
+        this.#served(kind);
         return out;
       } catch (e) {
         if (!(e instanceof ShardUnavailableError || e instanceof RemoteError) || this.#closed) throw e;
@@ -435,8 +452,8 @@ export class EmbeddingCluster {
       const peers = new Writer().json(this.#servers.slice(this.k).map((s) => s.addr)).build();
       await Promise.all(this.#servers.slice(0, this.k).map((s) => s.conn.request(Op.peers, peers)));
     }
-    // The background rebuild starts once the request that found the failure has been served (by
-    // degraded reads): its first ranges would otherwise compete with that step's reads.
+    // The background rebuild starts once the step that found the failure has been served (by
+    // degraded reads): its first ranges would otherwise compete with that step's reads and compute.
     const served = new Promise<void>((resolve) => this.#onServed.push(resolve));
     const dataRebuilds = failed.filter((i) => i < this.k).map((i) => this.#startRebuild(i, served));
     // A parity is encoded from all k data shards: it waits for data shards rebuilt alongside it.

@@ -103,6 +103,23 @@ describe('recovery from shard loss', () => {
     expect(Date.now() - t0).toBeLessThan(20_000);
   });
 
+  it('a reader that only pulls gets the lost shard rebuilt without pushing or waiting on rebuilt()', async () => {
+    const cluster = await EmbeddingCluster.start({ totalRows: 400, rowsPerTable: 100, dim: 4, k: 2, protection: 'xor', timeoutMs: 2000 });
+    try {
+      const rows = Int32Array.from({ length: 400 }, (_, i) => i);
+      const before = await cluster.pull(0, rows);
+      cluster.kill(1);
+      expect(await cluster.pull(0, rows)).toEqual(before);  // degraded reads
+      expect(cluster.health[1]).toBe('rebuilding');
+      // The background rebuild follows a served pull after a short delay when no push comes.
+      await expect.poll(() => cluster.health[1], { timeout: 5000, interval: 10 }).toBe('healthy');
+      expect(cluster.events.map((e) => e.kind)).toEqual(['failure', 'serving', 'rebuild-start', 'rebuild-done']);
+      expect(await cluster.pull(0, rows)).toEqual(before);
+    } finally {
+      await cluster.close();
+    }
+  });
+
   it('an unprotected cluster reports the lost shard; an unreachable one fails fast with a clear error', async () => {
     const cluster = await EmbeddingCluster.start({ totalRows: 400, rowsPerTable: 100, dim: 4, k: 2, timeoutMs: 1000 });
     try {
