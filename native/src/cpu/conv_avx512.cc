@@ -31,9 +31,14 @@ void pack_panel_avx512(const PackPanelJob& jb) {
   int64_t i = r / jb.kw, j = r % jb.kw;
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512 zero = _mm512_setzero_ps();
+  // Input rows are streamed channel by channel, with gaps (stride-2 rows, a panel's few runs per
+  // row) the hardware prefetcher does not run ahead of: each run is fetched some channels early,
+  // four for a 1x1 layer, one for larger kernels (at a kernel row's first tap; its other taps
+  // read the same input row).
   constexpr int64_t kPrefetchChannels = 4;
+  const int64_t ahead_planes = kk == 1 ? kPrefetchChannels : 1;
   for (int64_t kp = 0; kp < jb.kc; ++kp) {
-    const bool prefetch_ahead = kk == 1 && kp + kPrefetchChannels < jb.kc;
+    const bool prefetch_ahead = j == 0 && kp + ahead_planes * kk < jb.kc;
     float* drow = jb.dst + kp * nr;
     const int64_t off_h = i * jb.dil_h - jb.pad_h, off_w = j * jb.dil_w - jb.pad_w;
     const int64_t lo = jb.lo_w[j], hi = jb.hi_w[j];
@@ -54,9 +59,7 @@ void pack_panel_avx512(const PackPanelJob& jb) {
       if (b < a) b = a;
       const float* src = chan + sg.img * jb.img_stride + ih * jb.w + sg.ow0 * jb.stride_w + off_w;
       if (prefetch_ahead) {
-        // A strided 1x1 layer streams each channel's rows once, with gaps the hardware prefetcher
-        // does not run ahead of: fetch the same run a few channels on while this one is copied.
-        const char* ahead = reinterpret_cast<const char*>(src + kPrefetchChannels * jb.plane);
+        const char* ahead = reinterpret_cast<const char*>(src + ahead_planes * jb.plane);
         const int64_t run_bytes = int64_t(len) * jb.stride_w * int64_t(sizeof(float));
         for (int64_t off = 0; off < run_bytes; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
       }
