@@ -80,7 +80,16 @@ function stats(ms) {
  * Two untimed warm-up calls per side come first (first-call packing, allocation, page faults); the
  * second also sizes the number of repetitions.
  */
-async function measure(sides) {
+// ORT's intra-op threads keep spinning for ~30 ms after a run (onnxruntime-node 1.20 does not pass
+// session config entries such as session.intra_op.allow_spinning to the runtime). A call of ours
+// timed inside that window finds the other core taken and runs at one thread's speed. With more
+// than one thread, every timed call therefore starts after a pause long enough for the spinning to
+// end; each side then starts from sleeping pool threads, as a service's sporadic calls do.
+const SETTLE_MS = 40;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function measure(sides, threads = 1) {
+  const settle = threads > 1 ? SETTLE_MS : 0;
   let estimate = 0;
   for (const side of sides) {
     await side.run();
@@ -93,6 +102,7 @@ async function measure(sides) {
   for (let r = 0; r < reps; r++) {
     for (let j = 0; j < sides.length; j++) {
       const i = (r + j) % sides.length;
+      if (settle) await sleep(settle);
       const t0 = performance.now();
       await sides[i].run();
       times[i].push(performance.now() - t0);
@@ -104,16 +114,13 @@ async function measure(sides) {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-// ORT's intra-op threads spin after each run by default. Interleaved with ours, that spinning
-// takes the second core while our call runs (our 2-thread times then equal our 1-thread times), so
-// spinning is off: both libraries' idle threads sleep, as our pool's do.
+// ORT's default spinning stays on (see SETTLE_MS on why measure() pauses between calls instead).
 function createSession(bytes, threads) {
   return ort.InferenceSession.create(bytes, {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
-    extra: { session: { intra_op: { allow_spinning: '0' } } },
   });
 }
 
@@ -190,7 +197,7 @@ async function benchMatmul() {
         { run: async () => (small ? packed.matmulSync(A, { out: Cp }) : packed.matmul(A, { out: Cp })) },
         { run: async () => { ortOut = (await session.run(feeds)).c.data; } },
       ];
-      const [g, p, o] = await measure(sides);
+      const [g, p, o] = await measure(sides, threads);
       const shape = `${M}×${N}×${K}`;
       for (const [impl, s, c] of [['gemm', g, C], ['PackedWeights', p, Cp]]) {
         const row = record({
@@ -265,7 +272,7 @@ async function benchConv() {
           { run: async () => { ours = small ? packed.forwardSync(X) : await packed.forward(X); } },
           { run: async () => { ortOut = (await session.run(feeds)).y.data; } },
         ];
-        const [s, o] = await measure(sides);
+        const [s, o] = await measure(sides, threads);
         const shape = `${xShape.join('×')} * ${wShape.join('×')}`;
         const row = record({
           section: 'conv', layer: L.name, count: L.count, batch, shape, threads, impl: 'conv2d', flops: p.flops,
@@ -357,7 +364,7 @@ async function benchMlp() {
       const [s, o] = await measure([
         { run: forward },
         { run: async () => { ortOut = (await session.run(feeds)).y.data; } },
-      ]);
+      ], threads);
       const row = record({
         section: 'mlp', shape: `784-200-100-10, batch ${batch}`, batch, threads, impl: 'PackedWeights + JS bias/ReLU', flops,
         ours: result(s), ort: result(o),
@@ -406,7 +413,7 @@ const meta = {
   quick: args.quick,
   sync: args.sync,
   date: new Date().toISOString(),
-  method: `interleaved, sides rotate first; 2 warm-up calls per side; ${timing.minReps}-${timing.maxReps} reps (~${timing.budgetMs} ms per case); ${args.sync ? 'all our calls use the *Sync kernels (on the JS thread)' : `our calls under ${SYNC_FLOPS / 1e6} MFLOP use the *Sync kernels, larger ones the async API`}; conv2d's Promise API runs calls under 16 MFLOP on the calling thread; conv weights prepacked once on both sides (ORT: initializers; ours: PackedConv2dWeights)`,
+  method: `interleaved, sides rotate first; 2 warm-up calls per side; ${timing.minReps}-${timing.maxReps} reps (~${timing.budgetMs} ms per case); at more than one thread a ${SETTLE_MS} ms pause before every timed call (ORT's threads spin ~30 ms after a run); ${args.sync ? 'all our calls use the *Sync kernels (on the JS thread)' : `our calls under ${SYNC_FLOPS / 1e6} MFLOP use the *Sync kernels, larger ones the async API`}; conv2d's Promise API runs calls under 16 MFLOP on the calling thread; conv weights prepacked once on both sides (ORT: initializers; ours: PackedConv2dWeights)`,
 };
 
 console.log(`# Kintsugi vs onnxruntime-node ${meta.onnxruntime} (CPU)\n`);
