@@ -44,8 +44,11 @@ export function encodeFrame(op: number, id: number, payload: Buffer): Buffer {
   return Buffer.concat([head, payload]);
 }
 
-/** Writes a frame as header + payload in one writev (no copy of the payload into a joined frame). */
-export function writeFrame(socket: net.Socket, op: number, id: number, payload: Buffer | Buffer[]): void {
+/**
+ * Writes a frame as header + payload in one writev (no copy of the payload into a joined frame).
+ * `written` runs once the socket is done with the payload (handed to the kernel, or failed).
+ */
+export function writeFrame(socket: net.Socket, op: number, id: number, payload: Buffer | Buffer[], written?: () => void): void {
   const parts = Array.isArray(payload) ? payload : [payload];
   const length = parts.reduce((n, p) => n + p.length, 0);
   const head = Buffer.allocUnsafe(HEADER);
@@ -54,20 +57,36 @@ export function writeFrame(socket: net.Socket, op: number, id: number, payload: 
   head.writeUInt32LE(id, 5);
   if (length < 4096) {
     socket.write(Buffer.concat([head, ...parts]));
+    written?.();
     return;
   }
   socket.cork();
   socket.write(head);
-  for (const p of parts) socket.write(p);
+  parts.forEach((p, i) => socket.write(p, i === parts.length - 1 && written ? () => written() : undefined));
   socket.uncork();
 }
 
-/** Splits a byte stream into frames; chunks are joined once per frame, not per chunk. */
+/**
+ * A reply in buffers its handler reuses (a pool of range copies): `release` gives them back once
+ * the socket has written them out, or at once when the reply cannot be sent.
+ */
+export interface PooledReply {
+  parts: Buffer[];
+  release: () => void;
+}
+
+/**
+ * Splits a byte stream into frames; chunks are joined once per frame, not per chunk. With `reuse`,
+ * frames are joined into one buffer kept from frame to frame (a megabyte range per frame would
+ * otherwise fault in fresh pages each time): for a consumer done with a frame before the next one
+ * arrives, such as a reader with one request in flight.
+ */
 export class FrameDecoder {
   #chunks: Buffer[] = [];
   #length = 0;
+  #scratch: Buffer | null = null;
 
-  constructor(readonly onFrame: (op: number, id: number, payload: Buffer) => void) {}
+  constructor(readonly onFrame: (op: number, id: number, payload: Buffer) => void, readonly reuse = false) {}
 
   push(chunk: Buffer): void {
     this.#chunks.push(chunk);
@@ -91,7 +110,9 @@ export class FrameDecoder {
     if (this.#chunks.length > 1) {
       // Joined with 3 bytes in front, so the payload (after the 9-byte header) starts 4-byte
       // aligned and a Reader can view large float arrays in place.
-      const all = Buffer.allocUnsafeSlow(this.#length + 3);
+      const need = this.#length + 3;
+      const all = this.reuse && this.#scratch && this.#scratch.length >= need ? this.#scratch : Buffer.allocUnsafeSlow(need);
+      if (this.reuse) this.#scratch = all;
       let at = 3;
       for (const c of this.#chunks) {
         c.copy(all, at);
@@ -227,7 +248,7 @@ export class Connection {
   /** Names the peer in errors (a spare's connection is renamed when the spare takes a role). */
   label: string;
 
-  private constructor(socket: net.Socket, label: string, readonly timeoutMs: number) {
+  private constructor(socket: net.Socket, label: string, readonly timeoutMs: number, reuseFrames: boolean) {
     this.label = label;
     this.#socket = socket;
     socket.setNoDelay(true);
@@ -238,7 +259,7 @@ export class Connection {
       clearTimeout(p.timer);
       if (op === Op.error) p.reject(new RemoteError(this.label, payload.toString('utf8')));
       else p.resolve(new Reader(payload));
-    });
+    }, reuseFrames);
     socket.on('data', (chunk) => {
       try {
         decoder.push(chunk);
@@ -250,8 +271,12 @@ export class Connection {
     socket.on('close', () => this.#fail(`a closed connection`));
   }
 
-  /** `label` names the peer in errors; it should say where it is (role and host:port). */
-  static connect(address: Address, label: string, timeoutMs = 10_000): Promise<Connection> {
+  /**
+   * `label` names the peer in errors; it should say where it is (role and host:port).
+   * `reuseFrames`: replies share one buffer (see FrameDecoder), so each must be used up before the
+   * next request's reply arrives: for a caller with one request in flight that reads it at once.
+   */
+  static connect(address: Address, label: string, timeoutMs = 10_000, reuseFrames = false): Promise<Connection> {
     return new Promise((resolve, reject) => {
       const socket = address.path ? net.connect({ path: address.path }) : net.connect({ host: address.host, port: address.port });
       const timer = setTimeout(() => {
@@ -260,7 +285,7 @@ export class Connection {
       }, timeoutMs);
       socket.once('connect', () => {
         clearTimeout(timer);
-        resolve(new Connection(socket, label, timeoutMs));
+        resolve(new Connection(socket, label, timeoutMs, reuseFrames));
       });
       socket.once('error', (e) => {
         clearTimeout(timer);
@@ -316,7 +341,8 @@ export class Connection {
   }
 }
 
-export type Handler = (op: number, body: Reader) => Buffer | Buffer[] | void | Promise<Buffer | Buffer[] | void>;
+export type Reply = Buffer | Buffer[] | PooledReply | void;
+export type Handler = (op: number, body: Reader) => Reply | Promise<Reply>;
 
 /**
  * Serves frames: each request is dispatched in arrival order (so a commit followed by a pull on one
@@ -325,8 +351,11 @@ export type Handler = (op: number, body: Reader) => Buffer | Buffer[] | void | P
 export function serve(handler: Handler, host = '127.0.0.1', port = 0, path?: string): Promise<net.Server> {
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);  // a no-op on Unix sockets
-    const reply = (op: number, id: number, payload: Buffer | Buffer[]) => {
-      if (!socket.destroyed) writeFrame(socket, op, id, payload);
+    const reply = (op: number, id: number, payload: Buffer | Buffer[] | PooledReply) => {
+      const pooled = !Buffer.isBuffer(payload) && !Array.isArray(payload) ? payload : null;
+      if (socket.destroyed) pooled?.release();
+      else if (pooled) writeFrame(socket, op, id, pooled.parts, pooled.release);
+      else writeFrame(socket, op, id, payload as Buffer | Buffer[]);
     };
     const decoder = new FrameDecoder((op, id, payload) => {
       let result: ReturnType<Handler>;

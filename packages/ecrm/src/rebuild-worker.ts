@@ -33,7 +33,9 @@ async function run(job: RebuildJob): Promise<void> {
   const codec = createCodec(job.mode, job.role.k, job.role.r);
   const conns = new Map<number, Connection>();
   try {
-    for (const s of job.sources) conns.set(s.block, await Connection.connect(s, `rebuild source ${s.block} (${describeAddress(s)})`, job.timeoutMs));
+    // One range in flight per source, decoded (or copied out) before the next is asked for: the
+    // replies can share a buffer per connection.
+    for (const s of job.sources) conns.set(s.block, await Connection.connect(s, `rebuild source ${s.block} (${describeAddress(s)})`, job.timeoutMs, true));
     const parts = stripeParts(job.role, job.sources.map((s) => s.block));
     for (let start = 0; start < job.slots; start += job.rangeSlots) {
       const count = Math.min(job.slots, start + job.rangeSlots) - start;

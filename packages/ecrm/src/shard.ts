@@ -14,7 +14,7 @@ import { bytes, createCodec, type CodeMode, type ParityCodec } from './codec.js'
 import { hash2 } from './hash.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { gatherRowsSync, largePageFloat32Array, scatterRowsSync } from '@kintsugi/cuda-core';
-import { Connection, describeAddress, Op, Reader, serve, Writer, type Address } from './protocol.js';
+import { Connection, describeAddress, Op, Reader, serve, Writer, type Address, type PooledReply, type Reply } from './protocol.js';
 import type { RebuildJob, RebuildMessage } from './rebuild-worker.js';
 import { decodeStripe, READ_CODED, READ_FULL, READ_STATE, readStripe, stripeParts } from './stripe.js';
 
@@ -71,6 +71,9 @@ export function initialWeight(seed: number, row: number, j: number, rowsPerTable
 const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
 const f32words = (w: Int32Array) => new Float32Array(w.buffer, w.byteOffset, w.length);
 /** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
+/** Range copy buffers kept for reuse (one per rebuild reading from this server, with slack). */
+const RANGE_COPIES_KEPT = 4;
+
 const table = (floats: number) => (floats > 0 ? largePageFloat32Array(floats) : new Float32Array(0));
 function rangeSlots(start: number, count: number): Int32Array {
   const out = new Int32Array(count);
@@ -124,6 +127,8 @@ export class ShardServer {
   #rebuildWorker: Worker | null = null;
   #rebuildDone: Promise<unknown> | null = null;
   stats = { degradedReads: 0, degradedSlots: 0, prefetches: 0, ranges: 0, retries: 0 };
+  /** Range replies' copy buffers, back from the socket (see #readRange). */
+  readonly #rangeCopies: Buffer[] = [];
 
   /** TCP for peers anywhere; `unix` (when listening on a socket path too) for peers on this host. */
   constructor(readonly server: net.Server, readonly unix: net.Server | null = null) {}
@@ -149,7 +154,7 @@ export class ShardServer {
     return this.#config;
   }
 
-  handle(op: number, body: Reader): Buffer | Buffer[] | void | Promise<Buffer | Buffer[] | void> {
+  handle(op: number, body: Reader): Reply | Promise<Reply> {
     switch (op) {
       case Op.configure: return this.#configure(body.json<ShardConfig>());
       case Op.pull: return this.#pull(body);
@@ -383,7 +388,7 @@ export class ShardServer {
    * A contiguous range of slots (the rebuild's unit): where the part is stored contiguously the
    * reply is built straight from the store, without a per-slot gather.
    */
-  async #readRange(body: Reader): Promise<Buffer> {
+  async #readRange(body: Reader): Promise<PooledReply> {
     const part = body.u32(), which = body.u32(), start = body.u32(), count = body.u32();
     if (start + count > this.#slots) throw rangeError('range', `slots in [0, ${this.#slots - 1}]`, `${start}..${start + count - 1}`);
     if (this.#present) await this.#ensure(rangeSlots(start, count));
@@ -394,8 +399,20 @@ export class ShardServer {
     else if (c.role === 'data' && (part === READ_FULL || (part === READ_CODED && this.#coded === w))) out = this.#store.subarray(start * w, (start + count) * w);
     else out = this.#readNow(part, which, rangeSlots(start, count));
     // Copied now (a socket may hold what it has not sent yet by reference, and a commit may change
-    // the store meanwhile): the reply is the state at the committed step it names.
-    return new Writer().u32(this.#committed + 1).array(out).build();
+    // the store meanwhile): the reply is the state at the committed step it names. The copies are
+    // pooled: a fresh megabyte per range would fault its pages in every time.
+    const bytesOut = 8 + out.byteLength;
+    const buf = this.#rangeCopies.pop() ?? Buffer.allocUnsafeSlow(bytesOut);
+    const copy = buf.length >= bytesOut ? buf : Buffer.allocUnsafeSlow(bytesOut);
+    copy.writeUInt32LE(this.#committed + 1, 0);
+    copy.writeUInt32LE(out.length, 4);
+    copy.set(new Uint8Array(out.buffer, out.byteOffset, out.byteLength), 8);
+    return {
+      parts: [copy.subarray(0, bytesOut)],
+      release: () => {
+        if (this.#rangeCopies.length < RANGE_COPIES_KEPT) this.#rangeCopies.push(copy);
+      },
+    };
   }
 
   #readNow(part: number, which: number, slots: Int32Array): Float32Array {
