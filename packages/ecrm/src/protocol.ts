@@ -118,7 +118,7 @@ export class FrameDecoder {
         c.copy(all, at);
         at += c.length;
       }
-      this.#chunks = [all.subarray(3)];
+      this.#chunks = [all.subarray(3, need)];
     }
     return this.#chunks[0];
   }

@@ -43,6 +43,42 @@ describe('framing and transport', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('reuses one buffer for frames when asked, with every frame intact and 4-byte aligned', () => {
+    const frames = [encodeFrame(3, 7, Buffer.alloc(70_000, 2)), encodeFrame(4, 8, Buffer.alloc(50_000, 3)), encodeFrame(5, 9, Buffer.alloc(80_000, 4))];
+    const got: { buffer: ArrayBufferLike; ok: boolean; aligned: boolean }[] = [];
+    const d = new FrameDecoder((op, _id, p) => got.push({ buffer: p.buffer, ok: p.length > 0 && p.every((b) => b === op - 1), aligned: p.byteOffset % 4 === 0 }), true);
+    for (const f of frames) for (let i = 0; i < f.length; i += 8192) d.push(f.subarray(i, i + 8192));
+    expect(got.map((g) => g.ok && g.aligned)).toEqual([true, true, true]);
+    // The second frame fits the first's buffer; the third needs a larger one.
+    expect(got[1].buffer).toBe(got[0].buffer);
+    expect(got[2].buffer).not.toBe(got[0].buffer);
+  });
+
+  it('gives a pooled reply back once the socket has written it, and carries it intact', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ecrm-test-'));
+    const path = join(dir, 'pool.sock');
+    const pool: Buffer[] = [];
+    let released = 0;
+    const server = await serve(() => {
+      const copy = pool.pop() ?? Buffer.alloc(8 + 4 * (1 << 19));
+      copy.writeUInt32LE(1, 0);
+      copy.writeUInt32LE(1 << 19, 4);
+      new Float32Array(copy.buffer, copy.byteOffset + 8, 1 << 19).fill(released + 0.5);
+      return { parts: [copy], release: () => { released++; pool.push(copy); } };
+    }, '127.0.0.1', 0, path);
+    const c = await Connection.connect({ host: '127.0.0.1', port: 0, path }, 'pool server', 5000, true);
+    for (let i = 0; i < 3; i++) {
+      const r = await c.request(Op.readRange);
+      expect(r.u32()).toBe(1);
+      expect(r.f32sView().every((x) => x === i + 0.5)).toBe(true);
+    }
+    await expect.poll(() => released, { timeout: 2000 }).toBe(3);
+    expect(pool).toHaveLength(1);  // one buffer served all three replies
+    c.close();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('turns a silent server into a timeout and a dead one into an error, never a hang', async () => {
     const silent = net.createServer(() => undefined).listen(0, '127.0.0.1');
     await new Promise((r) => silent.once('listening', r));
