@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createCodec, type CodeMode } from './codec.js';
 import { stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { Connection, describeAddress, Op, Writer, type Reader } from './protocol.js';
-import { READ_CODED, READ_FULL, type Address, type ShardConfig } from './shard.js';
+import { READ_CODED, READ_FULL, type Address, type ShardConfig, type StandbyOrder } from './shard.js';
 import { integer, oneOf, rangeError, RemoteError, ShardUnavailableError } from './validate.js';
 
 /** Compiled entry of a shard process (the cluster runs from src/ under tests and from dist/). */
@@ -206,7 +206,11 @@ export class EmbeddingCluster {
     if (this.protection === 'none') return;
     // A replacement's store: a data shard's rows with their state, or (as large) an encoded parity.
     const storeFloats = this.slots * this.width;
-    const servers = new Writer().json({ servers: this.#servers.map((s) => s.addr), timeoutMs: this.#o.timeoutMs, storeFloats }).build();
+    const order: StandbyOrder = {
+      servers: this.#servers.map((s) => s.addr), timeoutMs: this.#o.timeoutMs, storeFloats,
+      code: { mode: this.protection, k: this.k, r: this.r, state: this.#o.state },
+    };
+    const servers = new Writer().json(order).build();
     await Promise.all(this.#spares.map((s) => s.conn.request(Op.standby, servers)));
   }
 
@@ -295,16 +299,23 @@ export class EmbeddingCluster {
   /** The current weights of the rows ([rows × dim]); transparently survives server failures. */
   async pull(step: number, rows: Int32Array): Promise<Float32Array> {
     const routes = this.#route(rows);
+    const out = new Float32Array(rows.length * this.dim);
+    // Shards that answered keep their rows when the pull is retried after a failure (nothing is
+    // committed in between): only the lost shards' rows are asked for again.
+    const answered = new Array<boolean>(this.k).fill(false);
     return this.#retrying('pull', async () => {
       // The last commit's acks are not awaited here: a shard handles requests in order, so the
       // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
-      const replies = await Promise.all(routes.map((r, s) => this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null)));
-      const out = new Float32Array(rows.length * this.dim);
+      const replies = await Promise.allSettled(routes.map((r, s) => (answered[s] ? null : this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null))));
       replies.forEach((reply, s) => {
-        if (!reply) return;
-        const data = reply.f32s();
+        if (reply.status === 'rejected') return;
+        answered[s] = true;
+        if (!reply.value) return;
+        const data = reply.value.f32s();
         routes[s].at.forEach((pos, n) => out.set(data.subarray(n * this.dim, (n + 1) * this.dim), pos * this.dim));
       });
+      const failed = replies.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
       return out;
     });
   }

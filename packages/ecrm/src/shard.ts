@@ -81,6 +81,29 @@ function rangeSlots(start: number, count: number): Int32Array {
   return out;
 }
 
+/** What a spare stands by for: the servers to connect to, a store to reserve, and their code. */
+export interface StandbyOrder {
+  servers: Address[];
+  timeoutMs: number;
+  storeFloats: number;
+  code?: { mode: CodeMode; k: number; r: number; state: 'encoded' | 'replicated' };
+}
+
+/**
+ * Runs a degraded read's code (a stripe read from the sources, decoded) a few times on two rows:
+ * the first one after a failure then finds it compiled, here and in the sources, instead of paying
+ * for that inside the step that found the failure.
+ */
+async function warmDegradedReads(code: NonNullable<StandbyOrder['code']>, conns: Connection[]): Promise<void> {
+  const role = { role: 'data' as const, index: 0, k: code.k, r: code.r, state: code.state };
+  const parts = stripeParts(role, Array.from({ length: code.k }, (_, i) => i + 1));
+  const codec = createCodec(code.mode, code.k, code.r);
+  for (let i = 0; i < 8; i++) {
+    const { data } = await readStripe(parts, (b) => conns[b], { slots: Int32Array.of(0, 1) }, () => undefined);
+    decodeStripe(role, codec, parts, data);
+  }
+}
+
 /** A rebuild thread waiting for its job; a failure before the job shows when the job is posted. */
 function startRebuildWorker(): Worker {
   const worker = new Worker(new URL('./rebuild-worker.js', import.meta.url));
@@ -171,7 +194,7 @@ export class ShardServer {
       case Op.rebuild: return this.#rebuild();
       case Op.peers: return this.#setPeers(body.json<Address[]>());
       case Op.prefetch: return this.#prefetch(body);
-      case Op.standby: return this.#openStandby(body.json<{ servers: Address[]; timeoutMs: number; storeFloats: number }>());
+      case Op.standby: return this.#openStandby(body.json<StandbyOrder>());
       case Op.crash: process.kill(process.pid, 'SIGKILL'); return;
       case Op.shutdown: setImmediate(() => process.exit(0)); return;
       default: throw rangeError('op', 'a known request', op);
@@ -556,13 +579,14 @@ export class ShardServer {
     }
   }
 
-  async #openStandby(o: { servers: Address[]; timeoutMs: number; storeFloats: number }): Promise<void> {
+  async #openStandby(o: StandbyOrder): Promise<void> {
     this.#closeStandby();
     integer(o.storeFloats, 'standby.storeFloats', 0, 2 ** 31 - 1);
     this.#reserve = o.storeFloats > 0 ? table(o.storeFloats).fill(0) : null;
     this.#rebuildWorker ??= startRebuildWorker();
     const conns = await Promise.all(o.servers.map((a) => Connection.connect(a, `server ${describeAddress(a)}`, o.timeoutMs)));
     o.servers.forEach((a, i) => this.#standby.set(describeAddress(a), conns[i]));
+    if (o.code) await warmDegradedReads(o.code, conns).catch(() => undefined);  // only a warm-up
   }
 
   #dropRebuildWorker(): void {
