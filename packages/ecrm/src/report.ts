@@ -24,6 +24,9 @@ export interface ComparisonRow {
   recoveryCostMs: number;
   /** Longest time without new progress in the recovery window, ms (the training pause). */
   recoveryStepMs: number;
+  /** The same, counted from the failure's detection rather than from the end of the last step
+   * before it (a killed process takes some ms to tear down before its sockets close). */
+  detectedPauseMs: number;
   /** New progress during the recovery window, samples/s. */
   recoveryThroughput: number;
   /** Longest step after warm-up, ms (a training pause shows here). */
@@ -48,7 +51,7 @@ export function summarize(result: TrainResult, baseline?: number): ComparisonRow
   const span = steady.length > 1 ? steady[steady.length - 1].t - rec[WARMUP - 1].t : NaN;
   const steadyThroughput = ((steady.length) * result.batchSize) / (span / 1000);
   const stepMs = 1000 * result.batchSize / steadyThroughput;
-  let serveMs = 0, recoveryMs = 0, lostMs = 0, recoveryCostMs = 0, recoveryThroughput = NaN, recoveryStepMs = NaN;
+  let serveMs = 0, recoveryMs = 0, lostMs = 0, recoveryCostMs = 0, recoveryThroughput = NaN, recoveryStepMs = NaN, detectedPauseMs = NaN;
   const lastStep = rec.length ? rec[rec.length - 1].t : 0;
   for (const f of result.failures) {
     const end = Number.isFinite(f.resumedAt) ? f.resumedAt : result.wallMs;
@@ -68,16 +71,19 @@ export function summarize(result: TrainResult, baseline?: number): ComparisonRow
     recoveryThroughput = (useful * result.batchSize) / ((trainingEnd - from) / 1000);
     // The longest time without new progress: between consecutive new steps, from the end of the
     // last step before the failure (a restart's pause lies between steps, not inside one).
-    let last = from;
+    let last = from, lastDetected = f.at;
     for (const r of rec.filter((r) => r.t > from && !r.redo && r.t <= Math.max(trainingEnd, from) + 1e-9).concat(rec.filter((r) => r.t > trainingEnd && !r.redo).slice(0, 1))) {
       recoveryStepMs = Math.max(Number.isFinite(recoveryStepMs) ? recoveryStepMs : 0, r.t - last);
       last = r.t;
+      if (r.t <= f.at) continue;
+      detectedPauseMs = Math.max(Number.isFinite(detectedPauseMs) ? detectedPauseMs : 0, r.t - lastDetected);
+      lastDetected = r.t;
     }
   }
   const times = rec.slice(WARMUP).map((r) => r.ms).sort((a, b) => a - b);
   return {
     label: result.label, steadyThroughput, overheadPct: baseline ? 100 * (1 - steadyThroughput / baseline) : 0,
-    serveMs, recoveryMs, lostMs: Math.max(0, lostMs), recoveryCostMs, recoveryThroughput, recoveryStepMs, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep, shardCpuMsPerStep: result.cpuMsPerStep - result.trainerCpuMsPerStep,
+    serveMs, recoveryMs, lostMs: Math.max(0, lostMs), recoveryCostMs, recoveryThroughput, recoveryStepMs, detectedPauseMs, maxStepMs: times[times.length - 1] ?? NaN, medianStepMs: times[times.length >> 1] ?? NaN, cpuMsPerStep: result.cpuMsPerStep, shardCpuMsPerStep: result.cpuMsPerStep - result.trainerCpuMsPerStep,
     lostSteps: result.failures.reduce((n, f) => n + f.lostSteps, 0), checkpointMs: result.checkpointMs,
     evalLoss: result.evalLoss, evalAuc: result.evalAuc, result,
   };
@@ -122,7 +128,7 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
   const rows = runs.map((list) => {
     const m = (key: keyof ComparisonRow) => median(list.map((r) => r[key] as number));
     return {
-      ...list[0], steadyThroughput: m('steadyThroughput'), serveMs: m('serveMs'), recoveryMs: m('recoveryMs'), recoveryCostMs: m('recoveryCostMs'), recoveryStepMs: m('recoveryStepMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
+      ...list[0], steadyThroughput: m('steadyThroughput'), serveMs: m('serveMs'), recoveryMs: m('recoveryMs'), recoveryCostMs: m('recoveryCostMs'), recoveryStepMs: m('recoveryStepMs'), detectedPauseMs: m('detectedPauseMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
       maxStepMs: m('maxStepMs'), medianStepMs: m('medianStepMs'), cpuMsPerStep: m('cpuMsPerStep'), shardCpuMsPerStep: m('shardCpuMsPerStep'), checkpointMs: m('checkpointMs'), evalLoss: m('evalLoss'), evalAuc: m('evalAuc'),
     };
   });
@@ -152,7 +158,7 @@ function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
 const fmt = (v: number, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '-');
 
 function formatRow(r: ComparisonRow): string {
-  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, serving after ${fmt(r.serveMs)} ms, recovery time ${fmt(r.recoveryCostMs)} ms, rebuilt after ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, longest pause ${fmt(r.recoveryStepMs)} ms, AUC ${fmt(r.evalAuc, 4)}`;
+  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, serving after ${fmt(r.serveMs)} ms, recovery time ${fmt(r.recoveryCostMs)} ms, rebuilt after ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, longest pause ${fmt(r.recoveryStepMs)} ms (${fmt(r.detectedPauseMs)} ms after detection), AUC ${fmt(r.evalAuc, 4)}`;
 }
 
 export function comparisonTable(rows: ComparisonRow[]): string {
@@ -194,7 +200,7 @@ export function comparisonSummary(rows: ComparisonRow[]): string {
       `time lost ${fmt(c.lostMs)} vs ${fmt(xor.lostMs)} ms (${fmt(ratio(c.lostMs, xor.lostMs), 1)}×); ` +
       `serving again ${fmt(c.serveMs)} vs ${fmt(xor.serveMs)} ms (${fmt(ratio(c.serveMs, xor.serveMs), 1)}×); ` +
       `fully recovered ${fmt(c.recoveryMs)} vs ${fmt(xor.recoveryMs)} ms (${fmt(ratio(c.recoveryMs, xor.recoveryMs), 1)}×); ` +
-      `longest pause without progress ${fmt(c.recoveryStepMs)} vs ${fmt(xor.recoveryStepMs)} ms (median step ${fmt(xor.medianStepMs, 1)} ms)`);
+      `longest pause without progress ${fmt(c.recoveryStepMs)} vs ${fmt(xor.recoveryStepMs)} ms, from the detection ${fmt(c.detectedPauseMs)} vs ${fmt(xor.detectedPauseMs)} ms (median step ${fmt(xor.medianStepMs, 1)} ms)`);
   }
   return lines.join('\n');
 }
