@@ -31,16 +31,20 @@ export type RebuildMessage =
 
 async function run(job: RebuildJob): Promise<void> {
   const codec = createCodec(job.mode, job.role.k, job.role.r);
-  const conns = new Map<number, Connection>();
+  const conns: Connection[] = [];
   try {
-    // One range in flight per source, decoded (or copied out) before the next is asked for: the
-    // replies can share a buffer per connection.
-    for (const s of job.sources) conns.set(s.block, await Connection.connect(s, `rebuild source ${s.block} (${describeAddress(s)})`, job.timeoutMs, true));
+    // A connection per part read (a parity holding replicated state serves two), each with one
+    // range in flight that is decoded (or copied out) before the next is asked for: its replies
+    // can share one buffer.
     const parts = stripeParts(job.role, job.sources.map((s) => s.block));
+    for (const p of parts) {
+      const s = job.sources.find((src) => src.block === p.block)!;
+      conns.push(await Connection.connect(s, `rebuild source ${s.block} (${describeAddress(s)})`, job.timeoutMs, true));
+    }
     for (let start = 0; start < job.slots; start += job.rangeSlots) {
       const count = Math.min(job.slots, start + job.rangeSlots) - start;
       let retries = 0;
-      const { step, data } = await readStripe(parts, (b) => conns.get(b)!, { start, count }, () => retries++);
+      const { step, data } = await readStripe(parts, (_, i) => conns[i], { start, count }, () => retries++);
       const decoded = decodeStripe(job.role, codec, parts, data);
       // Handed over by transfer: each array must own its whole buffer (a view into a received
       // frame is copied out first; transferring would take the frame's buffer with it).
@@ -52,7 +56,7 @@ async function run(job: RebuildJob): Promise<void> {
     }
     parentPort!.postMessage({ kind: 'done' } satisfies RebuildMessage);
   } finally {
-    for (const c of conns.values()) c.close();
+    for (const c of conns) c.close();
   }
 }
 

@@ -99,7 +99,7 @@ async function warmDegradedReads(code: NonNullable<StandbyOrder['code']>, conns:
   const parts = stripeParts(role, Array.from({ length: code.k }, (_, i) => i + 1));
   const codec = createCodec(code.mode, code.k, code.r);
   for (let i = 0; i < 8; i++) {
-    const { data } = await readStripe(parts, (b) => conns[b], { slots: Int32Array.of(0, 1) }, () => undefined);
+    const { data } = await readStripe(parts, (p) => conns[p.block], { slots: Int32Array.of(0, 1) }, () => undefined);
     decodeStripe(role, codec, parts, data);
   }
 }
@@ -537,7 +537,7 @@ export class ShardServer {
   /** Reads the slots from the sources at one committed step, decodes and installs absent ones. */
   async #fetch(slots: Int32Array): Promise<void> {
     const c = this.#cfg, parts = stripeParts(c, this.#sources.map((s) => s.block));
-    const { step, data } = await readStripe(parts, (b) => this.#sources.find((s) => s.block === b)!.conn, { slots }, () => this.stats.retries++);
+    const { step, data } = await readStripe(parts, (p) => this.#sources.find((s) => s.block === p.block)!.conn, { slots }, () => this.stats.retries++);
     const { coded, states } = decodeStripe(c, this.#codec!, parts, data);
     this.#install(slots, step, coded, states);
   }

@@ -49,14 +49,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * contiguous range. A commit landing between the reads makes them disagree: read again.
  */
 export async function readStripe(
-  parts: Part[], source: (block: number) => Connection, what: { slots: Int32Array } | { start: number; count: number }, onRetry: () => void,
+  parts: Part[], source: (part: Part, index: number) => Connection, what: { slots: Int32Array } | { start: number; count: number }, onRetry: () => void,
 ): Promise<{ step: number; data: Float32Array[] }> {
   for (let attempt = 0; ; attempt++) {
-    const replies = await Promise.all(parts.map((p) => {
+    const replies = await Promise.all(parts.map((p, i) => {
       const w = new Writer().u32(p.part).u32(p.which);
       return 'slots' in what
-        ? source(p.block).request(Op.read, w.array(what.slots).build())
-        : source(p.block).request(Op.readRange, w.u32(what.start).u32(what.count).build());
+        ? source(p, i).request(Op.read, w.array(what.slots).build())
+        : source(p, i).request(Op.readRange, w.u32(what.start).u32(what.count).build());
     }));
     const steps = replies.map((r) => r.u32() - 1);
     if (steps.every((s) => s === steps[0])) return { step: steps[0], data: replies.map((r) => r.f32sView()) };
