@@ -26,6 +26,9 @@ export interface Failure {
   server: number;
   /** 'step': killed before the step starts; 'prepare'/'after-first-delta': dies inside the push. */
   when?: 'step' | 'prepare' | 'after-first-delta';
+  /** With when 'step': wait for rebuilds under way to finish first (failures one after another,
+   * which r = 1 survives only in turn). */
+  afterRebuilds?: boolean;
 }
 
 export interface TrainOptions {
@@ -141,6 +144,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
       // Each injected failure fires once (a redo after a restart passes its step again).
       for (const f of failures.filter((f) => f.step === step && (f.when ?? 'step') === 'step')) {
         failures.splice(failures.indexOf(f), 1);
+        if (f.afterRebuilds) await cluster.rebuilt();
         cluster.kill(f.server);
       }
       const t0 = performance.now();
