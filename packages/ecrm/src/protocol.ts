@@ -33,6 +33,8 @@ export const opName = (op: number) => opNames.get(op) ?? `op ${op}`;
 
 // [u32 length of the rest][u8 op][u32 id][payload]
 const HEADER = 9;
+/** A reused-frame connection's read buffer: a Unix socket hands over ~200 KB at most per read. */
+const READ_BUFFER = 256 * 1024;
 /** Larger frames are refused: a corrupt length must not make a peer allocate gigabytes. */
 export const MAX_FRAME = 512 * 1024 * 1024;
 
@@ -77,25 +79,33 @@ export interface PooledReply {
 
 /**
  * Splits a byte stream into frames; chunks are joined once per frame, not per chunk. With `reuse`,
- * frames are joined into one buffer kept from frame to frame (a megabyte range per frame would
- * otherwise fault in fresh pages each time): for a consumer done with a frame before the next one
- * arrives, such as a reader with one request in flight.
+ * every frame is assembled as its bytes arrive in one buffer kept from frame to frame (a megabyte
+ * range per frame would otherwise fault in fresh pages each time), and chunks are copied at once,
+ * so they may be transient (a socket's reused read buffer): for a consumer done with a frame before
+ * the next one arrives, such as a reader with one request in flight.
  */
 export class FrameDecoder {
   #chunks: Buffer[] = [];
   #length = 0;
+  // Reuse mode: the frame being assembled (3 bytes of padding, then the frame) and its progress.
   #scratch: Buffer | null = null;
+  #head = Buffer.alloc(4);
+  #filled = 0;
+  #total = 0;
 
   constructor(readonly onFrame: (op: number, id: number, payload: Buffer) => void, readonly reuse = false) {}
 
   push(chunk: Buffer): void {
+    if (this.reuse) {
+      this.#assemble(chunk);
+      return;
+    }
     this.#chunks.push(chunk);
     this.#length += chunk.length;
     for (;;) {
       if (this.#length < 4) return;
       const head = this.#chunks[0].length >= 4 ? this.#chunks[0] : this.#join();
-      const size = head.readUInt32LE(0);
-      if (size < 5 || size > MAX_FRAME) throw new RangeError(`Expected a frame length in [5, ${MAX_FRAME}] for frame but received ${size}`);
+      const size = frameSize(head);
       if (this.#length < size + 4) return;
       const all = this.#join();
       const frame = all.subarray(0, size + 4);
@@ -110,18 +120,49 @@ export class FrameDecoder {
     if (this.#chunks.length > 1) {
       // Joined with 3 bytes in front, so the payload (after the 9-byte header) starts 4-byte
       // aligned and a Reader can view large float arrays in place.
-      const need = this.#length + 3;
-      const all = this.reuse && this.#scratch && this.#scratch.length >= need ? this.#scratch : Buffer.allocUnsafeSlow(need);
-      if (this.reuse) this.#scratch = all;
+      const all = Buffer.allocUnsafeSlow(this.#length + 3);
       let at = 3;
       for (const c of this.#chunks) {
         c.copy(all, at);
         at += c.length;
       }
-      this.#chunks = [all.subarray(3, need)];
+      this.#chunks = [all.subarray(3)];
     }
     return this.#chunks[0];
   }
+
+  #assemble(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.#total === 0) {
+        // The length prefix, possibly split across chunks.
+        const n = Math.min(4 - this.#filled, chunk.length - at);
+        chunk.copy(this.#head, this.#filled, at, at + n);
+        at += n;
+        this.#filled += n;
+        if (this.#filled < 4) return;
+        this.#total = frameSize(this.#head) + 4;
+        // The payload lands 4-byte aligned (see #join), in a buffer kept while it is large enough.
+        if (!this.#scratch || this.#scratch.length < this.#total + 3) this.#scratch = Buffer.allocUnsafeSlow(this.#total + 3);
+        this.#head.copy(this.#scratch, 3);
+      }
+      const n = Math.min(this.#total - this.#filled, chunk.length - at);
+      chunk.copy(this.#scratch!, 3 + this.#filled, at, at + n);
+      at += n;
+      this.#filled += n;
+      if (this.#filled < this.#total) return;
+      const frame = this.#scratch!.subarray(3, 3 + this.#total);
+      this.#filled = 0;
+      this.#total = 0;
+      this.onFrame(frame.readUInt8(4), frame.readUInt32LE(5), frame.subarray(HEADER));
+    }
+  }
+}
+
+function frameSize(head: Buffer): number {
+  const size = head.readUInt32LE(0);
+  if (size < 5 || size > MAX_FRAME) throw new RangeError(`Expected a frame length in [5, ${MAX_FRAME}] for frame but received ${size}`);
+  return size;
 }
 
 /** Builds a payload from typed fields; arrays carry their element count. */
@@ -248,6 +289,9 @@ export class Connection {
   /** Names the peer in errors (a spare's connection is renamed when the spare takes a role). */
   label: string;
 
+  /** With reused frames: where the socket's own read buffer is handed (see connect). */
+  #feed: ((chunk: Buffer) => void) | null = null;
+
   private constructor(socket: net.Socket, label: string, readonly timeoutMs: number, reuseFrames: boolean) {
     this.label = label;
     this.#socket = socket;
@@ -260,13 +304,15 @@ export class Connection {
       if (op === Op.error) p.reject(new RemoteError(this.label, payload.toString('utf8')));
       else p.resolve(new Reader(payload));
     }, reuseFrames);
-    socket.on('data', (chunk) => {
+    const feed = (chunk: Buffer) => {
       try {
         decoder.push(chunk);
       } catch (e) {
         socket.destroy(e as Error);
       }
-    });
+    };
+    if (reuseFrames) this.#feed = feed;
+    else socket.on('data', feed);
     socket.on('error', () => undefined); // 'close' follows and carries the failure
     socket.on('close', () => this.#fail(`a closed connection`));
   }
@@ -278,14 +324,21 @@ export class Connection {
    */
   static connect(address: Address, label: string, timeoutMs = 10_000, reuseFrames = false): Promise<Connection> {
     return new Promise((resolve, reject) => {
-      const socket = address.path ? net.connect({ path: address.path }) : net.connect({ host: address.host, port: address.port });
+      // With reused frames the socket also reads into one buffer of its own (no allocation per
+      // read; the decoder copies each chunk out at once). Nothing arrives before 'connect'.
+      let conn: Connection | null = null;
+      const onread = reuseFrames
+        ? { buffer: Buffer.allocUnsafe(READ_BUFFER), callback: (n: number, buf: Uint8Array) => (conn!.#feed!(Buffer.from(buf.buffer, buf.byteOffset, n)), true) }
+        : undefined;
+      const socket = address.path ? net.connect({ path: address.path, onread }) : net.connect({ host: address.host, port: address.port, onread });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new ShardUnavailableError(label, `Expected a connection to ${label} within ${timeoutMs} ms but received none`));
       }, timeoutMs);
       socket.once('connect', () => {
         clearTimeout(timer);
-        resolve(new Connection(socket, label, timeoutMs, reuseFrames));
+        conn = new Connection(socket, label, timeoutMs, reuseFrames);
+        resolve(conn);
       });
       socket.once('error', (e) => {
         clearTimeout(timer);

@@ -43,15 +43,23 @@ describe('framing and transport', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('reuses one buffer for frames when asked, with every frame intact and 4-byte aligned', () => {
-    const frames = [encodeFrame(3, 7, Buffer.alloc(70_000, 2)), encodeFrame(4, 8, Buffer.alloc(50_000, 3)), encodeFrame(5, 9, Buffer.alloc(80_000, 4))];
-    const got: { buffer: ArrayBufferLike; ok: boolean; aligned: boolean }[] = [];
-    const d = new FrameDecoder((op, _id, p) => got.push({ buffer: p.buffer, ok: p.length > 0 && p.every((b) => b === op - 1), aligned: p.byteOffset % 4 === 0 }), true);
-    for (const f of frames) for (let i = 0; i < f.length; i += 8192) d.push(f.subarray(i, i + 8192));
-    expect(got.map((g) => g.ok && g.aligned)).toEqual([true, true, true]);
+  it.each([3, 8192, 300_000])('reuses one buffer for frames when asked, from transient chunks of %i bytes', (split) => {
+    const frames = [encodeFrame(3, 7, Buffer.alloc(70_000, 2)), encodeFrame(4, 8, Buffer.alloc(50_000, 3)), encodeFrame(5, 9, Buffer.alloc(80_000, 4)), encodeFrame(6, 10, Buffer.alloc(1, 5))];
+    const wire = Buffer.concat(frames);
+    const got: { buffer: ArrayBufferLike; ok: boolean; aligned: boolean; id: number }[] = [];
+    const d = new FrameDecoder((op, id, p) => got.push({ id, buffer: p.buffer, ok: p.length > 0 && p.every((b) => b === op - 1), aligned: p.byteOffset % 4 === 0 }), true);
+    // One read buffer, overwritten after every push (as a socket's onread buffer is).
+    const read = Buffer.alloc(split);
+    for (let i = 0; i < wire.length; i += split) {
+      const n = wire.copy(read, 0, i, i + split);
+      d.push(read.subarray(0, n));
+      read.fill(0xee);
+    }
+    expect(got.map((g) => [g.id, g.ok && g.aligned])).toEqual([[7, true], [8, true], [9, true], [10, true]]);
     // The second frame fits the first's buffer; the third needs a larger one.
     expect(got[1].buffer).toBe(got[0].buffer);
     expect(got[2].buffer).not.toBe(got[0].buffer);
+    expect(() => new FrameDecoder(() => undefined, true).push(Buffer.from([1, 0, 0, 0, 0]))).toThrow(/Expected a frame length/);
   });
 
   it('gives a pooled reply back once the socket has written it, and carries it intact', async () => {
