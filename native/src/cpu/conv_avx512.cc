@@ -31,12 +31,7 @@ void pack_panel_avx512(const PackPanelJob& jb) {
   int64_t i = r / jb.kw, j = r % jb.kw;
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512 zero = _mm512_setzero_ps();
-  // Input rows are streamed channel by channel, with gaps (stride-2 rows, a panel's few runs per
-  // row) the hardware prefetcher does not run ahead of: each run is fetched some channels early,
-  // four for a 1x1 layer, one for larger kernels (at a kernel row's first tap; its other taps
-  // read the same input row).
-  constexpr int64_t kPrefetchChannels = 4;
-  const int64_t ahead_planes = kk == 1 ? kPrefetchChannels : 1;
+  const int64_t ahead_planes = pack_prefetch_planes(kk);
   for (int64_t kp = 0; kp < jb.kc; ++kp) {
     const bool prefetch_ahead = j == 0 && kp + ahead_planes * kk < jb.kc;
     float* drow = jb.dst + kp * nr;

@@ -63,10 +63,12 @@ void pack_panel_portable(const PackPanelJob& jb) {
   int64_t c = jb.k0 / kk, r = jb.k0 % kk;
   int64_t i = r / jb.kw, j = r % jb.kw;
   const int64_t sw = jb.stride_w;
+  const int64_t ahead_planes = pack_prefetch_planes(kk);
   for (int64_t kp = 0; kp < jb.kc; ++kp) {
     float* drow = jb.dst + kp * nr;
     const int64_t off_h = i * jb.dil_h - jb.pad_h, off_w = j * jb.dil_w - jb.pad_w;
     const int64_t lo = jb.lo_w[j], hi = jb.hi_w[j];
+    const bool prefetch_ahead = j == 0 && kp + ahead_planes * kk < jb.kc;
     for (int s = 0; s < jb.nseg; ++s) {
       const Segment& sg = jb.segs[s];
       float* d = drow + sg.jj;
@@ -76,6 +78,10 @@ void pack_panel_portable(const PackPanelJob& jb) {
         continue;
       }
       const float* row = jb.x + sg.img * jb.img_stride + c * jb.plane + ih * jb.w;
+      if (prefetch_ahead) {
+        const char* ahead = reinterpret_cast<const char*>(row + ahead_planes * jb.plane + sg.ow0 * sw + off_w);
+        for (int64_t off = 0; off < int64_t(sg.len) * sw * int64_t(sizeof(float)); off += 64) __builtin_prefetch(ahead + off, 0, 3);
+      }
       const int64_t a = std::min<int64_t>(std::max(lo, sg.ow0), sg.ow0 + sg.len) - sg.ow0;
       const int64_t b = std::max<int64_t>(std::min(hi, sg.ow0 + sg.len) - sg.ow0, a);
       if (a > 0) std::memset(d, 0, size_t(a) * sizeof(float));

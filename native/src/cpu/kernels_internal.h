@@ -114,6 +114,12 @@ struct ScratchBuffer {
 
 // Implicit-GEMM B panel packing (conv_implicit.cc; AVX-512 version in conv_avx512.cc). A panel's
 // columns are runs of consecutive output pixels of one output row of one image.
+// Packers prefetch input runs ahead: rows are streamed channel by channel, with gaps (stride-2
+// rows, a panel's few runs per row) the hardware prefetcher does not run ahead of. A 1x1 layer's
+// runs are fetched four channels early, larger kernels' one channel early at a kernel row's first
+// tap (its other taps read the same input row).
+constexpr int64_t pack_prefetch_planes(int64_t kernel_taps) { return kernel_taps == 1 ? 4 : 1; }
+
 struct PanelSegment {
   int64_t img, oh, ow0;  // image, output row, first output column
   int len, jj;           // pixels in the run, first panel column
