@@ -70,10 +70,9 @@ export function initialWeight(seed: number, row: number, j: number, rowsPerTable
 /** The same bytes as 32-bit integers: copies through these keep every bit (float copies may not). */
 const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
 const f32words = (w: Int32Array) => new Float32Array(w.buffer, w.byteOffset, w.length);
-/** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
 /** Range copy buffers kept for reuse (one per rebuild reading from this server, with slack). */
 const RANGE_COPIES_KEPT = 4;
-
+/** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
 const table = (floats: number) => (floats > 0 ? largePageFloat32Array(floats) : new Float32Array(0));
 function rangeSlots(start: number, count: number): Int32Array {
   const out = new Int32Array(count);
