@@ -117,8 +117,9 @@ struct ScratchBuffer {
 // Packers prefetch input runs ahead: rows are streamed channel by channel, with gaps (stride-2
 // rows, a panel's few runs per row) the hardware prefetcher does not run ahead of. A 1x1 layer's
 // runs are fetched four channels early, larger kernels' one channel early at a kernel row's first
-// tap (its other taps read the same input row).
-constexpr int64_t pack_prefetch_planes(int64_t kernel_taps) { return kernel_taps == 1 ? 4 : 1; }
+// tap (its other taps read the same input row). Internal linkage: the AVX-512 packer's TU sees it
+// too, and an inline copy emitted there must not be shared with baseline callers (see above).
+static constexpr int64_t pack_prefetch_planes(int64_t kernel_taps) { return kernel_taps == 1 ? 4 : 1; }
 
 struct PanelSegment {
   int64_t img, oh, ow0;  // image, output row, first output column
