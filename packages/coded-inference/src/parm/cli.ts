@@ -4,7 +4,7 @@ import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModelFile, type Module } from '@kintsugi/cuda-core/nn';
 
-import { ParityCode, encoderNames, parseGrid, type EncoderName } from './codes.js';
+import { ParityCode, checkGrid, encoderNames, parseGrid, type EncoderName } from './codes.js';
 import { datasetNames, inputSpec, loadDatasets, majorityClass, type DatasetName } from './data.js';
 import { deployedOutputs, evaluateBerrut, evaluateParm } from './evaluate.js';
 import { loadParityModel, saveParityModel } from './files.js';
@@ -113,8 +113,13 @@ export interface ParmTrainArgs {
 function gridOf(v: string | undefined, encoder: EncoderName, k: number): [number, number] | undefined {
   if (v === undefined) return undefined;
   const g = parseGrid(v.trim());
-  if (encoder !== 'concat' || !g || g.some((d) => d < 1 || d > 3) || g[0] * g[1] < k) fail('--grid', `ROWSxCOLS (1…3 each, at least k = ${k} tiles) with --encoder concat`, v);
-  return g;
+  const usage = `ROWSxCOLS (1…3 each, at least k = ${k} tiles) with --encoder concat`;
+  if (encoder !== 'concat' || !g) fail('--grid', usage, v);
+  try {
+    return checkGrid(g, k);  // the codes' own rule for a grid
+  } catch {
+    fail('--grid', usage, v);
+  }
 }
 
 export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
