@@ -29,6 +29,8 @@ train options:
   --grid RxC         concatenation tile grid (default by k: 1x2, 2x2, 3x3); 2x1 stacks two images
   --ce-weight X      add X × the cross-entropy of the decoded predictions against their labels to the
                      MSE (default 0: MSE only, the paper's loss)
+  --shift N          random-shift augmentation: translate each training image by up to N pixels on
+                     each axis (default 0); the targets come from the deployed model on the shifted images
   --validation N     held-out training images for checkpoint selection (default 5000)
   --limit N          train on N images only (quick runs)
   --seed S           default 1
@@ -74,7 +76,7 @@ function required(v: string | undefined, name: string, what: string): string {
 const trainSpec = {
   dataset: { type: 'string' }, deployed: { type: 'string' }, k: { type: 'string' }, r: { type: 'string' },
   'parity-index': { type: 'string' }, encoder: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
-  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' }, grid: { type: 'string' },
+  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' }, grid: { type: 'string' }, shift: { type: 'string' },
   validation: { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
   'data-dir': { type: 'string' }, 'max-batches': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
@@ -100,6 +102,8 @@ export interface ParmTrainArgs {
   /** 'random', 'deployed' or a parity model file. */
   init: string;
   ceWeight: number;
+  /** Random-shift augmentation, in pixels (0: none). */
+  shift: number;
   /** Concatenation tile grid [rows, cols] (default: by k). */
   grid?: [number, number];
   validation: number;
@@ -143,6 +147,7 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
     weightDecay: num(v['weight-decay'], '--weight-decay', 0) ?? 1e-5,
     init: v.init === undefined || v.init === '' ? 'deployed' : v.init,
     ceWeight: num(v['ce-weight'], '--ce-weight', 0) ?? 0,
+    shift: int(v.shift, '--shift', 0, 13) ?? 0,
     grid: gridOf(v.grid, encoder, k),
     validation: int(v.validation, '--validation', 1) ?? 5000,
     limit: int(v.limit, '--limit', 1),
@@ -217,7 +222,7 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
   const input = inputSpec(deployed.metadata, o.dataset);
   const code = new ParityCode({ k: o.k, r: o.r, encoder: o.encoder, grid: o.grid });
   say(`${data.note}; deployed ${basename(o.deployed)} (${deployed.architecture}, ${deployed.model.parameterCount()} parameters)`);
-  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}${code.grid ? ` grid ${code.grid.join('x')}` : ''}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}`);
+  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}${code.grid ? ` grid ${code.grid.join('x')}` : ''}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}${o.shift > 0 ? `, random shifts ≤ ${o.shift} px` : ''}`);
   const rowsToTrain = o.parityIndex === undefined ? Array.from({ length: o.r }, (_, t) => t) : [o.parityIndex];
   const init = await initialWeights(o, code, rowsToTrain);
   for (const t of rowsToTrain) {
@@ -225,7 +230,7 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
     let lastDraw = 0;
     const res = await trainParityModel({
       deployed: deployed.model, code, parityIndex: t, train: data.train, input, epochs: o.epochs, batchSize: o.batch, lr: o.lr,
-      cosine: o.cosine, weightDecay: o.weightDecay, init, reconstructionWeight: o.ceWeight, validation: o.validation, limit: o.limit, maxBatches: o.maxBatches, seed: o.seed + t,
+      cosine: o.cosine, weightDecay: o.weightDecay, init, reconstructionWeight: o.ceWeight, shift: o.shift, validation: o.validation, limit: o.limit, maxBatches: o.maxBatches, seed: o.seed + t,
       onProgress: (done, total, loss) => {
         const now = performance.now();
         if (process.stderr.isTTY && (now - lastDraw > 200 || done === total)) {
@@ -241,7 +246,7 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
     const file = parityFileName(o.out, o.r, t);
     await saveParityModel(res.model, file, {
       ...code.spec, parityIndex: t, dataset: o.dataset, deployed: basename(o.deployed), architecture: deployed.architecture,
-      validationAccuracy: res.bestValidationAccuracy, epochs: o.epochs, bestEpoch: res.bestEpoch + 1, trainSeconds: Math.round(res.seconds), init: basename(o.init), ceWeight: o.ceWeight,
+      validationAccuracy: res.bestValidationAccuracy, epochs: o.epochs, bestEpoch: res.bestEpoch + 1, trainSeconds: Math.round(res.seconds), init: basename(o.init), ceWeight: o.ceWeight, shift: o.shift,
     }, {
       'kintsugi.dataset': o.dataset,
       'kintsugi.model': `parity-${deployed.architecture}`,

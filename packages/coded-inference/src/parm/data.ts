@@ -80,6 +80,32 @@ export async function forwardAll(model: Module, x: Float32Array, shape: readonly
   return out;
 }
 
+/**
+ * Translates every image of a row-major [n, C·H·W] batch by its own (dx[i], dy[i]) pixels, filling
+ * the uncovered border with `fill` (the normalised value of a blank pixel): the random-shift
+ * augmentation digit classifiers train with.
+ */
+export function shiftImages(x: Float32Array, shape: readonly [number, number, number], dx: ArrayLike<number>, dy: ArrayLike<number>, fill: number): Float32Array {
+  const [c, h, w] = shape;
+  const px = c * h * w;
+  const n = x.length / px;
+  if (dx.length !== n || dy.length !== n) throw new RangeError(`Expected one shift per image (${n}) but received ${dx.length} and ${dy.length}`);
+  const out = new Float32Array(x.length).fill(fill);
+  for (let i = 0; i < n; i++) {
+    const sx = dx[i], sy = dy[i];
+    const x0 = Math.max(0, sx), x1 = Math.min(w, w + sx);
+    if (x1 <= x0) continue;
+    for (let ch = 0; ch < c; ch++) {
+      for (let y = Math.max(0, sy); y < Math.min(h, h + sy); y++) {
+        const dst = i * px + (ch * h + y) * w;
+        const src = i * px + (ch * h + y - sy) * w - sx;
+        out.set(x.subarray(src + x0, src + x1), dst + x0);
+      }
+    }
+  }
+  return out;
+}
+
 /** Rows `indices` of a row-major [n, width] array. */
 export function rows(a: Float32Array, width: number, indices: ArrayLike<number>): Float32Array {
   const out = new Float32Array(indices.length * width);

@@ -25,6 +25,8 @@ export interface ParityMetadata extends CodeSpec {
   init?: string;
   /** Weight of the decoded predictions' cross-entropy in the training loss (0: MSE only). */
   ceWeight?: number;
+  /** Random-shift augmentation of the training images, in pixels (0: none). */
+  shift?: number;
 }
 
 export const PARM_KEY = 'kintsugi.parm';

@@ -6,5 +6,5 @@ export { BerrutCode, berrutWeights, berrutInterpolate, chebyshevFirst, chebyshev
 export { trainParityModel, parityModelLike, addReconstructionLoss, reconstructionAccuracy, type ParityTrainOptions, type ParityTrainResult, type ParityEpoch } from './train.js';
 export { saveParityModel, loadParityModel, encodeParityModel, decodeParityModel, checkParityMetadata, servingModelFromFile, PARM_KEY, type ParityMetadata, type LoadedParityModel } from './files.js';
 export { deployedOutputs, evaluateParm, evaluateBerrut, testGroups, combinations, type TestOutputs, type ParmResult, type BerrutResult } from './evaluate.js';
-export { loadDatasets, inputSpec, gather, forwardAll, majorityClass, datasetNames, type DatasetName, type InputSpec } from './data.js';
+export { loadDatasets, inputSpec, gather, forwardAll, shiftImages, majorityClass, datasetNames, type DatasetName, type InputSpec } from './data.js';
 export { parmCommand, parseTrainArgs, parseEvalArgs, parityFileName, UsageError } from './cli.js';

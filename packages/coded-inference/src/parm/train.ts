@@ -7,7 +7,7 @@ import { Tensor } from '@kintsugi/cuda-core';
 import { Adam, CosineLR, crossEntropy, layerFromConfig, manualSeed, mse, Rng, type ImageDataset, type Labels, type Module } from '@kintsugi/cuda-core/nn';
 
 import { ParityCode } from './codes.js';
-import { argmaxRows, forwardAll, gather, rows, type InputSpec } from './data.js';
+import { argmaxRows, forwardAll, gather, rows, shiftImages, type InputSpec } from './data.js';
 
 export interface ParityTrainOptions {
   /** The deployed model (eval mode is used for its outputs). */
@@ -38,6 +38,12 @@ export interface ParityTrainOptions {
    * evaluation scores exactly these decoded argmaxes, which MSE only approaches.
    */
   reconstructionWeight?: number;
+  /**
+   * Translate each training image by a random whole number of pixels in [−shift, shift] on each axis
+   * (0, the default: no augmentation). The deployed outputs of shifted images are computed per batch,
+   * so the target stays the encoding of what the deployed model says about the very images encoded.
+   */
+  shift?: number;
   seed?: number;
   /** Stop each epoch after this many batches (tests, quick runs). */
   maxBatches?: number;
@@ -140,6 +146,9 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
   const batchSize = o.batchSize ?? (k === 2 ? 64 : 32);
   const ceWeight = o.reconstructionWeight ?? 0;
   if (!(ceWeight >= 0 && Number.isFinite(ceWeight))) throw new RangeError(`Expected a finite reconstructionWeight ≥ 0 but received ${ceWeight}`);
+  const shift = o.shift ?? 0;
+  if (!(Number.isInteger(shift) && shift >= 0 && shift < Math.min(shape[1], shape[2]))) throw new RangeError(`Expected shift to be an integer in [0, ${Math.min(shape[1], shape[2]) - 1}] but received ${shift}`);
+  const blank = (0 - input.mean) / input.std;
   const start = performance.now();
 
   // Held-out split: a seeded permutation; the first `validation` images are held out.
@@ -177,6 +186,8 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
   let best = -1, bestEpoch = -1;
   let bestState: Map<string, Float32Array> | null = null;
   const rng = new Rng(seed + 1);
+  const shiftRng = new Rng(seed + 2);
+  const offsets = (n: number) => Int32Array.from({ length: n }, () => Math.floor(shiftRng.next() * (2 * shift + 1)) - shift);
   for (let epoch = 0; epoch < o.epochs; epoch++) {
     const e0 = performance.now();
     model.train();
@@ -192,8 +203,14 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
           ids[i] = pos[s];
           ls[i] = train.labels[s];
         }
-        members.push(rows(usedX, px, ids));
-        outs.push(rows(usedY, classes, ids));
+        if (shift > 0) {
+          const moved = shiftImages(rows(usedX, px, ids), shape, offsets(batchSize), offsets(batchSize), blank);
+          members.push(moved);
+          outs.push(await forwardAll(deployed, moved, shape, batchSize));
+        } else {
+          members.push(rows(usedX, px, ids));
+          outs.push(rows(usedY, classes, ids));
+        }
         labels.push(ls);
       }
       const x = await code.encode(members, t, shape);

@@ -8,7 +8,8 @@ describe('kintsugi parm arguments', () => {
   it('parses train options with the paper defaults', () => {
     expect(parseTrainArgs([...base, '--k', '2'])).toMatchObject({ k: 2, r: 1, encoder: 'sum', epochs: 10, lr: 1e-3, weightDecay: 1e-5, validation: 5000, batch: undefined });
     expect(parseTrainArgs([...base, '--k', '4', '--encoder', 'concat', '--r', '2', '--epochs', '3'])).toMatchObject({ k: 4, r: 2, encoder: 'concat', epochs: 3 });
-    expect(parseTrainArgs([...base, '--k', '2'])).toMatchObject({ init: 'deployed', ceWeight: 0, grid: undefined });
+    expect(parseTrainArgs([...base, '--k', '2'])).toMatchObject({ init: 'deployed', ceWeight: 0, grid: undefined, shift: 0 });
+    expect(parseTrainArgs([...base, '--k', '2', '--shift', '2'])).toMatchObject({ shift: 2 });
     expect(parseTrainArgs([...base, '--k', '2', '--encoder', 'concat', '--grid', '2x1'])).toMatchObject({ grid: [2, 1] });
     expect(parseTrainArgs([...base, '--k', '3', '--encoder', 'concat', '--init', 'old.safetensors', '--ce-weight', '0.5'])).toMatchObject({ k: 3, init: 'old.safetensors', ceWeight: 0.5 });
     expect(parseEvalArgs(['--dataset', 'fashion-mnist', '--deployed', 'd', '--parity', 'a', '--parity', 'b'])).toMatchObject({ parity: ['a', 'b'], berrutK: 8, stragglers: [1, 2, 3] });
@@ -23,6 +24,8 @@ describe('kintsugi parm arguments', () => {
       [[...base, '--k', '3', '--encoder', 'concat', '--grid', '2x1'], 'Expected ROWSxCOLS (1…3 each, at least k = 3 tiles) with --encoder concat for --grid but received "2x1"'],
       [[...base, '--k', '2', '--grid', '2x1'], 'Expected ROWSxCOLS (1…3 each, at least k = 2 tiles) with --encoder concat for --grid but received "2x1"'],
       [[...base, '--k', '2', '--ce-weight=-1'], 'Expected a number ≥ 0 for --ce-weight but received "-1"'],
+      [[...base, '--k', '2', '--shift', '1.5'], 'Expected an integer in [0, 13] for --shift but received "1.5"'],
+      [[...base, '--k', '2', '--shift', '14'], 'Expected an integer in [0, 13] for --shift but received "14"'],
       [[...base, '--k', '2', '--encoder', 'xor'], 'Expected one of sum | concat for --encoder but received "xor"'],
       [[...base, '--k', '2', '--r', '3'], 'Expected an integer in [1, 2] for --r but received "3"'],
       [[...base, '--k', '2', '--epochs', '0'], 'Expected an integer ≥ 1 for --epochs but received "0"'],

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadMnist, mlp, manualSeed, subset } from '@kintsugi/cuda-core/nn';
 
-import { ParityCode, addReconstructionLoss, inputSpec, parityModelLike, trainParityModel } from '../../src/parm/index.js';
+import { ParityCode, addReconstructionLoss, inputSpec, parityModelLike, shiftImages, trainParityModel } from '../../src/parm/index.js';
 
 describe('parity-model training', () => {
   it('lowers the reconstruction loss within a few epochs on a slice of MNIST', async () => {
@@ -82,5 +82,40 @@ describe('decoded cross-entropy term', () => {
     });
     expect(losses[1]).toBeLessThan(losses[0]);
     await expect(trainParityModel({ deployed, code: new ParityCode({ k: 2 }), train, input: inputSpec({}, 'mnist'), epochs: 1, reconstructionWeight: -1 })).rejects.toThrow('Expected a finite reconstructionWeight ≥ 0 but received -1');
+  }, 60_000);
+});
+
+describe('random-shift augmentation', () => {
+  it('translates each image by its own offsets and fills the uncovered border', () => {
+    const shape = [2, 3, 4] as const; // two channels of 3×4
+    const px = 24, n = 3;
+    const x = Float32Array.from({ length: n * px }, (_, i) => i + 1);
+    const dx = [1, -2, 0], dy = [0, 1, -3];
+    const got = shiftImages(x, shape, dx, dy, -7);
+    for (let i = 0; i < n; i++) {
+      for (let c = 0; c < 2; c++) {
+        for (let y = 0; y < 3; y++) {
+          for (let xx = 0; xx < 4; xx++) {
+            const sy = y - dy[i], sx = xx - dx[i];
+            const want = sy >= 0 && sy < 3 && sx >= 0 && sx < 4 ? x[i * px + (c * 3 + sy) * 4 + sx] : -7;
+            expect(got[i * px + (c * 3 + y) * 4 + xx]).toBe(want);
+          }
+        }
+      }
+    }
+    expect(Array.from(shiftImages(x, shape, [0, 0, 0], [0, 0, 0], 0))).toEqual(Array.from(x));
+    expect(() => shiftImages(x, shape, [0], [0, 0, 0], 0)).toThrow('Expected one shift per image (3) but received 1 and 3');
+  });
+
+  it('trains on shifted images with targets from the deployed model on those images', async () => {
+    manualSeed(3);
+    const deployed = mlp();
+    deployed.eval();
+    const train = subset(await loadMnist('train'), 600);
+    const losses: number[] = [];
+    const opts = { deployed, code: new ParityCode({ k: 2 }), train, input: inputSpec({}, 'mnist'), validation: 200, init: 'random' as const, lr: 3e-3, seed: 5 };
+    await trainParityModel({ ...opts, epochs: 3, shift: 2, onEpoch: (e) => losses.push(e.loss) });
+    expect(losses[2]).toBeLessThan(losses[0]);
+    await expect(trainParityModel({ ...opts, epochs: 1, shift: 28 })).rejects.toThrow('Expected shift to be an integer in [0, 27] but received 28');
   }, 60_000);
 });
