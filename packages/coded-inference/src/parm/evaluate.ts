@@ -4,7 +4,7 @@
 import type { ImageDataset, Module } from '@kintsugi/cuda-core/nn';
 import { Rng } from '@kintsugi/cuda-core/nn';
 
-import { BerrutCode } from './berrut.js';
+import { BerrutCode, LearnedDecoder } from './berrut.js';
 import type { ParityCode } from './codes.js';
 import { argmaxRows, forwardAll, gather, rows, type InputSpec } from './data.js';
 
@@ -89,6 +89,8 @@ export interface BerrutResult {
   k: number;
   stragglers: number;
   systematic: boolean;
+  /** 'berrut': Berrut interpolation; 'learned': least-squares weights fitted on training images. */
+  decoder: 'berrut' | 'learned';
   /** Accuracy of all k predictions per group (returned or interpolated), averaged over the straggler patterns. */
   accuracy: number;
   agreement: number;
@@ -102,33 +104,48 @@ export interface BerrutResult {
   reconstructed: number;
 }
 
+/** The seeded k-groups of a set of images and the deployed model's outputs on their N coded queries. */
+async function berrutOutputs(t: TestOutputs, deployed: Module, code: BerrutCode, seed: number): Promise<{ groups: Int32Array[]; outs: Float32Array[] }> {
+  const px = t.shape[0] * t.shape[1] * t.shape[2];
+  const groups = testGroups(t.labels.length, code.k, seed);
+  const coded = code.encode(groups.map((g) => rows(t.x, px, g)));
+  const outs: Float32Array[] = [];
+  // A systematic code's first k queries are the images themselves: their outputs are known.
+  for (let i = 0; i < coded.length; i++) outs.push(code.systematic && i < code.k ? rows(t.y, t.classes, groups[i]) : await forwardAll(deployed, coded[i], t.shape));
+  return { groups, outs };
+}
+
 /**
  * The Berrut code (ApproxIFER): every group of k test images becomes N = k + s coded queries run
  * on the deployed model; with s of them missing, all k predictions are interpolated from the rest.
  * Averaged over every straggler pattern (or `maxPatterns` seeded random ones when there are more).
+ * With `fit` (the deployed outputs of training images), the decoder is a LearnedDecoder fitted on
+ * their groups instead of Berrut interpolation.
  */
-export async function evaluateBerrut(t: TestOutputs, deployed: Module, k: number, s: number, options: { seed?: number; maxPatterns?: number; systematic?: boolean } = {}): Promise<BerrutResult> {
+export async function evaluateBerrut(t: TestOutputs, deployed: Module, k: number, s: number, options: { seed?: number; maxPatterns?: number; systematic?: boolean; fit?: TestOutputs } = {}): Promise<BerrutResult> {
   const code = new BerrutCode(k, s, { systematic: options.systematic });
   const c = t.classes;
-  const px = t.shape[0] * t.shape[1] * t.shape[2];
-  const groups = testGroups(t.labels.length, k, options.seed ?? 1);
-  const members = groups.map((g) => rows(t.x, px, g));
-  const coded = code.encode(members);
-  const outs: Float32Array[] = [];
-  // A systematic code's first k queries are the test images themselves: their outputs are known.
-  for (let i = 0; i < coded.length; i++) outs.push(code.systematic && i < k ? rows(t.y, c, groups[i]) : await forwardAll(deployed, coded[i], t.shape));
+  const seed = options.seed ?? 1;
+  const { groups, outs } = await berrutOutputs(t, deployed, code, seed);
+  let decoder: { decode(o: (Float32Array | null)[]): Float32Array[] } = code;
+  if (options.fit) {
+    const f = options.fit;
+    const fitted = await berrutOutputs(f, deployed, code, seed + 1);
+    decoder = new LearnedDecoder(code, fitted.outs, fitted.groups.map((g) => rows(f.y, f.classes, g)));
+  }
   const all = combinations(code.n, s);
   const maxPatterns = options.maxPatterns ?? 64;
   const patterns = all.length <= maxPatterns
     ? all
-    : Array.from(new Rng((options.seed ?? 1) + 7).shuffle(Int32Array.from({ length: all.length }, (_, i) => i)).subarray(0, maxPatterns), (i) => all[i]);
+    : Array.from(new Rng(seed + 7).shuffle(Int32Array.from({ length: all.length }, (_, i) => i)).subarray(0, maxPatterns), (i) => all[i]);
   const own = groups.map((g) => argmaxRows(rows(t.y, c, g), c));
   let correct = 0, agree = 0, total = 0, lostCorrect = 0, lost = 0;
   for (const drop of patterns) {
-    const decoded = code.decode(outs.map((o, i) => (drop.includes(i) ? null : o)));
+    const decoded = decoder.decode(outs.map((o, i) => (drop.includes(i) ? null : o)));
     for (let j = 0; j < k; j++) {
       const interpolated = !code.systematic || drop.includes(j);
-      const pred = argmaxRows(decoded[j], c);
+      // A returned prediction of a systematic code is the deployed output itself, whatever the decoder.
+      const pred = argmaxRows(interpolated ? decoded[j] : outs[j], c);
       for (let g = 0; g < pred.length; g++) {
         const hit = pred[g] === t.labels[groups[j][g]];
         if (hit) correct++;
@@ -141,7 +158,7 @@ export async function evaluateBerrut(t: TestOutputs, deployed: Module, k: number
       }
     }
   }
-  return { k, stragglers: s, systematic: code.systematic, accuracy: correct / total, agreement: agree / total, lostAccuracy: lost ? lostCorrect / lost : NaN, lost, patterns: patterns.length, reconstructed: total };
+  return { k, stragglers: s, systematic: code.systematic, decoder: options.fit ? 'learned' : 'berrut', accuracy: correct / total, agreement: agree / total, lostAccuracy: lost ? lostCorrect / lost : NaN, lost, patterns: patterns.length, reconstructed: total };
 }
 
 /** All subsets of {0..n−1} of the given size, in lexicographic order. */

@@ -2,7 +2,7 @@
 // subtraction decoder for r ≥ 1 parities, the Berrut approximate code, parity-model training,
 // parity model files and degraded-mode evaluation.
 export { ParityCode, checkGrid, concatEncode, concatGrid, parseGrid, defaultCoefficients, encoderNames, type CodeSpec, type EncoderName } from './codes.js';
-export { BerrutCode, berrutWeights, berrutInterpolate, chebyshevFirst, chebyshevSecond } from './berrut.js';
+export { BerrutCode, LearnedDecoder, berrutWeights, berrutInterpolate, choleskySolve, chebyshevFirst, chebyshevSecond, approxiferPoints } from './berrut.js';
 export { trainParityModel, parityModelLike, addReconstructionLoss, reconstructionAccuracy, type ParityTrainOptions, type ParityTrainResult, type ParityEpoch } from './train.js';
 export { saveParityModel, loadParityModel, encodeParityModel, decodeParityModel, checkParityMetadata, servingModelFromFile, PARM_KEY, type ParityMetadata, type LoadedParityModel } from './files.js';
 export { deployedOutputs, evaluateParm, evaluateBerrut, testGroups, combinations, type TestOutputs, type ParmResult, type BerrutResult } from './evaluate.js';

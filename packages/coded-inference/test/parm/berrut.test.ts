@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { BerrutCode, berrutInterpolate, berrutWeights, chebyshevFirst, chebyshevSecond } from '../../src/parm/index.js';
+import { Flatten, Linear, Sequential, loadMnist, manualSeed, subset } from '@kintsugi/cuda-core/nn';
+import { BerrutCode, LearnedDecoder, deployedOutputs, evaluateBerrut, inputSpec, approxiferPoints, berrutInterpolate, berrutWeights, chebyshevFirst, chebyshevSecond, choleskySolve } from '../../src/parm/index.js';
 
 describe('Berrut rational interpolation', () => {
   it('passes through the nodes and reproduces constants exactly', () => {
@@ -47,10 +48,12 @@ describe('Berrut rational interpolation', () => {
 });
 
 describe('BerrutCode (ApproxIFER)', () => {
-  it('ApproxIFER layout: k first-kind and k + s second-kind Chebyshev points, all distinct', () => {
+  it('ApproxIFER layout: k first-kind Chebyshev points and the k + s points cos(iπ/N), all distinct', () => {
     const code = new BerrutCode(8, 2, { systematic: false });
     expect(code.alphas).toEqual(chebyshevFirst(8));
     expect(code.n).toBe(10);
+    expect(code.betas).toEqual(approxiferPoints(10));
+    expect(approxiferPoints(4).map((v) => +v.toFixed(12))).toEqual([1, 0.707106781187, 0, -0.707106781187]);
     for (const a of code.alphas) for (const b of code.betas) expect(Math.abs(a - b)).toBeGreaterThan(1e-3);
   });
 
@@ -105,4 +108,85 @@ describe('BerrutCode (ApproxIFER)', () => {
     expect(() => code.decode([o, null, null, o])).toThrow('Expected at least 3 returned outputs for outputs but received 2');
     expect(() => code.encode([o, o])).toThrow(/3 queries/);
   });
+});
+
+describe('LearnedDecoder', () => {
+  // A seeded linear model F(x) = W x + b and random queries.
+  const rand = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+  const d = 6, c = 4, k = 4, s = 2;
+  const r = rand(7);
+  const W = Array.from({ length: c * d }, r), b = Array.from({ length: c }, r);
+  const F = (x: Float32Array) => {
+    const n = x.length / d, out = new Float32Array(n * c);
+    for (let g = 0; g < n; g++) for (let o = 0; o < c; o++) {
+      let v = b[o];
+      for (let i = 0; i < d; i++) v += W[o * d + i] * x[g * d + i];
+      out[g * c + o] = v;
+    }
+    return out;
+  };
+  const groups = (n: number, seed: number) => { const q = rand(seed); return Array.from({ length: k }, () => Float32Array.from({ length: n * d }, q)); };
+
+  it('reconstructs a linear model exactly from any k returned outputs, where interpolation only approximates', () => {
+    const code = new BerrutCode(k, s, { systematic: false });
+    const fitQ = groups(50, 11);
+    const dec = new LearnedDecoder(code, code.encode(fitQ).map(F), fitQ.map(F), 0); // no ridge: exact up to rounding
+    const testQ = groups(20, 12);
+    const outs = code.encode(testQ).map(F);
+    for (const drop of [[0, 1], [2, 5], [3, 4]]) {
+      const returned = outs.map((o, i) => (drop.includes(i) ? null : o));
+      const got = dec.decode(returned), interp = code.decode(returned);
+      let worstLearned = 0, worstInterp = 0;
+      for (let j = 0; j < k; j++) {
+        const want = F(testQ[j]);
+        for (let e = 0; e < want.length; e++) {
+          worstLearned = Math.max(worstLearned, Math.abs(got[j][e] - want[e]));
+          worstInterp = Math.max(worstInterp, Math.abs(interp[j][e] - want[e]));
+        }
+      }
+      expect(worstLearned).toBeLessThan(1e-3);
+      expect(worstInterp).toBeGreaterThan(10 * worstLearned);
+      expect(dec.weightsFor(returned.flatMap((o, i) => (o ? [i] : [])))).toHaveLength(k);
+    }
+  });
+
+  it('rejects mismatched fitting data and too few returned outputs', () => {
+    const code = new BerrutCode(k, s, { systematic: false });
+    const fitQ = groups(10, 3);
+    const outs = code.encode(fitQ).map(F);
+    expect(() => new LearnedDecoder(code, outs.slice(1), fitQ.map(F))).toThrow('Expected 6 arrays (one per coded query) for codedOutputs but received 5');
+    expect(() => new LearnedDecoder(code, outs, fitQ.map(F).slice(1))).toThrow('Expected 4 arrays (one per query) for targets but received 3');
+    expect(() => new LearnedDecoder(code, outs, [...fitQ.map(F).slice(1), new Float32Array(3)])).toThrow(/non-empty Float32Arrays of one length/);
+    const dec = new LearnedDecoder(code, outs, fitQ.map(F));
+    expect(() => dec.decode(outs.map((o, i) => (i < 3 ? null : o)))).toThrow('Expected at least 4 returned outputs for outputs but received 3');
+  });
+
+  it('solves symmetric positive-definite systems and refuses singular ones', () => {
+    const g = Float64Array.from([4, 2, 0.4, 2, 5, 1, 0.4, 1, 3]);
+    const x = choleskySolve(g, Float64Array.from([1, 2, 3]), 3);
+    for (let i = 0; i < 3; i++) expect(g[i * 3] * x[0] + g[i * 3 + 1] * x[1] + g[i * 3 + 2] * x[2]).toBeCloseTo([1, 2, 3][i], 12);
+    expect(() => choleskySolve(Float64Array.from([1, 1, 1, 1]), Float64Array.from([1, 1]), 2)).toThrow(/positive-definite/);
+  });
+});
+
+describe('evaluateBerrut', () => {
+  it('with a fitted decoder reproduces an affine deployed model, which interpolation does not', async () => {
+    manualSeed(4);
+    const deployed = new Sequential(new Flatten(), new Linear(784, 10));
+    deployed.eval();
+    const mnist = await loadMnist('test');
+    const spec = inputSpec({}, 'mnist');
+    const test = await deployedOutputs(deployed, subset(mnist, 400), spec);
+    const fit = await deployedOutputs(deployed, { ...mnist, images: mnist.images.subarray(400 * 784, 1200 * 784), labels: mnist.labels.subarray(400, 1200), count: 800 }, spec);
+    const interp = await evaluateBerrut(test, deployed, 8, 1, { systematic: false });
+    const learned = await evaluateBerrut(test, deployed, 8, 1, { systematic: false, fit });
+    expect(interp).toMatchObject({ decoder: 'berrut', patterns: 9, reconstructed: 9 * 400, lost: 9 * 400 });
+    expect(learned).toMatchObject({ decoder: 'learned', patterns: 9, reconstructed: 9 * 400 });
+    expect(learned.agreement).toBe(1);
+    expect(interp.agreement).toBeLessThan(0.99);
+    // A systematic code returns the deployed predictions themselves for the queries that came back.
+    const sys = await evaluateBerrut(test, deployed, 8, 1, { systematic: true, fit });
+    expect(sys.lost).toBe(400);
+    expect(sys.agreement).toBe(1);
+  }, 60_000);
 });
