@@ -2,7 +2,7 @@
 // Kintsugi's CPU kernels against onnxruntime-node (CPU execution provider), measured interleaved in
 // one process: MatMul, every ResNet-18 convolution, and the ParM MNIST MLP.
 //
-//   node bench/node/ort-peer.mjs [--quick] [--sync] [--threads N] [--json out.json] [--only matmul,conv,mlp]
+//   node bench/node/ort-peer.mjs [--quick] [--sync] [--threads N] [--json out.json] [--only matmul,conv,pass,mlp]
 //
 // --quick: fewer repetitions, conv at batch 1 only. --sync: call our *Sync kernels throughout, on the
 // JS thread as onnxruntime-node's run() does, to separate kernel speed from the off-thread hand-off.
@@ -22,7 +22,8 @@ import { model, node, floatTensor, floatValue } from './onnx.mjs';
 // Arguments
 
 function parseArgs(argv) {
-  const args = { quick: false, sync: false, threads: os.cpus().length, json: null, only: ['matmul', 'conv', 'mlp'] };
+  const sections = ['matmul', 'conv', 'pass', 'mlp'];
+  const args = { quick: false, sync: false, threads: os.cpus().length, json: null, only: sections };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -37,9 +38,9 @@ function parseArgs(argv) {
     } else if (a === '--json') args.json = value();
     else if (a === '--only') {
       args.only = value().split(',');
-      for (const s of args.only) if (!['matmul', 'conv', 'mlp'].includes(s)) throw new RangeError(`Expected matmul, conv or mlp for --only but received ${s}`);
+      for (const s of args.only) if (!sections.includes(s)) throw new RangeError(`Expected a list of ${sections.join(', ')} for --only but received ${s}`);
     } else if (a === '--help' || a === '-h') {
-      console.log('node bench/node/ort-peer.mjs [--quick] [--sync] [--threads N] [--json out.json] [--only matmul,conv,mlp]');
+      console.log(`node bench/node/ort-peer.mjs [--quick] [--sync] [--threads N] [--json out.json] [--only ${sections.join(',')}]`);
       process.exit(0);
     } else throw new RangeError(`Unknown argument ${a}`);
   }
@@ -312,6 +313,66 @@ async function benchConv() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. The 20 convolutions of one ResNet-18 forward pass, back to back: what a network pays, where
+// each layer finds the pool threads the previous one left (spinning ORT threads, ours spinning for
+// KINTSUGI_SPIN_US), not threads woken from sleep as the per-layer rows' pauses force on both sides.
+// ORT: one graph of 20 independent Conv nodes (one run); ours: 20 calls awaited in turn. The pause
+// at more than one thread comes once, before each pass.
+
+async function benchConvPass() {
+  const batches = args.quick ? [1] : [1, 32];
+  const out = [];
+  for (const batch of batches) {
+    const layers = RESNET18.flatMap((L) => Array.from({ length: L.count }, (_, c) => ({ ...L, id: `${L.name.split(' ')[0].replace('.', '_')}_${c}` })));
+    const convs = layers.map((L, i) => {
+      const xShape = [batch, L.cIn, L.hw, L.hw], wShape = [L.cOut, L.cIn, L.k, L.k];
+      const options = { stride: L.stride, padding: L.pad };
+      const p = conv2dParams(xShape, wShape, options);
+      return { L, i, xShape, wShape, options, p, X: Tensor.random(xShape, 3 + i), W: Tensor.random(wShape, 40 + i), yShape: [batch, L.cOut, p.outH, p.outW] };
+    });
+    const flops = convs.reduce((a, c) => a + c.p.flops, 0);
+    const bytes = model({
+      nodes: convs.map((c) => node('Conv', [`x${c.i}`, `w${c.i}`], [`y${c.i}`], { kernel_shape: [c.L.k, c.L.k], strides: [c.L.stride, c.L.stride], pads: [c.L.pad, c.L.pad, c.L.pad, c.L.pad], dilations: [1, 1], group: 1 })),
+      initializers: convs.map((c) => floatTensor(`w${c.i}`, c.wShape, c.W.data)),
+      inputs: convs.map((c) => floatValue(`x${c.i}`, c.xShape)),
+      outputs: convs.map((c) => floatValue(`y${c.i}`, c.yShape)),
+    });
+    const feeds = Object.fromEntries(convs.map((c) => [`x${c.i}`, new ort.Tensor('float32', c.X.data, c.xShape)]));
+    for (const threads of threadCounts) {
+      setNumThreads(threads);
+      const session = await createSession(bytes, threads);
+      const packed = convs.map((c) => new PackedConv2dWeights(c.W, c.options));
+      let ours = [], ortOut = null;
+      const sides = [
+        {
+          run: async () => {
+            ours = [];
+            for (let i = 0; i < convs.length; i++) ours.push(convs[i].p.flops < SYNC_FLOPS ? packed[i].forwardSync(convs[i].X) : await packed[i].forward(convs[i].X));
+          },
+        },
+        { run: async () => { ortOut = await session.run(feeds); } },
+      ];
+      const [s, o] = await measure(sides, threads);
+      const err = Math.max(...convs.map((c) => maxRelErr(ours[c.i].data, ortOut[`y${c.i}`].data)));
+      const row = record({
+        section: 'pass', layer: 'all 20 convs back to back', count: 20, batch, shape: `ResNet-18 convs, batch ${batch}`, threads, impl: 'conv2d', flops,
+        ours: result(s), ort: result(o), oursGflops: gflops(flops, s.median), ortGflops: gflops(flops, o.median), ratio: o.median / s.median, ratioMin: o.min / s.min, maxRelErr: err,
+      });
+      out.push(row);
+      console.error(`pass b=${batch} t=${threads}: ours ${f2(s.median)} ms, ORT ${f2(o.median)} ms, ratio ${row.ratio.toFixed(2)}`);
+      await session.release();
+      for (const pk of packed) pk.dispose();
+      ours = [];
+      ortOut = null;
+    }
+  }
+  return table(
+    ['batch', 'threads', 'ours ms', 'ORT ms', 'ours GFLOP/s', 'ORT GFLOP/s', 'ratio ORT÷ours: median (min)', 'max rel err'],
+    out.map((r) => [r.batch, r.threads, msCell(r.ours), msCell(r.ort), r.oursGflops.toFixed(1), r.ortGflops.toFixed(1), ratioCell(r), errCell(r)]),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. MNIST MLP 784-200-100-10 with ReLU (ParM's deployed-model MLP), inference
 
 async function benchMlp() {
@@ -420,7 +481,7 @@ console.log(`# Kintsugi vs onnxruntime-node ${meta.onnxruntime} (CPU)\n`);
 console.log(`commit ${meta.commit} · ${meta.cpu} (${meta.logicalCpus} logical CPUs, Kintsugi ISA ${meta.isa}) · Node ${meta.node} · threads ${threadCounts.join(' and ')}${args.quick ? ' · --quick' : ''}\n`);
 console.log(`addon ${addon}\n`);
 console.log(`${RATIO_NOTE}\nMethod: ${meta.method}.\n`);
-const sections = { matmul: ['MatMul (B constant: ORT initializer, ours gemm and PackedWeights)', benchMatmul], conv: ['ResNet-18 convolutions (224×224 input, NCHW, no bias)', benchConv], mlp: ['MLP 784-200-100-10 + ReLU inference', benchMlp] };
+const sections = { matmul: ['MatMul (B constant: ORT initializer, ours gemm and PackedWeights)', benchMatmul], conv: ['ResNet-18 convolutions (224×224 input, NCHW, no bias)', benchConv], pass: ['ResNet-18 convolutions back to back (one forward pass)', benchConvPass], mlp: ['MLP 784-200-100-10 + ReLU inference', benchMlp] };
 const t0 = performance.now();
 for (const name of args.only) {
   const [title, run] = sections[name];

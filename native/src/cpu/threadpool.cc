@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -16,8 +17,46 @@ namespace {
 
 thread_local bool t_inside_pool_task = false;
 
-// Workers sleep on a condition variable between jobs; a job is one parallel_run call. The
-// calling thread takes part as thread 0, so a pool of n threads starts n - 1 workers.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins until done() or `budget` has passed; true if done() came true. The clock is read every 64
+// pauses only (a pause is ~10-140 cycles depending on the core).
+template <typename Done>
+bool spin_until(Done done, std::chrono::nanoseconds budget) {
+  if (budget.count() <= 0) return done();
+  const auto until = std::chrono::steady_clock::now() + budget;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= until) return done();
+  }
+}
+
+// How long a worker spins for the next job, and the caller for its workers to finish, before
+// sleeping (KINTSUGI_SPIN_US, default 100 us; 0 sleeps at once). A futex wake-up costs tens of
+// microseconds on a bare machine and more on a VM, whose idle vCPU must itself be woken: more
+// than a small layer's whole kernel. Back-to-back kernels (a network's layers, a training step's
+// GEMMs) find the workers awake; an idle process stops spinning after this long.
+std::chrono::nanoseconds spin_budget() {
+  static const std::chrono::nanoseconds budget = [] {
+    long us = 100;
+    if (const char* env = std::getenv("KINTSUGI_SPIN_US")) us = std::max(0L, std::min(std::atol(env), 1000000L));
+    return std::chrono::nanoseconds(us * 1000);
+  }();
+  return budget;
+}
+
+// Workers spin briefly, then sleep on a condition variable between jobs; a job is one
+// parallel_run call. The calling thread takes part as thread 0, so a pool of n threads starts
+// n - 1 workers.
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) { resize(threads); }
@@ -30,12 +69,12 @@ class ThreadPool {
     std::lock_guard<std::mutex> job_lock(job_mutex_);
     stop_workers();
     threads_.store(std::max(1, threads), std::memory_order_relaxed);
-    stopping_ = false;
+    stopping_.store(false, std::memory_order_relaxed);
     // New workers start from the current generation: earlier jobs are not theirs to run.
     uint64_t generation;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      generation = generation_;
+      generation = generation_.load(std::memory_order_relaxed);
     }
     for (int i = 1; i < size(); ++i) workers_.emplace_back([this, i, generation] { worker_loop(i, generation); });
   }
@@ -51,11 +90,11 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &fn;
       job_threads_ = threads;
-      pending_ = threads - 1;
+      pending_.store(threads - 1, std::memory_order_relaxed);
       error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    wake_.notify_all();
+    wake_.notify_all();  // no system call when every worker is still spinning
     t_inside_pool_task = true;
     try {
       fn(0, threads);
@@ -64,8 +103,9 @@ class ThreadPool {
       if (!error_) error_ = std::current_exception();
     }
     t_inside_pool_task = false;
+    spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; }, spin_budget());
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    done_.wait(lock, [this] { return pending_.load(std::memory_order_relaxed) == 0; });
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -88,11 +128,12 @@ class ThreadPool {
     for (;;) {
       const std::function<void(int, int)>* job;
       int threads;
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed); }, spin_budget());
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-        if (stopping_) return;
-        seen = generation_;
+        wake_.wait(lock, [&] { return stopping_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_relaxed) != seen; });
+        if (stopping_.load(std::memory_order_relaxed)) return;
+        seen = generation_.load(std::memory_order_relaxed);
         job = job_;
         threads = job_threads_;
       }
@@ -105,14 +146,15 @@ class ThreadPool {
       }
       std::lock_guard<std::mutex> lock(mutex_);
       if (error && !error_) error_ = error;
-      if (--pending_ == 0) done_.notify_one();
+      // Under the lock: a caller that stopped spinning is either waiting on done_ or will see 0.
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) done_.notify_one();
     }
   }
 
   void stop_workers() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
+      stopping_.store(true, std::memory_order_relaxed);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
@@ -124,11 +166,12 @@ class ThreadPool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   std::atomic<int> threads_{1};
-  bool stopping_ = false;
-  uint64_t generation_ = 0;
+  // Written under mutex_; atomic so that spinning threads may read them without it.
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
   const std::function<void(int, int)>* job_ = nullptr;
   int job_threads_ = 1;
-  int pending_ = 0;
   std::exception_ptr error_;
 };
 
