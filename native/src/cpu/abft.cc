@@ -153,6 +153,8 @@ struct Pending {
 // Per-thread view of the current A block (set by a_block, read by tile on the same thread).
 struct BlockState {
   int64_t ic = 0, mc = 0, kc = 0;
+  // Where the checks read the block's rows of op(A): A(ic + row, pc + p) at
+  // a + (row / mr) * panel_stride + (row % mr) * row_stride + p * p_stride.
   const float* a = nullptr;
   int64_t row_stride = 0, p_stride = 0, panel_stride = 0;
   int mr = 0;
@@ -214,11 +216,21 @@ class Checker final : public TileObserver {
     b.ic = ic;
     b.mc = mc;
     b.kc = kc;
-    b.a = a;
-    b.row_stride = row_stride;
-    b.p_stride = p_stride;
-    b.panel_stride = panel_stride;
     b.mr = mr;
+    if (p_stride != 1 && g_.trans_a == Transpose::No) {
+      // Packed A interleaves a panel's rows (p_stride = mr), which the sums could only read a
+      // float at a time; the caller's rows of A, just read by the packer and still in cache, are
+      // contiguous in p. Checksums of the caller's A also catch a corrupted packed copy.
+      b.a = g_.a + ic * g_.lda + pc;
+      b.row_stride = g_.lda;
+      b.p_stride = 1;
+      b.panel_stride = mr * g_.lda;
+    } else {
+      b.a = a;
+      b.row_stride = row_stride;
+      b.p_stride = p_stride;
+      b.panel_stride = panel_stride;
+    }
     b.jc = jc;
     b.g0 = jc / width_;
     b.g1 = std::min(ng_, (jc + nc + width_ - 1) / width_);
