@@ -86,7 +86,7 @@ function stats(ms) {
 // timed inside that window finds the other core taken and runs at one thread's speed. With more
 // than one thread, every timed call therefore starts after a pause long enough for the spinning to
 // end; each side then starts from sleeping pool threads, as a service's sporadic calls do.
-const SETTLE_MS = 40;
+const SETTLE_MS = Number(process.env.SETTLE_MS ?? 40);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function measure(sides, threads = 1) {

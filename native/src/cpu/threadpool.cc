@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#if defined(__linux__)
+#include <pthread.h>
+#endif
 #include <thread>
 #include <vector>
 
@@ -76,7 +79,14 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       generation = generation_.load(std::memory_order_relaxed);
     }
-    for (int i = 1; i < size(); ++i) workers_.emplace_back([this, i, generation] { worker_loop(i, generation); });
+    for (int i = 1; i < size(); ++i) {
+      workers_.emplace_back([this, i, generation] {
+#if defined(__linux__)
+        pthread_setname_np(pthread_self(), "kintsugi-pool");
+#endif
+        worker_loop(i, generation);
+      });
+    }
   }
 
   void run(int threads, const std::function<void(int, int)>& fn) {
