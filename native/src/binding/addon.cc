@@ -1,6 +1,6 @@
 // The addon's exports. Each function reads and checks its arguments on the JS thread (args.h),
-// captures plain C++ values in a Job, and runs the kernel inline (*Sync in TS) or on libuv's
-// pool (Promise). Functions taking `async` as their first argument support both.
+// captures plain C++ values in a Job, and runs the kernel inline (*Sync in TS) or on the addon's
+// runner threads (Promise; call.cc). Functions taking `async` as their first argument support both.
 #include <napi.h>
 
 #include <cmath>

@@ -1,5 +1,5 @@
-// How a binding call runs: synchronously on the JS thread, or as an AsyncWorker on libuv's pool
-// that settles a Promise exactly once. Kernels see only plain C++ values captured in the job.
+// How a binding call runs: synchronously on the JS thread, or on one of the addon's runner threads
+// (call.cc), settling a Promise exactly once on the JS thread that made the call. Kernels see only plain C++ values captured in the job.
 #pragma once
 #include <napi.h>
 

@@ -2,7 +2,7 @@
 // and the kernels' launchers. Kernel launches are asynchronous on a stream, so they run inline
 // (the JS thread only enqueues); anything that waits for the device (copies to pageable memory,
 // stream and event synchronisation, ops that need scratch memory) returns a Promise and waits on
-// libuv's pool. Every buffer argument is bounds-checked here against what the kernel will touch.
+// a runner thread (call.cc). Every buffer argument is bounds-checked here against what the kernel will touch.
 #include <napi.h>
 
 #include <algorithm>
