@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 
+#include "abft_generic.h"
 #include "abft_internal.h"
 #include "kintsugi/cpu.h"
 #include "kintsugi/error.h"
@@ -45,84 +46,12 @@ float flip(float v, int bit) {
   return v;
 }
 
-// Portable check helpers (AbftKernels). 16 independent partial sums let the compiler vectorise
-// without reassociation flags; partials are summed in double.
-void dot_pairs_portable(const float* x, const float* y, int64_t pairs, double* out2) {
-  const int64_t n = 2 * pairs;
-  float acc[16] = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += x[i + l] * y[i + l];
-  for (; i < n; ++i) acc[i & 15] += x[i] * y[i];
-  for (int l = 0; l < 16; l += 2) {
-    out2[0] += acc[l];
-    out2[1] += acc[l + 1];
-  }
-}
-// dst[2p] = a[p * p_stride], dst[2p+1] = |a[p * p_stride]|: an A row as (value, magnitude)
-// pairs. The strided forms also serve packed A (p_stride = mr) on every ISA.
-void interleave_abs_strided(const float* a, int64_t p_stride, int64_t k, float* dst) {
-  for (int64_t p = 0; p < k; ++p) {
-    dst[2 * p] = a[p * p_stride];
-    dst[2 * p + 1] = std::fabs(a[p * p_stride]);
-  }
-}
-void interleave_abs_portable(const float* a, int64_t k, float* dst) { interleave_abs_strided(a, 1, k, dst); }
-void panel_sums_strided(const float* a, int64_t rows, int mr, int64_t row_stride, int64_t p_stride, int64_t panel_stride, int64_t k,
-                        float* dst) {
-  for (int64_t q = 0; q * mr < rows; ++q) {
-    const float* aq = a + q * panel_stride;
-    const int n = int(std::min<int64_t>(mr, rows - q * mr));
-    for (int64_t p = 0; p < k; ++p) {
-      float v = 0, w = 0;
-      for (int i = 0; i < n; ++i) {
-        v += aq[i * row_stride + p * p_stride];
-        w += std::fabs(aq[i * row_stride + p * p_stride]);
-      }
-      dst[q * 2 * k + 2 * p] = v;
-      dst[q * 2 * k + 2 * p + 1] = w;
-    }
-  }
-}
-void panel_sums_portable(const float* a, int64_t rows, int mr, int64_t row_stride, int64_t panel_stride, int64_t k, float* dst) {
-  panel_sums_strided(a, rows, mr, row_stride, 1, panel_stride, k, dst);
-}
-void block_dots_portable(const float* x, int64_t panels, int64_t xs, const float* y, int64_t groups, int64_t ys, int64_t pairs,
-                         double* st, int64_t ss) {
-  for (int64_t r = 0; r < panels; ++r)
-    for (int64_t g = 0; g < groups; ++g) dot_pairs_portable(x + r * xs, y + g * ys, pairs, st + r * ss + 2 * g);
-}
-// Four independent partial sums: the dependency chain of one would cost 4x the latency.
-double sum_portable(const float* x, int64_t n) {
-  double s[4] = {0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int l = 0; l < 4; ++l) s[l] += x[i + l];
-  for (; i < n; ++i) s[0] += x[i];
-  return (s[0] + s[1]) + (s[2] + s[3]);
-}
-void row_check_portable(const float* a, const double* bsum, const double* babs, int64_t k, const float* c, int64_t n, double* out3) {
-  double s[4] = {0, 0, 0, 0}, m[4] = {0, 0, 0, 0};
-  int64_t p = 0;
-  for (; p + 4 <= k; p += 4)
-    for (int l = 0; l < 4; ++l) {
-      s[l] += double(a[p + l]) * bsum[p + l];
-      m[l] += std::fabs(double(a[p + l])) * babs[p + l];
-    }
-  for (; p < k; ++p) {
-    s[0] += double(a[p]) * bsum[p];
-    m[0] += std::fabs(double(a[p])) * babs[p];
-  }
-  out3[0] += (s[0] + s[1]) + (s[2] + s[3]);
-  out3[1] += (m[0] + m[1]) + (m[2] + m[3]);
-  out3[2] += sum_portable(c, n);
-}
-const AbftKernels kPortable = {"abft_portable", &interleave_abs_portable, &panel_sums_portable, &block_dots_portable, &sum_portable,
-                               &row_check_portable};
+const AbftKernels kPortable = generic_abft_kernels("abft_portable");
 
 const AbftKernels& check_kernels() {
 #if !defined(KINTSUGI_NO_X86_KERNELS)
   if (active_isa() == Isa::Avx512) return *abft_avx512_kernels();
+  if (active_isa() == Isa::Avx2) return *abft_avx2_kernels();
 #endif
   return kPortable;
 }

@@ -53,6 +53,7 @@ struct AbftKernels {
   void (*row_check)(const float* a, const double* bsum, const double* babs, int64_t k, const float* c, int64_t n, double* out3);
 };
 const AbftKernels* abft_avx512_kernels();  // null where not compiled
+const AbftKernels* abft_avx2_kernels();
 
 // Columns of the register tiles of a `rows`-row block in an observed GEMM (gemm.cc): the few-row
 // wide tiles rounded down to whole multiples of ks.nr (96 -> 64 with AVX-512), so checksum groups
