@@ -54,7 +54,7 @@ bool capture(const std::function<void()>& fn, Failure& failure) {
 // pass of 20 awaited 2-thread convolutions take 28-36 ms where the same calls made synchronously
 // took 21 (22 with a single libuv thread). Idle runners are taken most recent first, so a chain
 // of awaited calls keeps landing on one warm thread; concurrent calls still get a thread each, up
-// to the core count. Results go back to each JS thread (main or worker) through a thread-safe
+// to the core count (at least four). Results go back to each JS thread (main or worker) through a thread-safe
 // function.
 
 struct Task;
@@ -158,8 +158,9 @@ EnvLink& env_link(Napi::Env env) {
 class Runners {
  public:
   static Runners& instance() {
-    // Leaked on purpose, like the thread pool: runners are never joined.
-    static Runners* r = new Runners(std::max(2, std::min(16, cpu_info().logical_cores)));
+    // Leaked on purpose, like the thread pool: runners are never joined. At least four, as
+    // libuv has: a task that waits (a device synchronisation) holds its runner meanwhile.
+    static Runners* r = new Runners(std::max(4, std::min(16, cpu_info().logical_cores)));
     return *r;
   }
 
