@@ -54,8 +54,8 @@ bool capture(const std::function<void()>& fn, Failure& failure) {
 // pass of 20 awaited 2-thread convolutions take 28-36 ms where the same calls made synchronously
 // took 21 (22 with a single libuv thread). Idle runners are taken most recent first, so a chain
 // of awaited calls keeps landing on one warm thread; concurrent calls still get a thread each, up
-// to the core count (at least four). Results go back to each JS thread (main or worker) through a thread-safe
-// function.
+// to the core count (at least four). Results go back to each JS thread (main or worker) through
+// a thread-safe function.
 
 struct Task;
 struct EnvLink;
