@@ -158,9 +158,10 @@ export class LearnedDecoder {
   constructor(code: BerrutCode, codedOutputs: Float32Array[], targets: Float32Array[], ridge = 1e-6) {
     if (codedOutputs.length !== code.n) throw new RangeError(expected('codedOutputs', `${code.n} arrays (one per coded query)`, `${codedOutputs.length}`, true));
     if (targets.length !== code.k) throw new RangeError(expected('targets', `${code.k} arrays (one per query)`, `${targets.length}`, true));
-    const len = codedOutputs[0].length;
-    if (len === 0 || ![...codedOutputs, ...targets].every((a) => a instanceof Float32Array && a.length === len)) {
-      throw new RangeError(expected('codedOutputs and targets', `non-empty Float32Arrays of one length (${len})`, 'arrays of other lengths', true));
+    const len = codedOutputs[0]?.length ?? 0;
+    if (len === 0) throw new RangeError(expected('codedOutputs', 'outputs for at least one training group', 'none', true));
+    if (![...codedOutputs, ...targets].every((a) => a instanceof Float32Array && a.length === len)) {
+      throw new RangeError(expected('codedOutputs and targets', `Float32Arrays of one length (${len})`, 'arrays of other lengths', true));
     }
     if (!(ridge >= 0 && Number.isFinite(ridge))) throw new RangeError(expected('ridge', 'a finite number ≥ 0', ridge));
     this.code = code;

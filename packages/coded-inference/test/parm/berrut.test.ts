@@ -156,7 +156,8 @@ describe('LearnedDecoder', () => {
     const outs = code.encode(fitQ).map(F);
     expect(() => new LearnedDecoder(code, outs.slice(1), fitQ.map(F))).toThrow('Expected 6 arrays (one per coded query) for codedOutputs but received 5');
     expect(() => new LearnedDecoder(code, outs, fitQ.map(F).slice(1))).toThrow('Expected 4 arrays (one per query) for targets but received 3');
-    expect(() => new LearnedDecoder(code, outs, [...fitQ.map(F).slice(1), new Float32Array(3)])).toThrow(/non-empty Float32Arrays of one length/);
+    expect(() => new LearnedDecoder(code, outs, [...fitQ.map(F).slice(1), new Float32Array(3)])).toThrow(/Float32Arrays of one length/);
+    expect(() => new LearnedDecoder(code, outs.map(() => new Float32Array(0)), fitQ.map(() => new Float32Array(0)))).toThrow('Expected outputs for at least one training group for codedOutputs but received none');
     const dec = new LearnedDecoder(code, outs, fitQ.map(F));
     expect(() => dec.decode(outs.map((o, i) => (i < 3 ? null : o)))).toThrow('Expected at least 4 returned outputs for outputs but received 3');
   });
