@@ -12,6 +12,12 @@ int num_threads();
 // Resize the pool (n >= 1). Takes effect for the next job.
 void set_num_threads(int n);
 
+// How long, in microseconds, pool threads spin for the next job (and a caller for its workers)
+// before sleeping. Initially KINTSUGI_SPIN_US, else 100. Longer spins spare back-to-back calls
+// the wake-ups but burn CPU that other processes on the same cores could use.
+int spin_us();
+void set_spin_us(int us);  // 0 .. 1,000,000
+
 // Split [0, n) into chunks of at least `grain` items and run fn(begin, end) on them in parallel.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 

@@ -140,6 +140,15 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value GetSpinMicros(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), spin_us()); }
+
+Napi::Value SetSpinMicros(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    set_spin_us(int(Args(info).integer(0, "microseconds", 0, 1000000)));
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value SetIsaLimit(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&] {
     std::string isa = Args(info).choice(0, "isa", {"portable", "avx2", "avx512"});
@@ -939,7 +948,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
     struct Entry { const char* name; Napi::Function::Callback fn; };
     const Entry entries[] = {
         {"devices", Devices}, {"cudaStatus", CudaStatus}, {"cpuInfo", CpuInfoValue},
-        {"numThreads", GetNumThreads}, {"setNumThreads", SetNumThreads}, {"setIsaLimit", SetIsaLimit},
+        {"numThreads", GetNumThreads}, {"setNumThreads", SetNumThreads}, {"spinMicros", GetSpinMicros}, {"setSpinMicros", SetSpinMicros}, {"setIsaLimit", SetIsaLimit},
         {"sgemm", Sgemm}, {"packB", PackB}, {"sgemmPacked", SgemmPacked},
         {"conv2dForward", Conv2dForward}, {"conv2dPackedSize", Conv2dPackedSize}, {"conv2dPackWeights", Conv2dPackWeights}, {"conv2dForwardPacked", Conv2dForwardPacked},
         {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},

@@ -48,14 +48,15 @@ bool spin_until(Done done, std::chrono::nanoseconds budget) {
 // microseconds on a bare machine and more on a VM, whose idle vCPU must itself be woken: more
 // than a small layer's whole kernel. Back-to-back kernels (a network's layers, a training step's
 // GEMMs) find the workers awake; an idle process stops spinning after this long.
-std::chrono::nanoseconds spin_budget() {
-  static const std::chrono::nanoseconds budget = [] {
-    long us = 100;
-    if (const char* env = std::getenv("KINTSUGI_SPIN_US")) us = std::max(0L, std::min(std::atol(env), 1000000L));
-    return std::chrono::nanoseconds(us * 1000);
-  }();
-  return budget;
+std::atomic<int>& spin_setting() {
+  static std::atomic<int> us{[] {
+    long v = 100;
+    if (const char* env = std::getenv("KINTSUGI_SPIN_US")) v = std::max(0L, std::min(std::atol(env), 1000000L));
+    return int(v);
+  }()};
+  return us;
 }
+std::chrono::nanoseconds spin_budget() { return std::chrono::microseconds(spin_setting().load(std::memory_order_relaxed)); }
 
 // Workers spin briefly, then sleep on a condition variable between jobs; a job is one
 // parallel_run call. The calling thread takes part as thread 0, so a pool of n threads starts
@@ -204,6 +205,10 @@ ThreadPool& pool() {
 int num_threads() { return pool().size(); }
 
 void set_num_threads(int n) { pool().resize(n); }
+
+int spin_us() { return spin_setting().load(std::memory_order_relaxed); }
+
+void set_spin_us(int us) { spin_setting().store(std::max(0, std::min(us, 1000000)), std::memory_order_relaxed); }
 
 void parallel_run(int threads, const std::function<void(int, int)>& fn) {
   if (t_inside_pool_task || threads <= 1) {

@@ -104,6 +104,8 @@ export interface NativeAddon {
   };
   numThreads(): number;
   setNumThreads(threads: number): void;
+  spinMicros(): number;
+  setSpinMicros(us: number): void;
   setIsaLimit(isa: 'portable' | 'avx2' | 'avx512'): string;
   sgemm: Call<[Layout, boolean, boolean, number, number, number, number, Float32Array, number, Float32Array, number, number, Float32Array, number], Float32Array>;
   packB(layout: Layout, transB: boolean, k: number, n: number, b: Float32Array, ldb: number): NativePackedMatrix;

@@ -26,6 +26,19 @@ export function setNumThreads(threads: number): void {
   native.setNumThreads(integer(threads, 'threads', 1, 1024));
 }
 
+/**
+ * How long (µs) the native pool's threads spin for their next job before sleeping (KINTSUGI_SPIN_US
+ * sets the initial value; default 100). Longer spins spare back-to-back calls (a network's layers)
+ * the threads' wake-ups, which cost up to ~0.5 ms on a VM, but burn CPU that other processes on
+ * the same cores could use; 0 sleeps at once.
+ */
+export function spinMicros(): number {
+  return native.spinMicros();
+}
+export function setSpinMicros(us: number): void {
+  native.setSpinMicros(integer(us, 'us', 0, 1_000_000));
+}
+
 /** Limit the instruction set the CPU kernels use (to compare paths); returns the one now active. */
 export function setIsaLimit(isa: 'portable' | 'avx2' | 'avx512'): string {
   return native.setIsaLimit(oneOf(isa, 'isa', ['portable', 'avx2', 'avx512'] as const));

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   _native as native, colSums, conv2d, conv2dBackward, embeddingBag, embeddingBagBackward, gemm, gemmSync, PackedWeights, rowSums,
-  ReedSolomonCode, setIsaLimit, setNumThreads, sgemm, sgemmSync, sumDecode, sumEncode, Tensor, weightedRowSums, xorEncode, xorInto,
+  ReedSolomonCode, setIsaLimit, setNumThreads, setSpinMicros, sgemm, sgemmSync, sumDecode, sumEncode, Tensor, weightedRowSums, xorEncode, xorInto,
 } from '../src/index.js';
 
 const shape = /^Expected .+ for .+ but received .+$/;
@@ -106,8 +106,11 @@ describe('tensor and options validation', () => {
     await expect(code.updateParity(0, shared.subarray(0, 4), [shared.subarray(2, 6)])).rejects.toThrow(/memory not shared/);
   });
 
-  it('threads and ISA settings are checked', () => {
+  it('threads, spin and ISA settings are checked', () => {
     expect(() => setNumThreads(0)).toThrow(RangeError);
+    expect(() => setSpinMicros(-1)).toThrow(RangeError);
+    expect(() => setSpinMicros(1.5)).toThrow(TypeError);
+    expect(() => setSpinMicros(2_000_000)).toThrow(RangeError);
     expect(() => setIsaLimit('sse' as 'avx2')).toThrow(RangeError);
   });
 

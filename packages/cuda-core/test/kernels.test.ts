@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
   embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
-  sumEncode, sumEncodeSync, ReedSolomonCode, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
+  sumEncode, sumEncodeSync, ReedSolomonCode, setNumThreads, numThreads, setSpinMicros, spinMicros, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
 } from '../src/index.js';
 import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
 
@@ -104,6 +104,26 @@ describe('gemm', () => {
     const r = new Float32Array(m * n);
     sgemmSync({ m, n, k, a: Float32Array.from(A), lda: k, b: Float32Array.from(B), ldb: n, c: r, ldc: n, alpha: 2 });
     expect(Array.from(r)).toEqual(Array.from(want));
+  });
+
+  it('the pool computes the same with its threads sleeping at once or spinning long between jobs', async () => {
+    const before = spinMicros(), threads = numThreads();
+    const a = Tensor.random([257, 129], 11), b = Tensor.random([129, 200], 12);
+    try {
+      setNumThreads(2);
+      const ref = gemmSync(a, b).data;
+      for (const us of [0, 100, 5000]) {
+        setSpinMicros(us);
+        expect(spinMicros()).toBe(us);
+        for (let i = 0; i < 3; i++) {
+          expect(Array.from((await gemm(a, b)).data)).toEqual(Array.from(ref));
+          expect(Array.from(gemmSync(a, b).data)).toEqual(Array.from(ref));
+        }
+      }
+    } finally {
+      setSpinMicros(before);
+      setNumThreads(threads);
+    }
   });
 
   it('large K stays accurate', async () => {
