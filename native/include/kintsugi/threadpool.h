@@ -13,8 +13,8 @@ int num_threads();
 void set_num_threads(int n);
 
 // How long, in microseconds, pool threads spin for the next job (and a caller for its workers)
-// before sleeping. Initially KINTSUGI_SPIN_US, else 100. Longer spins spare back-to-back calls
-// the wake-ups but burn CPU that other processes on the same cores could use.
+// before sleeping. Initially KINTSUGI_SPIN_US, else 1000. Longer spins spare back-to-back calls
+// the wake-ups; past the first 20 us a spinning thread yields its core to any thread with work.
 int spin_us();
 void set_spin_us(int us);  // 0 .. 1,000,000
 
