@@ -28,9 +28,9 @@ export function setNumThreads(threads: number): void {
 
 /**
  * How long (µs) the native pool's threads spin for their next job before sleeping (KINTSUGI_SPIN_US
- * sets the initial value; default 100). Longer spins spare back-to-back calls (a network's layers)
- * the threads' wake-ups, which cost up to ~0.5 ms on a VM, but burn CPU that other processes on
- * the same cores could use; 0 sleeps at once.
+ * sets the initial value; default 1000). Spinning spares back-to-back calls (a network's layers)
+ * the threads' wake-ups, which cost up to ~0.5 ms on a VM; past its first 20 µs a spinning thread
+ * yields its core to any thread with work. 0 sleeps at once.
  */
 export function spinMicros(): number {
   return native.spinMicros();
