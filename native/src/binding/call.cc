@@ -123,13 +123,19 @@ void deliver(Napi::Env env, Napi::Function, EnvLink* link, Task* task) {
     Task::abandon(task);
     return;
   }
-  {
+  // Nothing may throw out of here (a C++ exception leaving a thread-safe function's callback
+  // terminates the process): in a worker being terminated, settling a promise fails.
+  try {
     Napi::HandleScope scope(env);
     if (task->ok) task->deferred.Resolve(task->result.IsEmpty() ? env.Undefined() : task->result.Value());
     else task->deferred.Reject(make_error(env, task->failure.kind, task->failure.message).Value());
-    delete task;
+  } catch (...) {
   }
-  if (--link->pending == 0) link->tsfn.Unref(env);
+  delete task;
+  try {
+    if (--link->pending == 0) link->tsfn.Unref(env);
+  } catch (...) {
+  }
 }
 
 EnvLink& env_link(Napi::Env env) {
