@@ -238,6 +238,15 @@ const RESNET18 = [
   { name: 'layer4.0 downsample 1×1/2', cIn: 256, cOut: 512, hw: 14, k: 1, stride: 2, pad: 0, count: 1 },
 ];
 
+/** One ResNet-18 layer at a batch size: shapes, our conv options and FLOPs, and its ORT Conv node. */
+function convCase(L, batch) {
+  const xShape = [batch, L.cIn, L.hw, L.hw], wShape = [L.cOut, L.cIn, L.k, L.k];
+  const options = { stride: L.stride, padding: L.pad };
+  const p = conv2dParams(xShape, wShape, options);
+  const convNode = (x, w, y) => node('Conv', [x, w], [y], { kernel_shape: [L.k, L.k], strides: [L.stride, L.stride], pads: [L.pad, L.pad, L.pad, L.pad], dilations: [1, 1], group: 1 });
+  return { xShape, wShape, options, p, yShape: [batch, L.cOut, p.outH, p.outW], convNode };
+}
+
 async function benchConv() {
   const batches = args.quick ? [1] : [1, 32];
   const out = [];
@@ -245,13 +254,10 @@ async function benchConv() {
     // Σ over the 20 convs of (occurrences × per-layer statistic), per thread count.
     const sums = new Map(threadCounts.map((t) => [t, { flops: 0, ours: { medianMs: 0, minMs: 0, maxMs: 0 }, ort: { medianMs: 0, minMs: 0, maxMs: 0 }, maxRelErr: 0 }]));
     for (const L of RESNET18) {
-      const xShape = [batch, L.cIn, L.hw, L.hw], wShape = [L.cOut, L.cIn, L.k, L.k];
-      const options = { stride: L.stride, padding: L.pad };
-      const p = conv2dParams(xShape, wShape, options);
+      const { xShape, wShape, options, p, yShape, convNode } = convCase(L, batch);
       const X = Tensor.random(xShape, 3), W = Tensor.random(wShape, 4);
-      const yShape = [batch, L.cOut, p.outH, p.outW];
       const bytes = model({
-        nodes: [node('Conv', ['x', 'w'], ['y'], { kernel_shape: [L.k, L.k], strides: [L.stride, L.stride], pads: [L.pad, L.pad, L.pad, L.pad], dilations: [1, 1], group: 1 })],
+        nodes: [convNode('x', 'w', 'y')],
         initializers: [floatTensor('w', wShape, W.data)],
         inputs: [floatValue('x', xShape)],
         outputs: [floatValue('y', yShape)],
@@ -323,16 +329,14 @@ async function benchConvPass() {
   const batches = args.quick ? [1] : [1, 32];
   const out = [];
   for (const batch of batches) {
-    const layers = RESNET18.flatMap((L) => Array.from({ length: L.count }, (_, c) => ({ ...L, id: `${L.name.split(' ')[0].replace('.', '_')}_${c}` })));
+    const layers = RESNET18.flatMap((L) => Array.from({ length: L.count }, () => L));
     const convs = layers.map((L, i) => {
-      const xShape = [batch, L.cIn, L.hw, L.hw], wShape = [L.cOut, L.cIn, L.k, L.k];
-      const options = { stride: L.stride, padding: L.pad };
-      const p = conv2dParams(xShape, wShape, options);
-      return { L, i, xShape, wShape, options, p, X: Tensor.random(xShape, 3 + i), W: Tensor.random(wShape, 40 + i), yShape: [batch, L.cOut, p.outH, p.outW] };
+      const c = convCase(L, batch);
+      return { ...c, i, X: Tensor.random(c.xShape, 3 + i), W: Tensor.random(c.wShape, 40 + i) };
     });
     const flops = convs.reduce((a, c) => a + c.p.flops, 0);
     const bytes = model({
-      nodes: convs.map((c) => node('Conv', [`x${c.i}`, `w${c.i}`], [`y${c.i}`], { kernel_shape: [c.L.k, c.L.k], strides: [c.L.stride, c.L.stride], pads: [c.L.pad, c.L.pad, c.L.pad, c.L.pad], dilations: [1, 1], group: 1 })),
+      nodes: convs.map((c) => c.convNode(`x${c.i}`, `w${c.i}`, `y${c.i}`)),
       initializers: convs.map((c) => floatTensor(`w${c.i}`, c.wShape, c.W.data)),
       inputs: convs.map((c) => floatValue(`x${c.i}`, c.xShape)),
       outputs: convs.map((c) => floatValue(`y${c.i}`, c.yShape)),

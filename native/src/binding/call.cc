@@ -6,7 +6,9 @@
 #include <deque>
 #include <mutex>
 #include <new>
+#if defined(__linux__)
 #include <pthread.h>
+#endif
 #include <thread>
 
 #include "kintsugi/cpu.h"
@@ -173,7 +175,7 @@ class Runners {
   void submit(Task* t) {
     std::unique_lock<std::mutex> lock(mu_);
     if (!idle_.empty()) {
-      Runner* r = idle_.back();  // the most recently idle: warm, and likely still spinning
+      Runner* r = idle_.back();  // the most recently idle: its caches are the warmest
       idle_.pop_back();
       r->task.store(t, std::memory_order_release);
       lock.unlock();
@@ -184,7 +186,9 @@ class Runners {
       ++count_;
       lock.unlock();
       std::thread([this, t] {
+#if defined(__linux__)
         pthread_setname_np(pthread_self(), "kintsugi-async");
+#endif
         loop(new Runner, t);
       }).detach();
       return;

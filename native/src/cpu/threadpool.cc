@@ -9,8 +9,8 @@
 #include <mutex>
 #if defined(__linux__)
 #include <pthread.h>
-#include <sched.h>
 #endif
+#include <sched.h>
 #include <thread>
 #include <vector>
 
@@ -58,10 +58,11 @@ bool spin_until(Done done, std::chrono::nanoseconds budget) {
 // spinning after this long. Measured on a 2-vCPU Zen 4 VM, ResNet-18's 20 convolutions at batch 1
 // on two threads, 400 ms after the previous pass: 36-41 ms with 100 us, 21-24 ms with 1000 us;
 // DLRM training beside its shard processes was no slower (the spin yields, spin_until).
+constexpr long kMaxSpinUs = 1000000;
 std::atomic<int>& spin_setting() {
   static std::atomic<int> us{[] {
     long v = 1000;
-    if (const char* env = std::getenv("KINTSUGI_SPIN_US")) v = std::max(0L, std::min(std::atol(env), 1000000L));
+    if (const char* env = std::getenv("KINTSUGI_SPIN_US")) v = std::max(0L, std::min(std::atol(env), kMaxSpinUs));
     return int(v);
   }()};
   return us;
@@ -218,7 +219,7 @@ void set_num_threads(int n) { pool().resize(n); }
 
 int spin_us() { return spin_setting().load(std::memory_order_relaxed); }
 
-void set_spin_us(int us) { spin_setting().store(std::max(0, std::min(us, 1000000)), std::memory_order_relaxed); }
+void set_spin_us(int us) { spin_setting().store(int(std::max(0L, std::min(long(us), kMaxSpinUs))), std::memory_order_relaxed); }
 
 void parallel_run(int threads, const std::function<void(int, int)>& fn) {
   if (t_inside_pool_task || threads <= 1) {
