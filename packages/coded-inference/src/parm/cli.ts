@@ -4,7 +4,7 @@ import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModelFile, randomSubset, type Module } from '@kintsugi/cuda-core/nn';
 
-import { ParityCode, checkGrid, encoderNames, parseGrid, type EncoderName } from './codes.js';
+import { ParityCode, canvasNames, checkGrid, encoderNames, parseGrid, type CanvasName, type EncoderName } from './codes.js';
 import { datasetNames, inputSpec, loadDatasets, majorityClass, type DatasetName } from './data.js';
 import { deployedOutputs, evaluateBerrut, evaluateParm } from './evaluate.js';
 import { loadParityModel, saveParityModel } from './files.js';
@@ -27,6 +27,9 @@ train options:
   --init NAME|FILE   deployed (default: start from the deployed model's weights), random (the paper's),
                      or a parity model file of the same code to go on training
   --grid RxC         concatenation tile grid (default by k: 1x2, 2x2, 3x3); 2x1 stacks two images
+  --canvas same|full concatenation canvas: same (default: the images downsampled into one query's
+                     size) or full (at full resolution on a rows·H × cols·W canvas: the parity model
+                     costs rows·cols deployed queries; needs a globally pooled model, resnet-small)
   --ce-weight X      add X × the cross-entropy of the decoded predictions against their labels to the
                      MSE (default 0: MSE only, the paper's loss)
   --shift N          random-shift augmentation: translate each training image by up to N pixels on
@@ -78,7 +81,7 @@ function required(v: string | undefined, name: string, what: string): string {
 const trainSpec = {
   dataset: { type: 'string' }, deployed: { type: 'string' }, k: { type: 'string' }, r: { type: 'string' },
   'parity-index': { type: 'string' }, encoder: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
-  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' }, grid: { type: 'string' }, shift: { type: 'string' },
+  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' }, grid: { type: 'string' }, canvas: { type: 'string' }, shift: { type: 'string' },
   validation: { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
   'data-dir': { type: 'string' }, 'max-batches': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
@@ -108,6 +111,8 @@ export interface ParmTrainArgs {
   shift: number;
   /** Concatenation tile grid [rows, cols] (default: by k). */
   grid?: [number, number];
+  /** Concatenation canvas (default: same). */
+  canvas?: CanvasName;
   validation: number;
   limit?: number;
   maxBatches?: number;
@@ -151,6 +156,7 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
     ceWeight: num(v['ce-weight'], '--ce-weight', 0) ?? 0,
     shift: int(v.shift, '--shift', 0, 13) ?? 0,
     grid: gridOf(v.grid, encoder, k),
+    canvas: v.canvas === undefined ? undefined : encoder === 'concat' ? choice(v.canvas, '--canvas', canvasNames) : fail('--canvas', 'nothing without --encoder concat', v.canvas),
     validation: int(v.validation, '--validation', 1) ?? 5000,
     limit: int(v.limit, '--limit', 1),
     maxBatches: int(v['max-batches'], '--max-batches', 1),
@@ -215,7 +221,7 @@ async function initialWeights(o: ParmTrainArgs, code: ParityCode, rowsToTrain: n
   const { parm: p, model, code: prior } = await loadParityModel(o.init);
   const t = rowsToTrain[0];
   const row = p.coefficients[p.parityIndex];
-  const same = p.k === code.k && p.encoder === code.encoder && row.every((c, i) => c === code.coefficients[t][i]) && prior.grid?.join() === code.grid?.join();
+  const same = p.k === code.k && p.encoder === code.encoder && row.every((c, i) => c === code.coefficients[t][i]) && prior.grid?.join() === code.grid?.join() && prior.canvas === code.canvas;
   if (!same) throw new UsageError(`--init ${o.init} is a parity model of k=${p.k} ${p.encoder} row ${JSON.stringify(row)}, not of this code's row ${JSON.stringify(code.coefficients[t])} (k=${code.k} ${code.encoder})`);
   return model;
 }
@@ -225,9 +231,9 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
   const deployed = await loadDeployed(o.deployed);
   const data = await loadDatasets(o.dataset, o.dataDir);
   const input = inputSpec(deployed.metadata, o.dataset);
-  const code = new ParityCode({ k: o.k, r: o.r, encoder: o.encoder, grid: o.grid });
+  const code = new ParityCode({ k: o.k, r: o.r, encoder: o.encoder, grid: o.grid, canvas: o.canvas });
   say(`${data.note}; deployed ${basename(o.deployed)} (${deployed.architecture}, ${deployed.model.parameterCount()} parameters)`);
-  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}${code.grid ? ` grid ${code.grid.join('x')}` : ''}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}${o.shift > 0 ? `, random shifts ≤ ${o.shift} px` : ''}`);
+  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}${code.grid ? ` grid ${code.grid.join('x')} canvas ${code.canvas}` : ''}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}${o.shift > 0 ? `, random shifts ≤ ${o.shift} px` : ''}`);
   const rowsToTrain = o.parityIndex === undefined ? Array.from({ length: o.r }, (_, t) => t) : [o.parityIndex];
   const init = await initialWeights(o, code, rowsToTrain);
   for (const t of rowsToTrain) {

@@ -4,13 +4,24 @@
 //
 // Summation (P_t = Σ_i c_{t,i}·X_i) reuses SummationCode, so one parity row is exactly the code the
 // serving frontend uses. Concatenation (ParM §4.2) tiles the k queries, downsampled, into one image
-// of the same size: k = 2 side by side at half width, k = 4 a 2×2 grid at half size. Either way the
-// parity model is trained to output Σ_i c_{t,i}·F(X_i), so the decoder is the same subtraction.
+// of the same size: k = 2 side by side at half width, k = 4 a 2×2 grid at half size; or, with a
+// full canvas, at full resolution into one image rows·H × cols·W (for fully convolutional models
+// ending in global pooling, which accept any size). Either way the parity model is trained to
+// output Σ_i c_{t,i}·F(X_i), so the decoder is the same subtraction.
 import { SummationCode } from '../index.js';
 import { expected } from '../serving/protocol.js';
 
 export const encoderNames = ['sum', 'concat'] as const;
 export type EncoderName = (typeof encoderNames)[number];
+
+/**
+ * The concatenation encoder's canvas: 'same' — the parity query has one query's size, each image
+ * downsampled into its tile (the parity model costs what the deployed model costs); 'full' — every
+ * image at full resolution on a canvas rows·H × cols·W (a parity query then costs about rows·cols
+ * deployed queries, and the parity model needs a fully convolutional, globally pooled architecture).
+ */
+export const canvasNames = ['same', 'full'] as const;
+export type CanvasName = (typeof canvasNames)[number];
 
 /** What a parity model file records about its code (metadata "kintsugi.parm"). */
 export interface CodeSpec {
@@ -21,6 +32,8 @@ export interface CodeSpec {
   coefficients: number[][];
   /** Concatenation only: the tile grid [rows, cols] when it is not concatGrid(k)'s. */
   grid?: [number, number];
+  /** Concatenation only: 'full' when the images keep their resolution (absent: 'same'). */
+  canvas?: CanvasName;
 }
 
 /**
@@ -66,8 +79,9 @@ export function concatGrid(k: number): [rows: number, cols: number] {
  * grid row ⌊i / cols⌋, column i mod cols. Source pixels past the last whole block (28 = 3·9 + 1)
  * are dropped; output pixels no tile covers, and the tiles of missing queries (k < rows·cols),
  * stay 0 (the normalised data's mean), a constant the parity model learns to ignore.
+ * With canvas 'full' the images are copied unchanged into a batch [B, C, rows·H, cols·W].
  */
-export function concatEncode(queries: Float32Array[], imageShape: readonly [number, number, number], grid?: readonly [number, number]): Float32Array {
+export function concatEncode(queries: Float32Array[], imageShape: readonly [number, number, number], grid?: readonly [number, number], canvas: CanvasName = 'same'): Float32Array {
   const k = queries.length;
   const [gridRows, gridCols] = grid ? checkGrid(grid, k) : concatGrid(k);
   const [c, h, w] = imageShape;
@@ -78,6 +92,7 @@ export function concatEncode(queries: Float32Array[], imageShape: readonly [numb
   queries.forEach((q, i) => {
     if (!(q instanceof Float32Array) || q.length !== n) throw new RangeError(expected(`queries[${i}]`, `a Float32Array of ${n} values`, q instanceof Float32Array ? `${q.length} values` : typeof q, true));
   });
+  if (canvas === 'full') return fullCanvas(queries, imageShape, gridRows, gridCols);
   const th = Math.floor(h / gridRows), tw = Math.floor(w / gridCols); // tile size
   const inv = 1 / (gridRows * gridCols);
   const out = new Float32Array(n);
@@ -100,6 +115,32 @@ export function concatEncode(queries: Float32Array[], imageShape: readonly [numb
   return out;
 }
 
+/** concatEncode's full-resolution canvas: [B, C, rows·H, cols·W], empty tiles 0. */
+function fullCanvas(queries: Float32Array[], imageShape: readonly [number, number, number], gridRows: number, gridCols: number): Float32Array {
+  const [c, h, w] = imageShape;
+  const px = c * h * w, cw = gridCols * w, cpx = c * gridRows * h * cw;
+  const batch = queries[0].length / px;
+  const out = new Float32Array(batch * cpx);
+  for (let b = 0; b < batch; b++) {
+    queries.forEach((src, q) => {
+      const r0 = Math.floor(q / gridCols) * h, c0 = (q % gridCols) * w;
+      for (let ch = 0; ch < c; ch++) {
+        for (let y = 0; y < h; y++) {
+          const from = b * px + (ch * h + y) * w;
+          out.set(src.subarray(from, from + w), b * cpx + (ch * gridRows * h + r0 + y) * cw + c0);
+        }
+      }
+    });
+  }
+  return out;
+}
+
+/** The shape of one parity query of a concatenation code for images of `imageShape`. */
+export function concatQueryShape(imageShape: readonly [number, number, number], grid: readonly [number, number], canvas: CanvasName = 'same'): [number, number, number] {
+  const [c, h, w] = imageShape;
+  return canvas === 'full' ? [c, grid[0] * h, grid[1] * w] : [c, h, w];
+}
+
 /** A (k, r) parity code: r parity models, each fed one encoded query per group of k. */
 export class ParityCode {
   readonly k: number;
@@ -111,14 +152,20 @@ export class ParityCode {
 
   /** The concatenation encoder's tile grid (undefined for summation). */
   readonly grid: [number, number] | undefined;
+  /** The concatenation encoder's canvas (undefined for summation). */
+  readonly canvas: CanvasName | undefined;
 
-  constructor(spec: { k: number; r?: number; encoder?: EncoderName; coefficients?: number[][]; grid?: [number, number] }) {
+  constructor(spec: { k: number; r?: number; encoder?: EncoderName; coefficients?: number[][]; grid?: [number, number]; canvas?: CanvasName }) {
     const k = spec.k, r = spec.r ?? 1, encoder = spec.encoder ?? 'sum';
     if (!Number.isInteger(k) || k < 2 || k > 64) throw new RangeError(expected('k', 'an integer in [2, 64]', k));
     if (!Number.isInteger(r) || r < 1 || r > k) throw new RangeError(expected('r', `an integer in [1, ${k}]`, r));
     if (!(encoderNames as readonly string[]).includes(encoder)) throw new RangeError(expected('encoder', encoderNames.join(' | '), encoder));
     if (spec.grid !== undefined && encoder !== 'concat') throw new RangeError(expected('grid', 'nothing for a summation code (tiles are for concatenation)', spec.grid));
     this.grid = encoder === 'concat' ? (spec.grid !== undefined ? checkGrid(spec.grid, k) : concatGrid(k)) : undefined;
+    if (spec.canvas !== undefined && (encoder !== 'concat' || !(canvasNames as readonly string[]).includes(spec.canvas))) {
+      throw new RangeError(expected('canvas', encoder === 'concat' ? canvasNames.join(' | ') : 'nothing for a summation code (canvases are for concatenation)', spec.canvas));
+    }
+    this.canvas = encoder === 'concat' ? spec.canvas ?? 'same' : undefined;
     const coefficients = spec.coefficients ?? defaultCoefficients(k, r);
     if (!Array.isArray(coefficients) || coefficients.length !== r) throw new RangeError(expected('coefficients', `${r} rows`, coefficients));
     this.rows = coefficients.map((row) => new SummationCode(k, row));
@@ -136,7 +183,15 @@ export class ParityCode {
 
   get spec(): CodeSpec {
     const custom = this.grid && this.grid.join() !== concatGrid(this.k).join();
-    return { k: this.k, r: this.r, encoder: this.encoder, coefficients: this.coefficients.map((r) => r.slice()), ...(custom ? { grid: [...this.grid!] as [number, number] } : {}) };
+    return {
+      k: this.k, r: this.r, encoder: this.encoder, coefficients: this.coefficients.map((r) => r.slice()),
+      ...(custom ? { grid: [...this.grid!] as [number, number] } : {}), ...(this.canvas === 'full' ? { canvas: this.canvas } : {}),
+    };
+  }
+
+  /** The shape of one parity query for queries of `imageShape` (differs only for a full canvas). */
+  queryShape(imageShape: readonly [number, number, number]): [number, number, number] {
+    return this.grid ? concatQueryShape(imageShape, this.grid, this.canvas) : [imageShape[0], imageShape[1], imageShape[2]];
   }
 
   /**
@@ -146,7 +201,7 @@ export class ParityCode {
   async encode(queries: Float32Array[], t = 0, imageShape: readonly [number, number, number] = [1, 28, 28]): Promise<Float32Array> {
     if (!Number.isInteger(t) || t < 0 || t >= this.r) throw new RangeError(expected('t', `an integer in [0, ${this.r - 1}]`, t));
     if (queries.length !== this.k) throw new RangeError(expected('queries', `${this.k} queries`, `${queries.length}`, true));
-    if (this.encoder === 'concat') return concatEncode(queries, imageShape, this.grid);
+    if (this.encoder === 'concat') return concatEncode(queries, imageShape, this.grid, this.canvas);
     return this.rows[t].encode(queries);
   }
 

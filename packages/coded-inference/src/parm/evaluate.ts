@@ -62,7 +62,7 @@ export async function evaluateParm(t: TestOutputs, code: ParityCode, parities: (
   const parityOutputs: (Float32Array | null)[] = [];
   for (let p = 0; p < code.r; p++) {
     const m = parities[p];
-    parityOutputs.push(m ? await forwardAll(m, await code.encode(members, p, t.shape), t.shape) : null);
+    parityOutputs.push(m ? await forwardAll(m, await code.encode(members, p, t.shape), code.queryShape(t.shape)) : null);
   }
   const available = parityOutputs.filter((p) => p !== null).length;
   const results: ParmResult[] = [];

@@ -36,7 +36,7 @@ export function checkParityMetadata(value: unknown, source = 'parity metadata'):
   const v = value as Partial<ParityMetadata> | null;
   if (!v || typeof v !== 'object') throw new TypeError(expected(source, 'an object with k, r, encoder, coefficients', value));
   if (!(encoderNames as readonly string[]).includes(v.encoder as string)) throw new RangeError(expected(`${source}.encoder`, encoderNames.join(' | '), v.encoder));
-  const code = new ParityCode({ k: v.k as number, r: v.r as number, encoder: v.encoder, coefficients: v.coefficients, grid: v.grid });
+  const code = new ParityCode({ k: v.k as number, r: v.r as number, encoder: v.encoder, coefficients: v.coefficients, grid: v.grid, canvas: v.canvas });
   const t = v.parityIndex ?? 0;
   if (!Number.isInteger(t) || t < 0 || t >= code.r) throw new RangeError(expected(`${source}.parityIndex`, `an integer in [0, ${code.r - 1}]`, t));
   return { ...v, ...code.spec, parityIndex: t } as ParityMetadata;
@@ -87,7 +87,8 @@ export async function loadParityModel(path: string): Promise<LoadedParityModel> 
 
 /**
  * A ServingModel for any model file (deployed or parity): inputs are normalised rows of the
- * file's input shape ([1, 28, 28] for the shipped models), outputs the logits.
+ * file's input shape ([1, 28, 28] for the shipped models; a full-canvas parity model's query
+ * shape), outputs the logits.
  */
 export async function servingModelFromFile(path: string, name: string): Promise<ServingModel> {
   const { model, metadata } = await loadModelFile(path);
@@ -100,6 +101,7 @@ export async function servingModelFromFile(path: string, name: string): Promise<
   } catch {
     // keep the defaults
   }
+  if (metadata[PARM_KEY] !== undefined) shape = fromDecoded({ model, metadata }, path).code.queryShape(shape as [number, number, number]);
   const net = model as Module;
   return fromPredict({
     name,

@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { sumEncode } from '@kintsugi/cuda-core';
 
 import { SummationCode } from '../index.js';
-import { checkGrid, concatEncode, concatGrid } from '../parm/codes.js';
+import { canvasNames, checkGrid, concatEncode, concatGrid, concatQueryShape, type CanvasName } from '../parm/codes.js';
 import { quantile } from './loadgen.js';
 import { WorkerHandle, type HealthOptions, type WorkerSpec } from './process.js';
 import { expected, parseInferRequest, parseJsonBody, ServingError, type V2InferResponse, type V2ModelMetadata } from './protocol.js';
@@ -60,6 +60,12 @@ export interface CodedFrontendOptions {
   encoder?: 'sum' | 'concat';
   /** The concatenation encoder's tile grid [rows, cols] (default by k; [2, 1] stacks a k = 2 pair). */
   grid?: [number, number];
+  /**
+   * The concatenation encoder's canvas: 'same' (default: the parity query has the model's input
+   * shape) or 'full' (the images at full resolution, [C, rows·H, cols·W]: the parity workers' model
+   * takes that shape).
+   */
+  canvas?: CanvasName;
   /** Coding groups per worker request (B): each data worker gets up to B queries per call. */
   batchSize?: number;
   /** How long the first queued query waits for a full batch of k·B before a partial one is sent. */
@@ -236,6 +242,9 @@ export class CodedFrontend {
   readonly codes: SummationCode[];
   readonly encoder: 'sum' | 'concat';
   #grid: [number, number] = [1, 1];
+  #canvas: CanvasName = 'same';
+  /** The parity queries' shape: the model input's, or a full canvas's. */
+  #parityInput: number[] = [];
   readonly dataWorkers: WorkerHandle[];
   readonly parityWorkers: WorkerHandle[];
   #fillTimeoutMs: number;
@@ -282,7 +291,11 @@ export class CodedFrontend {
     if (this.encoder === 'concat') {
       if (this.r === 0) throw new RangeError(expected('options.r', 'at least 1 with a concatenation encoder', this.r));
       this.#grid = o.grid !== undefined ? checkGrid(o.grid, this.k) : concatGrid(this.k);
-    } else if (o.grid !== undefined) throw new RangeError(expected('options.grid', "nothing without encoder: 'concat'", o.grid));
+      if (o.canvas !== undefined && !(canvasNames as readonly string[]).includes(o.canvas)) throw new RangeError(expected('options.canvas', canvasNames.join(' | '), o.canvas));
+      this.#canvas = o.canvas ?? 'same';
+    } else if (o.grid !== undefined || o.canvas !== undefined) {
+      throw new RangeError(expected(o.grid !== undefined ? 'options.grid' : 'options.canvas', "nothing without encoder: 'concat'", o.grid ?? o.canvas));
+    }
     if (this.r === 2) {
       // Two lost predictions are solved from both parities: every 2×2 minor must be non-singular.
       const [a, b] = this.codes.map((c) => c.coefficients);
@@ -362,14 +375,18 @@ export class CodedFrontend {
     }
     this.#inSize = m.inputShape.reduce((a, b) => a * b, 1);
     this.#outSize = m.outputShape.reduce((a, b) => a * b, 1);
-    // The parity model has the deployed model's architecture: its shapes must match.
+    // The parity model has the deployed model's architecture: its shapes must match (its input is
+    // the larger canvas of a full-canvas concatenation code).
+    const parityInput = this.encoder === 'concat' ? concatQueryShape(m.inputShape as [number, number, number], this.#grid, this.#canvas) : m.inputShape;
+    this.#parityInput = parityInput;
     for (const w of [...this.dataWorkers, ...this.parityWorkers]) {
       const md = w.metadata;
       if (!md) continue;
       const inS = md.inputs[0].shape.slice(1), outS = md.outputs[0].shape.slice(1);
-      if (inS.join() !== m.inputShape.join() || outS.join() !== m.outputShape.join()) {
+      const want = this.parityWorkers.includes(w) ? parityInput : m.inputShape;
+      if (inS.join() !== want.join() || outS.join() !== m.outputShape.join()) {
         await this.close();
-        throw new RangeError(expected(`the shapes of ${w.label} (${md.name})`, `input [${m.inputShape}] and output [${m.outputShape}]`, `input [${inS}] and output [${outS}]`, true));
+        throw new RangeError(expected(`the shapes of ${w.label} (${md.name})`, `input [${want}] and output [${m.outputShape}]`, `input [${inS}] and output [${outS}]`, true));
       }
     }
     if (options.listen !== false) {
@@ -548,7 +565,7 @@ export class CodedFrontend {
       if (w.state === 'ready' && !this.#free(w)) return;
       queue.shift();
       this.#stats.workerCalls++;
-      w.infer(this.#call(batch, d.groups)).then(
+      w.infer(this.#call(batch, d.groups, this.#parityInput)).then(
         (out) => {
           this.#pumpParity(j);
           this.#onParity(d, j, out);
@@ -561,9 +578,9 @@ export class CodedFrontend {
     }
   }
 
-  #call(batch: Float32Array, rows: number) {
+  #call(batch: Float32Array, rows: number, inputShape = this.#model!.inputShape) {
     const m = this.#model!;
-    return { inputName: m.inputName, batch, rows, inputShape: m.inputShape, outputShape: m.outputShape, timeoutMs: this.#requestTimeoutMs };
+    return { inputName: m.inputName, batch, rows, inputShape, outputShape: m.outputShape, timeoutMs: this.#requestTimeoutMs };
   }
 
   #sendSlot(o: OpenDispatch, i: number, column: Query[]): void {
@@ -628,7 +645,7 @@ export class CodedFrontend {
     // The encoder works on the whole batch at once: the sum is elementwise and the tiling per image,
     // so slot batches become the batch of parity queries in one call for all groups.
     const inputs = d.inputs as Float32Array[];
-    const tiled = this.encoder === 'concat' ? concatEncode(inputs, this.#needModel().inputShape as [number, number, number], this.#grid) : null;
+    const tiled = this.encoder === 'concat' ? concatEncode(inputs, this.#needModel().inputShape as [number, number, number], this.#grid, this.#canvas) : null;
     this.codes.forEach((code, j) => {
       (tiled ? Promise.resolve(tiled) : code.encode(inputs)).then(
         (batch) => {

@@ -2,7 +2,7 @@
 // remote v2 servers) and serves KServe v2 on 127.0.0.1.
 //
 //   node dist/serving/serve.js --model linear:in=20,out=10 [--parity-model <spec>] [--k 2] [--r 1]
-//        [--encoder sum|concat] [--grid RxC] [--data-workers N] [--protocol http|grpc] [--batch B] [--fill-timeout-ms T]
+//        [--encoder sum|concat] [--grid RxC] [--canvas same|full] [--data-workers N] [--protocol http|grpc] [--batch B] [--fill-timeout-ms T]
 //        [--reconstruct-after-ms D] [--request-timeout-ms T] [--port 0] [--host 127.0.0.1]
 //        [--data-url grpc://host:port=model ...] [--parity-url http://host:port=model ...]
 //
@@ -13,7 +13,7 @@ import type { WorkerSpec } from './process.js';
 import { expected } from './protocol.js';
 import type { WorkerProtocol } from './worker.js';
 import { runIfMain } from './entry.js';
-import { parseGrid } from '../parm/codes.js';
+import { canvasNames, parseGrid, type CanvasName } from '../parm/codes.js';
 
 function encoderOf(v: string | undefined): 'sum' | 'concat' {
   if (v === undefined || v === 'sum' || v === 'concat') return v ?? 'sum';
@@ -27,6 +27,11 @@ function gridOf(v: string | undefined): [number, number] | undefined {
   return g;
 }
 
+function canvasOf(v: string | undefined): CanvasName | undefined {
+  if (v === undefined || (canvasNames as readonly string[]).includes(v)) return v as CanvasName | undefined;
+  throw new RangeError(expected('--canvas', canvasNames.join(' | '), v));
+}
+
 export function parseServeArgs(argv: string[]) {
   const single = new Map<string, string>();
   const dataUrls: string[] = [], parityUrls: string[] = [];
@@ -37,7 +42,7 @@ export function parseServeArgs(argv: string[]) {
     else if (flag === '--parity-url') parityUrls.push(value);
     else single.set(flag.slice(2), value);
   }
-  const known = ['model', 'parity-model', 'encoder', 'grid', 'k', 'r', 'data-workers', 'protocol', 'batch', 'fill-timeout-ms', 'reconstruct-after-ms', 'request-timeout-ms', 'port', 'host'];
+  const known = ['model', 'parity-model', 'encoder', 'grid', 'canvas', 'k', 'r', 'data-workers', 'protocol', 'batch', 'fill-timeout-ms', 'reconstruct-after-ms', 'request-timeout-ms', 'port', 'host'];
   for (const key of single.keys()) if (!known.includes(key)) throw new RangeError(expected('an option', known.map((x) => `--${x}`).concat('--data-url', '--parity-url').join(', '), `--${key}`, true));
   const num = (key: string, fallback: number) => {
     const v = single.has(key) ? Number(single.get(key)) : fallback;
@@ -60,6 +65,7 @@ export function parseServeArgs(argv: string[]) {
     k, r, data, parity,
     encoder: encoderOf(single.get('encoder')),
     grid: gridOf(single.get('grid')),
+    canvas: canvasOf(single.get('canvas')),
     batchSize: num('batch', 1),
     fillTimeoutMs: num('fill-timeout-ms', 2),
     reconstructAfterMs: num('reconstruct-after-ms', 0),

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { gemm, Tensor } from '@kintsugi/cuda-core';
 
-import { ParityCode, concatEncode, defaultCoefficients } from '../../src/parm/index.js';
+import { ParityCode, concatEncode, concatQueryShape, defaultCoefficients } from '../../src/parm/index.js';
 
 // For a linear model F(X) = X·W the ideal parity model is F itself (F(Σ c_i X_i) = Σ c_i F(X_i)),
 // so every decode must be exact up to float rounding.
@@ -127,6 +127,39 @@ describe('concatenation encoder', () => {
     }
     expect(() => new ParityCode({ k: 3, encoder: 'concat', grid: [2, 1] })).toThrow('Expected [rows, cols] of 1…3 each with rows·cols ≥ k = 3 for grid but received an array of length 2');
     expect(() => new ParityCode({ k: 2, encoder: 'concat', grid: [4, 1] })).toThrow(/rows·cols ≥ k = 2 for grid/);
+  });
+
+  it('a full canvas keeps every image at full resolution: [C, rows·H, cols·W], empty tiles 0', async () => {
+    const [h, w] = [3, 5];
+    // Two channels, so the channel planes of the canvas are checked too.
+    const two = (i: number, batch: number) => {
+      const a = new Float32Array(batch * 2 * h * w);
+      for (let b = 0; b < batch; b++) for (let c = 0; c < 2; c++) for (let p = 0; p < h * w; p++) a[(b * 2 + c) * h * w + p] = 1000 * i + 100 * b + 50 * c + p;
+      return a;
+    };
+    const code = new ParityCode({ k: 3, encoder: 'concat', canvas: 'full' });
+    expect(code.queryShape([2, h, w])).toEqual([2, 2 * h, 2 * w]);
+    const out = await code.encode([two(0, 2), two(1, 2), two(2, 2)], 0, [2, h, w]);
+    expect(out.length).toBe(2 * 2 * 4 * h * w);
+    const [ch, cw] = [2 * h, 2 * w];
+    for (let b = 0; b < 2; b++) {
+      for (let c = 0; c < 2; c++) {
+        for (let y = 0; y < ch; y++) {
+          for (let x = 0; x < cw; x++) {
+            const q = (y < h ? 0 : 2) + (x < w ? 0 : 1);
+            const want = q < 3 ? 1000 * q + 100 * b + 50 * c + (y % h) * w + (x % w) : 0;
+            expect(out[((b * 2 + c) * ch + y) * cw + x]).toBe(want);
+          }
+        }
+      }
+    }
+    expect(concatQueryShape([1, 28, 28], [1, 2], 'full')).toEqual([1, 28, 56]);
+    expect(concatQueryShape([1, 28, 28], [1, 2])).toEqual([1, 28, 28]);
+    expect(new ParityCode({ k: 2, encoder: 'concat' }).queryShape([1, 28, 28])).toEqual([1, 28, 28]);
+    expect(new ParityCode({ k: 2, encoder: 'concat', canvas: 'full' }).spec.canvas).toBe('full');
+    expect(new ParityCode({ k: 2, encoder: 'concat' }).spec).not.toHaveProperty('canvas'); // the default is not written
+    expect(() => new ParityCode({ k: 2, encoder: 'concat', canvas: 'big' as 'full' })).toThrow('Expected same | full for canvas but received "big"');
+    expect(() => new ParityCode({ k: 2, canvas: 'full' })).toThrow(/nothing for a summation code \(canvases are for concatenation\) for canvas/);
   });
 
   it('checks shapes', () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Tensor } from '@kintsugi/cuda-core';
-import { loadModel, manualSeed, mlp } from '@kintsugi/cuda-core/nn';
+import { loadModel, manualSeed, mlp, resnetSmall } from '@kintsugi/cuda-core/nn';
 
 import { ParityCode, decodeParityModel, encodeParityModel, loadParityModel, saveParityModel, servingModelFromFile } from '../../src/parm/index.js';
 
@@ -41,6 +41,18 @@ describe('parity model files', () => {
     const loaded = await loadParityModel(path);
     expect(loaded.code.grid).toEqual([2, 1]);
     expect(() => encodeParityModel(model, { k: 2, r: 1, encoder: 'sum', coefficients: [[1, 1]], parityIndex: 0, grid: [2, 1] })).toThrow(/nothing for a summation code/);
+  });
+
+  it('serves a full-canvas parity model at its canvas shape', async () => {
+    manualSeed(3);
+    const model = resnetSmall();
+    const code = new ParityCode({ k: 2, encoder: 'concat', canvas: 'full' });
+    const path = join(dir, 'full.safetensors');
+    await saveParityModel(model, path, { ...code.spec, parityIndex: 0 }, { 'kintsugi.input': JSON.stringify({ mean: 0.13, std: 0.31, shape: [1, 28, 28] }) });
+    expect((await loadParityModel(path)).code.canvas).toBe('full');
+    const serving = await servingModelFromFile(path, 'parity');
+    expect(serving.inputShape).toEqual([1, 28, 56]);
+    expect((await serving.predict(new Float32Array(28 * 56), 1)).length).toBe(10);
   });
 
   it('refuses files without or with broken code metadata', async () => {

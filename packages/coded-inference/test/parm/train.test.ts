@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { loadMnist, mlp, manualSeed, subset } from '@kintsugi/cuda-core/nn';
+import { loadMnist, mlp, manualSeed, resnetSmall, subset } from '@kintsugi/cuda-core/nn';
+import { Tensor } from '@kintsugi/cuda-core';
 
-import { ParityCode, addReconstructionLoss, inputSpec, parityModelLike, shiftImages, trainParityModel } from '../../src/parm/index.js';
+import { ParityCode, addReconstructionLoss, inputSpec, parityModelLike, scaleHeadForCanvas, shiftImages, trainParityModel } from '../../src/parm/index.js';
 
 describe('parity-model training', () => {
   it('lowers the reconstruction loss within a few epochs on a slice of MNIST', async () => {
@@ -20,6 +21,38 @@ describe('parity-model training', () => {
     expect(epochs[3].validationLoss).toBeLessThan(epochs[0].validationLoss);
     expect(res.bestValidationAccuracy).toBe(Math.max(...epochs.map((e) => e.validationAccuracy)));
     expect(res.model.parameterCount()).toBe(deployed.parameterCount());
+  }, 60_000);
+});
+
+describe('full-canvas concatenation', () => {
+  it('scales a globally pooled head so the parity model starts at Σ F(X_i), and refuses other heads', async () => {
+    manualSeed(11);
+    const deployed = resnetSmall();
+    deployed.eval();
+    const code = new ParityCode({ k: 3, encoder: 'concat', canvas: 'full' }); // 2×2 grid, one tile empty
+    const parity = parityModelLike(deployed, 'deployed');
+    scaleHeadForCanvas(parity, code);
+    parity.eval();
+    const x = new Tensor(Float32Array.from({ length: 2 * 56 * 56 }, (_, i) => Math.sin(i * 0.37)), [2, 1, 56, 56]);
+    // Same features, head W·g + b → 4·W·g + 3·b: the parity output is 4·(deployed − b) + 3·b exactly.
+    const b = deployed.stateDict().get('7.bias')!.data;
+    const base = (await deployed.forward(x)).contiguousData(), scaled = (await parity.forward(x)).contiguousData();
+    for (let i = 0; i < base.length; i++) expect(scaled[i]).toBeCloseTo(4 * (base[i] - b[i % 10]) + 3 * b[i % 10], 4);
+    expect(() => scaleHeadForCanvas(parityModelLike(mlp(), 'random'), code)).toThrow('A full-canvas concatenation code needs a model that ends in GlobalAvgPool2d and Linear (fully convolutional, any input size); this one ends in ReLU, Linear');
+  });
+
+  it('trains and evaluates a parity model on the full canvas (28×56 queries for k = 2)', async () => {
+    manualSeed(4);
+    const deployed = resnetSmall();
+    deployed.eval();
+    const train = subset(await loadMnist('train'), 300);
+    const code = new ParityCode({ k: 2, encoder: 'concat', canvas: 'full' });
+    const input = inputSpec({}, 'mnist');
+    const res = await trainParityModel({ deployed, code, train, input, epochs: 1, validation: 100, init: 'deployed', batchSize: 16, maxBatches: 2, seed: 2 });
+    expect(res.history).toHaveLength(1);
+    expect(Number.isFinite(res.history[0].validationLoss)).toBe(true);
+    const y = await res.model.forward(new Tensor(new Float32Array(28 * 56), [1, 1, 28, 56]));
+    expect(y.shape).toEqual([1, 10]);
   }, 60_000);
 });
 

@@ -201,10 +201,10 @@ describe('frontend errors', () => {
       const s = image(i).reduce((a, b) => a + b, 0);
       return [s, -2 * s];
     };
-    for (const [k, parity, grid] of [[2, 'parityK2', undefined], [2, 'parityK2', [2, 1]], [4, 'parityK4', undefined]] as const) {
+    for (const [k, parity, grid, canvas] of [[2, 'parityK2', undefined, undefined], [2, 'parityK2', [2, 1], undefined], [4, 'parityK4', undefined, undefined], [2, 'parityK2Full', undefined, 'full']] as const) {
       // The last data worker sleeps 8 s: its query of every group is decoded from the tiled parity.
       const slow = { model: spec('deployed'), faults: { delayMs: 8000 } };
-      const f = await frontend({ k, r: 1, encoder: 'concat', grid: grid ? [...grid] : undefined, data: [...Array.from({ length: k - 1 }, () => ({ model: spec('deployed') })), slow], parity: [{ model: spec(parity) }], requestTimeoutMs: 10_000, rebalanceAfterMs: 5000 });
+      const f = await frontend({ k, r: 1, encoder: 'concat', grid: grid ? [...grid] : undefined, canvas, data: [...Array.from({ length: k - 1 }, () => ({ model: spec('deployed') })), slow], parity: [{ model: spec(parity) }], requestTimeoutMs: 10_000, rebalanceAfterMs: 5000 });
       const results = await Promise.all(Array.from({ length: k }, (_, i) => f.infer(image(i))));
       expect(results.filter((p) => p.reconstructed)).toHaveLength(1);
       for (const [i, p] of results.entries()) {
@@ -213,8 +213,10 @@ describe('frontend errors', () => {
       }
       await f.close();
     }
-    // A flat input cannot be tiled.
+    // A flat input cannot be tiled; a full canvas needs a parity model of the canvas's shape.
     await expect(frontend({ k: 2, r: 1, encoder: 'concat', data: data(2), parity: data(1) })).rejects.toThrow('Expected an image [C, H, W] of at least 1×2 pixels for the model input for a concatenation encoder but received [8]');
+    await expect(frontend({ k: 2, r: 1, encoder: 'concat', canvas: 'full', data: [{ model: spec('deployed') }, { model: spec('deployed') }], parity: [{ model: spec('parityK2') }] }))
+      .rejects.toThrow(/Expected input \[1,2,8\] and output \[2\] for the shapes of parity\[0\] \(pixel-sum-parity-k2\) but received input \[1,2,4\]/);
   });
 
   it('rejects bad options with "Expected … for … but received …"', () => {
@@ -224,6 +226,8 @@ describe('frontend errors', () => {
     expect(() => new CodedFrontend({ k: 10, r: 1, encoder: 'concat', data: data(10), parity: data(1) })).toThrow(/3 or 4 \(2×2 grid\) or 5…9 \(3×3 grid\) for k of a concatenation encoder but received 10/);
     expect(() => new CodedFrontend({ k: 2, r: 1, encoder: 'xor' as 'sum', data: data(2), parity: data(1) })).toThrow("Expected 'sum' or 'concat' for options.encoder but received \"xor\"");
     expect(() => new CodedFrontend({ k: 2, r: 1, grid: [2, 1], data: data(2), parity: data(1) })).toThrow("Expected nothing without encoder: 'concat' for options.grid but received an array of length 2");
+    expect(() => new CodedFrontend({ k: 2, r: 1, canvas: 'full', data: data(2), parity: data(1) })).toThrow("Expected nothing without encoder: 'concat' for options.canvas but received \"full\"");
+    expect(() => new CodedFrontend({ k: 2, r: 1, encoder: 'concat', canvas: 'huge' as 'full', data: data(2), parity: data(1) })).toThrow('Expected same | full for options.canvas but received "huge"');
     expect(() => new CodedFrontend({ k: 3, r: 1, encoder: 'concat', grid: [1, 2], data: data(3), parity: data(1) })).toThrow(/rows·cols ≥ k = 3 for grid/);
   });
 });
