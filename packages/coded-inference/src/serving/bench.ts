@@ -25,6 +25,7 @@ import { runIfMain } from './entry.js';
 import { CodedFrontend, type CodedFrontendOptions, type FrontendStats } from './frontend.js';
 import { httpSender, runPoissonLoad, summarize, type LoadSummary, type QueryRecord } from './loadgen.js';
 import type { ManagedWorkerSpec } from './process.js';
+import type { CanvasName } from '../parm/codes.js';
 import { expected } from './protocol.js';
 import { ccdfPoints, comparisonJson, comparisonMarkdown, writeComparison, type CcdfPoint } from './report.js';
 
@@ -82,10 +83,11 @@ export interface ComparisonOptions {
   warmup: number;
   /**
    * 'linear' (exact parity, no labels), 'mnist' (the shipped MLP and its sum-encoder parity models)
-   * or 'mnist-resnet' (the shipped ResNet and its concatenation-encoder parity models, k = 2…4);
-   * the MNIST workloads report accuracy against the test labels.
+   * or 'mnist-resnet' (the shipped ResNet and its concatenation-encoder parity models, k = 2…4),
+   * 'mnist-resnet-full' (the same with the full-canvas k = 2 parity model: its queries cost two
+   * deployed ones); the MNIST workloads report accuracy against the test labels.
    */
-  model: 'linear' | 'mnist' | 'mnist-resnet';
+  model: 'linear' | 'mnist' | 'mnist-resnet' | 'mnist-resnet-full';
   inputs: number;
   outputs: number;
   /** Every worker's service time per request (a sleep: it stands for accelerator time and holds the worker, not a CPU). */
@@ -188,6 +190,7 @@ export interface Comparison {
 
 interface Workload {
   encoder?: 'sum' | 'concat';
+  canvas?: CanvasName;
   dataSpec: string;
   paritySpec: (k: number) => string;
   sample: (i: number) => Float32Array;
@@ -206,20 +209,21 @@ async function workload(o: ComparisonOptions): Promise<Workload> {
   // A shipped MNIST model and its parity models (trained with `kintsugi parm train`), on the test set.
   const { loadDatasets, inputSpec, gather } = await import('../parm/data.js');
   const { loadModelFile } = await import('@kintsugi/cuda-core/nn');
-  const resnet = o.model === 'mnist-resnet';
+  const full = o.model === 'mnist-resnet-full', resnet = full || o.model === 'mnist-resnet';
   const name = resnet ? 'mnist-resnet' : 'mnist-mlp';
-  const parityName = (k: number) => (resnet ? `${name}-parity-concat-k${k}` : `${name}-parity-k${k}`);
+  const parityName = (k: number) => (full ? `${name}-parity-full-k${k}` : resnet ? `${name}-parity-concat-k${k}` : `${name}-parity-k${k}`);
   const deployed = join(pkgDir, `models/${name}.safetensors`);
   const { metadata } = await loadModelFile(deployed);
   const { test, note } = await loadDatasets('mnist');
   const spec = inputSpec(metadata, 'mnist');
   return {
     encoder: resnet ? 'concat' : 'sum',
+    canvas: full ? 'full' : undefined,
     dataSpec: `file:${deployed}#${name}`,
     paritySpec: (k) => `file:${join(pkgDir, `models/${parityName(k)}.safetensors`)}#${parityName(k)}`,
     sample: (i) => gather(test, [i % test.count], spec),
     label: (i) => test.labels[i % test.count],
-    dataset: `${note}; ${name} and its ${resnet ? 'concatenation' : 'sum'}-encoder parity models from models/`,
+    dataset: `${note}; ${name} and its ${full ? 'full-canvas concatenation' : resnet ? 'concatenation' : 'sum'}-encoder parity models from models/`,
   };
 }
 
@@ -236,7 +240,7 @@ function checkOptions(o: ComparisonOptions): Approach[] {
   int(o.repeat, '--repeat', 1, 100);
   int(o.warmup, '--warmup', 0, 1_000_000);
   if (o.aggregate !== 'median' && o.aggregate !== 'pooled') throw new RangeError(expected('--aggregate', "'median' or 'pooled'", o.aggregate));
-  if (o.model !== 'linear' && o.model !== 'mnist' && o.model !== 'mnist-resnet') throw new RangeError(expected('--model', "'linear', 'mnist' or 'mnist-resnet'", o.model));
+  if (!['linear', 'mnist', 'mnist-resnet', 'mnist-resnet-full'].includes(o.model)) throw new RangeError(expected('--model', "'linear', 'mnist', 'mnist-resnet' or 'mnist-resnet-full'", o.model));
   num(o.delayMs, '--delay-ms', 0);
   num(o.slowProbability, '--slow-prob', 0, 1);
   num(o.slowMs, '--slow-ms', 0);
@@ -259,6 +263,10 @@ function checkOptions(o: ComparisonOptions): Approach[] {
     int(o.crashWorker, '--crash-worker', 0, Math.min(...approaches.map((a) => (a.kind === 'parm' ? a.k : a.workers))) - 1);
   }
   if (o.slowWorkers !== 'all') for (const w of o.slowWorkers) int(w, '--slow-workers', 0, most - 1);
+  const unshipped = approaches.find((a) => a.kind === 'parm' && a.k !== 2);
+  if (o.model === 'mnist-resnet-full' && unshipped) {
+    throw new RangeError(expected('--approaches', 'parm-k2 as the only ParM approach with --model mnist-resnet-full (the shipped full-canvas parity model is k = 2)', `parm-k${unshipped.kind === 'parm' ? unshipped.k : ''}`, true));
+  }
   return approaches;
 }
 
@@ -270,7 +278,7 @@ function frontendFor(a: Approach, o: ComparisonOptions, w: Workload): CodedFront
   };
   const common: Partial<CodedFrontendOptions> = { batchSize: o.batchSize, fillTimeoutMs: o.fillTimeoutMs, rebalanceAfterMs: o.rebalanceMs, requestTimeoutMs: o.requestTimeoutMs };
   if (a.kind === 'parm') {
-    return new CodedFrontend({ ...common, rebalanceAfterMs: o.parmRebalanceMs ?? Infinity, k: a.k, r: 1, encoder: w.encoder, data: Array.from({ length: a.k }, (_, i) => spec(i, w.dataSpec)), parity: [spec(a.k, w.paritySpec(a.k))] });
+    return new CodedFrontend({ ...common, rebalanceAfterMs: o.parmRebalanceMs ?? Infinity, k: a.k, r: 1, encoder: w.encoder, canvas: w.canvas, data: Array.from({ length: a.k }, (_, i) => spec(i, w.dataSpec)), parity: [spec(a.k, w.paritySpec(a.k))] });
   }
   const data = Array.from({ length: a.workers }, (_, i) => spec(i, w.dataSpec));
   const redundancy = a.kind === 'replicate' ? { mode: 'replicate' as const, copies: o.copies } : a.kind === 'hedge' ? { mode: 'hedge' as const, quantile: o.hedgeQuantile } : undefined;
@@ -404,7 +412,8 @@ and writes <out>/<name>.{json,csv,md} and <name>-tail.svg.
                          or percentiles over all runs' queries together (pooled)
   --warmup N             unmeasured queries before each run (200)
   --model NAME           linear (exact parity; --inputs 64 --outputs 10), or with accuracy the shipped MNIST
-                         mnist (MLP, sum-encoder parity models) or mnist-resnet (concatenation encoder)
+                         mnist (MLP, sum-encoder parity models), mnist-resnet (concatenation encoder) or
+                         mnist-resnet-full (its full-canvas k = 2 parity model: parm-k2 only)
   --delay-ms D           service time of every request on every worker (10)
   --slow-prob P          a request on a slowed worker is slowed with probability P (0.005) …
   --slow-ms S            … by S ms (100); --slow-workers all|0,2,… picks the slowed workers (all)

@@ -181,7 +181,8 @@ describe('loadgen command line', () => {
   it('checks the options before starting anything', async () => {
     await expect(runComparison({ approaches: ['parm-k2', 'equal-3'], crashAtS: 1, crashWorker: 2 })).rejects.toThrow('Expected an integer in [0, 1] for --crash-worker but received 2');
     await expect(runComparison({ repeat: 0 })).rejects.toThrow('Expected an integer in [1, 100] for --repeat but received 0');
-    await expect(runComparison({ model: 'resnet' as never })).rejects.toThrow('Expected \'linear\', \'mnist\' or \'mnist-resnet\' for --model but received "resnet"');
+    await expect(runComparison({ model: 'resnet' as never })).rejects.toThrow('Expected \'linear\', \'mnist\', \'mnist-resnet\' or \'mnist-resnet-full\' for --model but received "resnet"');
+    await expect(runComparison({ model: 'mnist-resnet-full', approaches: ['parm-k4', 'equal-5'] })).rejects.toThrow('Expected parm-k2 as the only ParM approach with --model mnist-resnet-full (the shipped full-canvas parity model is k = 2) for --approaches but received parm-k4');
     await expect(runComparison({ slowWorkers: [7] })).rejects.toThrow('Expected an integer in [0, 2] for --slow-workers but received 7');
   });
 });
