@@ -84,6 +84,7 @@ export function concatGrid(k: number): [rows: number, cols: number] {
 export function concatEncode(queries: Float32Array[], imageShape: readonly [number, number, number], grid?: readonly [number, number], canvas: CanvasName = 'same'): Float32Array {
   const k = queries.length;
   const [gridRows, gridCols] = grid ? checkGrid(grid, k) : concatGrid(k);
+  if (!(canvasNames as readonly string[]).includes(canvas)) throw new RangeError(expected('canvas', canvasNames.join(' | '), canvas));
   const [c, h, w] = imageShape;
   if (!(h >= gridRows && w >= gridCols)) throw new RangeError(expected('imageShape', `at least ${gridRows} rows and ${gridCols} columns`, `[${imageShape}]`, true));
   const px = c * h * w;

@@ -159,6 +159,7 @@ describe('concatenation encoder', () => {
     expect(new ParityCode({ k: 2, encoder: 'concat', canvas: 'full' }).spec.canvas).toBe('full');
     expect(new ParityCode({ k: 2, encoder: 'concat' }).spec).not.toHaveProperty('canvas'); // the default is not written
     expect(() => new ParityCode({ k: 2, encoder: 'concat', canvas: 'big' as 'full' })).toThrow('Expected same | full for canvas but received "big"');
+    expect(() => concatEncode([new Float32Array(4), new Float32Array(4)], [1, 2, 2], undefined, 'wide' as 'full')).toThrow('Expected same | full for canvas but received "wide"');
     expect(() => new ParityCode({ k: 2, canvas: 'full' })).toThrow(/nothing for a summation code \(canvases are for concatenation\) for canvas/);
   });
 
