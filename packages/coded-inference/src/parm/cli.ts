@@ -285,13 +285,13 @@ async function runEval(o: ParmEvalArgs): Promise<void> {
   say(`| deployed model (all available) | – | 0 | ${pct(out.deployedAccuracy)} | – | – |`);
   say(`| default prediction (class ${major.label}, most frequent in training) | – | 1 | ${pct(majorityHits / test.count)} | – | – |`);
   // Group parity files into codes: the rows of one r > 1 code (same k, encoder, coefficients,
-  // different parity index) are evaluated together; any other file is a code of its own.
+  // tiling, different parity index) are evaluated together; any other file is a code of its own.
   const codes: { key: string; code: ParityCode; models: (Module | null)[]; names: string[] }[] = [];
   for (const file of o.parity) {
     const p = await loadParityModel(file);
     if (o.k !== undefined && p.parm.k !== o.k) throw new UsageError(`Expected k = ${o.k} for --parity ${file} but received k = ${p.parm.k}`);
     if (p.parm.dataset && p.parm.dataset !== o.dataset) throw new UsageError(`Expected a parity model for ${o.dataset} for --parity ${file} but received one for ${p.parm.dataset}`);
-    const key = JSON.stringify([p.parm.k, p.parm.encoder, p.parm.coefficients]);
+    const key = JSON.stringify([p.parm.k, p.parm.encoder, p.parm.coefficients, p.code.grid, p.code.canvas]);
     let entry = codes.find((c) => c.key === key && c.models[p.parm.parityIndex] === null);
     if (!entry) codes.push((entry = { key, code: p.code, models: new Array<Module | null>(p.code.r).fill(null), names: [] }));
     entry.models[p.parm.parityIndex] = p.model;
@@ -300,7 +300,7 @@ async function runEval(o: ParmEvalArgs): Promise<void> {
   for (const { code, models, names } of codes) {
     for (const r of await evaluateParm(out, code, models, { seed: o.seed })) {
       const avail = models.filter(Boolean).length;
-      say(`| ParM ${code.encoder}, r=${avail} (${names.join(', ')}) | ${r.k} | ${r.lost} of ${r.k} | ${pct(r.accuracy)} | ${pct(r.agreement)} | ${r.reconstructed} |`);
+      say(`| ParM ${code.encoder}${code.canvas === 'full' ? ' (full canvas)' : ''}, r=${avail} (${names.join(', ')}) | ${r.k} | ${r.lost} of ${r.k} | ${pct(r.accuracy)} | ${pct(r.agreement)} | ${r.reconstructed} |`);
     }
   }
   if (o.berrutK > 0) {
