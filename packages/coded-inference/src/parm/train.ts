@@ -100,6 +100,7 @@ export function scaleHeadForCanvas(model: Module, code: ParityCode, t = 0): void
   if (n < 2 || layers[n - 1].type !== 'Linear' || layers[n - 2].type !== 'GlobalAvgPool2d') {
     throw new RangeError(`A full-canvas concatenation code needs a model that ends in GlobalAvgPool2d and Linear (fully convolutional, any input size); this one ends in ${layers.slice(-2).map((l) => l.type).join(', ') || 'nothing'}`);
   }
+  if (code.canvas !== 'full') throw new RangeError(`Expected a full-canvas concatenation code for scaleHeadForCanvas but received a ${code.encoder} code${code.canvas ? ` with a '${code.canvas}' canvas` : ''}`);
   const [rows, cols] = code.grid!;
   const state = model.stateDict();
   const weight = state.get(`${n - 1}.weight`)!.data, bias = state.get(`${n - 1}.bias`)?.data;
@@ -164,7 +165,7 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
   const t = o.parityIndex ?? 0;
   const k = code.k;
   const seed = o.seed ?? 1;
-  const shape = input.shape;
+  const shape = input.shape, queryShape = code.queryShape(shape);
   const px = shape[0] * shape[1] * shape[2];
   const batchSize = o.batchSize ?? (k === 2 ? 64 : 32);
   const ceWeight = o.reconstructionWeight ?? 0;
@@ -240,7 +241,7 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
       const x = await code.encode(members, t, shape);
       const target = code.encodeOutputs(outs, t);
       opt.zeroGrad();
-      const y = await model.forward(new Tensor(x, [batchSize, ...code.queryShape(shape)]));
+      const y = await model.forward(new Tensor(x, [batchSize, ...queryShape]));
       let { loss, grad } = mse(y, new Tensor(target, [batchSize, classes]));
       if (ceWeight > 0) loss += addReconstructionLoss(y.contiguousData(), target, outs, labels, code.coefficients[t], classes, ceWeight, grad.data);
       await model.backward(grad);

@@ -265,7 +265,7 @@ function checkOptions(o: ComparisonOptions): Approach[] {
   if (o.slowWorkers !== 'all') for (const w of o.slowWorkers) int(w, '--slow-workers', 0, most - 1);
   const unshipped = approaches.find((a) => a.kind === 'parm' && a.k !== 2);
   if (o.model === 'mnist-resnet-full' && unshipped) {
-    throw new RangeError(expected('--approaches', 'parm-k2 as the only ParM approach with --model mnist-resnet-full (the shipped full-canvas parity model is k = 2)', `parm-k${unshipped.kind === 'parm' ? unshipped.k : ''}`, true));
+    throw new RangeError(expected('--approaches', 'parm-k2 as the only ParM approach with --model mnist-resnet-full (the shipped full-canvas parity model is k = 2)', unshipped.name, true));
   }
   return approaches;
 }

@@ -38,6 +38,8 @@ describe('full-canvas concatenation', () => {
     const b = deployed.stateDict().get('7.bias')!.data;
     const base = (await deployed.forward(x)).contiguousData(), scaled = (await parity.forward(x)).contiguousData();
     for (let i = 0; i < base.length; i++) expect(scaled[i]).toBeCloseTo(4 * (base[i] - b[i % 10]) + 3 * b[i % 10], 4);
+    expect(() => scaleHeadForCanvas(parity, new ParityCode({ k: 2, encoder: 'concat' }))).toThrow("Expected a full-canvas concatenation code for scaleHeadForCanvas but received a concat code with a 'same' canvas");
+    expect(() => scaleHeadForCanvas(parity, new ParityCode({ k: 2 }))).toThrow('Expected a full-canvas concatenation code for scaleHeadForCanvas but received a sum code');
     expect(() => scaleHeadForCanvas(parityModelLike(mlp(), 'random'), code)).toThrow('A full-canvas concatenation code needs a model that ends in GlobalAvgPool2d and Linear (fully convolutional, any input size); this one ends in ReLU, Linear');
   });
 
