@@ -63,6 +63,45 @@ TEST(concurrent_callers_are_serialised_safely) {
   kintsugi::set_num_threads(kintsugi::cpu_info().logical_cores);
 }
 
+TEST(parallel_tasks_runs_every_task_once_with_late_or_sleeping_workers) {
+  // Spin 0: workers sleep between jobs, so most of these small jobs finish on the caller before a
+  // worker wakes; a late worker must then neither run a task twice nor be waited for, and must
+  // still take part in the next job correctly. 4 threads on any machine exercise the release.
+  kintsugi::set_num_threads(4);
+  const int saved_spin = kintsugi::spin_us();
+  for (int spin : {0, 1000}) {
+    kintsugi::set_spin_us(spin);
+    for (int64_t tasks : {0, 1, 2, 3, 5, 64, 1000}) {
+      for (int rep = 0; rep < 200; ++rep) {
+        std::vector<std::atomic<int>> hits(size_t(tasks > 0 ? tasks : 1));
+        for (auto& h : hits) h = 0;
+        kintsugi::parallel_tasks(4, tasks, [&](int64_t t) { hits[size_t(t)]++; });
+        for (int64_t t = 0; t < tasks; ++t) CHECK(hits[size_t(t)] == 1) << "spin=" << spin << " tasks=" << tasks << " t=" << t;
+        // Interleave the statically split kind: every worker's share must still run.
+        std::atomic<int64_t> total{0};
+        kintsugi::parallel_for(97, 1, [&](int64_t b, int64_t e) { total += e - b; });
+        CHECK(total == 97);
+      }
+    }
+  }
+  // Nested inside a pool task: inline, still exactly once.
+  std::atomic<int64_t> total{0};
+  kintsugi::parallel_tasks(4, 8, [&](int64_t) { kintsugi::parallel_tasks(4, 10, [&](int64_t) { total++; }); });
+  CHECK(total == 80);
+  // Exceptions reach the caller.
+  bool caught = false;
+  try {
+    kintsugi::parallel_tasks(4, 100, [&](int64_t t) {
+      if (t == 57) throw kintsugi::Error(kintsugi::ErrorKind::Range, "task 57");
+    });
+  } catch (const kintsugi::Error& e) {
+    caught = std::string(e.what()) == "task 57";
+  }
+  CHECK(caught);
+  kintsugi::set_spin_us(saved_spin);
+  kintsugi::set_num_threads(kintsugi::cpu_info().logical_cores);
+}
+
 TEST(cpu_detection_is_consistent) {
   const auto& c = kintsugi::cpu_info();
   CHECK(c.logical_cores >= 1);

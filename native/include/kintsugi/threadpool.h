@@ -21,6 +21,11 @@ void set_spin_us(int us);  // 0 .. 1,000,000
 // Split [0, n) into chunks of at least `grain` items and run fn(begin, end) on them in parallel.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// Run fn(task) for every task in [0, tasks) on up to `threads` threads taking tasks from a shared
+// counter. Workers that have not picked the job up by the time the tasks run out are not waited
+// for, so a small job never pays for waking a sleeping worker.
+void parallel_tasks(int threads, int64_t tasks, const std::function<void(int64_t)>& fn);
+
 // Run fn(thread_index, thread_count) once on each of `threads` threads (<= num_threads()).
 void parallel_run(int threads, const std::function<void(int, int)>& fn);
 

@@ -312,7 +312,7 @@ void direct_forward_avx512(const Conv2dParams& p, const float* x, const float* p
     } else {
       float* xp = t_padded.get(size_t(planes * plane));
       if (threads > 1 && planes * plane > (1 << 16)) {
-        parallel_run(threads, [&](int t, int nt) { pad_planes(p, pl.hp, pl.wp, x, xp, planes * t / nt, planes * (t + 1) / nt); });
+        parallel_tasks(threads, threads, [&](int64_t t) { pad_planes(p, pl.hp, pl.wp, x, xp, planes * t / threads, planes * (t + 1) / threads); });
       } else {
         pad_planes(p, pl.hp, pl.wp, x, xp, 0, planes);
       }
@@ -341,15 +341,7 @@ void direct_forward_avx512(const Conv2dParams& p, const float* x, const float* p
   pl.row_groups = (pl.oh + pl.rows_per_group - 1) / pl.rows_per_group;
   const int64_t tasks = outer * pl.row_groups;
 
-  if (threads <= 1 || tasks == 1) {
-    for (int64_t t = 0; t < tasks; ++t) run_task(pl, packed, bias, y, t);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  parallel_run(int(std::min<int64_t>(threads, tasks)), [&](int, int) {
-    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < tasks; t = next.fetch_add(1, std::memory_order_relaxed))
-      run_task(pl, packed, bias, y, t);
-  });
+  parallel_tasks(threads, tasks, [&](int64_t t) { run_task(pl, packed, bias, y, t); });
 }
 
 }  // namespace conv_internal

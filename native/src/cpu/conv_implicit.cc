@@ -17,7 +17,6 @@
 // problem with few pixel blocks is also split over output channels so that batch 1 uses every
 // thread.
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -368,15 +367,7 @@ void implicit_gemm_forward(const Conv2dParams& p, const float* x, const float* w
   pl.m_tasks = (pl.geo.kg + pl.m_task - 1) / pl.m_task;
   const int64_t tasks = outer * pl.m_tasks;
 
-  if (threads <= 1 || tasks == 1) {
-    for (int64_t t = 0; t < tasks; ++t) run_task(pl, x, w, bias, y, t);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  parallel_run(int(std::min<int64_t>(threads, tasks)), [&](int, int) {
-    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < tasks; t = next.fetch_add(1, std::memory_order_relaxed))
-      run_task(pl, x, w, bias, y, t);
-  });
+  parallel_tasks(threads, tasks, [&](int64_t t) { run_task(pl, x, w, bias, y, t); });
 }
 
 }  // namespace conv_internal

@@ -16,7 +16,6 @@
 // 1x1 stride 1), dW'_g = dY_g^T . col_g summed over row blocks, then reordered to the weight
 // layout; db the column sums of dY.
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -340,15 +339,7 @@ void nhwc_forward(const Conv2dParams& p, const float* x, const float* w, const f
       }
     }
   };
-  if (threads <= 1 || tasks == 1) {
-    for (int64_t t = 0; t < tasks; ++t) run_task(t);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  parallel_run(int(std::min<int64_t>(threads, tasks)), [&](int, int) {
-    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < tasks; t = next.fetch_add(1, std::memory_order_relaxed))
-      run_task(t);
-  });
+  parallel_tasks(threads, tasks, [&](int64_t t) { run_task(t); });
 }
 
 void nhwc_backward_data(const Conv2dParams& p, const float* dy, const float* w, float* dx) {

@@ -96,8 +96,8 @@ void backward_impl(const EmbeddingBagArgs& a, const float* grad_out, float scale
   }
   // Narrow rows: task t owns the rows of every threads-th group of 16 rows (group-cyclic, so a skewed
   // (Zipf) index distribution still spreads, and neighbouring rows rarely change owner mid-line).
-  parallel_run(threads, [&](int t, int count) {
-    auto mine = [t, count](int64_t row) { return (row / kLineFloats) % count == t; };
+  parallel_tasks(threads, threads, [&](int64_t t) {
+    auto mine = [t, threads](int64_t row) { return (row / kLineFloats) % threads == t; };
     scatter(a, grad_out, scale, grad_table, 0, dim, mine);
   });
 }

@@ -564,7 +564,10 @@ void scale_c(const Problem& P) {
 int thread_count(double flops, int64_t parts) { return int(std::min<int64_t>(flops < 4.0e6 ? 1 : num_threads(), parts)); }
 
 // Runs range(lo, hi) over [0, total) split into near-equal runs of whole `unit`s, one per thread
-// (on the calling thread alone when one thread is enough).
+// (on the calling thread alone when one thread is enough). The runs are taken as tasks: when a
+// worker is still asleep once the caller has finished its run, the caller goes on with the next
+// one rather than waiting for the wake-up (which takes longer than the run, or it would have
+// woken first).
 template <typename Range>
 void split_range(double flops, int64_t total, int64_t unit, const Range& range) {
   const int64_t units = (total + unit - 1) / unit;
@@ -573,7 +576,7 @@ void split_range(double flops, int64_t total, int64_t unit, const Range& range) 
     range(0, total);
     return;
   }
-  parallel_run(threads, [&](int t, int count) { range(units * t / count * unit, std::min(total, units * (t + 1) / count * unit)); });
+  parallel_tasks(threads, threads, [&](int64_t t) { range(units * t / threads * unit, std::min(total, units * (t + 1) / threads * unit)); });
 }
 
 void run(const Problem& P) {
@@ -596,9 +599,7 @@ void run(const Problem& P) {
       if (threads <= 1) {
         for (int64_t s = 0; s < segments; ++s) stream_segment(P, cfg, s, segments, parts + s * P.m * P.n);
       } else {
-        parallel_run(threads, [&](int t, int count) {
-          for (int64_t s = t; s < segments; s += count) stream_segment(P, cfg, s, segments, parts + s * P.m * P.n);
-        });
+        parallel_tasks(threads, segments, [&](int64_t s) { stream_segment(P, cfg, s, segments, parts + s * P.m * P.n); });
       }
       reduce_segments(P, parts, segments);
       return;

@@ -101,7 +101,10 @@ class ThreadPool {
     }
   }
 
-  void run(int threads, const std::function<void(int, int)>& fn) {
+  // helpers_optional: fn shares its work out dynamically, so once the caller's fn(0, ...) returns
+  // nothing is left for workers that have not taken the job yet; they are released instead of
+  // waited for. A worker asleep on a VM can take ~0.3 ms to wake, longer than a small kernel.
+  void run(int threads, const std::function<void(int, int)>& fn, bool helpers_optional = false) {
     std::lock_guard<std::mutex> job_lock(job_mutex_);  // one job at a time
     threads = std::max(1, std::min(threads, size()));
     if (threads == 1) {
@@ -113,6 +116,7 @@ class ThreadPool {
       job_ = &fn;
       job_threads_ = threads;
       pending_.store(threads - 1, std::memory_order_relaxed);
+      started_ = 0;
       error_ = nullptr;
       generation_.fetch_add(1, std::memory_order_release);
     }
@@ -125,6 +129,13 @@ class ThreadPool {
       if (!error_) error_ = std::current_exception();
     }
     t_inside_pool_task = false;
+    if (helpers_optional) {
+      // Under the lock that workers take the job under: each one either started it (and is
+      // waited for) or will find no job.
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_.fetch_sub(threads - 1 - started_, std::memory_order_acq_rel);
+      job_ = nullptr;
+    }
     spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; }, spin_budget());
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [this] { return pending_.load(std::memory_order_relaxed) == 0; });
@@ -158,6 +169,7 @@ class ThreadPool {
         seen = generation_.load(std::memory_order_relaxed);
         job = job_;
         threads = job_threads_;
+        if (job != nullptr && index < threads) ++started_;
       }
       if (job == nullptr || index >= threads) continue;
       std::exception_ptr error;
@@ -194,6 +206,7 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   const std::function<void(int, int)>* job_ = nullptr;
   int job_threads_ = 1;
+  int started_ = 0;  // workers that took the current job (under mutex_)
   std::exception_ptr error_;
 };
 
@@ -229,6 +242,21 @@ void parallel_run(int threads, const std::function<void(int, int)>& fn) {
   pool().run(threads, fn);
 }
 
+void parallel_tasks(int threads, int64_t tasks, const std::function<void(int64_t)>& fn) {
+  if (tasks <= 0) return;
+  threads = int(std::min<int64_t>(threads, tasks));
+  if (t_inside_pool_task || threads <= 1) {
+    ThreadPool::run_inline([&](int, int) {
+      for (int64_t t = 0; t < tasks; ++t) fn(t);
+    });
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  pool().run(threads, [&](int, int) {
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < tasks; t = next.fetch_add(1, std::memory_order_relaxed)) fn(t);
+  }, /*helpers_optional=*/true);
+}
+
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
@@ -238,9 +266,10 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     ThreadPool::run_inline([&](int, int) { fn(0, n); });
     return;
   }
-  // Contiguous, balanced ranges: each thread touches one slice of memory.
-  parallel_run(threads, [&](int t, int count) {
-    int64_t begin = n * t / count, end = n * (t + 1) / count;
+  // Contiguous, balanced ranges: each thread touches one slice of memory. Taken as tasks, so a
+  // caller done with its range before a sleeping worker wakes runs the next range itself.
+  parallel_tasks(threads, threads, [&](int64_t t) {
+    int64_t begin = n * t / threads, end = n * (t + 1) / threads;
     if (begin < end) fn(begin, end);
   });
 }
