@@ -70,7 +70,7 @@ function plan(x: unknown, w: unknown, bias: unknown, options: unknown) {
     y = checkTensor(out, 'options.out', ['float32'], 4);
     if (!y.isContiguous || y.shape.some((d, i) => d !== shape[i])) throw rangeError('options.out', `a contiguous Tensor of shape [${shape}]`, `shape [${y.shape}]${y.isContiguous ? '' : ' (not contiguous)'}`, true);
   } else {
-    y = Tensor.zeros(shape, 'float32');
+    y = Tensor.empty(shape, 'float32');
   }
   return { p, x: X.contiguousData(), w: W ? W.contiguousData() : null, packed: packed ? packed.data() : null, b: B ? B.contiguousData() : null, y };
 }

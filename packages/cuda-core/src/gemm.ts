@@ -65,7 +65,7 @@ export function gemmPlan(a: unknown, b: unknown, options: unknown): GemmPlan {
     if (out.shape[0] !== m || out.shape[1] !== n) throw rangeError('options.out', `shape [${m}, ${n}]`, `shape [${out.shape}]`, true);
   } else {
     if (beta !== 0) throw rangeError('options.beta', '0 when no options.out is given', beta);
-    out = Tensor.zeros([m, n], 'float32');
+    out = Tensor.empty([m, n], 'float32');
   }
   const opA = operand(A), opB = operand(B);
   const ta = transA !== opA.transposed, tb = transB !== opB.transposed;
@@ -192,7 +192,7 @@ export class PackedWeights {
       if (!out.isContiguous) throw rangeError('options.out', 'a contiguous Tensor', `strides [${out.strides}]`, true);
     } else {
       if (beta !== 0) throw rangeError('options.beta', '0 when no options.out is given', beta);
-      out = Tensor.zeros([m, this.n], 'float32');
+      out = Tensor.empty([m, this.n], 'float32');
     }
     const op = operand(X);
     return { args: ['row', op.transposed, m, alpha, op.data, op.ld, this.#handle, beta, out.contiguousData(), Math.max(1, this.n)], out };

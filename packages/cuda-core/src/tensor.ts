@@ -73,6 +73,21 @@ export class Tensor<D extends DType = DType> {
     return new Tensor(new Ctor(product(dims)) as TypedArrayOf<D>, dims);
   }
 
+  /**
+   * A tensor whose contents are undefined until written (no zero fill): for outputs that a kernel
+   * overwrites whole. Large zeroed arrays cost a memset, or a page fault per 4 KiB of fresh
+   * memory; an uninitialised one reuses memory the allocator already holds as it is.
+   */
+  static empty<D extends DType = 'float32'>(shape: readonly number[], dtype: D = 'float32' as D): Tensor<D> {
+    const dims = shapeArray(shape, 'shape');
+    const Ctor = constructors[dtype as DType];
+    if (!Ctor) throw typeError('dtype', "one of 'float32' | 'float64' | 'int32' | 'uint8'", dtype);
+    const n = product(dims);
+    // Below a page, zero-filling costs nothing next to the kernel that fills it.
+    if (n * Ctor.BYTES_PER_ELEMENT < 4096) return new Tensor(new Ctor(n) as TypedArrayOf<D>, dims);
+    return new Tensor(new Ctor(Buffer.allocUnsafeSlow(n * Ctor.BYTES_PER_ELEMENT).buffer, 0, n) as TypedArrayOf<D>, dims);
+  }
+
   static from<D extends DType>(data: TypedArrayOf<D>, shape?: readonly number[]): Tensor<D> {
     return new Tensor(data, shape);
   }

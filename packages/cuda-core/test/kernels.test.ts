@@ -196,6 +196,52 @@ describe('conv2d', () => {
   });
 });
 
+describe('outputs the kernels allocate', () => {
+  // gemm and conv2d give their fresh outputs uninitialised (Tensor.empty): every element must be
+  // written. An output pre-filled with NaN shows it: the results must equal, bit for bit.
+  const nanLike = (shape: readonly number[]) => {
+    const t = Tensor.empty(shape);
+    t.data.fill(NaN);
+    return t;
+  };
+  it('Tensor.empty: shape, dtype and length; small ones zeroed; bad dtype refused', () => {
+    for (const dtype of ['float32', 'float64', 'int32', 'uint8'] as const) {
+      const t = Tensor.empty([33, 65], dtype);
+      expect(t.shape).toEqual([33, 65]);
+      expect(t.dtype).toBe(dtype);
+      expect(t.data.length).toBe(33 * 65);
+    }
+    expect(Array.from(Tensor.empty([3, 5]).data)).toEqual(new Array(15).fill(0));
+    expect(Tensor.empty([0, 7]).data.length).toBe(0);
+    expect(() => Tensor.empty([2, 2], 'float16' as never)).toThrow(/dtype/);
+    expect(() => Tensor.empty([2, -1])).toThrow(/shape/);
+  });
+  it('gemm, PackedWeights and conv2d write every element of a fresh output', async () => {
+    const a = Tensor.random([70, 90], 1), b = Tensor.random([90, 130], 2);
+    const ref = await gemm(a, b);
+    expect(Array.from(ref.data)).toEqual(Array.from((await gemm(a, b, { out: nanLike([70, 130]) })).data));
+    const packed = new PackedWeights(b);
+    expect(Array.from(packed.matmulSync(a).data)).toEqual(Array.from(ref.data));
+    packed.dispose();
+    for (const c of [
+      { x: [2, 6, 20, 20], w: [16, 6, 3, 3], o: { padding: 1 } },
+      { x: [2, 8, 21, 21], w: [32, 8, 1, 1], o: { stride: 2 } },
+      { x: [1, 8, 30, 30], w: [8, 1, 3, 3], o: { groups: 8, padding: 1 } },
+      { x: [2, 4, 17, 17], w: [6, 2, 3, 3], o: { groups: 2 } },
+    ]) {
+      const x = Tensor.random(c.x, 3), w = Tensor.random(c.w, 4), bias = Tensor.random([c.w[0]], 5);
+      const y = await conv2d(x, w, bias, c.o);
+      expect(y.data.length * 4).toBeGreaterThanOrEqual(4096);
+      const want = Array.from((await conv2d(x, w, bias, { ...c.o, out: nanLike(y.shape) })).data);
+      expect(Array.from(y.data)).toEqual(want);
+      const pw = new PackedConv2dWeights(w, c.o);
+      // (its own kernel: another summation order than conv2d's, so compared with itself)
+      expect(Array.from((await pw.forward(x, bias)).data)).toEqual(Array.from((await pw.forward(x, bias, { out: nanLike(y.shape) })).data));
+      pw.dispose();
+    }
+  });
+});
+
 describe('PackedConv2dWeights', () => {
   const cases = [
     { name: '3x3 pad 1, odd width, 48 channels', x: [2, 5, 7, 13], w: [48, 5, 3, 3], o: { padding: 1 } },
