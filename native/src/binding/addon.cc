@@ -20,8 +20,10 @@
 #include "kintsugi/conv.h"
 #include "kintsugi/cpu.h"
 #include "kintsugi/device.h"
+#include "kintsugi/elementwise.h"
 #include "kintsugi/embedding.h"
 #include "kintsugi/gemm.h"
+#include "kintsugi/norm.h"
 #include "kintsugi/parity.h"
 #include "kintsugi/reed_solomon.h"
 #include "kintsugi/threadpool.h"
@@ -822,6 +824,117 @@ Napi::Value EmbeddingBagBackward(const Napi::CallbackInfo& info) {
   });
 }
 
+// reluForward(async, x, y): y = max(x, +0) elementwise.
+Napi::Value ReluForward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto X = a.array<float>(0, "x"), Y = a.array<float>(1, "y");
+    check_min_length(Y, X.length);
+    check_no_overlap(Y, X);
+    const float* x = X.data;
+    float* y = Y.data;
+    const int64_t n = X.length;
+    return Job{[x, n, y] { relu_forward(x, n, y); }, Y.value, {X.value, Y.value}};
+  });
+}
+
+// reluBackward(async, dy, y, dx): dx = dy * (y > 0) + 0.
+Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto DY = a.array<float>(0, "dy"), Y = a.array<float>(1, "y"), DX = a.array<float>(2, "dx");
+    check_min_length(Y, DY.length);
+    check_min_length(DX, DY.length);
+    check_no_overlap(DX, DY);
+    check_no_overlap(DX, Y);
+    const float *dy = DY.data, *y = Y.data;
+    float* dx = DX.data;
+    const int64_t n = DY.length;
+    return Job{[dy, y, n, dx] { relu_backward(dy, y, n, dx); }, DX.value, {DY.value, Y.value, DX.value}};
+  });
+}
+
+// addInto(async, a, b): a += b (a and b of the same length; b must not overlap a).
+Napi::Value AddInto(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args args(info, 1);
+    auto A = args.array<float>(0, "a"), B = args.array<float>(1, "b");
+    if (A.length != B.length) throw_expected(ErrorKind::Range, std::to_string(A.length) + " elements (as a)", "b", std::to_string(B.length));
+    check_no_overlap(A, B);
+    float* a = A.data;
+    const float* b = B.data;
+    const int64_t n = A.length;
+    return Job{[a, b, n] { add_into(a, b, n); }, A.value, {A.value, B.value}};
+  });
+}
+
+// Reads (n, c, hw, eps, momentum, training) starting at argument `i` and checks them.
+BatchNormArgs read_batch_norm(const Args& a, size_t i) {
+  BatchNormArgs b;
+  b.n = a.integer(i, "n", 0, kMaxDim);
+  b.c = a.integer(i + 1, "c", 1, kMaxDim);
+  b.hw = a.integer(i + 2, "hw", 0, kMaxDim);
+  if (double(b.n) * double(b.c) * double(b.hw) > 9.0e15) throw_expected(ErrorKind::Range, "a tensor below 2^53 elements", "n x c x hw", "larger");
+  b.eps = a.number(i + 3, "eps");
+  b.momentum = a.number(i + 4, "momentum");
+  b.training = a.boolean(i + 5, "training");
+  check_batch_norm(b);
+  return b;
+}
+
+// batchNormForward(async, x, n, c, hw, eps, momentum, training, gamma, beta, runningMean, runningVar, xhat, y, invStd)
+Napi::Value BatchNormForward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto X = a.array<float>(0, "x");
+    BatchNormArgs b = read_batch_norm(a, 1);
+    auto G = a.array<float>(7, "gamma"), B = a.array<float>(8, "beta"), RM = a.array<float>(9, "runningMean"), RV = a.array<float>(10, "runningVar");
+    auto XH = a.array<float>(11, "xhat"), Y = a.array<float>(12, "y");
+    auto IS = a.array<double>(13, "invStd");
+    const int64_t size = b.n * b.c * b.hw;
+    check_min_length(X, size);
+    for (auto* p : {&G, &B, &RM, &RV}) check_min_length(*p, b.c);
+    check_min_length(XH, size);
+    check_min_length(Y, size);
+    check_min_length(IS, b.c);
+    check_no_overlap(XH, X);
+    check_no_overlap(Y, X);
+    check_no_overlap(Y, XH);
+    check_no_overlap(RM, RV);
+    const float *x = X.data, *g = G.data, *bt = B.data;
+    float *rm = RM.data, *rv = RV.data, *xh = XH.data, *y = Y.data;
+    double* is = IS.data;
+    return Job{[b, x, g, bt, rm, rv, xh, y, is] { batch_norm_forward(b, x, g, bt, rm, rv, xh, y, is); }, Y.value,
+               {X.value, G.value, B.value, RM.value, RV.value, XH.value, Y.value, IS.value}};
+  });
+}
+
+// batchNormBackward(async, dy, n, c, hw, eps, momentum, training, xhat, gamma, invStd, dgamma, dbeta, dx)
+Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto DY = a.array<float>(0, "dy");
+    BatchNormArgs b = read_batch_norm(a, 1);
+    auto XH = a.array<float>(7, "xhat"), G = a.array<float>(8, "gamma");
+    auto IS = a.array<double>(9, "invStd");
+    auto DG = a.array<float>(10, "dgamma"), DB = a.array<float>(11, "dbeta"), DX = a.array<float>(12, "dx");
+    const int64_t size = b.n * b.c * b.hw;
+    check_min_length(DY, size);
+    check_min_length(XH, size);
+    check_min_length(DX, size);
+    for (auto* p : {&G, &DG, &DB}) check_min_length(*p, b.c);
+    check_min_length(IS, b.c);
+    check_no_overlap(DX, DY);
+    check_no_overlap(DX, XH);
+    check_no_overlap(DG, DB);
+    const float *dy = DY.data, *xh = XH.data, *g = G.data;
+    const double* is = IS.data;
+    float *dg = DG.data, *db = DB.data, *dx = DX.data;
+    return Job{[b, dy, xh, g, is, dg, db, dx] { batch_norm_backward(b, dy, xh, g, is, dg, db, dx); }, DX.value,
+               {DY.value, XH.value, G.value, IS.value, DG.value, DB.value, DX.value}};
+  });
+}
+
 // What every row move starts with (arguments 0..2): the table, its row width and the row indices,
 // copied (they are checked once, and JS may change its array while a job runs).
 struct RowMove {
@@ -954,7 +1067,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
         {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
-        {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages}, {"adviseHugePages", AdviseHugePages},
+        {"reluForward", ReluForward}, {"reluBackward", ReluBackward}, {"addInto", AddInto}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages}, {"adviseHugePages", AdviseHugePages},
         {"sgemmChecked", SgemmChecked}, {"abftGroupWidth", AbftGroupWidth}, {"abftGroupSums", AbftGroupSums}, {"abftRowCheck", AbftRowCheck}, {"sgemmRowChecked", SgemmRowChecked},
         {"_throwNativeError", ThrowNativeError}, {"_setFaultInjection", SetFaultInjection},
     };

@@ -124,6 +124,11 @@ export interface NativeAddon {
   rsEncode: Call<[number, number, Uint8Array[], Uint8Array[]], undefined>;
   rsDecode: Call<[number, number, Uint8Array[], boolean[]], undefined>;
   rsUpdateParity: Call<[number, number, number, Uint8Array, Uint8Array[]], undefined>;
+  reluForward: Call<[Float32Array, Float32Array], Float32Array>;
+  reluBackward: Call<[Float32Array, Float32Array, Float32Array], Float32Array>;
+  addInto: Call<[Float32Array, Float32Array], Float32Array>;
+  batchNormForward: Call<[Float32Array, number, number, number, number, number, boolean, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float64Array], Float32Array>;
+  batchNormBackward: Call<[Float32Array, number, number, number, number, number, boolean, Float32Array, Float32Array, Float64Array, Float32Array, Float32Array, Float32Array], Float32Array>;
   embeddingBagForward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, Float32Array], Float32Array>;
   embeddingBagBackward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, number, Float32Array], Float32Array>;
   gatherRows: Call<[Int32Array, number, Int32Array, number, number, Int32Array], Int32Array>;

@@ -14,6 +14,19 @@ export type AnyTypedArray = Float32Array | Float64Array | Int32Array | Uint8Arra
 
 const constructors = { float32: Float32Array, float64: Float64Array, int32: Int32Array, uint8: Uint8Array } as const;
 
+/**
+ * A typed array of n elements with undefined contents (see Tensor.empty): for arrays the caller
+ * writes whole before reading.
+ */
+export function emptyArray<T extends Float32Array | Float64Array | Int32Array | Uint8Array>(
+  Ctor: { new (n: number): T; new (buffer: ArrayBuffer, offset: number, length: number): T; BYTES_PER_ELEMENT: number },
+  n: number,
+): T {
+  // Below a page, zero-filling costs nothing next to the loop that fills it.
+  if (n * Ctor.BYTES_PER_ELEMENT < 4096) return new Ctor(n);
+  return new Ctor(Buffer.allocUnsafeSlow(n * Ctor.BYTES_PER_ELEMENT).buffer as ArrayBuffer, 0, n);
+}
+
 export function dtypeOf(data: unknown): DType | undefined {
   if (data instanceof Float32Array) return 'float32';
   if (data instanceof Float64Array) return 'float64';
@@ -82,10 +95,7 @@ export class Tensor<D extends DType = DType> {
     const dims = shapeArray(shape, 'shape');
     const Ctor = constructors[dtype as DType];
     if (!Ctor) throw typeError('dtype', "one of 'float32' | 'float64' | 'int32' | 'uint8'", dtype);
-    const n = product(dims);
-    // Below a page, zero-filling costs nothing next to the kernel that fills it.
-    if (n * Ctor.BYTES_PER_ELEMENT < 4096) return new Tensor(new Ctor(n) as TypedArrayOf<D>, dims);
-    return new Tensor(new Ctor(Buffer.allocUnsafeSlow(n * Ctor.BYTES_PER_ELEMENT).buffer, 0, n) as TypedArrayOf<D>, dims);
+    return new Tensor(emptyArray(Ctor as Float32ArrayConstructor, product(dims)) as unknown as TypedArrayOf<D>, dims);
   }
 
   static from<D extends DType>(data: TypedArrayOf<D>, shape?: readonly number[]): Tensor<D> {

@@ -1,10 +1,10 @@
 // The layers. Linear, Conv2d and EmbeddingBag run on the native kernels through ./ops.js; the
 // cheap memory-bound ones (activations, pooling, normalisation) are plain loops here, which the JIT
 // handles well and which keep every backward formula readable next to its forward.
-import { checkTensor, Tensor } from '../tensor.js';
+import { checkTensor, emptyArray, Tensor } from '../tensor.js';
 import { finiteNumber, integer, oneOf, plainObject, rangeError, typeError } from '../validate.js';
 import { Layer, Module, Parameter, type LayerConfig } from './module.js';
-import { addInto, bagBackward, bagForward, convBackward, convForward, matmul } from './ops.js';
+import { addInto, bagBackward, bagForward, batchNormBackward, batchNormForward, convBackward, convForward, matmul, reluBackward, reluForward } from './ops.js';
 import { globalRng, type Rng } from './rng.js';
 
 function uniformTensor(shape: number[], bound: number, rng: Rng): Tensor<'float32'> {
@@ -70,7 +70,7 @@ export class Linear extends Module {
     if (X.shape[1] !== this.inFeatures) throw rangeError('Linear input', `shape [N, ${this.inFeatures}]`, `shape [${X.shape}]`, true);
     this.#x = X;
     const n = X.shape[0];
-    const y = Tensor.zeros([n, this.outFeatures], 'float32');
+    const y = Tensor.empty([n, this.outFeatures], 'float32');  // bias rows or beta = 0: written whole
     if (this.bias) {
       // Start from the broadcast bias and let the GEMM accumulate onto it (beta = 1).
       const b = this.bias.value.data, yd = y.data, m = this.outFeatures;
@@ -148,8 +148,8 @@ export class Conv2d extends Module {
     if (!x) throw notForwarded('Conv2d');
     const g = checkTensor(dy, 'Conv2d gradient', ['float32'], 4).contiguous();
     const grads = await convBackward(x, this.weight.value, g, { stride: this.stride, padding: this.padding, bias: this.bias !== null });
-    addInto(this.weight.grad.data, grads.dw!.data);
-    if (this.bias) addInto(this.bias.grad.data, grads.db!.data);
+    await addInto(this.weight.grad.data, grads.dw!.data);
+    if (this.bias) await addInto(this.bias.grad.data, grads.db!.data);
     return grads.dx!;
   }
 }
@@ -196,9 +196,9 @@ export class MaxPool2d extends Pool2d {
     const k = this.kernelSize, s = this.stride, p = this.padding;
     const { n, c, h, w, oh, ow } = poolGeometry(X, k, s, p, 'MaxPool2d');
     const xd = X.contiguousData();
-    const y = Tensor.zeros([n, c, oh, ow], 'float32');
+    const y = Tensor.empty([n, c, oh, ow], 'float32');  // both loops write every output
     const yd = y.data;
-    const arg = new Int32Array(yd.length);
+    const arg = emptyArray(Int32Array, yd.length);
     let o = 0;
     if (k === 2 && s === 2 && p === 0) {
       // The common 2×2/2 case without bounds checks: a CNN's hottest non-GEMM loop.
@@ -340,7 +340,7 @@ export class GlobalAvgPool2d extends Module {
     if (!shape) throw notForwarded('GlobalAvgPool2d');
     const g = sameShape(dy, [shape[0], shape[1]], 'GlobalAvgPool2d');
     const hw = shape[2] * shape[3];
-    const dx = Tensor.zeros(shape, 'float32');
+    const dx = Tensor.empty(shape, 'float32');
     for (let plane = 0; plane < g.length; plane++) dx.data.fill(g[plane] / hw, plane * hw, (plane + 1) * hw);
     return dx;
   }
@@ -358,12 +358,10 @@ export class ReLU extends Module {
   async forward(x: Tensor<'float32'>): Promise<Tensor<'float32'>> {
     const X = checkTensor(x, 'ReLU input', ['float32']);
     const xd = X.contiguousData();
-    const y = new Float32Array(xd.length);
-    // Branch-free on the bits: a set sign bit (negatives, -0, -Inf) selects +0, else the value
-    // passes unchanged. Signs of activations are too random for a predicted branch (~7× slower
-    // here), and Math.max is as slow (its -0/NaN rules keep V8 from a plain max instruction).
-    const xi = new Int32Array(xd.buffer, xd.byteOffset, xd.length), yi = new Int32Array(y.buffer);
-    for (let i = 0; i < xi.length; i++) yi[i] = xi[i] & ~(xi[i] >> 31);
+    const y = emptyArray(Float32Array, xd.length);
+    // Native, on the bits: a set sign bit (negatives, -0, -Inf) selects +0, else the value passes
+    // unchanged (no branch on the activations' random signs).
+    await reluForward(xd, y);
     this.#y = y;
     this.#shape = X.shape;
     return new Tensor(y, X.shape);
@@ -372,9 +370,9 @@ export class ReLU extends Module {
     const y = this.#y;
     if (!y) throw notForwarded('ReLU');
     const g = sameShape(dy, this.#shape, 'ReLU');
-    const dx = new Float32Array(g.length);
-    // Branch-free as in forward: a 0/1 mask (+ 0 turns the -0 of a negative g times 0 into 0).
-    for (let i = 0; i < g.length; i++) dx[i] = g[i] * +(y[i] > 0) + 0;
+    const dx = emptyArray(Float32Array, g.length);
+    // dy times a 0/1 mask (+ 0 turns the -0 of a negative dy times 0 into 0).
+    await reluBackward(g, y, dx);
     return new Tensor(dx, this.#shape);
   }
 }
@@ -425,9 +423,9 @@ export class Dropout extends Module {
       return X;
     }
     const xd = X.contiguousData();
-    const mask = new Float32Array(xd.length);
+    const mask = emptyArray(Float32Array, xd.length);
     const keep = 1 / (1 - this.p);
-    const y = new Float32Array(xd.length);
+    const y = emptyArray(Float32Array, xd.length);
     for (let i = 0; i < xd.length; i++) {
       mask[i] = this.#rng.next() >= this.p ? keep : 0;
       y[i] = xd[i] * mask[i];
@@ -439,7 +437,7 @@ export class Dropout extends Module {
     const g = sameShape(dy, this.#shape, 'Dropout');
     const mask = this.#mask;
     if (!mask) return new Tensor(g, this.#shape);
-    const dx = new Float32Array(g.length);
+    const dx = emptyArray(Float32Array, g.length);
     for (let i = 0; i < g.length; i++) dx[i] = g[i] * mask[i];
     return new Tensor(dx, this.#shape);
   }
@@ -536,44 +534,16 @@ export class BatchNorm2d extends Module {
   async forward(x: Tensor<'float32'>): Promise<Tensor<'float32'>> {
     const X = input4d(x, 'BatchNorm2d', this.numFeatures);
     const [n, c, h, w] = X.shape;
-    const hw = h * w, count = n * hw;
-    const xd = X.contiguousData();
-    const xhat = new Float32Array(xd.length);
-    const y = Tensor.zeros(X.shape, 'float32');
-    // Typed arrays in locals: the Tensor.data getter in the per-element loops cost ~10% of a step.
-    const yd = y.data;
-    const invStd = new Float64Array(c);
-    const gamma = this.weight.value.data, beta = this.bias.value.data;
-    const rm = this.runningMean.data, rv = this.runningVar.data;
     const batchStats = this.training;
-    if (batchStats && count < 2) throw rangeError('BatchNorm2d input', 'more than one value per channel in training', `shape [${X.shape}]`, true);
-    for (let ch = 0; ch < c; ch++) {
-      let mean: number, variance: number;
-      if (batchStats) {
-        // Two passes in float64: the one-pass E[x²]−E[x]² loses digits when the mean is large.
-        let sum = 0;
-        for (let b = 0; b < n; b++) for (let i = (b * c + ch) * hw, e = i + hw; i < e; i++) sum += xd[i];
-        mean = sum / count;
-        let sq = 0;
-        for (let b = 0; b < n; b++) for (let i = (b * c + ch) * hw, e = i + hw; i < e; i++) sq += (xd[i] - mean) ** 2;
-        variance = sq / count;
-        rm[ch] = (1 - this.momentum) * rm[ch] + this.momentum * mean;
-        rv[ch] = (1 - this.momentum) * rv[ch] + this.momentum * variance * (count / (count - 1));
-      } else {
-        mean = rm[ch];
-        variance = rv[ch];
-      }
-      const inv = 1 / Math.sqrt(variance + this.eps);
-      invStd[ch] = inv;
-      const g = gamma[ch], bt = beta[ch];
-      for (let b = 0; b < n; b++) {
-        for (let i = (b * c + ch) * hw, e = i + hw; i < e; i++) {
-          const v = (xd[i] - mean) * inv;
-          xhat[i] = v;
-          yd[i] = g * v + bt;
-        }
-      }
-    }
+    if (batchStats && n * h * w < 2) throw rangeError('BatchNorm2d input', 'more than one value per channel in training', `shape [${X.shape}]`, true);
+    const xd = X.contiguousData();
+    // Per channel, in the native kernel: mean and variance over the batch in float64 (two passes:
+    // the one-pass E[x²]−E[x]² loses digits when the mean is large) or the running ones.
+    const xhat = emptyArray(Float32Array, xd.length);
+    const y = Tensor.empty(X.shape, 'float32');
+    const invStd = new Float64Array(c);
+    const call = { n, c, hw: h * w, eps: this.eps, momentum: this.momentum, training: batchStats };
+    await batchNormForward(call, xd, this.weight.value.data, this.bias.value.data, this.runningMean.data, this.runningVar.data, xhat, y.data, invStd);
     this.#xhat = xhat;
     this.#invStd = invStd;
     this.#shape = X.shape;
@@ -586,32 +556,11 @@ export class BatchNorm2d extends Module {
     if (!xhat) throw notForwarded('BatchNorm2d');
     const g = sameShape(dy, this.#shape, 'BatchNorm2d');
     const [n, c, h, w] = this.#shape;
-    const hw = h * w, count = n * hw;
-    const gamma = this.weight.value.data;
-    const dgamma = this.weight.grad.data, dbeta = this.bias.grad.data;
-    const dx = Tensor.zeros(this.#shape, 'float32');
-    const dxd = dx.data, invStd = this.#invStd;
-    for (let ch = 0; ch < c; ch++) {
-      let sumDy = 0, sumDyXhat = 0;
-      for (let b = 0; b < n; b++) {
-        for (let i = (b * c + ch) * hw, e = i + hw; i < e; i++) {
-          sumDy += g[i];
-          sumDyXhat += g[i] * xhat[i];
-        }
-      }
-      dgamma[ch] += sumDyXhat;
-      dbeta[ch] += sumDy;
-      const k = gamma[ch] * invStd[ch];
-      if (this.#batchStats) {
-        // The batch mean and variance depend on every input, hence the two correction terms.
-        const mDy = sumDy / count, mDyXhat = sumDyXhat / count;
-        for (let b = 0; b < n; b++) {
-          for (let i = (b * c + ch) * hw, e = i + hw; i < e; i++) dxd[i] = k * (g[i] - mDy - xhat[i] * mDyXhat);
-        }
-      } else {
-        for (let b = 0; b < n; b++) for (let i = (b * c + ch) * hw, e = i + hw; i < e; i++) dxd[i] = k * g[i];
-      }
-    }
+    const dx = Tensor.empty(this.#shape, 'float32');
+    // With batch statistics the mean and variance depend on every input: dx carries the two
+    // correction terms (dy − mean(dy) − xhat·mean(dy·xhat)).
+    const call = { n, c, hw: h * w, eps: this.eps, momentum: this.momentum, training: this.#batchStats };
+    await batchNormBackward(call, g, xhat, this.weight.value.data, this.#invStd, this.weight.grad.data, this.bias.grad.data, dx.data);
     return dx;
   }
 }
@@ -688,7 +637,7 @@ export class ResidualBlock extends Module {
     h = await this.relu1.forward(await this.bn1.forward(h));
     h = await this.bn2.forward(await this.conv2.forward(h));
     const s = this.shortcut ? await this.shortcut.forward(X) : X;
-    addInto(h.data, s.contiguousData());
+    await addInto(h.data, s.contiguousData());
     return this.relu2.forward(h);
   }
 
@@ -699,7 +648,7 @@ export class ResidualBlock extends Module {
     // The sum fans the gradient out to both paths; their input gradients add up.
     const s = this.shortcut ? await this.shortcut.backward(g) : g;
     const dx = m.contiguous();
-    addInto(dx.data, s.contiguousData());
+    await addInto(dx.data, s.contiguousData());
     return dx;
   }
 }

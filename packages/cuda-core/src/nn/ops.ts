@@ -5,6 +5,7 @@
 import { conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, type Conv2dGradients, type Conv2dOptions } from '../conv.js';
 import { embeddingBag, embeddingBagBackward, embeddingBagBackwardSync, embeddingBagSync, type EmbeddingBagBackwardOptions, type EmbeddingBagOptions } from '../embedding.js';
 import { gemm, gemmSync, type GemmOptions } from '../gemm.js';
+import { native } from '../addon.js';
 import { Tensor } from '../tensor.js';
 
 /** FLOPs below which a kernel call runs synchronously. */
@@ -37,8 +38,52 @@ export async function bagBackward(dy: Tensor<'float32'>, indices: Int32Array, of
     : embeddingBagBackward(dy, indices, offsets, options);
 }
 
-/** a += b elementwise (same size, both contiguous). */
-export function addInto(a: Float32Array, b: Float32Array): void {
-  for (let i = 0; i < a.length; i++) a[i] += b[i];
+/** Shape and settings of a batch-norm call: x is [n, c, hw]. */
+export interface BatchNormCall {
+  n: number;
+  c: number;
+  hw: number;
+  eps: number;
+  momentum: number;
+  /** Batch statistics (training) or the running ones. */
+  training: boolean;
+}
+
+/** About ten operations an element: a call over fewer elements than this runs synchronously. */
+const SYNC_NORM_ELEMENTS = SYNC_FLOPS / 10;
+
+/** The native batch-norm forward (see BatchNorm2d); writes xhat, y and invStd, updates the running stats. */
+export async function batchNormForward(b: BatchNormCall, x: Float32Array, gamma: Float32Array, beta: Float32Array, runningMean: Float32Array, runningVar: Float32Array, xhat: Float32Array, y: Float32Array, invStd: Float64Array): Promise<void> {
+  const args = [x, b.n, b.c, b.hw, b.eps, b.momentum, b.training, gamma, beta, runningMean, runningVar, xhat, y, invStd] as const;
+  if (b.n * b.c * b.hw < SYNC_NORM_ELEMENTS) native.batchNormForward(false, ...args);
+  else await native.batchNormForward(true, ...args);
+}
+
+/** The native batch-norm backward: dgamma and dbeta accumulate, dx is written whole. */
+export async function batchNormBackward(b: BatchNormCall, dy: Float32Array, xhat: Float32Array, gamma: Float32Array, invStd: Float64Array, dgamma: Float32Array, dbeta: Float32Array, dx: Float32Array): Promise<void> {
+  const args = [dy, b.n, b.c, b.hw, b.eps, b.momentum, b.training, xhat, gamma, invStd, dgamma, dbeta, dx] as const;
+  if (b.n * b.c * b.hw < SYNC_NORM_ELEMENTS) native.batchNormBackward(false, ...args);
+  else await native.batchNormBackward(true, ...args);
+}
+
+/** A memory-bound elementwise call over fewer elements than this runs synchronously. */
+const SYNC_ELEMENTS = 1 << 17;
+
+/** a += b elementwise (same length, not overlapping). */
+export async function addInto(a: Float32Array, b: Float32Array): Promise<void> {
+  if (a.length < SYNC_ELEMENTS) native.addInto(false, a, b);
+  else await native.addInto(true, a, b);
+}
+
+/** y = max(x, +0) on the bits (see ReLU). */
+export async function reluForward(x: Float32Array, y: Float32Array): Promise<void> {
+  if (x.length < SYNC_ELEMENTS) native.reluForward(false, x, y);
+  else await native.reluForward(true, x, y);
+}
+
+/** dx = dy · (y > 0) + 0. */
+export async function reluBackward(dy: Float32Array, y: Float32Array, dx: Float32Array): Promise<void> {
+  if (dy.length < SYNC_ELEMENTS) native.reluBackward(false, dy, y, dx);
+  else await native.reluBackward(true, dy, y, dx);
 }
 

@@ -10,6 +10,7 @@ import {
   manualSeed, MaxPool2d, mse, ReLU, ResidualBlock, Sequential, Softmax,
 } from '../../src/nn/index.js';
 import { awayFromZero, distinct, dot64, gradCheck, randomTensor } from './helpers.js';
+import { addInto, batchNormBackward, batchNormForward, reluBackward, reluForward } from '../../src/nn/ops.js';
 
 async function expectGradientsMatch(...args: Parameters<typeof gradCheck>): Promise<void> {
   const { mismatches, checked, skipped } = await gradCheck(...args);
@@ -60,6 +61,37 @@ describe('finite-difference gradient checks', () => {
     expect(Array.from(dx)).toEqual([0, 0, 0, -2, -2, 0, -2, 0, -2]);
   });
 
+  it('native ReLU and addInto: bit-level edge values, large (async) arrays, clear errors', async () => {
+    const n = 300_001;  // past the synchronous limit, odd
+    const x = randomTensor([n], 41, -1, 1).data;
+    const bits = new Uint32Array(x.buffer);
+    bits[0] = 0xffc00001;  // a NaN with its sign bit set → +0
+    bits[1] = 0x7fc00001;  // a positive NaN passes unchanged
+    x[2] = -0;
+    const y = new Float32Array(n);
+    await reluForward(x, y);
+    const yb = new Uint32Array(y.buffer);
+    expect(yb[0]).toBe(0);
+    expect(yb[1]).toBe(0x7fc00001);
+    expect(Object.is(y[2], 0)).toBe(true);
+    for (let i = 3; i < n; i++) if (y[i] !== Math.max(x[i], 0)) throw new Error(`relu at ${i}: ${y[i]} for ${x[i]}`);
+    const dy = randomTensor([n], 42, -1, 1).data;
+    dy[3] = Infinity;
+    const dx = new Float32Array(n);
+    await reluBackward(dy, y, dx);
+    for (let i = 0; i < n; i++) {
+      const want = dy[i] * +(y[i] > 0) + 0;
+      if (!Object.is(dx[i], want) && !(Number.isNaN(dx[i]) && Number.isNaN(want))) throw new Error(`relu backward at ${i}: ${dx[i]}, expected ${want}`);
+    }
+    const a = Float32Array.from(dy), b = randomTensor([n], 43).data;
+    await addInto(a, b);
+    for (let i = 0; i < n; i++) if (a[i] !== Math.fround(dy[i] + b[i])) throw new Error(`addInto at ${i}`);
+    await expect(addInto(new Float32Array(4), new Float32Array(5))).rejects.toThrow(/b/);
+    await expect(addInto(a, a.subarray(1))).rejects.toThrow();
+    await expect(reluForward(new Float32Array(8), new Float32Array(7))).rejects.toThrow(/y/);
+    await expect(reluBackward(new Float32Array(8), new Float32Array(8), new Float32Array(3))).rejects.toThrow(/dx/);
+  });
+
   it('BatchNorm2d in training mode (batch statistics) and eval mode (running statistics)', async () => {
     const bn = new BatchNorm2d(3);
     // Non-trivial affine parameters so their gradients and the scaling are exercised.
@@ -69,6 +101,47 @@ describe('finite-difference gradient checks', () => {
     bn.runningMean.data.set([0.2, -0.1, 0.05]);
     bn.runningVar.data.set([0.5, 2, 1.2]);
     await expectGradientsMatch(bn.eval(), randomTensor([2, 3, 2, 2], 16));
+  });
+
+  it('BatchNorm2d forward and running statistics match a float64 reference, small and large (async) inputs', async () => {
+    for (const [shape, offset] of [[[2, 3, 2, 2], 0], [[16, 5, 40, 40], 1e4]] as const) {
+      const bn = new BatchNorm2d(shape[1], { momentum: 0.3 });
+      bn.weight.value.data.set(Array.from({ length: shape[1] }, (_, i) => 0.5 + i));
+      bn.bias.value.data.set(Array.from({ length: shape[1] }, (_, i) => i - 1));
+      const x = randomTensor([...shape], 31, -2, 2);
+      for (let i = 0; i < x.data.length; i++) x.data[i] += offset;  // a large mean: two passes keep the variance
+      const y = (await bn.forward(x)).data;
+      const [n, c, h, w] = shape, hw = h * w;
+      for (let ch = 0; ch < c; ch++) {
+        let sum = 0, sq = 0;
+        for (let b = 0; b < n; b++) for (let i = 0; i < hw; i++) sum += x.data[(b * c + ch) * hw + i];
+        const mean = sum / (n * hw);
+        for (let b = 0; b < n; b++) for (let i = 0; i < hw; i++) sq += (x.data[(b * c + ch) * hw + i] - mean) ** 2;
+        const variance = sq / (n * hw), inv = 1 / Math.sqrt(variance + 1e-5);
+        for (let b = 0; b < n; b++) {
+          for (let i = 0; i < hw; i++) {
+            const at = (b * c + ch) * hw + i;
+            expect(Math.abs(y[at] - ((0.5 + ch) * (x.data[at] - mean) * inv + ch - 1))).toBeLessThan(1e-4 * (1 + ch));
+          }
+        }
+        expect(bn.runningMean.data[ch]).toBeCloseTo(0.3 * mean, 2);
+        expect(bn.runningVar.data[ch]).toBeCloseTo(0.7 + 0.3 * variance * (n * hw) / (n * hw - 1), 4);
+      }
+    }
+  });
+
+  it('batch-norm kernels refuse short arrays, bad settings and one value per channel', async () => {
+    const call = { n: 2, c: 3, hw: 4, eps: 1e-5, momentum: 0.1, training: true };
+    const f = (k: number) => new Float32Array(k);
+    await expect(batchNormForward(call, f(23), f(3), f(3), f(3), f(3), f(24), f(24), new Float64Array(3))).rejects.toThrow(/x/);
+    await expect(batchNormForward(call, f(24), f(2), f(3), f(3), f(3), f(24), f(24), new Float64Array(3))).rejects.toThrow(/gamma/);
+    await expect(batchNormForward({ ...call, eps: 0 }, f(24), f(3), f(3), f(3), f(3), f(24), f(24), new Float64Array(3))).rejects.toThrow(/eps/);
+    await expect(batchNormForward({ ...call, momentum: 2 }, f(24), f(3), f(3), f(3), f(3), f(24), f(24), new Float64Array(3))).rejects.toThrow(/momentum/);
+    await expect(batchNormForward({ ...call, n: 1, hw: 1 }, f(3), f(3), f(3), f(3), f(3), f(3), f(3), new Float64Array(3))).rejects.toThrow(/more than one value/);
+    const x = f(24);
+    await expect(batchNormForward(call, x, f(3), f(3), f(3), f(3), x, f(24), new Float64Array(3))).rejects.toThrow(/overlap|share/);
+    await expect(batchNormBackward(call, f(24), f(24), f(3), new Float64Array(2), f(3), f(3), f(24))).rejects.toThrow(/invStd/);
+    await expect(new BatchNorm2d(3).forward(randomTensor([1, 3, 1, 1], 1))).rejects.toThrow(/more than one value per channel/);
   });
 
   it('Sequential of conv, BN, ReLU, pool, flatten and linear', async () => {

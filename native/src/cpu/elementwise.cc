@@ -1,0 +1,47 @@
+// Elementwise kernels (see kintsugi/elementwise.h). Plain loops the compiler vectorises; arrays
+// past a few hundred kilobytes are split over the pool in contiguous ranges.
+#include "kintsugi/elementwise.h"
+
+#include <cstring>
+
+#include "kintsugi/threadpool.h"
+
+namespace kintsugi {
+namespace {
+
+constexpr int64_t kGrain = 1 << 16;  // elements per range: 256 KiB of each operand
+
+template <typename F> void ranges(int64_t n, F f) {
+  if (n <= kGrain) {
+    f(0, n);
+    return;
+  }
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) { f(b, e); });
+}
+
+}  // namespace
+
+void relu_forward(const float* x, int64_t n, float* y) {
+  ranges(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      int32_t v;
+      std::memcpy(&v, x + i, 4);
+      v &= ~(v >> 31);
+      std::memcpy(y + i, &v, 4);
+    }
+  });
+}
+
+void relu_backward(const float* dy, const float* y, int64_t n, float* dx) {
+  ranges(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dx[i] = dy[i] * (y[i] > 0.0f ? 1.0f : 0.0f) + 0.0f;
+  });
+}
+
+void add_into(float* a, const float* b, int64_t n) {
+  ranges(n, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
+  });
+}
+
+}  // namespace kintsugi
