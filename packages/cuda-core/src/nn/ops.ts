@@ -66,8 +66,11 @@ export async function batchNormBackward(b: BatchNormCall, dy: Float32Array, xhat
   else await native.batchNormBackward(true, ...args);
 }
 
-/** A memory-bound elementwise call over fewer elements than this runs synchronously. */
-const SYNC_ELEMENTS = 1 << 17;
+/**
+ * A memory-bound elementwise call over fewer elements than this runs synchronously: a megabyte or
+ * two moved, a fraction of a millisecond, less than the round trip to a runner thread saves.
+ */
+const SYNC_ELEMENTS = 1 << 18;
 
 /** a += b elementwise (same length, not overlapping). */
 export async function addInto(a: Float32Array, b: Float32Array): Promise<void> {

@@ -62,7 +62,7 @@ describe('finite-difference gradient checks', () => {
   });
 
   it('native ReLU and addInto: bit-level edge values, large (async) arrays, clear errors', async () => {
-    const n = 300_001;  // past the synchronous limit, odd
+    const n = 600_001;  // past the synchronous limit, odd
     const x = randomTensor([n], 41, -1, 1).data;
     const bits = new Uint32Array(x.buffer);
     bits[0] = 0xffc00001;  // a NaN with its sign bit set → +0
