@@ -1,4 +1,7 @@
 #include <atomic>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 #include <thread>
 
 #include "harness.h"
@@ -100,6 +103,43 @@ TEST(parallel_tasks_runs_every_task_once_with_late_or_sleeping_workers) {
   CHECK(caught);
   kintsugi::set_spin_us(saved_spin);
   kintsugi::set_num_threads(kintsugi::cpu_info().logical_cores);
+}
+
+TEST(background_threads_run_their_regions_inline_at_idle_priority) {
+  // A background thread's parallel regions stay on it (the pool's threads have normal priority);
+  // other threads keep the whole pool.
+  const int pool_threads = kintsugi::num_threads();
+  std::atomic<int> foreign{0}, chunks{0};
+  int seen_threads = 0;
+  bool granted = false, marked = false;
+  int policy = -1;
+  std::thread background([&] {
+    granted = kintsugi::set_thread_background();
+    marked = kintsugi::thread_is_background();
+    seen_threads = kintsugi::num_threads();
+    const auto self = std::this_thread::get_id();
+    kintsugi::parallel_for(100000, 1, [&](int64_t, int64_t) {
+      chunks++;
+      if (std::this_thread::get_id() != self) foreign++;
+    });
+    kintsugi::parallel_tasks(4, 64, [&](int64_t) {
+      if (std::this_thread::get_id() != self) foreign++;
+    });
+#if defined(__linux__)
+    policy = sched_getscheduler(0);
+#endif
+  });
+  background.join();
+  CHECK(marked);
+  CHECK(seen_threads == 1);
+  CHECK(chunks == 1) << chunks.load();
+  CHECK(foreign == 0) << foreign.load();
+#if defined(__linux__)
+  CHECK(granted);
+  CHECK(policy == SCHED_IDLE) << policy;
+#endif
+  CHECK(!kintsugi::thread_is_background());
+  CHECK(kintsugi::num_threads() == pool_threads);
 }
 
 TEST(cpu_detection_is_consistent) {

@@ -18,6 +18,15 @@ void set_num_threads(int n);
 int spin_us();
 void set_spin_us(int us);  // 0 .. 1,000,000
 
+// Marks the calling thread as one doing background work (a rebuild beside training, say): the OS
+// runs it only when no thread of normal priority wants the core (Linux SCHED_IDLE; a thread of
+// normal priority waking up preempts it at once), and its parallel regions run inline on it, since
+// the pool's threads run at normal priority and would do its work ahead of everyone's. Returns
+// whether the OS granted idle scheduling; the inline execution holds either way. One-way.
+bool set_thread_background();
+// Whether set_thread_background() was called on this thread.
+bool thread_is_background();
+
 // Split [0, n) into chunks of at least `grain` items and run fn(begin, end) on them in parallel.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 

@@ -142,6 +142,9 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   });
 }
 
+// Marks the calling JS thread (a worker thread doing background work) as a background thread.
+Napi::Value SetThreadBackground(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), set_thread_background()); }
+
 Napi::Value GetSpinMicros(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), spin_us()); }
 
 Napi::Value SetSpinMicros(const Napi::CallbackInfo& info) {
@@ -1061,7 +1064,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
     struct Entry { const char* name; Napi::Function::Callback fn; };
     const Entry entries[] = {
         {"devices", Devices}, {"cudaStatus", CudaStatus}, {"cpuInfo", CpuInfoValue},
-        {"numThreads", GetNumThreads}, {"setNumThreads", SetNumThreads}, {"spinMicros", GetSpinMicros}, {"setSpinMicros", SetSpinMicros}, {"setIsaLimit", SetIsaLimit},
+        {"numThreads", GetNumThreads}, {"setNumThreads", SetNumThreads}, {"setThreadBackground", SetThreadBackground}, {"spinMicros", GetSpinMicros}, {"setSpinMicros", SetSpinMicros}, {"setIsaLimit", SetIsaLimit},
         {"sgemm", Sgemm}, {"packB", PackB}, {"sgemmPacked", SgemmPacked},
         {"conv2dForward", Conv2dForward}, {"conv2dPackedSize", Conv2dPackedSize}, {"conv2dPackWeights", Conv2dPackWeights}, {"conv2dForwardPacked", Conv2dForwardPacked},
         {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},

@@ -20,6 +20,10 @@ namespace kintsugi {
 namespace {
 
 thread_local bool t_inside_pool_task = false;
+thread_local bool t_background = false;
+
+// Parallel regions run on the calling thread alone: nested in a pool task, or on a background thread.
+inline bool runs_inline() { return t_inside_pool_task || t_background; }
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -226,7 +230,7 @@ ThreadPool& pool() {
 
 }  // namespace
 
-int num_threads() { return pool().size(); }
+int num_threads() { return t_background ? 1 : pool().size(); }
 
 void set_num_threads(int n) { pool().resize(n); }
 
@@ -234,8 +238,21 @@ int spin_us() { return spin_setting().load(std::memory_order_relaxed); }
 
 void set_spin_us(int us) { spin_setting().store(int(std::max(0L, std::min(long(us), kMaxSpinUs))), std::memory_order_relaxed); }
 
+bool set_thread_background() {
+  t_background = true;
+#if defined(__linux__)
+  sched_param param{};
+  param.sched_priority = 0;
+  return pthread_setschedparam(pthread_self(), SCHED_IDLE, &param) == 0;
+#else
+  return false;
+#endif
+}
+
+bool thread_is_background() { return t_background; }
+
 void parallel_run(int threads, const std::function<void(int, int)>& fn) {
-  if (t_inside_pool_task || threads <= 1) {
+  if (runs_inline() || threads <= 1) {
     ThreadPool::run_inline(fn);
     return;
   }
@@ -245,7 +262,7 @@ void parallel_run(int threads, const std::function<void(int, int)>& fn) {
 void parallel_tasks(int threads, int64_t tasks, const std::function<void(int64_t)>& fn) {
   if (tasks <= 0) return;
   threads = int(std::min<int64_t>(threads, tasks));
-  if (t_inside_pool_task || threads <= 1) {
+  if (runs_inline() || threads <= 1) {
     ThreadPool::run_inline([&](int, int) {
       for (int64_t t = 0; t < tasks; ++t) fn(t);
     });
@@ -261,7 +278,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   int64_t max_chunks = (n + grain - 1) / grain;
-  int threads = t_inside_pool_task ? 1 : int(std::min<int64_t>(num_threads(), max_chunks));
+  int threads = runs_inline() ? 1 : int(std::min<int64_t>(num_threads(), max_chunks));
   if (threads <= 1) {
     ThreadPool::run_inline([&](int, int) { fn(0, n); });
     return;

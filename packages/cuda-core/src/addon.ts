@@ -104,6 +104,7 @@ export interface NativeAddon {
   };
   numThreads(): number;
   setNumThreads(threads: number): void;
+  setThreadBackground(): boolean;
   spinMicros(): number;
   setSpinMicros(us: number): void;
   setIsaLimit(isa: 'portable' | 'avx2' | 'avx512'): string;

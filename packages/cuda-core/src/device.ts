@@ -27,6 +27,18 @@ export function setNumThreads(threads: number): void {
 }
 
 /**
+ * Marks the calling thread (a worker thread doing background work, such as rebuilding a lost shard
+ * beside training) as a background one, for good: the OS runs it only when no thread of normal
+ * priority wants a core (Linux SCHED_IDLE: a thread waking up preempts it at once), and the native
+ * kernels it calls run on it alone rather than on the shared pool, whose threads have normal
+ * priority. Returns whether the OS granted idle scheduling (false off Linux; the kernels still run
+ * on the calling thread). Other threads keep the whole pool.
+ */
+export function setThreadBackground(): boolean {
+  return native.setThreadBackground();
+}
+
+/**
  * How long (µs) the native pool's threads spin for their next job before sleeping (KINTSUGI_SPIN_US
  * sets the initial value; default 1000). Spinning spares back-to-back calls (a network's layers)
  * the threads' wake-ups, which cost up to ~0.5 ms on a VM; past its first 20 µs a spinning thread

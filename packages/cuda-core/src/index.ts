@@ -1,5 +1,5 @@
 export { Tensor, checkTensor, contiguousStrides, type DType, type TypedArrayOf, type AnyTypedArray } from './tensor.js';
-export { devices, cudaStatus, cpuInfo, numThreads, setNumThreads, spinMicros, setSpinMicros, setIsaLimit, type Device } from './device.js';
+export { devices, cudaStatus, cpuInfo, numThreads, setNumThreads, setThreadBackground, spinMicros, setSpinMicros, setIsaLimit, type Device } from './device.js';
 export { gemm, gemmSync, sgemm, sgemmSync, PackedWeights, type GemmOptions, type SgemmArgs } from './gemm.js';
 export { conv2d, conv2dSync, PackedConv2dWeights, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dOutputShape, type Conv2dLayout, type Conv2dOptions, type Conv2dForwardOptions, type Conv2dBackwardOptions, type Conv2dGradients } from './conv.js';
 export { rowSums, rowSumsSync, colSums, colSumsSync, weightedRowSums, weightedRowSumsSync, weightedColSums, weightedColSumsSync } from './checksum.js';

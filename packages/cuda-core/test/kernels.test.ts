@@ -126,6 +126,22 @@ describe('gemm', () => {
     }
   });
 
+  it('a background worker thread runs its kernels alone, at idle priority, and leaves the pool to the others', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const threads = numThreads();
+    const w = new Worker(new URL('./fixtures/background-thread.mjs', import.meta.url));
+    const got = await new Promise<{ before: number; granted: boolean; after: number; exact: boolean }>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    await w.terminate();
+    expect(got.before).toBe(threads);
+    expect(got.after).toBe(1);
+    expect(got.exact).toBe(true);
+    expect(got.granted).toBe(process.platform === 'linux');
+    expect(numThreads()).toBe(threads);
+  });
+
   it('large K stays accurate', async () => {
     const a = Tensor.random([3, 20000], 10), b = Tensor.random([20000, 5], 11);
     const c = await gemm(a, b);

@@ -1,14 +1,24 @@
-// Background work (a rebuild's reads, decodes and the sources' range copies) runs on threads at the
-// lowest CPU priority, so it takes CPU that training leaves idle rather than time from training.
+// Background work (a rebuild's reads and decodes, the sources' range sends) runs on worker threads
+// at idle CPU priority, so it takes CPU that training leaves idle rather than time from training.
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
+import { setThreadBackground } from '@kintsugi/cuda-core';
 
 /** Lowers the calling thread alone (Linux: a thread id is a valid target of setpriority). */
-export function lowerThreadPriority(): void {
+function lowerThreadPriority(): void {
   try {
     const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
     if (Number.isInteger(tid)) setPriority(tid, 19);
   } catch {
     // Elsewhere the thread keeps normal priority: slower training beside it, same result.
   }
+}
+
+/**
+ * Makes the calling worker thread a background one: idle scheduling (a training thread waking up
+ * preempts it at once) and native kernels run on it alone, not on the pool's normal-priority
+ * threads (see setThreadBackground). Where the OS refuses idle scheduling, the lowest nice value.
+ */
+export function runInBackground(): void {
+  if (!setThreadBackground()) lowerThreadPriority();
 }

@@ -1,7 +1,7 @@
-// The background rebuild of a replacement server, on a worker thread at the lowest CPU priority:
+// The background rebuild of a replacement server, on a worker thread at idle CPU priority:
 // it reads contiguous ranges of slots from the k sources (its own connections), decodes them and
 // hands each range to the server's main thread, which installs it with one copy. Reading and
-// decoding a 44 MB shard moves ~180 MB through sockets; at low priority that work takes CPU that
+// decoding a 44 MB shard moves ~180 MB through sockets; at idle priority that work takes CPU that
 // training leaves idle rather than time from training's own processes.
 //
 // A spare starts this thread while it stands by, before any failure: starting one (an isolate and
@@ -10,7 +10,7 @@
 import { parentPort } from 'node:worker_threads';
 
 import { createCodec, type CodeMode } from './codec.js';
-import { lowerThreadPriority } from './priority.js';
+import { runInBackground } from './priority.js';
 import { Connection, describeAddress, type Address } from './protocol.js';
 import { decodeStripe, readStripe, stripeParts, type StripeRole } from './stripe.js';
 
@@ -60,6 +60,6 @@ async function run(job: RebuildJob): Promise<void> {
   }
 }
 
-lowerThreadPriority();
+runInBackground();
 // One job per thread; errors reach the main thread as the worker's 'error' event.
 parentPort!.once('message', (job: RebuildJob) => void run(job));
