@@ -25,6 +25,7 @@ export const Op = {
   readRange: 16,
   standby: 17,
   prefetch: 18,
+  touched: 19,
   error: 255,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];

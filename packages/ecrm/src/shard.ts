@@ -11,7 +11,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import type net from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { bytes, createCodec, type CodeMode, type ParityCodec } from './codec.js';
-import { hash2 } from './hash.js';
+import { initialRowsInto, initialWeight, type BlockLayout } from './initial.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { gatherRowsSync, largePageFloat32Array, scatterRowsSync } from '@kintsugi/cuda-core';
 import { Connection, describeAddress, Op, Reader, serve, Writer, type Address, type PooledReply, type Reply } from './protocol.js';
@@ -60,12 +60,7 @@ export interface ShardConfig {
 }
 
 export { READ_CODED, READ_FULL, READ_STATE } from './stripe.js';
-
-/** The initial value of one weight: uniform ±sqrt(1/rows) as DLRM initialises, from the row id. */
-export function initialWeight(seed: number, row: number, j: number, rowsPerTable: number): number {
-  const u = hash2(hash2(seed, row), j) / 4294967296;
-  return (2 * u - 1) * Math.sqrt(1 / rowsPerTable);
-}
+export { initialWeight };
 
 /** The same bytes as 32-bit integers: copies through these keep every bit (float copies may not). */
 const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
@@ -148,7 +143,18 @@ export class ShardServer {
   /** A spare's rebuild thread, started ahead of a failure (see rebuild-worker.ts); null once used. */
   #rebuildWorker: Worker | null = null;
   #rebuildDone: Promise<unknown> | null = null;
-  stats = { degradedReads: 0, degradedSlots: 0, prefetches: 0, ranges: 0, retries: 0 };
+  /**
+   * Per data block: the slots whose rows may differ from their initial values (a data server keeps
+   * its own block's, a parity server every block's, from the deltas it applies). A rebuild reads
+   * and decodes only these; it computes the others, as every server did at start. Each is a
+   * superset of the block's updated slots; `#touchedKnown` names the blocks whose set is complete
+   * (a replacement's is, once merged with the set it fetched).
+   */
+  #touched = new Map<number, Uint8Array>();
+  #touchedKnown = new Set<number>();
+  /** After a rebuild that read only touched slots: the absent ones hold their initial rows. */
+  #initialAbsent = false;
+  stats = { degradedReads: 0, degradedSlots: 0, initialSlots: 0, prefetches: 0, ranges: 0, rebuiltSlots: 0, retries: 0 };
   /** Range replies' copy buffers, back from the socket (see #readRange). */
   readonly #rangeCopies: Buffer[] = [];
 
@@ -193,6 +199,7 @@ export class ShardServer {
       case Op.rebuild: return this.#rebuild();
       case Op.peers: return this.#setPeers(body.json<Address[]>());
       case Op.prefetch: return this.#prefetch(body);
+      case Op.touched: return this.#touchedReply(body.u32());
       case Op.standby: return this.#openStandby(body.json<StandbyOrder>());
       case Op.crash: process.kill(process.pid, 'SIGKILL'); return;
       case Op.shutdown: setImmediate(() => process.exit(0)); return;
@@ -217,6 +224,11 @@ export class ShardServer {
     this.#stagedRows.clear();
     this.#stagedDeltas.clear();
     this.#closePeers();
+    this.#touched.clear();
+    this.#touchedKnown.clear();
+    this.#initialAbsent = false;
+    // A fresh server's rows are all initial; a replacement's sets come with its rebuild.
+    if (!c.rebuild) for (const b of c.role === 'data' ? [c.index] : Array.from({ length: c.k }, (_, j) => j)) this.#touchedKnown.add(b);
     if (c.rebuild) {
       // Contents come from the rebuild; until a slot arrives, requests for it decode on demand.
       const floats = this.#slots * (c.role === 'data' ? this.#width : this.#coded);
@@ -245,13 +257,14 @@ export class ShardServer {
   }
 
   #initialRows(shard: number): Float32Array {
-    const c = this.#cfg, rows = table(this.#slots * this.#width);
-    for (let s = 0; s < this.#slots; s++) {
-      const g = s * c.k + shard;
-      if (g >= c.totalRows) break;
-      for (let j = 0; j < c.dim; j++) rows[s * this.#width + j] = initialWeight(c.seed, g, j, c.rowsPerTable);
-    }
+    const rows = table(this.#slots * this.#width);
+    initialRowsInto(this.#layout(shard), 0, this.#slots, rows, this.#width);
     return rows;
+  }
+
+  #layout(index: number): BlockLayout {
+    const c = this.#cfg;
+    return { seed: c.seed, k: c.k, index, dim: c.dim, totalRows: c.totalRows, rowsPerTable: c.rowsPerTable };
   }
 
   /** Parity of the initial tables, computed here from the same deterministic initialisation. */
@@ -298,7 +311,20 @@ export class ShardServer {
   }
 
   #writeRows(slots: Int32Array, rows: Float32Array): void {
+    this.#markTouched(this.#cfg.index, slots);
     scatterRowsSync(bits(this.#store), this.#width, slots, bits(rows));
+  }
+
+  #markTouched(block: number, slots: Int32Array): void {
+    let set = this.#touched.get(block);
+    if (!set) this.#touched.set(block, (set = new Uint8Array(this.#slots)));
+    for (const s of slots) set[s] = 1;
+  }
+
+  /** A block's touched slots as a bitmap, with the committed step it holds at. */
+  #touchedReply(block: number): Buffer {
+    if (!this.#touchedKnown.has(block)) throw rangeError('touched slots', `a block this server keeps a complete record of`, `block ${block}`, true);
+    return new Writer().u32(this.#committed + 1).array(this.#touched.get(block) ?? new Uint8Array(this.#slots)).build();
   }
 
   /** An unprotected push (no fault tolerance, checkpoint baselines): apply at once. */
@@ -365,6 +391,7 @@ export class ShardServer {
 
   /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */
   #applyDelta(d: StagedDelta, onlyAbsent = false): void {
+    if (!onlyAbsent) this.#markTouched(d.dataIndex, d.slots);
     const cw = this.#coded, sw = this.#sw, present = this.#present;
     const words = (b: Uint8Array) => (b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength >> 2) : new Int32Array(b.slice().buffer));
     let slots = d.slots, delta = words(d.delta), state = bits(d.state);
@@ -449,6 +476,7 @@ export class ShardServer {
   }
 
   async #checkpoint(path: string): Promise<Buffer> {
+    if (this.#present) await this.#ensure(rangeSlots(0, this.#slots));
     const head = Buffer.alloc(4);
     head.writeInt32LE(this.#committed, 0);
     await writeFile(path, Buffer.concat([head, Buffer.from(bytes(this.#store))]));
@@ -462,6 +490,8 @@ export class ShardServer {
     this.#committed = buf.readInt32LE(0);
     bytes(this.#store).set(buf.subarray(4));
     this.#present = null;
+    // Any row may differ from its initial value now.
+    if (this.#cfg.role === 'data') this.#touched.set(this.#cfg.index, new Uint8Array(this.#slots).fill(1));
     return new Writer().u32(this.#committed + 1).build();
   }
 
@@ -469,7 +499,7 @@ export class ShardServer {
     const c = this.#config;
     return new Writer().json({
       pid: process.pid, cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000, role: c?.role ?? null, index: c?.index ?? null, committedStep: this.#committed,
-      rebuilding: this.#present !== null, present: this.#present ? this.#present.reduce((a, b) => a + b, 0) : this.#slots, slots: this.#slots, stats: this.stats,
+      rebuilding: this.#present !== null && !this.#initialAbsent, present: this.#present ? this.#present.reduce((a, b) => a + b, 0) : this.#slots, slots: this.#slots, stats: this.stats,
     }).build();
   }
 
@@ -503,6 +533,11 @@ export class ShardServer {
   async #ensure(slots: Int32Array): Promise<void> {
     const present = this.#present;
     if (!present) return;
+    if (this.#initialAbsent) {
+      const absent = slots.filter((s) => !present[s]);
+      if (absent.length > 0) this.#installInitial(absent);
+      return;
+    }
     const missing = new Set<number>(), waits = new Set<Promise<void>>();
     for (const s of slots) {
       if (present[s]) continue;
@@ -533,12 +568,76 @@ export class ShardServer {
     await this.#ensure(slots);
   }
 
-  /** Reads the slots from the sources at one committed step, decodes and installs absent ones. */
+  /**
+   * Reads the slots from the sources at one committed step, decodes and installs absent ones; a
+   * data block's slots never updated get their initial rows instead, with no reads.
+   */
   async #fetch(slots: Int32Array): Promise<void> {
-    const c = this.#cfg, parts = stripeParts(c, this.#sources.map((s) => s.block));
+    const c = this.#cfg;
+    const touched = c.role === 'data' && this.#touchedKnown.has(c.index) ? this.#touched.get(c.index) : undefined;
+    if (touched) {
+      const initial = slots.filter((s) => !touched[s]);
+      if (initial.length > 0) {
+        this.#installInitial(initial);
+        if (initial.length === slots.length) return;
+        slots = slots.filter((s) => touched[s]);
+      }
+    }
+    const parts = stripeParts(c, this.#sources.map((s) => s.block));
     const { step, data } = await readStripe(parts, (p) => this.#sources.find((s) => s.block === p.block)!.conn, { slots }, () => this.stats.retries++);
     const { coded, states } = decodeStripe(c, this.#codec!, parts, data);
     this.#install(slots, step, coded, states);
+  }
+
+  /** Installs the initial rows of a data block's slots (ones never updated). */
+  #installInitial(slots: Int32Array): void {
+    const c = this.#cfg, cw = this.#coded, layout = this.#layout(c.index);
+    const coded = new Float32Array(slots.length * cw);
+    slots.forEach((s, n) => initialRowsInto(layout, s, 1, coded.subarray(n * cw), cw));
+    const states = c.state === 'replicated' ? [new Float32Array(slots.length * this.#sw)] : [];
+    this.stats.initialSlots += slots.length;
+    this.#install(slots, this.#committed, coded, states);
+  }
+
+  /**
+   * A replacement's touched sets, from its sources: a data block's from a parity source (which
+   * applied every delta of it), a parity's from each data source; each merged with the marks of
+   * the updates this server applied since it took the role. Returns the set the rebuild of a data
+   * block may skip by (null: none learned, everything is read).
+   */
+  async #learnTouched(): Promise<Uint8Array | null> {
+    const c = this.#cfg;
+    const asks = c.role === 'data'
+      ? this.#sources.filter((s) => s.block >= c.k).slice(0, 1).map((s) => ({ conn: s.conn, block: c.index }))
+      : this.#sources.filter((s) => s.block < c.k).map((s) => ({ conn: s.conn, block: s.block }));
+    if (asks.length === 0) return null;
+    try {
+      for (const a of asks) {
+        const set = await this.#fetchTouched(a.conn, a.block);
+        const mine = this.#touched.get(a.block);
+        if (mine) for (let i = 0; i < set.length; i++) set[i] |= mine[i];
+        this.#touched.set(a.block, set);
+        this.#touchedKnown.add(a.block);
+      }
+    } catch {
+      return null;  // a source without a complete record: the rebuild reads every slot
+    }
+    return c.role === 'data' ? this.#touched.get(c.index)! : null;
+  }
+
+  /** A source's touched set of a block, once it holds the committed step this server started at. */
+  async #fetchTouched(conn: Connection, block: number): Promise<Uint8Array> {
+    for (let attempt = 0; ; attempt++) {
+      const reply = await conn.request(Op.touched, new Writer().u32(block).build());
+      const step = reply.u32() - 1;
+      if (step >= this.#cfg.committedStep) {
+        const set = reply.u8s();
+        if (set.length !== this.#slots) throw rangeError('touched slots', `${this.#slots} entries`, set.length, true);
+        return set;
+      }
+      if (attempt >= 1000) throw rangeError('touched slots', `a source at committed step ${this.#cfg.committedStep}`, `step ${step}`, true);
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 
   /** Installs decoded rows (read at committed `step`) into the slots still absent. */
@@ -613,7 +712,12 @@ export class ShardServer {
   /** The ranges are read and decoded on a low-priority worker thread; installed here. */
   async #runRebuild(plan: RebuildPlan): Promise<void> {
     const c = this.#cfg;
-    const job: RebuildJob = { role: c, mode: c.mode as RebuildJob['mode'], sources: plan.sources, slots: this.#slots, rangeSlots: plan.rangeSlots, pauseMs: plan.pauseMs, timeoutMs: c.timeoutMs };
+    const touched = await this.#learnTouched();
+    const job: RebuildJob = {
+      role: c, mode: c.mode as RebuildJob['mode'], sources: plan.sources, slots: this.#slots, rangeSlots: plan.rangeSlots, pauseMs: plan.pauseMs, timeoutMs: c.timeoutMs,
+      // A snapshot: slots updated later are made present (decoded) before their update.
+      touched: touched ? touched.slice() : null,
+    };
     // The standby's thread, unless it failed to start (then a fresh one, started now).
     const ready = this.#rebuildWorker;
     this.#rebuildWorker = null;
@@ -626,16 +730,19 @@ export class ShardServer {
             return;
           }
           if (!this.#present) return;  // reconfigured meanwhile
-          this.#install(rangeSlots(m.start, m.count), m.step, m.coded, m.states);
+          this.#install(m.slots ?? rangeSlots(m.start, m.count), m.step, m.coded, m.states);
           this.stats.ranges++;
+          this.stats.rebuiltSlots += m.slots?.length ?? m.count;
           this.stats.retries += m.retries;
         });
         worker.on('error', reject);
         worker.on('exit', (code) => reject(new Error(`Expected the rebuild worker to finish but received exit code ${code}`)));
         worker.postMessage(job);
       });
-      // Switch-over: every slot is local now; requests no longer touch the sources.
-      this.#present = null;
+      // Switch-over: requests no longer touch the sources. Every slot is local now, or (with a
+      // touched set) every absent slot holds its initial row, computed when first needed.
+      if (touched) this.#initialAbsent = true;
+      else this.#present = null;
       this.#pending.clear();
     } finally {
       this.#closeSources();
