@@ -26,6 +26,7 @@ export const Op = {
   standby: 17,
   prefetch: 18,
   touched: 19,
+  hedgedPull: 20,
   error: 255,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];

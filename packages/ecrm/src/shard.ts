@@ -80,7 +80,23 @@ export interface StandbyOrder {
   servers: Address[];
   timeoutMs: number;
   storeFloats: number;
-  code?: { mode: CodeMode; k: number; r: number; state: 'encoded' | 'replicated' };
+  code?: { mode: CodeMode; k: number; r: number; state: 'encoded' | 'replicated'; dim: number };
+}
+
+/**
+ * The coded rows of data block `block` at `slots`, decoded from k other servers (data first, then
+ * parity; `conns` by block) at one committed step, `need` or later.
+ */
+async function decodeBlockRows(code: NonNullable<StandbyOrder['code']>, codec: ParityCodec, block: number, slots: Int32Array, conns: Connection[], need = -1): Promise<Float32Array> {
+  const role = { role: 'data' as const, index: block, k: code.k, r: code.r, state: code.state };
+  const parts = stripeParts(role, Array.from({ length: code.k + code.r }, (_, b) => b).filter((b) => b !== block).slice(0, code.k));
+  for (let attempt = 0; ; attempt++) {
+    const { step, data } = await readStripe(parts, (p) => conns[p.block], { slots }, () => undefined);
+    if (step >= need) return decodeStripe(role, codec, parts, data).coded;
+    // A commit the pull already depends on has not reached every server yet.
+    if (attempt >= 1000) throw rangeError('degraded read', `servers at committed step ${need}`, `step ${step}`, true);
+    await new Promise((r) => setTimeout(r, attempt < 3 ? 0 : 1));
+  }
 }
 
 /**
@@ -89,13 +105,8 @@ export interface StandbyOrder {
  * for that inside the step that found the failure.
  */
 async function warmDegradedReads(code: NonNullable<StandbyOrder['code']>, conns: Connection[]): Promise<void> {
-  const role = { role: 'data' as const, index: 0, k: code.k, r: code.r, state: code.state };
-  const parts = stripeParts(role, Array.from({ length: code.k }, (_, i) => i + 1));
   const codec = createCodec(code.mode, code.k, code.r);
-  for (let i = 0; i < 8; i++) {
-    const { data } = await readStripe(parts, (p) => conns[p.block], { slots: Int32Array.of(0, 1) }, () => undefined);
-    decodeStripe(role, codec, parts, data);
-  }
+  for (let i = 0; i < 8; i++) await decodeBlockRows(code, codec, 0, Int32Array.of(0, 1), conns);
 }
 
 /** A rebuild thread waiting for its job; a failure before the job shows when the job is posted. */
@@ -138,6 +149,14 @@ export class ShardServer {
   #sources: { block: number; conn: Connection }[] = [];
   /** A spare's connections to every server, opened ahead of a failure, by address. */
   #standby = new Map<string, Connection>();
+  /** What a spare stands by for, with its connections in server order (for hedged pulls). */
+  #standing: { order: StandbyOrder; conns: Connection[]; codec: ParityCodec } | null = null;
+  /**
+   * The rows this spare decoded for its last hedged pull (state encoded: whole rows). Taking that
+   * block's role at that committed step, it starts with them present: the push of the step that
+   * found the failure updates the same rows, and needs no degraded read for them.
+   */
+  #hedgedRows: { need: number; block: number; slots: Int32Array; coded: Float32Array } | null = null;
   /** A spare's store, allocated and faulted in ahead of a failure (fresh pages cost ~2 µs each). */
   #reserve: Float32Array | null = null;
   /** A spare's rebuild thread, started ahead of a failure (see rebuild-worker.ts); null once used. */
@@ -200,6 +219,7 @@ export class ShardServer {
       case Op.peers: return this.#setPeers(body.json<Address[]>());
       case Op.prefetch: return this.#prefetch(body);
       case Op.touched: return this.#touchedReply(body.u32());
+      case Op.hedgedPull: return this.#hedgedPull(body);
       case Op.standby: return this.#openStandby(body.json<StandbyOrder>());
       case Op.crash: process.kill(process.pid, 'SIGKILL'); return;
       case Op.shutdown: setImmediate(() => process.exit(0)); return;
@@ -236,6 +256,11 @@ export class ShardServer {
       this.#reserve = null;
       this.#replicas = c.role === 'parity' && c.state === 'replicated' ? Array.from({ length: c.k }, () => table(this.#slots * this.#sw)) : [];
       this.#present = new Uint8Array(this.#slots);
+      const hedged = this.#hedgedRows;
+      this.#hedgedRows = null;
+      if (hedged && c.role === 'data' && hedged.block === c.index && hedged.need === c.committedStep && hedged.coded.length === hedged.slots.length * this.#coded) {
+        this.#install(hedged.slots, hedged.need, hedged.coded, []);
+      }
       // Connected before the reply: the first degraded read may arrive right after it.
       this.#closeSources();
       this.#sources = await Promise.all(c.rebuild.sources.map(async (s) => {
@@ -643,19 +668,29 @@ export class ShardServer {
   /** Installs decoded rows (read at committed `step`) into the slots still absent. */
   #install(slots: Int32Array, step: number, coded: Float32Array, states: Float32Array[]): void {
     const c = this.#cfg, present = this.#present!, cw = this.#coded, sw = this.#sw;
+    const pending = this.#pending.size > 0 ? this.#pending : null;
     // Runs of consecutive absent slots with no deltas waiting are installed with one copy each
-    // (what a rebuild range almost always is); the rest slot by slot below.
+    // (what a rebuild range almost always is); whole rows scattered at once with one kernel call
+    // (a rebuild's touched slots, a degraded read's); the rest slot by slot below.
     const rowWidth = c.role === 'data' ? this.#width : cw;
     if (states.length === 0 && rowWidth === cw) {
+      const single: number[] = [];
       for (let i = 0; i < slots.length;) {
         let j = i;
-        const pending = this.#pending.size > 0 ? this.#pending : null;
         while (j < slots.length && slots[j] === slots[i] + (j - i) && !present[slots[j]] && !pending?.has(slots[j])) j++;
         if (j - i >= 2) {
           this.#store.set(coded.subarray(i * cw, j * cw), slots[i] * cw);
           present.fill(1, slots[i], slots[i] + (j - i));
           i = j;
-        } else i++;
+        } else {
+          if (!present[slots[i]] && !pending?.has(slots[i])) single.push(i);
+          i++;
+        }
+      }
+      if (single.length > 0) {
+        const at = Int32Array.from(single), targets = at.map((i) => slots[i]);
+        scatterRowsSync(bits(this.#store), cw, targets, gatherRowsSync(bits(coded), cw, at));
+        for (const t of targets) present[t] = 1;
       }
     }
     for (let i = 0; i < slots.length; i++) {
@@ -670,9 +705,10 @@ export class ShardServer {
         states.forEach((st, j) => this.#replicas[j].set(st.subarray(i * sw, (i + 1) * sw), s * sw));
       }
       present[s] = 1;
+      if (!pending) continue;
       // Deltas committed after the step we read at are not in what we read: apply them now.
-      const later = (this.#pending.get(s) ?? []).filter((d) => d.step > step);
-      this.#pending.delete(s);
+      const later = (pending.get(s) ?? []).filter((d) => d.step > step);
+      pending.delete(s);
       for (const d of later) this.#applyDelta(d, true);
     }
   }
@@ -684,7 +720,10 @@ export class ShardServer {
     this.#rebuildWorker ??= startRebuildWorker();
     const conns = await Promise.all(o.servers.map((a) => Connection.connect(a, `server ${describeAddress(a)}`, o.timeoutMs)));
     o.servers.forEach((a, i) => this.#standby.set(describeAddress(a), conns[i]));
-    if (o.code) await warmDegradedReads(o.code, conns).catch(() => undefined);  // only a warm-up
+    if (o.code) {
+      this.#standing = { order: o, conns, codec: createCodec(o.code.mode, o.code.k, o.code.r) };
+      await warmDegradedReads(o.code, conns).catch(() => undefined);  // only a warm-up
+    }
   }
 
   #dropRebuildWorker(): void {
@@ -695,6 +734,25 @@ export class ShardServer {
   #closeStandby(): void {
     for (const conn of this.#standby.values()) conn.close();
     this.#standby.clear();
+    this.#standing = null;
+  }
+
+  /**
+   * A standby spare answers a pull that a data shard is late with (it may be dead): the rows
+   * decoded from the other servers at the committed step the pull needs, as the shard's reply
+   * would hold them (weights only). Whichever answer comes first serves the trainer.
+   */
+  async #hedgedPull(body: Reader): Promise<Buffer> {
+    const need = body.u32() - 1, block = body.u32(), slots = body.i32s();
+    const s = this.#standing;
+    if (!s || this.#config) throw rangeError('hedged pull', 'a spare standing by for a protected cluster', this.#config ? 'a server with a role' : 'a spare without standby orders', true);
+    const code = s.order.code!;
+    integer(block, 'block', 0, code.k - 1);
+    const coded = await decodeBlockRows(code, s.codec, block, slots, s.conns, need);
+    const width = coded.length / Math.max(1, slots.length);
+    if (code.state === 'encoded') this.#hedgedRows = { need, block, slots, coded };
+    const weights = width === code.dim ? coded : f32words(gatherRowsSync(bits(coded), width, rangeSlots(0, slots.length), { cols: code.dim }));
+    return new Writer().array(weights).build();
   }
 
   #closeSources(): void {

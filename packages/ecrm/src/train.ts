@@ -51,6 +51,8 @@ export interface TrainOptions {
   evalBatches?: number;
   source?: BatchSource;
   rebuild?: { rangeSlots?: number; pauseMs?: number };
+  /** ECRM: late pulls also asked of a standby spare (default true). */
+  hedgePulls?: boolean;
   timeoutMs?: number;
   /** Read back every embedding row and MLP weight at the end (bit-exactness checks). */
   collectParameters?: boolean;
@@ -117,7 +119,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
     totalRows: rows * SPARSE_FEATURES, rowsPerTable: rows, dim, k, seed,
     protection: mode === 'ecrm' ? options.code ?? 'xor' : 'none', r: options.r, state: options.state,
     optimizer: options.optimizer, lr: options.lr ?? 0.05, spares: mode === 'ecrm' ? options.r ?? 1 : mode === 'cpr' ? 1 : 0,
-    timeoutMs: options.timeoutMs, rebuild: options.rebuild,
+    timeoutMs: options.timeoutMs, rebuild: options.rebuild, hedgePulls: options.hedgePulls,
     crash: inPush ? { shard: inPush.server, step: inPush.step, when: inPush.when as 'prepare' | 'after-first-delta' } : undefined,
   });
   const dir = mode === 'checkpoint' || mode === 'cpr' ? await mkdtemp(join(tmpdir(), 'ecrm-ckpt-')) : null;

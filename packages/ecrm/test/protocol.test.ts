@@ -101,3 +101,18 @@ describe('framing and transport', () => {
     await expect(Connection.connect({ host: '127.0.0.1', port }, 'gone shard', 1000)).rejects.toThrow(ShardUnavailableError);
   });
 });
+
+describe('shard server requests outside their role', () => {
+  it('a hedged pull to a server that is not a standing-by spare, and touched slots it keeps no record of, are clear errors', async () => {
+    const { ShardServer } = await import('../src/shard.js');
+    const shard = await ShardServer.listen();
+    const c = await Connection.connect({ host: '127.0.0.1', port: shard.port }, 'shard');
+    try {
+      await expect(c.request(Op.hedgedPull, new Writer().u32(0).u32(0).array(Int32Array.of(1)).build())).rejects.toThrow(/Expected a spare standing by for a protected cluster for hedged pull but received a spare without standby orders/);
+      await expect(c.request(Op.touched, new Writer().u32(0).build())).rejects.toThrow(/Expected a block this server keeps a complete record of for touched slots but received block 0/);
+    } finally {
+      c.close();
+      shard.server.close();
+    }
+  });
+});

@@ -174,6 +174,35 @@ describe('recovery from shard loss', () => {
     }
   });
 
+  it('a pull a data shard is late with is answered exactly by the standby spare; the shard stays', async () => {
+    const cluster = await EmbeddingCluster.start({ totalRows: 400, rowsPerTable: 100, dim: 4, k: 2, protection: 'xor', timeoutMs: 5000 });
+    const stopped = cluster.pids[1];
+    try {
+      const rows = Int32Array.from({ length: 400 }, (_, i) => i);
+      // Steps that give the cluster its usual pull latency (the hedging delay is a multiple of it).
+      for (let step = 0; step < 10; step++) {
+        await cluster.pull(step, rows);
+        await cluster.push(step, rows, new Float32Array(400 * 4).map((_, i) => Math.sin(i + step)));
+      }
+      const expected = await cluster.pull(10, rows);
+      process.kill(stopped, 'SIGSTOP');  // alive but silent: its pulls wait
+      const started = performance.now();
+      expect(await cluster.pull(10, rows)).toEqual(expected);
+      expect(performance.now() - started).toBeLessThan(1000);
+      expect(cluster.hedgesSent).toBeGreaterThanOrEqual(1);
+      expect(cluster.hedgedPulls).toBe(1);
+      process.kill(stopped, 'SIGCONT');
+      // The late shard answers again and keeps its role: nothing was declared failed.
+      await cluster.push(10, rows, new Float32Array(400 * 4).fill(0.25));
+      expect(cluster.events.filter((e) => e.kind === 'failure')).toEqual([]);
+      expect(cluster.health).toEqual(['healthy', 'healthy', 'healthy']);
+      expect(await cluster.parityConsistent()).toBe(true);
+    } finally {
+      process.kill(stopped, 'SIGCONT');
+      await cluster.close();
+    }
+  });
+
   it('a reader that only pulls gets the lost shard rebuilt without pushing or waiting on rebuilt()', async () => {
     const cluster = await EmbeddingCluster.start({ totalRows: 400, rowsPerTable: 100, dim: 4, k: 2, protection: 'xor', timeoutMs: 2000 });
     try {
