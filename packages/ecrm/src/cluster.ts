@@ -141,6 +141,8 @@ export class EmbeddingCluster {
   #committed = -1;
   /** Recent latencies of data shards' pulls (ms), for the hedging delay. */
   readonly #pullMs: number[] = [];
+  /** The rows of the coming step, as last hinted (see prefetch). */
+  #hint: Int32Array | null = null;
   /** Pulls also asked of a standby spare, and those it answered first. */
   hedgesSent = 0;
   hedgedPulls = 0;
@@ -385,8 +387,10 @@ export class EmbeddingCluster {
    * Hints the rows of a coming step (the trainer's next batch): a replacement still rebuilding
    * decodes those it lacks while the trainer computes, instead of inside that step's pull. Only
    * rebuilding servers are sent anything; errors are left to the requests that need the rows.
+   * The last hint is kept: a replacement that takes over later in the step is sent it at once.
    */
   prefetch(rows: Int32Array): void {
+    this.#hint = rows;
     if (!this.rebuilding) return;
     const routes = this.#route(rows);
     for (const [i, health] of this.#health.entries()) {
@@ -524,6 +528,7 @@ export class EmbeddingCluster {
     const plans = new Map(failed.map((i) => [i, plan(i)]));
     await Promise.all(failed.map((i) => this.#configure(i, { committedStep: this.#committed, rebuild: plans.get(i)!, crash: undefined })));
     for (const i of failed) this.events.push({ at: performance.now(), kind: 'serving', server: i });
+    if (this.#hint) this.prefetch(this.#hint);
     if (failed.some((i) => i >= this.k)) {
       const peers = new Writer().json(this.#servers.slice(this.k).map((s) => s.addr)).build();
       await Promise.all(this.#servers.slice(0, this.k).map((s) => s.conn.request(Op.peers, peers)));

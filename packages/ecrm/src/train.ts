@@ -159,7 +159,8 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
         const pulled = cluster.pull(step, lookup.rows);
         if (cluster.rebuilding && step + 1 < steps) next = load(step + 1);
         const table = await pulled;
-        if (cluster.rebuilding && step + 1 < steps) {
+        const prefetched = cluster.rebuilding && step + 1 < steps;
+        if (prefetched) {
           next ??= load(step + 1);  // this pull found the failure
           cluster.prefetch(next.lookup.rows);
         }
@@ -174,6 +175,8 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
         if (denseStepped !== step) opt.step();
         denseStepped = step;
         if (!next && step + 1 < steps) next = load(step + 1);
+        // Kept by the cluster: a failure this push finds has the replacement decode them at once.
+        if (next && !prefetched) cluster.prefetch(next.lookup.rows);
         await pushed;
         const t = performance.now() - start;
         const record = { step, t, ms: performance.now() - t0, loss, redo: step < frontier };
