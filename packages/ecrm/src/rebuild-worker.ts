@@ -23,9 +23,9 @@ export interface RebuildJob {
   pauseMs: number;
   timeoutMs: number;
   /**
-   * For a data block: its slots that may have been updated (1) since the deterministic
-   * initialisation. Only these are read and decoded; the others hold their initial rows, which
-   * the server computes itself. Null: every slot is read.
+   * For a data block: the updates seen per slot since the deterministic initialisation (0: none,
+   * saturating at 255). Only touched slots are read and decoded, the most updated first; the
+   * others hold their initial rows, which the server computes itself. Null: every slot is read.
    */
   touched: Uint8Array | null;
 }
@@ -50,13 +50,18 @@ async function run(job: RebuildJob): Promise<void> {
       const s = job.sources.find((src) => src.block === p.block)!;
       conns.push(await Connection.connect(s, `rebuild source ${s.block} (${describeAddress(s)})`, job.timeoutMs, true));
     }
-    // Reads of rangeSlots slots each: contiguous ranges, or with a touched set, its next slots.
-    for (let start = 0; start < job.slots;) {
-      const slots = job.touched ? nextTouched(job.touched, start, job.rangeSlots) : null;
-      if (slots?.length === 0) break;
-      const count = slots ? slots[slots.length - 1] + 1 - start : Math.min(job.slots, start + job.rangeSlots) - start;
+    // Reads of rangeSlots slots each: contiguous ranges, or the touched slots, the most updated
+    // first. Those are the rows training asks for next (embedding accesses are skewed), so a
+    // first small read of them, at normal priority, ends most degraded reads within a step or
+    // two; the rest follows in the background.
+    const reads = job.touched ? touchedReads(job.touched, job.rangeSlots) : rangeReads(job.slots, job.rangeSlots);
+    if (!job.touched) runInBackground();
+    for (const [n, read] of reads.entries()) {
+      if (n === 1 && job.touched) runInBackground();
+      const slots = 'slots' in read ? read.slots : null;
+      const start = 'slots' in read ? 0 : read.start, count = 'slots' in read ? read.slots.length : read.count;
       let retries = 0;
-      const { step, data } = await readStripe(parts, (_, i) => conns[i], slots ? { slots } : { start, count }, () => retries++);
+      const { step, data } = await readStripe(parts, (_, i) => conns[i], read, () => retries++);
       const decoded = decodeStripe(job.role, codec, parts, data);
       // Handed over by transfer: each array must own its whole buffer (a view into a received
       // frame is copied out first; transferring would take the frame's buffer with it).
@@ -64,7 +69,6 @@ async function run(job: RebuildJob): Promise<void> {
       const coded = own(decoded.coded), states = decoded.states.map(own);
       const msg: RebuildMessage = { kind: 'range', start, count, slots, step, coded, states, retries };
       parentPort!.postMessage(msg, [coded.buffer, ...states.map((s) => s.buffer), ...(slots ? [slots.buffer] : [])] as ArrayBuffer[]);
-      start += count;
       if (job.pauseMs > 0) await new Promise((r) => setTimeout(r, job.pauseMs));
     }
     parentPort!.postMessage({ kind: 'done' } satisfies RebuildMessage);
@@ -73,14 +77,36 @@ async function run(job: RebuildJob): Promise<void> {
   }
 }
 
-/** Up to `most` touched slots from `start` on, in order. */
-function nextTouched(touched: Uint8Array, start: number, most: number): Int32Array {
-  const out = new Int32Array(most);
-  let n = 0;
-  for (let s = start; s < touched.length && n < most; s++) if (touched[s]) out[n++] = s;
-  return out.slice(0, n);
+function rangeReads(slots: number, rangeSlots: number): { start: number; count: number }[] {
+  return Array.from({ length: Math.ceil(slots / rangeSlots) }, (_, i) => ({ start: i * rangeSlots, count: Math.min(slots, (i + 1) * rangeSlots) - i * rangeSlots }));
 }
 
-runInBackground();
+/** First read of the hottest touched slots: small, so it lands within a step of the failure. */
+const HOTTEST_FIRST = 4096;
+
+/**
+ * The touched slots (touched[s] = updates seen, saturating at 255), the most updated first (a
+ * counting sort), in reads of at most rangeSlots: the first at most HOTTEST_FIRST.
+ */
+function touchedReads(touched: Uint8Array, rangeSlots: number): { slots: Int32Array }[] {
+  const count = new Int32Array(256);
+  for (const c of touched) count[c]++;
+  const at = new Int32Array(256);
+  let n = 0;
+  for (let c = 255; c >= 1; c--) {
+    at[c] = n;
+    n += count[c];
+  }
+  const order = new Int32Array(n);
+  for (let s = 0; s < touched.length; s++) if (touched[s]) order[at[touched[s]]++] = s;
+  const reads: { slots: Int32Array }[] = [];
+  for (let i = 0; i < n;) {
+    const size = Math.min(rangeSlots, reads.length === 0 ? HOTTEST_FIRST : rangeSlots);
+    reads.push({ slots: order.slice(i, i + size) });
+    i += size;
+  }
+  return reads;
+}
+
 // One job per thread; errors reach the main thread as the worker's 'error' event.
 parentPort!.once('message', (job: RebuildJob) => void run(job));

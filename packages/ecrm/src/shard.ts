@@ -182,8 +182,9 @@ export class ShardServer {
   #rebuildWorker: Worker | null = null;
   #rebuildDone: Promise<unknown> | null = null;
   /**
-   * Per data block: the slots whose rows may differ from their initial values (a data server keeps
-   * its own block's, a parity server every block's, from the deltas it applies). A rebuild reads
+   * Per data block: the slots whose rows may differ from their initial values, as the number of
+   * updates seen per slot, saturating at 255 (a data server keeps its own block's, a parity server
+   * every block's, from the deltas it applies). A rebuild reads
    * and decodes only these; it computes the others, as every server did at start. Each is a
    * superset of the block's updated slots; `#touchedKnown` names the blocks whose set is complete
    * (a replacement's is, once merged with the set it fetched).
@@ -368,7 +369,8 @@ export class ShardServer {
   #markTouched(block: number, slots: Int32Array): void {
     let set = this.#touched.get(block);
     if (!set) this.#touched.set(block, (set = new Uint8Array(this.#slots)));
-    for (const s of slots) set[s] = 1;
+    // Updates seen, saturating: the rebuild reads the most updated (the hottest) rows first.
+    for (const s of slots) if (set[s] < 255) set[s]++;
   }
 
   /** A block's touched slots as a bitmap, with the committed step it holds at. */
@@ -665,7 +667,7 @@ export class ShardServer {
       for (const a of asks) {
         const set = await this.#fetchTouched(a.conn, a.block);
         const mine = this.#touched.get(a.block);
-        if (mine) for (let i = 0; i < set.length; i++) set[i] |= mine[i];
+        if (mine) for (let i = 0; i < set.length; i++) set[i] = Math.min(255, set[i] + mine[i]);
         this.#touched.set(a.block, set);
         this.#touchedKnown.add(a.block);
       }
