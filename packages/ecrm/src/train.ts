@@ -86,6 +86,8 @@ export interface TrainResult {
   checkpoints: number;
   /** How long a rebuild went on after the last step (0: it finished while training ran). */
   rebuildAfterTrainingMs: number;
+  /** ECRM: pulls also sent to the standby spare for being late, and those it answered first. */
+  hedges: { sent: number; won: number };
   /** CPU per training step, ms: the trainer and every shard process (killed ones' share is lost). */
   cpuMsPerStep: number;
   /** The trainer's share of cpuMsPerStep (the rest is the shard processes'). */
@@ -127,7 +129,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
   const opt = new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02);
   const result: TrainResult = {
     mode, label: modeLabel({ ...options, k }), batchSize: source.batch(0).size, records: [], events: cluster.events, failures: [],
-    checkpointMs: 0, checkpoints: 0, rebuildAfterTrainingMs: 0, cpuMsPerStep: NaN, trainerCpuMsPerStep: NaN, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
+    checkpointMs: 0, checkpoints: 0, rebuildAfterTrainingMs: 0, hedges: { sent: 0, won: 0 }, cpuMsPerStep: NaN, trainerCpuMsPerStep: NaN, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
   };
   try {
     let mlpCheckpoint = opt.snapshot(), checkpointStep = 0;
@@ -223,6 +225,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
       }
     }
     result.wallMs = performance.now() - start;
+    result.hedges = { sent: cluster.hedgesSent, won: cluster.hedgedPulls };
     const cpu = process.cpuUsage(cpu0);
     result.cpuMsPerStep = ((cpu.user + cpu.system) / 1000 + (await cluster.cpuMs()) - serverCpu0) / result.records.length;
     result.trainerCpuMsPerStep = (cpu.user + cpu.system) / 1000 / result.records.length;
