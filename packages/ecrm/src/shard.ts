@@ -184,9 +184,9 @@ export class ShardServer {
   /**
    * Per data block: the slots whose rows may differ from their initial values, as the number of
    * updates seen per slot, saturating at 255 (a data server keeps its own block's, a parity server
-   * every block's, from the deltas it applies). A rebuild reads
-   * and decodes only these; it computes the others, as every server did at start. Each is a
-   * superset of the block's updated slots; `#touchedKnown` names the blocks whose set is complete
+   * every block's, from the deltas it applies). A rebuild reads and decodes only these; it
+   * computes the others, as every server did at start. Each is a superset of the block's updated
+   * slots; `#touchedKnown` names the blocks whose set is complete
    * (a replacement's is, once merged with the set it fetched).
    */
   #touched = new Map<number, Uint8Array>();
@@ -373,7 +373,7 @@ export class ShardServer {
     for (const s of slots) if (set[s] < 255) set[s]++;
   }
 
-  /** A block's touched slots as a bitmap, with the committed step it holds at. */
+  /** A block's touched set (updates seen per slot), with the committed step it holds at. */
   #touchedReply(block: number): Buffer {
     if (!this.#touchedKnown.has(block)) throw rangeError('touched slots', `a block this server keeps a complete record of`, `block ${block}`, true);
     return new Writer().u32(this.#committed + 1).array(this.#touched.get(block) ?? new Uint8Array(this.#slots)).build();
