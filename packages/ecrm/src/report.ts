@@ -158,7 +158,7 @@ function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
 const fmt = (v: number, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '-');
 
 function formatRow(r: ComparisonRow): string {
-  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, serving after ${fmt(r.serveMs)} ms, recovery time ${fmt(r.recoveryCostMs)} ms, rebuilt after ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, longest pause ${fmt(r.recoveryStepMs)} ms (${fmt(r.detectedPauseMs)} ms after detection), AUC ${fmt(r.evalAuc, 4)}`;
+  return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, serving after ${fmt(r.serveMs)} ms, recovery time ${fmt(r.recoveryCostMs)} ms, rebuilt after ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, longest pause ${fmt(r.recoveryStepMs)} ms (${fmt(r.detectedPauseMs)} ms after detection), AUC ${fmt(r.evalAuc, 4)}${r.result.hedges?.sent ? `, pulls hedged ${r.result.hedges.sent} (the spare first ${r.result.hedges.won})` : ''}`;
 }
 
 export function comparisonTable(rows: ComparisonRow[]): string {
