@@ -134,8 +134,9 @@ export class EmbeddingCluster {
   #onServed: (() => void)[] = [];
   /** Commits sent whose acks are still to be collected (with the next push). */
   #commits: { server: number; done: Promise<unknown> }[] = [];
-  /** Per data shard: the last commit, not sent yet; it goes out in one write with the shard's next
-   * request (the next pull), which a shard handles after it — one message and wake-up fewer. */
+  /** Per server: the last commit, not sent yet. A data shard's goes out in one write with its next
+   * request (the next pull), which it handles after it: one message and wake-up fewer; a parity
+   * server's once that pull's replies are in (see push). */
   #unsentCommit: (Buffer | null)[] = [];
   #txn = 0;
   #committed = -1;
@@ -310,7 +311,11 @@ export class EmbeddingCluster {
   }
 
   #flushCommits(): void {
-    for (let s = 0; s < this.k; s++) this.#sendCommit(s);
+    for (let s = 0; s < this.#servers.length; s++) this.#sendCommit(s);
+  }
+
+  #flushParityCommits(): void {
+    for (let s = this.k; s < this.#servers.length; s++) this.#sendCommit(s);
   }
 
   /** A request to data shard s, written together with its pending commit (one syscall). */
@@ -340,6 +345,7 @@ export class EmbeddingCluster {
         const request = this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null);
         return request && this.#hedged(s, r.slots, request);
       }));
+      this.#flushParityCommits();
       replies.forEach((reply, s) => {
         if (reply.status === 'rejected') return;
         answered[s] = true;
@@ -371,6 +377,7 @@ export class EmbeddingCluster {
         if (--outstanding === 0 && !settled) reject(e);
       };
       const timer = setTimeout(() => {
+        this.#flushParityCommits();  // the spare reads the parity at the committed step
         outstanding++;
         this.#hedgesSent++;
         spare.conn.request(Op.hedgedPull, new Writer().u32(need + 1).u32(s).array(slots).build()).then((reply) => {
@@ -431,6 +438,7 @@ export class EmbeddingCluster {
         this.#committed = step;
         return;
       }
+      this.#flushParityCommits();
       const txn = ++this.#txn;
       const prepares = payloads.map((p, s) => this.#withCommit(s, Op.prepare, p && new Writer().u32(step + 1).u32(txn).array(p.slots).array(p.grads).build()));
       const commits = this.#commits.splice(0).map((c) => c.done);
@@ -444,19 +452,14 @@ export class EmbeddingCluster {
         throw failed.reason;
       }
       // Every server commits every step, so all hold the same committed step (what rebuild reads
-      // check). The acks are awaited with the next request: the commit costs no round trip.
-      // Parity servers get theirs now (rebuild reads compare committed steps); data shards with
-      // their next request, which must see the commit anyway.
+      // check). The acks are awaited with the next request: the commit costs no round trip. Data
+      // shards get theirs with their next request (the pull, which must see it anyway); parity
+      // servers once that pull's replies are in, so their deltas are applied while the trainer
+      // computes rather than beside the pulls on shared cores.
       const commit = new Writer().u32(step + 1).u32(txn).build();
-      this.#unsentCommit = Array.from({ length: this.k }, () => commit);
-      // While a rebuild reads sources at one committed step, data shards must not lag behind the
-      // parity until the next pull: they get the commit now too.
+      this.#unsentCommit = Array.from({ length: this.#servers.length }, () => commit);
+      // While a rebuild reads sources at one committed step, every server gets the commit now.
       if (this.#rebuilds.size > 0) this.#flushCommits();
-      for (let i = this.k; i < this.#servers.length; i++) {
-        const done = this.#servers[i].conn.request(Op.commit, commit);
-        done.catch(() => undefined);
-        this.#commits.push({ server: i, done });
-      }
       this.#committed = step;
     });
   }
@@ -518,7 +521,7 @@ export class EmbeddingCluster {
     const healthy = this.#servers.map((_, i) => i).filter((i) => !failed.includes(i) && this.#health[i] === 'healthy');
     // A replacement starts at the committed step: commits to the lost servers are moot.
     this.#commits = this.#commits.filter((c) => !failed.includes(c.server));
-    for (const i of failed) if (i < this.k) this.#unsentCommit[i] = null;
+    for (const i of failed) this.#unsentCommit[i] = null;
     for (const i of failed) {
       this.#servers[i] = await this.#takeSpare(this.#label(i));
       this.#health[i] = 'rebuilding';
