@@ -340,10 +340,11 @@ export class EmbeddingCluster {
     return this.#retrying('pull', async () => {
       // The last commit's acks are not awaited here: a shard handles requests in order, so the
       // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
+      const hedgeAfter = this.#hedgeDelay();
       const replies = await Promise.allSettled(routes.map((r, s) => {
         if (answered[s]) return null;
         const request = this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null);
-        return request && this.#hedged(s, r.slots, request);
+        return request && this.#hedged(s, r.slots, request, hedgeAfter);
       }));
       this.#flushParityCommits();
       replies.forEach((reply, s) => {
@@ -359,13 +360,17 @@ export class EmbeddingCluster {
     });
   }
 
+  /** How long a pull waits before it is hedged: HEDGE_FACTOR × the median of recent pulls. */
+  #hedgeDelay(): number {
+    const recent = this.#pullMs.slice().sort((a, b) => a - b);
+    return recent.length < 8 ? HEDGE_MAX_MS : Math.min(HEDGE_MAX_MS, Math.max(HEDGE_MIN_MS, HEDGE_FACTOR * recent[recent.length >> 1]));
+  }
+
   /** A pull of data shard s, also asked of a standby spare if the shard is late (see HEDGE_FACTOR). */
-  #hedged(s: number, slots: Int32Array, primary: Promise<Reader>): Promise<Reader> {
+  #hedged(s: number, slots: Int32Array, primary: Promise<Reader>, delay: number): Promise<Reader> {
     const spare = this.#spares[0];
     if (!this.#o.hedgePulls || this.protection === 'none' || !spare || spare.conn.closed || this.#health[s] !== 'healthy') return primary;
     const started = performance.now(), need = this.#committed;
-    const recent = this.#pullMs.slice().sort((a, b) => a - b);
-    const delay = recent.length < 8 ? HEDGE_MAX_MS : Math.min(HEDGE_MAX_MS, Math.max(HEDGE_MIN_MS, HEDGE_FACTOR * recent[recent.length >> 1]));
     return new Promise((resolve, reject) => {
       let outstanding = 1, settled = false;
       const win = (reply: Reader) => {

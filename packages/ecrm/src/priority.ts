@@ -1,5 +1,5 @@
-// Background work (a rebuild's reads and decodes, the sources' range sends) runs on worker threads
-// at idle CPU priority, so it takes CPU that training leaves idle rather than time from training.
+// Background work (a rebuild's reads and decodes) runs on a worker thread at idle CPU priority, so
+// it takes CPU that training leaves idle rather than time from training.
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { setThreadBackground } from '@kintsugi/cuda-core';

@@ -1,8 +1,9 @@
-// The background rebuild of a replacement server, on a worker thread at idle CPU priority:
-// it reads contiguous ranges of slots from the k sources (its own connections), decodes them and
-// hands each range to the server's main thread, which installs it with one copy. Reading and
-// decoding a 44 MB shard moves ~180 MB through sockets; at idle priority that work takes CPU that
-// training leaves idle rather than time from training's own processes.
+// The background rebuild of a replacement server, on a worker thread: it reads slots from the k
+// sources (its own connections) — every slot in contiguous ranges, or for a data block whose touched
+// set is known only the slots updated since the initialisation, the most updated first — decodes
+// them and hands them to the server's main thread, which installs them. The thread runs at idle
+// priority, taking CPU that training leaves idle rather than time from training's processes,
+// except for a touched set's first read (the hottest rows, which training asks for next).
 //
 // A spare starts this thread while it stands by, before any failure: starting one (an isolate and
 // these modules) costs tens of ms of CPU, which would otherwise land in the step that found the

@@ -100,11 +100,6 @@ async function decodeBlockRows(code: NonNullable<StandbyOrder['code']>, codec: P
 }
 
 /**
- * Runs a degraded read's code (a stripe read from the sources, decoded) a few times on two rows:
- * the first one after a failure then finds it compiled, here and in the sources, instead of paying
- * for that inside the step that found the failure.
- */
-/**
  * Runs a data shard's handlers (pull, prepare, commit) a few dozen times on a scratch server of a
  * few rows: a spare that takes a data role then serves its first steps with compiled code, not in
  * V8's interpreter (its first prepare took 4-9 ms).
@@ -123,6 +118,11 @@ async function warmDataRole(scratch: ShardServer, dim: number): Promise<void> {
   }
 }
 
+/**
+ * Runs a degraded read's code (a stripe read from the sources, decoded) a few times on two rows:
+ * the first one after a failure then finds it compiled, here and in the sources, instead of paying
+ * for that inside the step that found the failure.
+ */
 async function warmDegradedReads(code: NonNullable<StandbyOrder['code']>, conns: Connection[]): Promise<void> {
   const codec = createCodec(code.mode, code.k, code.r);
   for (let i = 0; i < 8; i++) await decodeBlockRows(code, codec, 0, Int32Array.of(0, 1), conns);
@@ -795,7 +795,7 @@ export class ShardServer {
     return this.#rebuildDone.then(() => new Writer().json(this.stats).build());
   }
 
-  /** The ranges are read and decoded on a low-priority worker thread; installed here. */
+  /** The rows are read and decoded on a background worker thread (rebuild-worker.ts); installed here. */
   async #runRebuild(plan: RebuildPlan): Promise<void> {
     const c = this.#cfg;
     const touched = await (this.#touchedLearned ?? this.#learnTouched());
