@@ -185,8 +185,8 @@ export class EmbeddingCluster {
     const c = new EmbeddingCluster(options);
     const n = c.k + c.r + c.#o.spares;
     const addresses = options.addresses;
-    if (addresses && addresses.length < n) throw rangeError('options.addresses', `${n} servers (k + r + spares)`, addresses.length, true);
     try {
+      if (addresses && addresses.length < n) throw rangeError('options.addresses', `${n} servers (k + r + spares)`, addresses.length, true);
       const servers = await Promise.all(Array.from({ length: n }, (_, i) => c.#open(addresses?.[i], i < c.k ? `data ${i}` : i < c.k + c.r ? `parity ${i - c.k}` : 'spare')));
       c.#servers.push(...servers.slice(0, c.k + c.r));
       c.#spares.push(...servers.slice(c.k + c.r));

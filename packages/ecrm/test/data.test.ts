@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auc, parseCriteoTsv, readCriteoTsv, SyntheticCriteo, toCriteoTsv } from '../src/index.js';
@@ -27,6 +27,7 @@ describe('Criteo-shaped data', () => {
   it('round-trips through the Criteo TSV format', async () => {
     const batch = gen.batch(1);
     const dir = await mkdtemp(join(tmpdir(), 'ecrm-tsv-'));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
     const file = join(dir, 'train.txt');
     await writeFile(file, toCriteoTsv(batch));
     const back = await readCriteoTsv(file, { rowsPerTable: 1000, maxLines: 100 });

@@ -34,6 +34,8 @@ train options:
                      MSE (default 0: MSE only, the paper's loss)
   --shift N          random-shift augmentation: translate each training image by up to N pixels on
                      each axis (default 0); the targets come from the deployed model on the shifted images
+  --average D        keep an exponential moving average of the weights with decay D per step (e.g.
+                     0.998; default 0: none); each epoch keeps the better of the live and averaged weights
   --validation N     held-out training images for checkpoint selection (default 5000)
   --limit N          train on N images only (quick runs)
   --seed S           default 1
@@ -81,7 +83,7 @@ function required(v: string | undefined, name: string, what: string): string {
 const trainSpec = {
   dataset: { type: 'string' }, deployed: { type: 'string' }, k: { type: 'string' }, r: { type: 'string' },
   'parity-index': { type: 'string' }, encoder: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
-  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' }, grid: { type: 'string' }, canvas: { type: 'string' }, shift: { type: 'string' },
+  lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' }, grid: { type: 'string' }, canvas: { type: 'string' }, shift: { type: 'string' }, average: { type: 'string' },
   validation: { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
   'data-dir': { type: 'string' }, 'max-batches': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
@@ -109,6 +111,8 @@ export interface ParmTrainArgs {
   ceWeight: number;
   /** Random-shift augmentation, in pixels (0: none). */
   shift: number;
+  /** Decay of the weights' moving average (0: none). */
+  average: number;
   /** Concatenation tile grid [rows, cols] (default: by k). */
   grid?: [number, number];
   /** Concatenation canvas (default: same). */
@@ -155,6 +159,7 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
     init: v.init === undefined || v.init === '' ? 'deployed' : v.init,
     ceWeight: num(v['ce-weight'], '--ce-weight', 0) ?? 0,
     shift: int(v.shift, '--shift', 0, 13) ?? 0,
+    average: num(v.average, '--average', 0) ?? 0,
     grid: gridOf(v.grid, encoder, k),
     canvas: v.canvas === undefined ? undefined : encoder === 'concat' ? choice(v.canvas, '--canvas', canvasNames) : fail('--canvas', 'nothing without --encoder concat', v.canvas),
     validation: int(v.validation, '--validation', 1) ?? 5000,
@@ -233,7 +238,7 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
   const input = inputSpec(deployed.metadata, o.dataset);
   const code = new ParityCode({ k: o.k, r: o.r, encoder: o.encoder, grid: o.grid, canvas: o.canvas });
   say(`${data.note}; deployed ${basename(o.deployed)} (${deployed.architecture}, ${deployed.model.parameterCount()} parameters)`);
-  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}${code.grid ? ` grid ${code.grid.join('x')} canvas ${code.canvas}` : ''}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}${o.shift > 0 ? `, random shifts ≤ ${o.shift} px` : ''}`);
+  say(`code: k=${o.k} r=${o.r} encoder=${o.encoder} coefficients ${JSON.stringify(code.coefficients)}${code.grid ? ` grid ${code.grid.join('x')} canvas ${code.canvas}` : ''}; ${o.epochs} epochs, Adam lr ${o.lr}${o.cosine ? ' (cosine)' : ''} wd ${o.weightDecay}, batch ${o.batch ?? (o.k === 2 ? 64 : 32)}, init ${o.init}${o.ceWeight > 0 ? `, decoded cross-entropy × ${o.ceWeight}` : ''}${o.shift > 0 ? `, random shifts ≤ ${o.shift} px` : ''}${o.average > 0 ? `, weights averaged (decay ${o.average})` : ''}`);
   const rowsToTrain = o.parityIndex === undefined ? Array.from({ length: o.r }, (_, t) => t) : [o.parityIndex];
   const init = await initialWeights(o, code, rowsToTrain);
   for (const t of rowsToTrain) {
@@ -241,7 +246,7 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
     let lastDraw = 0;
     const res = await trainParityModel({
       deployed: deployed.model, code, parityIndex: t, train: data.train, input, epochs: o.epochs, batchSize: o.batch, lr: o.lr,
-      cosine: o.cosine, weightDecay: o.weightDecay, init, reconstructionWeight: o.ceWeight, shift: o.shift, validation: o.validation, limit: o.limit, maxBatches: o.maxBatches, seed: o.seed + t,
+      cosine: o.cosine, weightDecay: o.weightDecay, init, reconstructionWeight: o.ceWeight, shift: o.shift, averageDecay: o.average, validation: o.validation, limit: o.limit, maxBatches: o.maxBatches, seed: o.seed + t,
       onProgress: (done, total, loss) => {
         const now = performance.now();
         if (process.stderr.isTTY && (now - lastDraw > 200 || done === total)) {
@@ -251,13 +256,13 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
       },
       onEpoch: (e) => {
         if (process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
-        say(`${label}epoch ${e.epoch + 1}/${o.epochs}: train mse ${e.loss.toFixed(4)} | validation mse ${e.validationLoss.toFixed(4)} reconstruction acc ${pct(e.validationAccuracy)}${e.best ? ' *' : ''} (${e.seconds.toFixed(1)} s)`);
+        say(`${label}epoch ${e.epoch + 1}/${o.epochs}: train mse ${e.loss.toFixed(4)} | validation mse ${e.validationLoss.toFixed(4)} reconstruction acc ${pct(e.validationAccuracy)}${e.averageAccuracy === undefined ? '' : `, averaged ${pct(e.averageAccuracy)}`}${e.best ? ' *' : ''} (${e.seconds.toFixed(1)} s)`);
       },
     });
     const file = parityFileName(o.out, o.r, t);
     await saveParityModel(res.model, file, {
       ...code.spec, parityIndex: t, dataset: o.dataset, deployed: basename(o.deployed), architecture: deployed.architecture,
-      validationAccuracy: res.bestValidationAccuracy, epochs: o.epochs, bestEpoch: res.bestEpoch + 1, trainSeconds: Math.round(res.seconds), init: basename(o.init), ceWeight: o.ceWeight, shift: o.shift,
+      validationAccuracy: res.bestValidationAccuracy, epochs: o.epochs, bestEpoch: res.bestEpoch + 1, trainSeconds: Math.round(res.seconds), init: basename(o.init), ceWeight: o.ceWeight, shift: o.shift, average: o.average,
     }, {
       'kintsugi.dataset': o.dataset,
       'kintsugi.model': `parity-${deployed.architecture}`,

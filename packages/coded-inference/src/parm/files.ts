@@ -27,6 +27,8 @@ export interface ParityMetadata extends CodeSpec {
   ceWeight?: number;
   /** Random-shift augmentation of the training images, in pixels (0: none). */
   shift?: number;
+  /** Decay of the weights' moving average kept in training (0 or absent: none); the file holds the better of it and the live weights. */
+  average?: number;
 }
 
 export const PARM_KEY = 'kintsugi.parm';

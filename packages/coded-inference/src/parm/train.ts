@@ -44,6 +44,13 @@ export interface ParityTrainOptions {
    * so the target stays the encoding of what the deployed model says about the very images encoded.
    */
   shift?: number;
+  /**
+   * Keep an exponential moving average of the weights (and BatchNorm statistics) with this decay per
+   * step (0, the default: none). Each epoch scores both the live weights and the average on the
+   * held-out images, and the better is kept (the average on a tie): the average of late, low-learning-rate steps
+   * sits nearer the centre of the minimum the noisy steps wander around.
+   */
+  averageDecay?: number;
   seed?: number;
   /** Stop each epoch after this many batches (tests, quick runs). */
   maxBatches?: number;
@@ -59,6 +66,8 @@ export interface ParityEpoch {
   /** Reconstruction accuracy on the held-out images (argmax of the decoded output vs the label). */
   validationAccuracy: number;
   validationLoss: number;
+  /** Reconstruction accuracy of the averaged weights (when averageDecay is set). */
+  averageAccuracy?: number;
   seconds: number;
   best: boolean;
 }
@@ -160,6 +169,12 @@ export async function reconstructionAccuracy(parity: Module, code: ParityCode, t
   return { accuracy: correct / total, loss: loss / out.length, correct, total };
 }
 
+/** avg ← decay·avg + (1 − decay)·x, elementwise. */
+function blend(avg: Float32Array, x: Float32Array, decay: number): void {
+  const w = 1 - decay;
+  for (let i = 0; i < avg.length; i++) avg[i] += w * (x[i] - avg[i]);
+}
+
 export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTrainResult> {
   const { code, deployed, train, input } = o;
   const t = o.parityIndex ?? 0;
@@ -172,6 +187,8 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
   if (!(ceWeight >= 0 && Number.isFinite(ceWeight))) throw new RangeError(`Expected a finite reconstructionWeight ≥ 0 but received ${ceWeight}`);
   const shift = o.shift ?? 0;
   if (!(Number.isInteger(shift) && shift >= 0 && shift < Math.min(shape[1], shape[2]))) throw new RangeError(`Expected shift to be an integer in [0, ${Math.min(shape[1], shape[2]) - 1}] but received ${shift}`);
+  const decay = o.averageDecay ?? 0;
+  if (!(decay >= 0 && decay < 1)) throw new RangeError(`Expected averageDecay in [0, 1) but received ${decay}`);
   const blank = (0 - input.mean) / input.std;
   const start = performance.now();
 
@@ -212,6 +229,9 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
   let bestState: Map<string, Float32Array> | null = null;
   const rng = new Rng(seed + 1);
   const shiftRng = new Rng(seed + 2);
+  const state = [...model.stateDict()];
+  const snapshot = () => new Map(state.map(([n, tt]) => [n, Float32Array.from(tt.data)]));
+  const average = decay > 0 ? snapshot() : null;
   const offsets = (n: number) => Int32Array.from({ length: n }, () => Math.floor(shiftRng.next() * (2 * shift + 1)) - shift);
   for (let epoch = 0; epoch < o.epochs; epoch++) {
     const e0 = performance.now();
@@ -247,17 +267,27 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
       await model.backward(grad);
       opt.step();
       scheduler?.step();
+      if (average) for (const [n, tt] of state) blend(average.get(n)!, tt.data, decay);
       lossSum += loss;
       o.onProgress?.(b + 1, batchesPerEpoch, lossSum / (b + 1));
     }
     const v = await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes);
-    const isBest = v.accuracy > best;
-    if (isBest) {
-      best = v.accuracy;
-      bestEpoch = epoch;
-      bestState = new Map([...model.stateDict()].map(([n, tt]) => [n, Float32Array.from(tt.data)]));
+    let candidate = { accuracy: v.accuracy, weights: model as Module | Map<string, Float32Array> };
+    let averageAccuracy: number | undefined;
+    if (average) {
+      const live = snapshot();
+      for (const [n, tt] of state) tt.data.set(average.get(n)!);
+      averageAccuracy = (await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes)).accuracy;
+      if (averageAccuracy >= candidate.accuracy) candidate = { accuracy: averageAccuracy, weights: average };
+      for (const [n, tt] of state) tt.data.set(live.get(n)!);
     }
-    const rec: ParityEpoch = { epoch, loss: lossSum / Math.max(1, batchesPerEpoch), validationAccuracy: v.accuracy, validationLoss: v.loss, seconds: (performance.now() - e0) / 1000, best: isBest };
+    const isBest = candidate.accuracy > best;
+    if (isBest) {
+      best = candidate.accuracy;
+      bestEpoch = epoch;
+      bestState = candidate.weights instanceof Map ? new Map([...candidate.weights].map(([n, a]) => [n, Float32Array.from(a)])) : snapshot();
+    }
+    const rec: ParityEpoch = { epoch, loss: lossSum / Math.max(1, batchesPerEpoch), validationAccuracy: v.accuracy, validationLoss: v.loss, averageAccuracy, seconds: (performance.now() - e0) / 1000, best: isBest };
     history.push(rec);
     o.onEpoch?.(rec);
   }

