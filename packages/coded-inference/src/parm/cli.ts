@@ -37,6 +37,8 @@ train options:
   --average D        keep an exponential moving average of the weights with decay D per step (e.g.
                      0.998; default 0: none); each epoch keeps the better of the live and averaged weights
   --validation N     held-out training images for checkpoint selection (default 5000)
+  --holdout-seed S   seed of the held-out draw (default: --seed); give rounds that continue one
+                     model the same one, so none scores epochs on images an earlier round trained on
   --limit N          train on N images only (quick runs)
   --seed S           default 1
 eval options:
@@ -84,7 +86,7 @@ const trainSpec = {
   dataset: { type: 'string' }, deployed: { type: 'string' }, k: { type: 'string' }, r: { type: 'string' },
   'parity-index': { type: 'string' }, encoder: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
   lr: { type: 'string' }, 'constant-lr': { type: 'boolean' }, 'weight-decay': { type: 'string' }, init: { type: 'string' }, 'ce-weight': { type: 'string' }, grid: { type: 'string' }, canvas: { type: 'string' }, shift: { type: 'string' }, average: { type: 'string' },
-  validation: { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
+  validation: { type: 'string' }, 'holdout-seed': { type: 'string' }, limit: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
   'data-dir': { type: 'string' }, 'max-batches': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -118,6 +120,8 @@ export interface ParmTrainArgs {
   /** Concatenation canvas (default: same). */
   canvas?: CanvasName;
   validation: number;
+  /** Seed of the held-out draw (default: the seed). */
+  holdoutSeed?: number;
   limit?: number;
   maxBatches?: number;
   seed: number;
@@ -163,6 +167,7 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
     grid: gridOf(v.grid, encoder, k),
     canvas: v.canvas === undefined ? undefined : encoder === 'concat' ? choice(v.canvas, '--canvas', canvasNames) : fail('--canvas', 'nothing without --encoder concat', v.canvas),
     validation: int(v.validation, '--validation', 1) ?? 5000,
+    holdoutSeed: int(v['holdout-seed'], '--holdout-seed', 0, 2 ** 32 - 1),
     limit: int(v.limit, '--limit', 1),
     maxBatches: int(v['max-batches'], '--max-batches', 1),
     seed: int(v.seed, '--seed', 0, 2 ** 32 - 1) ?? 1,
@@ -246,7 +251,7 @@ async function runTrain(o: ParmTrainArgs): Promise<void> {
     let lastDraw = 0;
     const res = await trainParityModel({
       deployed: deployed.model, code, parityIndex: t, train: data.train, input, epochs: o.epochs, batchSize: o.batch, lr: o.lr,
-      cosine: o.cosine, weightDecay: o.weightDecay, init, reconstructionWeight: o.ceWeight, shift: o.shift, averageDecay: o.average, validation: o.validation, limit: o.limit, maxBatches: o.maxBatches, seed: o.seed + t,
+      cosine: o.cosine, weightDecay: o.weightDecay, init, reconstructionWeight: o.ceWeight, shift: o.shift, averageDecay: o.average, validation: o.validation, validationSeed: o.holdoutSeed, limit: o.limit, maxBatches: o.maxBatches, seed: o.seed + t,
       onProgress: (done, total, loss) => {
         const now = performance.now();
         if (process.stderr.isTTY && (now - lastDraw > 200 || done === total)) {

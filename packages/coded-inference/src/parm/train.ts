@@ -2,7 +2,8 @@
 // learns F_P(P) ≈ Σ_i c_i·F(X_i) by minimising the MSE between its output on the encoded query and
 // the encoding of the deployed model's outputs (logits, no softmax), over random k-groups of training
 // images, regrouped every epoch. The deployed outputs are computed once per image. The checkpoint
-// kept is the one with the best reconstruction accuracy on 5,000 held-out training images.
+// kept is the one with the best reconstruction accuracy on 5,000 held-out training images (ties
+// broken by the lower MSE).
 import { Tensor } from '@kintsugi/cuda-core';
 import { Adam, CosineLR, crossEntropy, layerFromConfig, manualSeed, mse, Rng, type ImageDataset, type Labels, type Module } from '@kintsugi/cuda-core/nn';
 
@@ -27,6 +28,11 @@ export interface ParityTrainOptions {
   /** Held-out training images for checkpoint selection (default 5,000). */
   validation?: number;
   /**
+   * Seed of the held-out draw (default: seed). Rounds that go on training one model should share
+   * it, or a later round scores its epochs on images an earlier one trained on.
+   */
+  validationSeed?: number;
+  /**
    * Start from the deployed model's weights ('deployed'), a fresh seeded initialisation ('random'),
    * or the weights of a given model of the same architecture (an earlier parity model, to go on training it).
    */
@@ -47,7 +53,7 @@ export interface ParityTrainOptions {
   /**
    * Keep an exponential moving average of the weights (and BatchNorm statistics) with this decay per
    * step (0, the default: none). Each epoch scores both the live weights and the average on the
-   * held-out images, and the better is kept (the average on a tie): the average of late, low-learning-rate steps
+   * held-out images, and the better is kept (the average unless the live weights rank higher): the average of late, low-learning-rate steps
    * sits nearer the centre of the minimum the noisy steps wander around.
    */
   averageDecay?: number;
@@ -195,7 +201,7 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
   // Held-out split: a seeded permutation; the first `validation` images are held out.
   const perm = new Int32Array(train.count);
   for (let i = 0; i < perm.length; i++) perm[i] = i;
-  new Rng(seed).shuffle(perm);
+  new Rng(o.validationSeed ?? seed).shuffle(perm);
   const nVal = Math.min(o.validation ?? 5000, Math.floor(train.count / 2));
   const valIdx = perm.slice(0, nVal);
   let trainIdx = perm.slice(nVal);
@@ -225,7 +231,7 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
   const scheduler = o.cosine === false ? null : new CosineLR(opt, { totalSteps: o.epochs * batchesPerEpoch, warmupSteps: 0 });
 
   const history: ParityEpoch[] = [];
-  let best = -1, bestEpoch = -1;
+  let best = -1, bestLoss = Infinity, bestEpoch = -1;
   let bestState: Map<string, Float32Array> | null = null;
   const rng = new Rng(seed + 1);
   const shiftRng = new Rng(seed + 2);
@@ -272,18 +278,22 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
       o.onProgress?.(b + 1, batchesPerEpoch, lossSum / (b + 1));
     }
     const v = await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes);
-    let candidate = { accuracy: v.accuracy, weights: model as Module | Map<string, Float32Array> };
+    // Ranked by accuracy, then by MSE: a few thousand held-out images often tie on accuracy.
+    const better = (a: { accuracy: number; loss: number }, b: { accuracy: number; loss: number }) => a.accuracy > b.accuracy || (a.accuracy === b.accuracy && a.loss < b.loss);
+    let candidate = { accuracy: v.accuracy, loss: v.loss, weights: model as Module | Map<string, Float32Array> };
     let averageAccuracy: number | undefined;
     if (average) {
       const live = snapshot();
       for (const [n, tt] of state) tt.data.set(average.get(n)!);
-      averageAccuracy = (await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes)).accuracy;
-      if (averageAccuracy >= candidate.accuracy) candidate = { accuracy: averageAccuracy, weights: average };
+      const a = await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes);
+      averageAccuracy = a.accuracy;
+      if (!better(candidate, a)) candidate = { accuracy: a.accuracy, loss: a.loss, weights: average };
       for (const [n, tt] of state) tt.data.set(live.get(n)!);
     }
-    const isBest = candidate.accuracy > best;
+    const isBest = better(candidate, { accuracy: best, loss: bestLoss });
     if (isBest) {
       best = candidate.accuracy;
+      bestLoss = candidate.loss;
       bestEpoch = epoch;
       bestState = candidate.weights instanceof Map ? new Map([...candidate.weights].map(([n, a]) => [n, Float32Array.from(a)])) : snapshot();
     }
