@@ -53,8 +53,9 @@ export interface ParityTrainOptions {
   /**
    * Keep an exponential moving average of the weights (and BatchNorm statistics) with this decay per
    * step (0, the default: none). Each epoch scores both the live weights and the average on the
-   * held-out images, and the better is kept (the average unless the live weights rank higher): the average of late, low-learning-rate steps
-   * sits nearer the centre of the minimum the noisy steps wander around.
+   * held-out images and keeps the better (the average unless the live weights rank higher): the
+   * average of late, low-learning-rate steps sits nearer the centre of the minimum that the noisy
+   * steps wander around.
    */
   averageDecay?: number;
   seed?: number;
@@ -175,6 +176,11 @@ export async function reconstructionAccuracy(parity: Module, code: ParityCode, t
   return { accuracy: correct / total, loss: loss / out.length, correct, total };
 }
 
+/** Held-out scores ranked by accuracy, then by MSE: a few thousand images often tie on accuracy. */
+function ranksAbove(a: { accuracy: number; loss: number }, b: { accuracy: number; loss: number }): boolean {
+  return a.accuracy > b.accuracy || (a.accuracy === b.accuracy && a.loss < b.loss);
+}
+
 /** avg ← decay·avg + (1 − decay)·x, elementwise. */
 function blend(avg: Float32Array, x: Float32Array, decay: number): void {
   const w = 1 - decay;
@@ -278,8 +284,6 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
       o.onProgress?.(b + 1, batchesPerEpoch, lossSum / (b + 1));
     }
     const v = await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes);
-    // Ranked by accuracy, then by MSE: a few thousand held-out images often tie on accuracy.
-    const better = (a: { accuracy: number; loss: number }, b: { accuracy: number; loss: number }) => a.accuracy > b.accuracy || (a.accuracy === b.accuracy && a.loss < b.loss);
     let candidate = { accuracy: v.accuracy, loss: v.loss, weights: model as Module | Map<string, Float32Array> };
     let averageAccuracy: number | undefined;
     if (average) {
@@ -287,10 +291,10 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
       for (const [n, tt] of state) tt.data.set(average.get(n)!);
       const a = await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes);
       averageAccuracy = a.accuracy;
-      if (!better(candidate, a)) candidate = { accuracy: a.accuracy, loss: a.loss, weights: average };
+      if (!ranksAbove(candidate, a)) candidate = { accuracy: a.accuracy, loss: a.loss, weights: average };
       for (const [n, tt] of state) tt.data.set(live.get(n)!);
     }
-    const isBest = better(candidate, { accuracy: best, loss: bestLoss });
+    const isBest = ranksAbove(candidate, { accuracy: best, loss: bestLoss });
     if (isBest) {
       best = candidate.accuracy;
       bestLoss = candidate.loss;
