@@ -64,10 +64,11 @@ function int(v: string | undefined, name: string, min: number, max = Number.MAX_
   return n;
 }
 
-function num(v: string | undefined, name: string, min: number): number | undefined {
+/** A number ≥ min, and below `below` when one is given. */
+function num(v: string | undefined, name: string, min: number, below = Infinity): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n < min) fail(name, `a number ≥ ${min}`, v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < min || n >= below) fail(name, below === Infinity ? `a number ≥ ${min}` : `a number in [${min}, ${below})`, v);
   return n;
 }
 
@@ -163,7 +164,7 @@ export function parseTrainArgs(argv: string[]): ParmTrainArgs | 'help' {
     init: v.init === undefined || v.init === '' ? 'deployed' : v.init,
     ceWeight: num(v['ce-weight'], '--ce-weight', 0) ?? 0,
     shift: int(v.shift, '--shift', 0, 13) ?? 0,
-    average: v.average !== undefined && !(Number(v.average) < 1) ? fail('--average', 'a decay in [0, 1)', v.average) : num(v.average, '--average', 0) ?? 0,
+    average: num(v.average, '--average', 0, 1) ?? 0,
     grid: gridOf(v.grid, encoder, k),
     canvas: v.canvas === undefined ? undefined : encoder === 'concat' ? choice(v.canvas, '--canvas', canvasNames) : fail('--canvas', 'nothing without --encoder concat', v.canvas),
     validation: int(v.validation, '--validation', 1) ?? 5000,

@@ -284,7 +284,8 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
       o.onProgress?.(b + 1, batchesPerEpoch, lossSum / (b + 1));
     }
     const v = await reconstructionAccuracy(model, code, t, valMembers, valOutputs, valLabels, shape, classes);
-    let candidate = { accuracy: v.accuracy, loss: v.loss, weights: model as Module | Map<string, Float32Array> };
+    // weights: null for the live ones (copied only if they are kept)
+    let candidate = { accuracy: v.accuracy, loss: v.loss, weights: null as Map<string, Float32Array> | null };
     let averageAccuracy: number | undefined;
     if (average) {
       const live = snapshot();
@@ -299,7 +300,7 @@ export async function trainParityModel(o: ParityTrainOptions): Promise<ParityTra
       best = candidate.accuracy;
       bestLoss = candidate.loss;
       bestEpoch = epoch;
-      bestState = candidate.weights instanceof Map ? new Map([...candidate.weights].map(([n, a]) => [n, Float32Array.from(a)])) : snapshot();
+      bestState = candidate.weights ? new Map([...candidate.weights].map(([n, a]) => [n, Float32Array.from(a)])) : snapshot();
     }
     const rec: ParityEpoch = { epoch, loss: lossSum / Math.max(1, batchesPerEpoch), validationAccuracy: v.accuracy, validationLoss: v.loss, averageAccuracy, seconds: (performance.now() - e0) / 1000, best: isBest };
     history.push(rec);

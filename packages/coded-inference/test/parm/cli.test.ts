@@ -12,7 +12,7 @@ describe('kintsugi parm arguments', () => {
     expect(parseTrainArgs([...base, '--k', '2', '--shift', '2'])).toMatchObject({ shift: 2 });
     expect(parseTrainArgs([...base, '--k', '2'])).toMatchObject({ average: 0, holdoutSeed: undefined });
     expect(parseTrainArgs([...base, '--k', '2', '--average', '0.999', '--holdout-seed', '21'])).toMatchObject({ average: 0.999, holdoutSeed: 21 });
-    expect(() => parseTrainArgs([...base, '--k', '2', '--average', '1'])).toThrow('Expected a decay in [0, 1) for --average but received "1"');
+    expect(() => parseTrainArgs([...base, '--k', '2', '--average', '1'])).toThrow('Expected a number in [0, 1) for --average but received "1"');
     expect(() => parseTrainArgs([...base, '--k', '2', '--average', '-0.5'])).toThrow(/--average/);
     expect(parseTrainArgs([...base, '--k', '2', '--encoder', 'concat', '--grid', '2x1'])).toMatchObject({ grid: [2, 1] });
     expect(parseTrainArgs([...base, '--k', '3', '--encoder', 'concat', '--init', 'old.safetensors', '--ce-weight', '0.5'])).toMatchObject({ k: 3, init: 'old.safetensors', ceWeight: 0.5 });
