@@ -3,10 +3,14 @@
 // of reading and decoding them from the survivors.
 import { hash2 } from './hash.js';
 
+/** Weight j of the row whose hash is h, uniform in [−1, 1). */
+function unitWeight(h: number, j: number): number {
+  return 2 * (hash2(h, j) / 4294967296) - 1;
+}
+
 /** The initial value of one weight: uniform ±sqrt(1/rows) as DLRM initialises, from the row id. */
 export function initialWeight(seed: number, row: number, j: number, rowsPerTable: number): number {
-  const u = hash2(hash2(seed, row), j) / 4294967296;
-  return (2 * u - 1) * Math.sqrt(1 / rowsPerTable);
+  return unitWeight(hash2(seed, row), j) * Math.sqrt(1 / rowsPerTable);
 }
 
 /** Where a data block's rows come from: global row g = slot × k + index. */
@@ -31,6 +35,6 @@ export function initialRowsInto(b: BlockLayout, start: number, count: number, ou
     if (g >= b.totalRows) break;
     // initialWeight, with the row's hash taken once for its dim weights.
     const h = hash2(b.seed, g);
-    for (let j = 0; j < b.dim; j++) out[n * width + j] = (2 * (hash2(h, j) / 4294967296) - 1) * scale;
+    for (let j = 0; j < b.dim; j++) out[n * width + j] = unitWeight(h, j) * scale;
   }
 }
