@@ -64,9 +64,6 @@ constexpr int kMaxTileCols = 256;
 // Panels whose expected sums one pass computes (each group-sum vector feeds that many dots).
 constexpr int kPanelGroup = 4;
 
-// Blocks at least this many columns wide compute a panel group's sums before its tiles.
-constexpr int64_t kWideBlockCols = 512;
-
 // x / d for an x known to be a multiple of d, from 1 / d: the product is within a few ulps of the
 // integer quotient, so rounding recovers it exactly.
 inline int64_t exact_quotient(int64_t x, double inv_d) { return int64_t(double(x) * inv_d + 0.5); }
@@ -75,8 +72,8 @@ inline int64_t exact_quotient(int64_t x, double inv_d) { return int64_t(double(x
 struct Pending {
   MicroTile t;
   int64_t i = 0, j = 0;
-  float rows[16];
-  alignas(64) float cols[kMaxTileCols];
+  float rows[16];     // one-sided: the tile's row sums
+  double total = 0;   // two-sided: the tile's sum
 };
 
 // Per-thread view of the current A block (set by a_block, read by tile on the same thread).
@@ -87,10 +84,11 @@ struct BlockState {
   const float* a = nullptr;
   int64_t row_stride = 0, p_stride = 0, panel_stride = 0;
   int mr = 0;
-  std::vector<float> rows;      // one-sided: a panel group's rows of op(A) as (value, magnitude) pairs
-  std::vector<float> col_sums;  // two-sided: e^T A_panel of a panel group, (value, magnitude) pairs
+  // The current panel group's A side of the expected sums, one slot per panel, filled panel by
+  // panel: one-sided, the panels' rows of op(A) as (value, magnitude) pairs; two-sided, each
+  // panel's e^T A_panel as pairs.
+  std::vector<float> x;
   int64_t jc = 0, g0 = 0, g1 = 0;  // the block's first column and its column groups
-  bool wide = false;              // the block's order of sums and tiles (Checker::tile)
   std::array<Pending, kPanelGroup - 1> pending;  // last-k-block first tiles waiting for their group's sums
   int pending_count = 0;
   int64_t tiles = 0;            // this thread's tile checks and worst ratio, merged by range_done
@@ -163,7 +161,6 @@ class Checker final : public TileObserver {
     b.jc = jc;
     b.g0 = jc / width_;
     b.g1 = std::min(ng_, (jc + nc + width_ - 1) / width_);
-    b.wide = nc >= kWideBlockCols;
     if (pc != 0) return;
     // The first k block starts every (panel or row, group) slot of the block's tiles from zero.
     if (opt_.check == AbftCheck::OneSided)
@@ -172,83 +169,82 @@ class Checker final : public TileObserver {
       clear_slots(&state_[size_t(((ic / mr_) * ng_ + b.g0) * 2)], (mc + mr - 1) / mr, b.g1 - b.g0);
   }
 
-  // The expected sums of up to kPanelGroup panels from row i (the block's panels q0 ..) against
-  // every column group of the block, added over the k blocks: two-sided (e^T A_panel) . (B_group e),
-  // one-sided A(i', :) . (B_group e) per row, each with its magnitude. Grouping panels lets each
-  // group-sum vector feed several panels' dot products.
-  // prefetch_next: also bring the next group's rows towards L2 (the wide-block order).
-  void panel_expected(int64_t i, int64_t pc, bool prefetch_next) {
+  // The A side of the expected sums for panel q of the block (its rows from block row q * mr),
+  // into the panel's slot of the group buffer. Run right after the panel's first micro-kernel
+  // has read its rows, so they come from L1 (reading a group's rows at once, later, from L2 or
+  // memory cost about a point more at 1024^3).
+  void panel_sums(int64_t q) {
     BlockState& b = t_block;
-    const int64_t q0 = (i - b.ic) / b.mr, kc = b.kc, panels = (b.mc + b.mr - 1) / b.mr;
-    const int64_t q1 = std::min(panels, q0 + kPanelGroup);
-    const int64_t row0 = q0 * b.mr, rows = std::min(b.mc, q1 * b.mr) - row0;  // rows of the block
-    // A(row, p) of the block at b.a + (row / mr) * panel_stride + (row % mr) * row_stride + p * p_stride.
-    auto at = [&](int64_t row) { return b.a + (row / b.mr) * b.panel_stride + (row % b.mr) * b.row_stride; };
-    if (prefetch_next)
-      for (int64_t row = q1 * b.mr; row < std::min(b.mc, (q1 + kPanelGroup) * b.mr); ++row)
-        for (int64_t p = 0; p < kc; p += 16) __builtin_prefetch(at(row) + p * b.p_stride, 0, 2);  // to L2
-    const float* groups = groups_ + (b.g0 * g_.k + pc) * 2;
+    const int64_t kc = b.kc, row0 = q * b.mr, rows = std::min<int64_t>(b.mr, b.mc - row0);
+    const float* a = b.a + q * b.panel_stride;  // row r of the panel at a + r * row_stride
     if (opt_.check == AbftCheck::OneSided) {
-      b.rows.resize(size_t(rows * kc * 2));
-      for (int64_t ii = 0; ii < rows; ++ii) {
-        float* d = b.rows.data() + ii * kc * 2;
+      b.x.resize(size_t(kPanelGroup * b.mr * kc * 2));
+      float* d = b.x.data() + (q % kPanelGroup) * b.mr * kc * 2;
+      for (int64_t r = 0; r < rows; ++r) {
         if (b.p_stride == 1)
-          hk_.interleave_abs(at(row0 + ii), kc, d);
+          hk_.interleave_abs(a + r * b.row_stride, kc, d + r * kc * 2);
         else
-          interleave_abs_strided(at(row0 + ii), b.p_stride, kc, d);
+          interleave_abs_strided(a + r * b.row_stride, b.p_stride, kc, d + r * kc * 2);
       }
-      hk_.block_dots(b.rows.data(), rows, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t((i * ng_ + b.g0) * 2)], ng_ * 2);
       return;
     }
-    b.col_sums.resize(size_t((q1 - q0) * kc * 2));
+    b.x.resize(size_t(kPanelGroup * kc * 2));
+    float* d = b.x.data() + (q % kPanelGroup) * kc * 2;
     if (b.p_stride == 1)
-      hk_.panel_sums(at(row0), rows, b.mr, b.row_stride, b.panel_stride, kc, b.col_sums.data());
+      hk_.panel_sums(a, rows, b.mr, b.row_stride, b.panel_stride, kc, d);
     else
-      panel_sums_strided(at(row0), rows, b.mr, b.row_stride, b.p_stride, b.panel_stride, kc, b.col_sums.data());
-    hk_.block_dots(b.col_sums.data(), q1 - q0, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t(((i / mr_) * ng_ + b.g0) * 2)],
+      panel_sums_strided(a, rows, b.mr, b.row_stride, b.p_stride, b.panel_stride, kc, d);
+  }
+
+  // The expected sums of the panel group ending at panel q against every column group of the
+  // block, added over the k blocks: two-sided (e^T A_panel) . (B_group e), one-sided
+  // A(i', :) . (B_group e) per row, each with its magnitude. One pass for the group's panels
+  // lets each group-sum vector feed several panels' dot products.
+  void group_dots(int64_t q, int64_t pc) {
+    BlockState& b = t_block;
+    const int64_t q0 = q - q % kPanelGroup, kc = b.kc;
+    const float* groups = groups_ + (b.g0 * g_.k + pc) * 2;
+    if (opt_.check == AbftCheck::OneSided) {
+      const int64_t row0 = q0 * b.mr, rows = std::min(b.mc, (q + 1) * b.mr) - row0;
+      hk_.block_dots(b.x.data(), rows, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t(((b.ic + row0) * ng_ + b.g0) * 2)], ng_ * 2);
+      return;
+    }
+    hk_.block_dots(b.x.data(), q + 1 - q0, 2 * kc, groups, b.g1 - b.g0, 2 * g_.k, kc, &state_[size_t(((b.ic / mr_ + q0) * ng_ + b.g0) * 2)],
                    ng_ * 2);
   }
 
   void tile(const KernelSet& ks, MicroTile& t, int64_t i, int64_t j, int64_t pc, bool last) override {
     BlockState& b = t_block;
     const bool one = opt_.check == AbftCheck::OneSided;
-    // Where a panel group's expected sums are computed, measured on both kinds of shape:
-    //  - wide blocks (many tile columns, so each panel's rows serve many tiles): before the
-    //    group's first micro-kernel, the next group prefetched; the micro-kernels then find A in
-    //    cache, which pays for most of the sums' own reads;
-    //  - narrow blocks (few tile columns: the convolutions' N = 64..256): at the first tile of the
-    //    group's last panel, right after its micro-kernel, when the micro-kernels of all the
-    //    group's panels have streamed their rows of A into cache; the group's earlier first tiles
-    //    wait to be checked until then. A prefetch burst there would cost more than it saves.
+    // A panel's first tile (the block's first column) runs before its A side of the expected sums
+    // exists: the sums follow its micro-kernel, and its check waits for the group's dots, done at
+    // the group's last panel. Every later tile finds its group's sums complete.
     const bool first = j == b.jc;
-    bool sums_before = false, sums_here = false;
-    int64_t group_row = 0;
+    int64_t q = 0;
+    bool group_end = false;
     if (first) {  // (integer divisions cost tens of cycles: only on a panel's first tile)
-      const int64_t q = (i - b.ic) / b.mr, panels = (b.mc + b.mr - 1) / b.mr;
-      group_row = b.ic + (q - q % kPanelGroup) * b.mr;
-      if (b.wide) {
-        sums_before = q % kPanelGroup == 0;
-      } else {
-        sums_here = q % kPanelGroup == kPanelGroup - 1 || q == panels - 1;
-      }
+      q = (i - b.ic) / b.mr;
+      group_end = q % kPanelGroup == kPanelGroup - 1 || (q + 1) * b.mr >= b.mc;
     }
-    if (sums_before) panel_expected(group_row, pc, true);
     if (!last) {
       ks.micro(t);
-      if (sums_here) panel_expected(group_row, pc, false);
+      if (first) {
+        panel_sums(q);
+        if (group_end) group_dots(q, pc);
+      }
       return;
     }
     Pending cur;
     cur.t = t;
     cur.i = i;
     cur.j = j;
+    alignas(64) float cols[kMaxTileCols];
     // Where the tile's expected sums are final already, read them before the micro-kernel so the
     // loads (written blocks ago) overlap its work.
     double want[2 * 16];
-    const bool early = !first || b.wide;
-    if (early) expected_of(cur, want);
+    if (!first) expected_of(cur, want);
     t.row_sums = one ? cur.rows : nullptr;
-    t.col_sums = one ? nullptr : cur.cols;
+    t.col_sums = one ? nullptr : cols;
     ks.micro(t);
     t.row_sums = nullptr;
     t.col_sums = nullptr;
@@ -261,21 +257,23 @@ class Checker final : public TileObserver {
       if (one)
         cur.rows[fault_row_ - i] += std::isfinite(delta) ? delta : now;
       else
-        cur.cols[fault_col_ - j] += std::isfinite(delta) ? delta : now;
+        cols[fault_col_ - j] += std::isfinite(delta) ? delta : now;
       fault_armed_ = false;
       g_fault_fired.store(true);
     }
-    if (first && !b.wide && !sums_here) {
-      b.pending[size_t(b.pending_count++)] = cur;  // checked once its group's sums exist
-      return;
-    }
-    if (sums_here) {
-      panel_expected(group_row, pc, false);
+    if (!one) cur.total = hk_.sum(cols, t.nr);
+    if (first) {
+      panel_sums(q);
+      if (!group_end) {
+        b.pending[size_t(b.pending_count++)] = cur;  // checked once its group's sums exist
+        return;
+      }
+      group_dots(q, pc);
       for (int e = 0; e < b.pending_count; ++e) check(b.pending[size_t(e)]);
       b.pending_count = 0;
+      expected_of(cur, want);
     }
-    if (!early) expected_of(cur, want);
-    check_tile(cur.t, i, j, cur.rows, cur.cols, want);
+    check_tile(cur, want);
   }
 
   AbftReport report() {
@@ -308,7 +306,7 @@ class Checker final : public TileObserver {
   void check(Pending& p) {
     double want[2 * 16];
     expected_of(p, want);
-    check_tile(p.t, p.i, p.j, p.rows, p.cols, want);
+    check_tile(p, want);
   }
 
   // The tile's expected sums and magnitudes (two-sided: the tile's; one-sided: each row's).
@@ -330,7 +328,8 @@ class Checker final : public TileObserver {
   }
 
   // want: the (expected, magnitude) pairs read by check().
-  void check_tile(MicroTile& t, int64_t i, int64_t j, const float* rows, const float* cols, const double* want) {
+  void check_tile(Pending& p, const double* want) {
+    MicroTile& t = p.t;
     const double alpha = g_.alpha;
     double worst = 0, residual = 0, bound = 0;
     bool bad = false;
@@ -347,14 +346,14 @@ class Checker final : public TileObserver {
       worst = std::max(worst, std::isnan(ratio) ? std::numeric_limits<double>::infinity() : ratio);
     };
     if (opt_.check == AbftCheck::TwoSided) {
-      test(hk_.sum(cols, t.nr), want[0], want[1]);
+      test(p.total, want[0], want[1]);
     } else {
-      for (int ii = 0; ii < t.mr; ++ii) test(rows[ii], want[2 * ii], want[2 * ii + 1]);
+      for (int ii = 0; ii < t.mr; ++ii) test(p.rows[ii], want[2 * ii], want[2 * ii + 1]);
     }
     BlockState& b = t_block;
     ++b.tiles;
     b.worst = std::max(b.worst, worst);
-    if (bad) handle(t, i, j, residual, bound);
+    if (bad) handle(t, p.i, p.j, residual, bound);
   }
 
   // Locates the error in a flagged tile from fp64 row and column checks and repairs it.
