@@ -171,8 +171,8 @@ class Checker final : public TileObserver {
 
   // The A side of the expected sums for panel q of the block (its rows from block row q * mr),
   // into the panel's slot of the group buffer. Run right after the panel's first micro-kernel
-  // has read its rows, so they come from L1 (reading a group's rows at once, later, from L2 or
-  // memory cost about a point more at 1024^3).
+  // has read its rows, so they come from cache (reading a group's rows at once ahead of its tiles,
+  // from L2 or memory, cost about a point more at 1024^3).
   void panel_sums(int64_t q) {
     BlockState& b = t_block;
     const int64_t kc = b.kc, row0 = q * b.mr, rows = std::min<int64_t>(b.mr, b.mc - row0);
