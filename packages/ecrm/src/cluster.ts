@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCodec, type CodeMode } from './codec.js';
+import { processDying } from './liveness.js';
 import { stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { Connection, describeAddress, Op, Writer, type Reader } from './protocol.js';
 import { READ_CODED, READ_FULL, type Address, type ShardConfig, type StandbyOrder } from './shard.js';
@@ -131,6 +132,8 @@ export class EmbeddingCluster {
   readonly #spares: Server[] = [];
   readonly #rebuilds = new Map<number, Promise<void>>();
   #rebuildError: Error | null = null;
+  /** A recovery started between requests (#recoverNow), awaited by the next attempt. */
+  #recovering: Promise<void> | null = null;
   #onServed: (() => void)[] = [];
   /** Commits sent whose acks are still to be collected (with the next push). */
   #commits: { server: number; done: Promise<unknown> }[] = [];
@@ -389,6 +392,7 @@ export class EmbeddingCluster {
           if (!settled) this.#hedgedPulls++;
           win(reply);
         }, lose);
+        if (this.#closeIfDying(s)) this.#recoverNow();
       }, delay);
       primary.then((reply) => {
         clearTimeout(timer);
@@ -447,8 +451,13 @@ export class EmbeddingCluster {
       const txn = ++this.#txn;
       const prepares = payloads.map((p, s) => this.#withCommit(s, Op.prepare, p && new Writer().u32(step + 1).u32(txn).array(p.slots).array(p.grads).build()));
       const commits = this.#commits.splice(0).map((c) => c.done);
+      // Servers still preparing when a late pull would be hedged are checked for a dying process.
+      const late = new Set(prepares.flatMap((p, s) => (p ? [s] : [])));
+      prepares.forEach((p, s) => p?.then(() => late.delete(s), () => late.delete(s)));
+      const watch = setTimeout(() => late.forEach((s) => this.#closeIfDying(s)), this.#hedgeDelay());
       // The previous commit's acks arrive alongside: a server that died after it shows up here.
       const [committed, prepared] = await Promise.all([Promise.allSettled(commits), Promise.allSettled(prepares)]);
+      clearTimeout(watch);
       const failed = [...committed, ...prepared].find((p): p is PromiseRejectedResult => p.status === 'rejected');
       if (failed) {
         // Nothing is applied until the commit: dropping the staged rows and deltas leaves every
@@ -485,6 +494,7 @@ export class EmbeddingCluster {
 
   async #retrying<T>(kind: 'pull' | 'push', fn: () => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
+      if (this.#recovering) await this.#recovering;
       if (this.#rebuildError) throw this.#rebuildError;
       try {
         const out = await fn();
@@ -492,6 +502,7 @@ export class EmbeddingCluster {
         return out;
       } catch (e) {
         if (!(e instanceof ShardUnavailableError || e instanceof RemoteError) || this.#closed) throw e;
+        if (this.#recovering) continue;  // the failure is being handled already
         const failed = await this.detectFailures();
         if (failed.length === 0) {
           if (attempt >= 2) throw e;
@@ -505,13 +516,42 @@ export class EmbeddingCluster {
   }
 
   /**
+   * Recovery started as soon as a pull finds its shard dead (hedged around it, so the pull is
+   * still served): the spare takes the role while the trainer computes, and the step's push finds
+   * it in place. Requests wait for it before their next attempt.
+   */
+  #recoverNow(): void {
+    if (this.#recovering || this.protection === 'none' || this.#closed) return;
+    this.#recovering = (async () => {
+      const failed = await this.detectFailures();
+      if (failed.length > 0) await this.#recover(failed);
+    })().catch((e: Error) => {
+      this.#rebuildError ??= e;
+    }).finally(() => {
+      this.#recovering = null;
+    });
+  }
+
+  /**
+   * Closes the connection to server i if it is a process of this host that is dying or gone (see
+   * liveness.ts): its requests then fail at once instead of when the kernel, having torn down the
+   * process's memory, closes its sockets. True when it did.
+   */
+  #closeIfDying(i: number): boolean {
+    const s = this.#servers[i];
+    if (!s.proc || s.conn.closed || !processDying(s.pid)) return false;
+    s.conn.close();
+    return true;
+  }
+
+  /**
    * Servers that do not answer a status request within a short deadline. They are fenced (killed
    * when local) so a slow-but-alive server can never come back with stale state.
    */
   async detectFailures(): Promise<number[]> {
     this.#flushCommits();
     const deadline = Math.min(this.#o.timeoutMs, 2000);
-    const alive = await Promise.all(this.#servers.map((s) => s.conn.request(Op.status, undefined, deadline).then(() => true, () => false)));
+    const alive = await Promise.all(this.#servers.map((s, i) => (this.#closeIfDying(i) ? false : s.conn.request(Op.status, undefined, deadline).then(() => true, () => false))));
     const failed = alive.flatMap((ok, i) => (ok ? [] : [i]));
     for (const i of failed) {
       this.events.push({ at: performance.now(), kind: 'failure', server: i, detail: { pid: this.#servers[i].pid } });
