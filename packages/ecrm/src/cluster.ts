@@ -66,6 +66,20 @@ const HEDGE_MIN_MS = 2;
 const HEDGE_MAX_MS = 50;
 const HEDGE_HISTORY = 64;
 
+/** A window of recent request latencies (ms) and the delay after which a request counts as late. */
+class Latencies {
+  readonly #ms: number[] = [];
+  add(ms: number): void {
+    this.#ms.push(ms);
+    if (this.#ms.length > HEDGE_HISTORY) this.#ms.shift();
+  }
+  /** HEDGE_FACTOR × the recent median, within [HEDGE_MIN_MS, HEDGE_MAX_MS] (the maximum until 8 are known). */
+  lateAfter(): number {
+    const recent = this.#ms.slice().sort((a, b) => a - b);
+    return recent.length < 8 ? HEDGE_MAX_MS : Math.min(HEDGE_MAX_MS, Math.max(HEDGE_MIN_MS, HEDGE_FACTOR * recent[recent.length >> 1]));
+  }
+}
+
 export interface ClusterEvent {
   /** performance.now() in the trainer. */
   at: number;
@@ -143,8 +157,9 @@ export class EmbeddingCluster {
   #unsentCommit: (Buffer | null)[] = [];
   #txn = 0;
   #committed = -1;
-  /** Recent latencies of data shards' pulls (ms), for the hedging delay. */
-  readonly #pullMs: number[] = [];
+  /** Recent latencies of a data shard's pull, and of a push's prepares: what counts as late. */
+  readonly #pulls = new Latencies();
+  readonly #prepares = new Latencies();
   /** The rows of the coming step, as last hinted (see prefetch). */
   #hint: Int32Array | null = null;
   #hedgesSent = 0;
@@ -343,7 +358,7 @@ export class EmbeddingCluster {
     return this.#retrying('pull', async () => {
       // The last commit's acks are not awaited here: a shard handles requests in order, so the
       // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
-      const hedgeAfter = this.#hedgeDelay();
+      const hedgeAfter = this.#pulls.lateAfter();
       const replies = await Promise.allSettled(routes.map((r, s) => {
         if (answered[s]) return null;
         const request = this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null);
@@ -361,12 +376,6 @@ export class EmbeddingCluster {
       if (failed) throw failed.reason;
       return out;
     });
-  }
-
-  /** How long a pull waits before it is hedged: HEDGE_FACTOR × the median of recent pulls. */
-  #hedgeDelay(): number {
-    const recent = this.#pullMs.slice().sort((a, b) => a - b);
-    return recent.length < 8 ? HEDGE_MAX_MS : Math.min(HEDGE_MAX_MS, Math.max(HEDGE_MIN_MS, HEDGE_FACTOR * recent[recent.length >> 1]));
   }
 
   /** A pull of data shard s, also asked of a standby spare if the shard is late (see HEDGE_FACTOR). */
@@ -396,8 +405,7 @@ export class EmbeddingCluster {
       }, delay);
       primary.then((reply) => {
         clearTimeout(timer);
-        this.#pullMs.push(performance.now() - started);
-        if (this.#pullMs.length > HEDGE_HISTORY) this.#pullMs.shift();
+        this.#pulls.add(performance.now() - started);
         win(reply);
       }, (e) => {
         clearTimeout(timer);
@@ -451,13 +459,16 @@ export class EmbeddingCluster {
       const txn = ++this.#txn;
       const prepares = payloads.map((p, s) => this.#withCommit(s, Op.prepare, p && new Writer().u32(step + 1).u32(txn).array(p.slots).array(p.grads).build()));
       const commits = this.#commits.splice(0).map((c) => c.done);
-      // Servers still preparing when a late pull would be hedged are checked for a dying process.
+      // Servers still preparing as late as a pull is hedged (against recent prepares) are checked
+      // for a dying process.
+      const started = performance.now();
       const late = new Set(prepares.flatMap((p, s) => (p ? [s] : [])));
       prepares.forEach((p, s) => p?.then(() => late.delete(s), () => late.delete(s)));
-      const watch = setTimeout(() => late.forEach((s) => this.#closeIfDying(s)), this.#hedgeDelay());
+      const watch = setTimeout(() => late.forEach((s) => this.#closeIfDying(s)), this.#prepares.lateAfter());
       // The previous commit's acks arrive alongside: a server that died after it shows up here.
       const [committed, prepared] = await Promise.all([Promise.allSettled(commits), Promise.allSettled(prepares)]);
       clearTimeout(watch);
+      const took = performance.now() - started;
       const failed = [...committed, ...prepared].find((p): p is PromiseRejectedResult => p.status === 'rejected');
       if (failed) {
         // Nothing is applied until the commit: dropping the staged rows and deltas leaves every
@@ -465,6 +476,7 @@ export class EmbeddingCluster {
         await Promise.allSettled(this.#servers.map((s) => s.conn.request(Op.abort, new Writer().u32(step + 1).build())));
         throw failed.reason;
       }
+      this.#prepares.add(took);
       // Every server commits every step, so all hold the same committed step (what rebuild reads
       // check). The acks are awaited with the next request: the commit costs no round trip. Data
       // shards get theirs with their next request (the pull, which must see it anyway); parity
