@@ -31,6 +31,9 @@ export function floats(b: Uint8Array): Float32Array {
 }
 /** The bytes of floats (a view). */
 export const bytes = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+/** The same memory as 32-bit words (the row-move kernels copy bits, never arithmetic). */
+export const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
+export const f32words = (w: Int32Array) => new Float32Array(w.buffer, w.byteOffset, w.length);
 
 function checkLost(blocks: (Uint8Array | null)[], n: number, r: number): number[] {
   if (!Array.isArray(blocks) || blocks.length !== n) throw rangeError('blocks', `${n} entries (k + r, null for lost ones)`, Array.isArray(blocks) ? `${blocks.length} entries` : blocks, Array.isArray(blocks));

@@ -27,6 +27,7 @@ export const Op = {
   prefetch: 18,
   touched: 19,
   hedgedPull: 20,
+  stage: 21,
   error: 255,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
@@ -35,6 +36,8 @@ export const opName = (op: number) => opNames.get(op) ?? `op ${op}`;
 
 // [u32 length of the rest][u8 op][u32 id][payload]
 const HEADER = 9;
+/** The id of a one-way frame (Connection.send): it gets no reply. Requests' ids start at 1. */
+export const ONE_WAY = 0;
 /** A reused-frame connection's read buffer: a Unix socket hands over ~200 KB at most per read. */
 const READ_BUFFER = 256 * 1024;
 /** Larger frames are refused: a corrupt length must not make a peer allocate gigabytes. */
@@ -52,7 +55,7 @@ export function encodeFrame(op: number, id: number, payload: Buffer): Buffer {
  * Writes a frame as header + payload in one writev (no copy of the payload into a joined frame).
  * `written` runs once the socket is done with the payload (handed to the kernel, or failed).
  */
-export function writeFrame(socket: net.Socket, op: number, id: number, payload: Buffer | Buffer[], written?: () => void): void {
+export function writeFrame(socket: net.Socket, op: number, id: number, payload: Buffer | Buffer[], written?: (error?: Error | null) => void): void {
   const parts = Array.isArray(payload) ? payload : [payload];
   const length = parts.reduce((n, p) => n + p.length, 0);
   const head = Buffer.allocUnsafe(HEADER);
@@ -60,13 +63,12 @@ export function writeFrame(socket: net.Socket, op: number, id: number, payload: 
   head.writeUInt8(op, 4);
   head.writeUInt32LE(id, 5);
   if (length < 4096) {
-    socket.write(Buffer.concat([head, ...parts]));
-    written?.();
+    socket.write(Buffer.concat([head, ...parts]), written);
     return;
   }
   socket.cork();
   socket.write(head);
-  parts.forEach((p, i) => socket.write(p, i === parts.length - 1 && written ? () => written() : undefined));
+  parts.forEach((p, i) => socket.write(p, i === parts.length - 1 ? written : undefined));
   socket.uncork();
 }
 
@@ -380,6 +382,19 @@ export class Connection {
     });
   }
 
+  /**
+   * A one-way frame: the server handles it and sends nothing back (its errors surface through a
+   * later request that depends on it). Resolves once the payload is handed to the kernel, from
+   * where it reaches the peer even if this process dies next.
+   */
+  send(op: number, payload: Buffer): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closed);
+    return new Promise((resolve, reject) => {
+      const failed = () => reject(this.#closed ?? new ShardUnavailableError(this.label, `Expected to send ${opName(op)} to ${this.label} but its connection failed`));
+      writeFrame(this.#socket, op, ONE_WAY, payload, (error) => (error ? failed() : resolve()));
+    });
+  }
+
   close(): void {
     this.#socket.destroy();
   }
@@ -417,7 +432,11 @@ export function serve(handler: Handler, host = '127.0.0.1', port = 0, path?: str
       try {
         result = handler(op, new Reader(payload));
       } catch (e) {
-        reply(Op.error, id, Buffer.from((e as Error).message));
+        if (id !== ONE_WAY) reply(Op.error, id, Buffer.from((e as Error).message));
+        return;
+      }
+      if (id === ONE_WAY) {
+        Promise.resolve(result).catch(() => undefined);
         return;
       }
       Promise.resolve(result).then(

@@ -10,7 +10,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type net from 'node:net';
 import { Worker } from 'node:worker_threads';
-import { bytes, createCodec, type CodeMode, type ParityCodec } from './codec.js';
+import { bits, bytes, createCodec, f32words, type CodeMode, type ParityCodec } from './codec.js';
 import { initialRowsInto, initialWeight, type BlockLayout } from './initial.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
 import { gatherRowsSync, largePageFloat32Array, scatterRowsSync } from '@kintsugi/cuda-core';
@@ -63,8 +63,6 @@ export { READ_CODED, READ_FULL, READ_STATE } from './stripe.js';
 export { initialWeight };
 
 /** The same bytes as 32-bit integers: copies through these keep every bit (float copies may not). */
-const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
-const f32words = (w: Int32Array) => new Float32Array(w.buffer, w.byteOffset, w.length);
 /** Range copy buffers kept for reuse (one per rebuild reading from this server, with slack). */
 const RANGE_COPIES_KEPT = 4;
 /** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
@@ -135,6 +133,14 @@ function startRebuildWorker(): Worker {
   return worker;
 }
 
+/** A parity server's stage request: answered once the named data shards' deltas are all staged. */
+interface Staging {
+  step: number;
+  from: Int32Array;
+  done: () => void;
+  fail: (e: Error) => void;
+}
+
 interface StagedDelta {
   step: number;
   dataIndex: number;
@@ -157,6 +163,10 @@ export class ShardServer {
   #committed = -1;
   #stagedRows = new Map<number, { step: number; slots: Int32Array; rows: Float32Array }>();
   #stagedDeltas = new Map<number, StagedDelta[]>();
+  /** A delta that could not be staged, by transaction: the trainer's stage request reports it. */
+  #deltaErrors = new Map<number, { step: number; error: Error }>();
+  /** Stage requests waiting for deltas still on their way, by transaction. */
+  #staging = new Map<number, Staging>();
   #parities: Connection[] | null = null;
   // Rebuild state: which slots hold current data; ranges being fetched; deltas for absent slots.
   #present: Uint8Array | null = null;
@@ -230,6 +240,7 @@ export class ShardServer {
       case Op.push: return this.#push(body);
       case Op.prepare: return this.#prepare(body);
       case Op.delta: return this.#delta(body);
+      case Op.stage: return this.#stage(body);
       case Op.commit: return this.#commit(body.u32() - 1, body.u32());
       case Op.abort: return this.#abort(body.u32() - 1);
       case Op.read: return this.#read(body);
@@ -265,6 +276,7 @@ export class ShardServer {
     this.#committed = c.committedStep;
     this.#stagedRows.clear();
     this.#stagedDeltas.clear();
+    this.#dropStaging(() => true, 'the server was reconfigured');
     this.#closePeers();
     this.#touched.clear();
     this.#touchedKnown.clear();
@@ -408,21 +420,65 @@ export class ShardServer {
     const delta = this.#codec.delta(bytes(coded(before)), bytes(coded(rows)));
     const state = c.state === 'replicated' ? this.#codedOf(rows, slots.length, READ_STATE) : new Float32Array(0);
     const payload = new Writer().u32(step + 1).u32(txn).u32(c.index).array(slots).array(delta).array(state).build();
+    // One-way: each parity server tells the trainer itself when every delta of the transaction is
+    // staged (see #stage), so this prepare is answered without a round trip to the parities.
     const parities = await this.#parityConnections();
     if (c.crash?.step === step && c.crash.when === 'after-first-delta') {
-      await parities[0].request(Op.delta, payload);
+      await parities[0].send(Op.delta, payload);
       process.kill(process.pid, 'SIGKILL');
     }
-    await Promise.all(parities.map((p) => p.request(Op.delta, payload)));
+    await Promise.all(parities.map((p) => p.send(Op.delta, payload)));
   }
 
   #delta(body: Reader): void {
-    const step = body.u32() - 1, txn = body.u32(), dataIndex = body.u32(), slots = body.i32s(), delta = body.u8s(), state = body.f32s();
-    this.#checkSlots(slots);
-    if (delta.length !== slots.length * this.#coded * 4) throw rangeError('delta', `${slots.length * this.#coded * 4} bytes`, delta.length, true);
-    const list = this.#stagedDeltas.get(txn) ?? [];
-    list.push({ step, dataIndex, slots, delta, state });
-    this.#stagedDeltas.set(txn, list);
+    const step = body.u32() - 1, txn = body.u32(), dataIndex = body.u32();
+    try {
+      const slots = body.i32s(), delta = body.u8s(), state = body.f32s();
+      this.#checkSlots(slots);
+      if (delta.length !== slots.length * this.#coded * 4) throw rangeError('delta', `${slots.length * this.#coded * 4} bytes`, delta.length, true);
+      const list = this.#stagedDeltas.get(txn) ?? [];
+      list.push({ step, dataIndex, slots, delta, state });
+      this.#stagedDeltas.set(txn, list);
+    } catch (e) {
+      this.#deltaErrors.set(txn, { step, error: new Error(`the delta of data shard ${dataIndex} for step ${step}: ${(e as Error).message}`) });
+    }
+    this.#checkStaging(txn);
+  }
+
+  /**
+   * The trainer's half of a parity server's prepare: answered once the deltas of transaction `txn`
+   * from the listed data shards are all staged (they come straight from those shards), failed by
+   * a delta that could not be staged or by an abort of the step.
+   */
+  #stage(body: Reader): Promise<void> {
+    const step = body.u32() - 1, txn = body.u32(), from = body.i32s();
+    from.forEach((d) => integer(d, 'data shard', 0, this.#cfg.k - 1));
+    this.#staging.get(txn)?.fail(new Error(`transaction ${txn} was staged again`));
+    return new Promise((done, fail) => {
+      this.#staging.set(txn, { step, from, done, fail });
+      this.#checkStaging(txn);
+    });
+  }
+
+  #checkStaging(txn: number): void {
+    const waiting = this.#staging.get(txn);
+    if (!waiting) return;
+    const failed = this.#deltaErrors.get(txn);
+    const staged = this.#stagedDeltas.get(txn) ?? [];
+    if (!failed && !Array.from(waiting.from).every((d) => staged.some((x) => x.dataIndex === d))) return;
+    this.#staging.delete(txn);
+    if (failed) waiting.fail(failed.error);
+    else waiting.done();
+  }
+
+  /** Fails the stage requests `which` selects (an aborted or superseded step). */
+  #dropStaging(which: (step: number) => boolean, why: string): void {
+    for (const [txn, w] of this.#staging) {
+      if (!which(w.step)) continue;
+      this.#staging.delete(txn);
+      w.fail(new Error(`Expected the deltas of step ${w.step} to be staged but ${why}`));
+    }
+    for (const [txn, e] of this.#deltaErrors) if (which(e.step)) this.#deltaErrors.delete(txn);
   }
 
   #commit(step: number, txn: number): void {
@@ -433,12 +489,14 @@ export class ShardServer {
     // shard that died mid-push can arrive after the abort): it must never be applied.
     for (const [t, s] of this.#stagedRows) if (s.step <= step) this.#stagedRows.delete(t);
     for (const [t, list] of this.#stagedDeltas) if (list[0].step <= step) this.#stagedDeltas.delete(t);
+    this.#dropStaging((s) => s <= step, `step ${step} was committed`);
     this.#committed = Math.max(this.#committed, step);
   }
 
   #abort(step: number): void {
     for (const [t, s] of this.#stagedRows) if (s.step === step) this.#stagedRows.delete(t);
     for (const [t, list] of this.#stagedDeltas) if (list[0].step === step) this.#stagedDeltas.delete(t);
+    this.#dropStaging((s) => s === step, `step ${step} was aborted`);
   }
 
   /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */

@@ -87,6 +87,31 @@ describe('framing and transport', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('handles one-way frames in order without replying, even when their handler throws', async () => {
+    const seen: string[] = [];
+    const server = await serve((op, body) => {
+      const v = body.u32();
+      seen.push(`${op}:${v}`);
+      if (v === 13) throw new Error('unlucky');
+      return new Writer().u32(v * 2).build();
+    });
+    const c = await Connection.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port }, 'one-way server');
+    try {
+      await c.send(Op.delta, new Writer().u32(1).build());
+      await c.send(Op.delta, new Writer().u32(13).build());
+      // A reply to either one-way frame would be taken for this request's (or refused as unknown).
+      const r = await c.request(Op.status, new Writer().u32(21).build());
+      expect(r.u32()).toBe(42);
+      expect(seen).toEqual([`${Op.delta}:1`, `${Op.delta}:13`, `${Op.status}:21`]);
+      const late = await c.request(Op.status, new Writer().u32(5).build(), 1000);
+      expect(late.u32()).toBe(10);
+    } finally {
+      c.close();
+      server.close();
+    }
+    await expect(c.send(Op.delta, new Writer().u32(2).build())).rejects.toThrow(ShardUnavailableError);
+  });
+
   it('turns a silent server into a timeout and a dead one into an error, never a hang', async () => {
     const silent = net.createServer(() => undefined).listen(0, '127.0.0.1');
     await new Promise((r) => silent.once('listening', r));
@@ -99,6 +124,55 @@ describe('framing and transport', () => {
     silent.close();
     await new Promise((r) => setTimeout(r, 50));
     await expect(Connection.connect({ host: '127.0.0.1', port }, 'gone shard', 1000)).rejects.toThrow(ShardUnavailableError);
+  });
+});
+
+describe('a parity server\'s stage request', () => {
+  const parityConfig = {
+    role: 'parity', index: 0, k: 2, r: 1, mode: 'xor', state: 'encoded', dim: 4, optimizer: 'rowwise-adagrad', lr: 0.05, eps: 1e-8,
+    totalRows: 16, rowsPerTable: 16, seed: 1, committedStep: -1, parities: [], timeoutMs: 2000,
+  };
+  // A data shard's delta for `rows` slots of coded width 5 (4 weights + 1 row-wise Adagrad state).
+  const delta = (step: number, txn: number, from: number, slots: number[], bytes = slots.length * 5 * 4) =>
+    new Writer().u32(step + 1).u32(txn).u32(from).array(Int32Array.from(slots)).array(new Uint8Array(bytes).fill(from + 1)).array(new Float32Array(0)).build();
+  const stage = (step: number, txn: number, from: number[]) => new Writer().u32(step + 1).u32(txn).array(Int32Array.from(from)).build();
+
+  it('is answered once every named delta is staged, in either order, and fails on an abort or a bad delta', async () => {
+    const { ShardServer } = await import('../src/shard.js');
+    const shard = await ShardServer.listen();
+    const port = shard.port;
+    const trainer = await Connection.connect({ host: '127.0.0.1', port }, 'parity 0');
+    const data = await Connection.connect({ host: '127.0.0.1', port }, 'data shard');
+    try {
+      await trainer.request(Op.configure, new Writer().json(parityConfig).build());
+      // Deltas first, then the stage request: answered at once.
+      await data.send(Op.delta, delta(0, 1, 0, [1, 2]));
+      await data.send(Op.delta, delta(0, 1, 1, [3]));
+      await trainer.request(Op.stage, stage(0, 1, [0, 1]));
+      await trainer.request(Op.commit, new Writer().u32(1).u32(1).build());
+      // The stage request first: it waits for the second delta.
+      let answered = false;
+      const waiting = trainer.request(Op.stage, stage(1, 2, [0, 1])).then(() => (answered = true));
+      await data.send(Op.delta, delta(1, 2, 1, [0]));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(answered).toBe(false);
+      await data.send(Op.delta, delta(1, 2, 0, [5]));
+      await waiting;
+      await trainer.request(Op.commit, new Writer().u32(2).u32(2).build());
+      // A shard that never sends its delta: the trainer's abort ends the wait with a clear error.
+      const orphan = trainer.request(Op.stage, stage(2, 3, [0, 1]));
+      await data.send(Op.delta, delta(2, 3, 0, [7]));
+      await trainer.request(Op.abort, new Writer().u32(3).build());
+      await expect(orphan).rejects.toThrow(/Expected the deltas of step 2 to be staged but step 2 was aborted/);
+      // A delta of the wrong size fails the stage request, naming the shard and the step.
+      await data.send(Op.delta, delta(3, 4, 1, [2], 7));
+      await expect(trainer.request(Op.stage, stage(3, 4, [1]))).rejects.toThrow(/the delta of data shard 1 for step 3: Expected 20 bytes for delta but received 7/);
+      await expect(trainer.request(Op.stage, stage(3, 5, [2]))).rejects.toThrow(/Expected an integer in \[0, 1\] for data shard but received 2/);
+    } finally {
+      trainer.close();
+      data.close();
+      shard.server.close();
+    }
   });
 });
 
