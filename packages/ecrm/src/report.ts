@@ -1,5 +1,8 @@
 // The comparison `kintsugi ecrm` prints: the same DLRM job with the same injected failure under no
 // fault tolerance, checkpointing, CPR and ECRM, measured from each run's step timeline.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
 import { lineChart, type Series } from './svg.js';
 import { trainDlrm, type Failure, type TrainOptions, type TrainResult } from './train.js';
 
@@ -118,6 +121,7 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
   for (let rep = 0; rep < (o.repeat ?? 1); rep++) {
     for (const [i, token] of o.modes.entries()) {
       o.log?.(`running ${token}${o.repeat && o.repeat > 1 ? ` (${rep + 1}/${o.repeat})` : ''} ...`);
+      await settle();
       const row = summarize(await trainDlrm(comparisonRun(o, token)));
       if (token === 'checkpoint-tuned') row.label = `${row.label} (tuned)`;
       runs[i].push(row);
@@ -136,6 +140,17 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
   for (const r of rows) r.overheadPct = baseline ? 100 * (1 - r.steadyThroughput / baseline) : NaN;
   return rows;
 }
+
+/**
+ * Lets the machine go quiet before a run: what the last one left behind (a checkpointing run's
+ * gigabytes of dirty pages being written back, its killed processes being torn down) would
+ * otherwise take cores from the next mode's measurement on a small machine.
+ */
+async function settle(): Promise<void> {
+  if (process.platform !== 'win32') await promisify(execFile)('sync').catch(() => undefined);
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
+}
+const SETTLE_MS = 250;
 
 function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
   const base: Omit<TrainOptions, 'mode'> = { steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed, rebuild: o.rebuild };
