@@ -543,7 +543,10 @@ export class EmbeddingCluster {
   #recoverNow(): void {
     if (this.#recovering || this.protection === 'none' || this.#closed) return;
     this.#recovering = (async () => {
-      const failed = await this.detectFailures();
+      // A dying process is certain: the other local servers are judged by /proc alone, without
+      // the status round trip (woken on shared cores while a process is being torn down, they
+      // took 2-7 ms to answer, all of it before the spare could be configured).
+      const failed = await this.detectFailures({ probeLocal: false });
       if (failed.length > 0) await this.#recover(failed);
     })().catch((e: Error) => {
       this.#rebuildError ??= e;
@@ -565,13 +568,19 @@ export class EmbeddingCluster {
   }
 
   /**
-   * Servers that do not answer a status request within a short deadline. They are fenced (killed
-   * when local) so a slow-but-alive server can never come back with stale state.
+   * Servers that do not answer a status request within a short deadline, or local ones whose
+   * process is dying. They are fenced (killed when local) so a slow-but-alive server can never come
+   * back with stale state. `probeLocal: false` asks only remote servers: a local one counts as
+   * failed only when /proc shows it dying or its connection has closed.
    */
-  async detectFailures(): Promise<number[]> {
+  async detectFailures(options: { probeLocal?: boolean } = {}): Promise<number[]> {
     this.#flushCommits();
     const deadline = Math.min(this.#o.timeoutMs, 2000);
-    const alive = await Promise.all(this.#servers.map((s, i) => (this.#closeIfDying(i) ? false : s.conn.request(Op.status, undefined, deadline).then(() => true, () => false))));
+    const probe = (s: Server) => s.conn.request(Op.status, undefined, deadline).then(() => true, () => false);
+    const alive = await Promise.all(this.#servers.map((s, i) => {
+      if (this.#closeIfDying(i) || s.conn.closed) return false;
+      return s.proc && options.probeLocal === false ? true : probe(s);
+    }));
     const failed = alive.flatMap((ok, i) => (ok ? [] : [i]));
     for (const i of failed) {
       this.events.push({ at: performance.now(), kind: 'failure', server: i, detail: { pid: this.#servers[i].pid } });
