@@ -31,7 +31,7 @@ export function floats(b: Uint8Array): Float32Array {
 }
 /** The bytes of floats (a view). */
 export const bytes = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
-/** The same memory as 32-bit words (the row-move kernels copy bits, never arithmetic). */
+/** The same memory as 32-bit words: copies through these keep every bit (float copies may not). */
 export const bits = (f: Float32Array) => new Int32Array(f.buffer, f.byteOffset, f.length);
 export const f32words = (w: Int32Array) => new Float32Array(w.buffer, w.byteOffset, w.length);
 

@@ -62,7 +62,6 @@ export interface ShardConfig {
 export { READ_CODED, READ_FULL, READ_STATE } from './stripe.js';
 export { initialWeight };
 
-/** The same bytes as 32-bit integers: copies through these keep every bit (float copies may not). */
 /** Range copy buffers kept for reuse (one per rebuild reading from this server, with slack). */
 const RANGE_COPIES_KEPT = 4;
 /** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
