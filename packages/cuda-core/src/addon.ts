@@ -92,6 +92,13 @@ type Call<Args extends unknown[], R> = {
   (async: false, ...args: Args): R;
 };
 
+/** How the addon set glibc's malloc at load (see device.ts mallocTuning). */
+export interface MallocTuning {
+  tuned: boolean;
+  mmapThresholdBytes: number;
+  trimThresholdBytes: number;
+}
+
 export interface NativeAddon {
   version: string;
   cudaCompiled: boolean;
@@ -102,6 +109,7 @@ export interface NativeAddon {
     brand: string; logicalCores: number; bestIsa: string; activeIsa: string; avx2: boolean; fma: boolean; avx512: boolean;
     l1dBytes: number; l2Bytes: number; l3Bytes: number;
   };
+  mallocTuning(): MallocTuning;
   numThreads(): number;
   setNumThreads(threads: number): void;
   setThreadBackground(): boolean;

@@ -1,5 +1,5 @@
 // Devices, the CPU's capabilities and the native thread pool.
-import { native, type NativeDevice } from './addon.js';
+import { native, type MallocTuning, type NativeDevice } from './addon.js';
 import { integer, oneOf } from './validate.js';
 
 export type Device = NativeDevice;
@@ -19,6 +19,17 @@ export function cpuInfo(): ReturnType<typeof native.cpuInfo> {
 }
 
 /** Threads the native kernels use (KINTSUGI_NUM_THREADS sets the initial value). */
+/**
+ * Whether the addon set glibc's malloc to keep freed memory for reuse (up to 64 MiB; its mmap and
+ * trim thresholds at glibc's own ceilings, 32 and 64 MiB). Kernels write into fresh typed arrays,
+ * and fresh pages cost ~1-2.5 µs each to fault in on a VM, more than many small kernels take.
+ * Not tuned on other C libraries, with KINTSUGI_MALLOC_TUNE=0, or when the process sets
+ * MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES itself.
+ */
+export function mallocTuning(): MallocTuning {
+  return native.mallocTuning();
+}
+
 export function numThreads(): number {
   return native.numThreads();
 }

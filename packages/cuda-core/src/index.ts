@@ -1,5 +1,5 @@
 export { Tensor, checkTensor, contiguousStrides, type DType, type TypedArrayOf, type AnyTypedArray } from './tensor.js';
-export { devices, cudaStatus, cpuInfo, numThreads, setNumThreads, setThreadBackground, spinMicros, setSpinMicros, setIsaLimit, type Device } from './device.js';
+export { devices, cudaStatus, cpuInfo, mallocTuning, numThreads, setNumThreads, setThreadBackground, spinMicros, setSpinMicros, setIsaLimit, type Device } from './device.js';
 export { gemm, gemmSync, sgemm, sgemmSync, PackedWeights, type GemmOptions, type SgemmArgs } from './gemm.js';
 export { conv2d, conv2dSync, PackedConv2dWeights, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dOutputShape, type Conv2dLayout, type Conv2dOptions, type Conv2dForwardOptions, type Conv2dBackwardOptions, type Conv2dGradients } from './conv.js';
 export { rowSums, rowSumsSync, colSums, colSumsSync, weightedRowSums, weightedRowSumsSync, weightedColSums, weightedColSumsSync } from './checksum.js';
@@ -24,7 +24,7 @@ export {
 export { rooflineSvg, utilizationSvg, lineChartSvg, si, type ChartSeries, type LineChartOptions } from './util/svg.js';
 export * from './cuda/index.js';
 export { KintsugiTypeError, KintsugiRangeError } from './validate.js';
-export { native as _native } from './addon.js';
+export { native as _native, type MallocTuning } from './addon.js';
 export {
   NvmlSampler, nvmlAvailable, nvmlDevices, nvmlFields, fieldStats as nvmlFieldStats,
   type NvmlSample, type NvmlSummary, type NvmlField, type NvmlFieldStats, type NvmlSamplerOptions, type NvmlDevice,

@@ -2,11 +2,13 @@
 // Tolerances: float32 results vs float64 references use atol 1e-5 + rtol 1e-4 scaled by
 // sqrt(reduction length) (rounding error of a length-K fp32 sum grows like sqrt(K)·eps on random
 // data); small-integer inputs are compared exactly.
+import { execFileSync } from 'node:child_process';
+
 import { describe, expect, it } from 'vitest';
 
 import {
   colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
-  embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
+  embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, mallocTuning, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
   sumEncode, sumEncodeSync, ReedSolomonCode, setNumThreads, numThreads, setSpinMicros, spinMicros, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
 } from '../src/index.js';
 import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
@@ -213,6 +215,17 @@ describe('conv2d', () => {
 });
 
 describe('outputs the kernels allocate', () => {
+  it('come from memory glibc keeps for reuse (mallocTuning), unless the process says otherwise', () => {
+    const glibc = Boolean((process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime);
+    expect(mallocTuning()).toEqual(glibc ? { tuned: true, mmapThresholdBytes: 32 << 20, trimThresholdBytes: 64 << 20 } : { tuned: false, mmapThresholdBytes: 0, trimThresholdBytes: 0 });
+    // In a fresh process: the opt-out and a user's own malloc settings leave malloc alone.
+    const probe = (env: Record<string, string>) => JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e',
+      `import { mallocTuning } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)}; console.log(JSON.stringify(mallocTuning()));`],
+    { env: { ...process.env, ...env }, encoding: 'utf8' })) as { tuned: boolean };
+    expect(probe({ KINTSUGI_MALLOC_TUNE: '0' }).tuned).toBe(false);
+    expect(probe({ MALLOC_TRIM_THRESHOLD_: '1048576' }).tuned).toBe(false);
+    expect(probe({}).tuned).toBe(glibc);
+  });
   // gemm and conv2d give their fresh outputs uninitialised (Tensor.empty): every element must be
   // written. An output pre-filled with NaN shows it: the results must equal, bit for bit.
   const nanLike = (shape: readonly number[]) => {
