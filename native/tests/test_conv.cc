@@ -419,6 +419,9 @@ std::vector<Conv2dParams> packed_shapes() {
       make(1, 1, 1, 1, 16, 1, 1),                      // 1x1 everything
       make(2, 6, 7, 7, 36, 3, 3, 2, 1, 1, 1, 1, 1, 3), // groups: raw weights
       make(1, 4, 6, 6, 5, 3, 3, 1, 1, 1, 1),           // few output channels: raw weights
+      make(2, 24, 40, 40, 48, 1, 1),                   // 1x1, few inputs, 3200 pixels: the plain copy
+      make(4, 64, 58, 57, 80, 1, 1, 2, 2),             // the same, stride 2, odd sizes, a partial block
+      make(1, 65, 56, 56, 32, 1, 1),                   // 65 inputs: the direct kernel at any size
   };
 }
 }  // namespace
