@@ -104,7 +104,9 @@ const disposeSymbol: typeof Symbol.dispose = Symbol.dispose ?? (Symbol.for('node
 
 /**
  * Convolution weights reordered once into the layout the fastest forward kernel reads (on AVX-512:
- * 16 output channels per vector, for a direct convolution with no per-call repacking), for
+ * 16 output channels per vector, for a direct convolution with no per-call repacking; pointwise
+ * weights with few input channels also keep a plain copy for the implicit GEMM, faster over many
+ * output pixels), for
  * inference with constant weights, as a runtime does with its initializers. Stride, padding and
  * dilation given here are the defaults of `forward`; the packing depends only on the weight
  * shape and groups, so `conv2d(x, packed, bias, options)` may use others.
