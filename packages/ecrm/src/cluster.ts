@@ -56,18 +56,22 @@ export type Health = 'healthy' | 'rebuilding';
 const READER_REBUILD_DELAY_MS = 50;
 /**
  * A data shard's pull still unanswered after HEDGE_FACTOR × the median of recent pulls (within
- * [HEDGE_MIN_MS, HEDGE_MAX_MS]) is also asked of a standby spare, which decodes the rows from the
- * other servers: a dead shard's rows then arrive without waiting for its connection to close (a
- * killed process closes its sockets only after its memory is torn down, 10-20 ms for a 100 MB
- * process here), and a slow one's without waiting for it. In the report's training job on a
- * 2-core VM, 1-3% of pulls are hedged, each costing the sources a read of a few hundred rows.
+ * [HEDGE_MIN_MS, HEDGE_MAX_MS]) is late: a shard process of this host is then checked for dying
+ * (/proc, see liveness.ts), and a dying one's rows are asked of a standby spare at once, which
+ * decodes them from the other servers instead of waiting for the dead connection to close (a
+ * killed process closes its sockets only after its memory is torn down, 10-35 ms for a 100 MB
+ * process here). A shard still late at the HEDGE_QUANTILE of recent pulls is hedged too, dying
+ * or not (a slow or stopped one): on a noisy 2-core VM 3× the median alone hedged up to a third
+ * of the steps, each costing the spare and four sources a read of ~1,600 rows, and the spare
+ * answered first in ~1 of 20.
  */
 const HEDGE_FACTOR = 3;
+const HEDGE_QUANTILE = 0.95;
 const HEDGE_MIN_MS = 2;
 const HEDGE_MAX_MS = 50;
 const HEDGE_HISTORY = 64;
 
-/** A window of recent request latencies (ms) and the delay after which a request counts as late. */
+/** A window of recent request latencies (ms) and the delays after which a request counts as late. */
 class Latencies {
   readonly #ms: number[] = [];
   add(ms: number): void {
@@ -78,6 +82,12 @@ class Latencies {
   lateAfter(): number {
     const recent = this.#ms.slice().sort((a, b) => a - b);
     return recent.length < 8 ? HEDGE_MAX_MS : Math.min(HEDGE_MAX_MS, Math.max(HEDGE_MIN_MS, HEDGE_FACTOR * recent[recent.length >> 1]));
+  }
+  /** The later of lateAfter() and the recent HEDGE_QUANTILE, within HEDGE_MAX_MS. */
+  hedgeAfter(): number {
+    const recent = this.#ms.slice().sort((a, b) => a - b);
+    const q = recent.length < 8 ? HEDGE_MAX_MS : recent[Math.min(recent.length - 1, Math.floor(HEDGE_QUANTILE * recent.length))];
+    return Math.min(HEDGE_MAX_MS, Math.max(this.lateAfter(), q));
   }
 }
 
@@ -359,11 +369,11 @@ export class EmbeddingCluster {
     return this.#retrying('pull', async () => {
       // The last commit's acks are not awaited here: a shard handles requests in order, so the
       // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
-      const hedgeAfter = this.#pulls.lateAfter();
+      const late = { check: this.#pulls.lateAfter(), hedge: this.#pulls.hedgeAfter() };
       const replies = await Promise.allSettled(routes.map((r, s) => {
         if (answered[s]) return null;
         const request = this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null);
-        return request && this.#hedged(s, r.slots, request, hedgeAfter);
+        return request && this.#hedged(s, r.slots, request, late);
       }));
       this.#flushParityCommits();
       replies.forEach((reply, s) => {
@@ -379,13 +389,17 @@ export class EmbeddingCluster {
     });
   }
 
-  /** A pull of data shard s, also asked of a standby spare if the shard is late (see HEDGE_FACTOR). */
-  #hedged(s: number, slots: Int32Array, primary: Promise<Reader>, delay: number): Promise<Reader> {
+  /**
+   * A pull of data shard s, also asked of a standby spare if the shard is late: at once when its
+   * process is found dying at `late.check`, or when it is still late at `late.hedge` (see
+   * HEDGE_FACTOR).
+   */
+  #hedged(s: number, slots: Int32Array, primary: Promise<Reader>, late: { check: number; hedge: number }): Promise<Reader> {
     const spare = this.#spares[0];
     if (!this.#o.hedgePulls || this.protection === 'none' || !spare || spare.conn.closed || this.#health[s] !== 'healthy') return primary;
     const started = performance.now(), need = this.#committed;
     return new Promise((resolve, reject) => {
-      let outstanding = 1, settled = false;
+      let outstanding = 1, settled = false, timer: NodeJS.Timeout | undefined;
       const win = (reply: Reader) => {
         if (!settled) resolve(reply);
         settled = true;
@@ -394,7 +408,7 @@ export class EmbeddingCluster {
       const lose = (e: unknown) => {
         if (--outstanding === 0 && !settled) reject(e);
       };
-      const timer = setTimeout(() => {
+      const hedge = () => {
         this.#flushParityCommits();  // the spare reads the parity at the committed step
         outstanding++;
         this.#hedgesSent++;
@@ -402,8 +416,18 @@ export class EmbeddingCluster {
           if (!settled) this.#hedgedPulls++;
           win(reply);
         }, lose);
-        if (this.#closeIfDying(s)) this.#recoverNow();
-      }, delay);
+      };
+      timer = setTimeout(() => {
+        if (this.#closeIfDying(s)) {
+          hedge();
+          this.#recoverNow();
+        } else {
+          timer = setTimeout(() => {
+            hedge();
+            if (this.#closeIfDying(s)) this.#recoverNow();
+          }, Math.max(0, late.hedge - late.check));
+        }
+      }, late.check);
       primary.then((reply) => {
         clearTimeout(timer);
         this.#pulls.add(performance.now() - started);
