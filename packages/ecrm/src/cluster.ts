@@ -668,18 +668,23 @@ export class EmbeddingCluster {
     return run;
   }
 
-  /** Replaces failed servers of an unprotected cluster by fresh ones (initial weights). */
-  async replace(failed: number[]): Promise<void> {
+  /**
+   * Replaces failed servers of an unprotected cluster by fresh ones: with initial weights, or
+   * with `restore`, waiting for the caller to restore their checkpoint (CPR; they skip computing
+   * the initial weights the restore overwrites).
+   */
+  async replace(failed: number[], options: { restore?: boolean } = {}): Promise<void> {
     for (const i of failed) {
       this.#servers[i] = await this.#takeSpare(this.#label(i));
-      await this.#configure(i, { crash: undefined });
+      await this.#configure(i, { crash: undefined, restoring: options.restore === true && i < this.k });
       this.events.push({ at: performance.now(), kind: 'replaced', server: i });
     }
   }
 
   /**
-   * Restart of a checkpointing job: every data shard process is stopped and relaunched (fresh
-   * processes, initial weights); the caller then loads the checkpoint into all of them.
+   * Restart of a checkpointing job: every data shard process is stopped and relaunched; the caller
+   * then loads the checkpoint into all of them (the fresh processes wait for it instead of first
+   * computing initial weights it would overwrite: ~65-100 ms of CPU each here).
    */
   async restartData(): Promise<void> {
     const old = this.#servers.slice(0, this.k);
@@ -690,7 +695,7 @@ export class EmbeddingCluster {
     }
     const fresh = await Promise.all(old.map((s, i) => (s.proc ? this.#open(undefined, this.#label(i)) : this.#takeSpare(this.#label(i)))));
     fresh.forEach((s, i) => (this.#servers[i] = s));
-    await Promise.all(fresh.map((_, i) => this.#configure(i, { crash: undefined })));
+    await Promise.all(fresh.map((_, i) => this.#configure(i, { crash: undefined, restoring: true })));
     this.events.push({ at: performance.now(), kind: 'replaced', server: -1, detail: 'all data shards restarted' });
   }
 

@@ -56,12 +56,19 @@ export interface ShardConfig {
   rebuild?: RebuildPlan;
   /** Failure injection: die while handling the push of `step`. */
   crash?: { step: number; when: 'prepare' | 'after-first-delta' };
+  /**
+   * A data shard whose checkpoint the caller restores next (a restarted job, CPR): its rows are
+   * not initialised (the restore overwrites them), and requests for them are refused until then.
+   */
+  restoring?: boolean;
   timeoutMs: number;
 }
 
 export { READ_CODED, READ_FULL, READ_STATE } from './stripe.js';
 export { initialWeight };
 
+/** Requests that read or write rows: refused by a shard still waiting for its restore. */
+const ROW_OPS = new Set<number>([Op.pull, Op.push, Op.prepare, Op.read, Op.readRange, Op.checkpoint, Op.prefetch]);
 /** Range copy buffers kept for reuse (one per rebuild reading from this server, with slack). */
 const RANGE_COPIES_KEPT = 4;
 /** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
@@ -160,6 +167,8 @@ export class ShardServer {
   /** Parity with replicated state: each data shard's state, slots × state width. */
   #replicas: Float32Array[] = [];
   #committed = -1;
+  /** Configured with `restoring`: the rows hold nothing until a restore. */
+  #awaitingRestore = false;
   #stagedRows = new Map<number, { step: number; slots: Int32Array; rows: Float32Array }>();
   #stagedDeltas = new Map<number, StagedDelta[]>();
   /** A delta that could not be staged, by transaction: the trainer's stage request reports it. */
@@ -233,6 +242,7 @@ export class ShardServer {
   }
 
   handle(op: number, body: Reader): Reply | Promise<Reply> {
+    if (this.#awaitingRestore && ROW_OPS.has(op)) throw rangeError('request', 'a shard whose checkpoint has been restored (send restore first)', 'a shard configured to be restored', true);
     switch (op) {
       case Op.configure: return this.#configure(body.json<ShardConfig>());
       case Op.pull: return this.#pull(body);
@@ -310,9 +320,10 @@ export class ShardServer {
       this.#touchedLearned = this.#learnTouched();
     } else {
       this.#present = null;
-      if (c.role === 'data') this.#store = this.#initialRows(c.index);
+      if (c.role === 'data') this.#store = c.restoring ? table(this.#slots * this.#width) : this.#initialRows(c.index);
       else this.#initialParity();
     }
+    this.#awaitingRestore = c.role === 'data' && !c.rebuild && c.restoring === true;
     this.#closeStandby();  // this server has a role now: what the rebuild did not take is not needed
     if (!c.rebuild) this.#dropRebuildWorker();
     return new Writer().json({ slots: this.#slots, width: this.#width, coded: this.#coded }).build();
@@ -598,6 +609,7 @@ export class ShardServer {
     if (buf.length !== expected) throw rangeError(`checkpoint ${path}`, `${expected} bytes`, buf.length, true);
     this.#committed = buf.readInt32LE(0);
     bytes(this.#store).set(buf.subarray(4));
+    this.#awaitingRestore = false;
     this.#present = null;
     // Any row may differ from its initial value now.
     if (this.#cfg.role === 'data') this.#touched.set(this.#cfg.index, new Uint8Array(this.#slots).fill(1));

@@ -217,7 +217,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
           step = checkpointStep;
         } else {
           // CPR: only the lost shard goes back in time (on a spare); this step is redone against it.
-          await cluster.replace(e.servers);
+          await cluster.replace(e.servers, { restore: true });
           await cluster.restore(dir, lostData);
           failure.servedAt = performance.now() - start;
           failure.lostSteps = step - checkpointStep;

@@ -176,6 +176,37 @@ describe('a parity server\'s stage request', () => {
   });
 });
 
+describe('a data shard configured to be restored', () => {
+  it('refuses row requests until its checkpoint is restored, then serves the checkpoint\'s rows', async () => {
+    const { ShardServer } = await import('../src/shard.js');
+    const config = {
+      role: 'data', index: 0, k: 1, r: 0, mode: 'none', state: 'encoded', dim: 4, optimizer: 'rowwise-adagrad', lr: 0.05, eps: 1e-8,
+      totalRows: 32, rowsPerTable: 32, seed: 3, committedStep: -1, parities: [], timeoutMs: 2000,
+    };
+    const dir = mkdtempSync(join(tmpdir(), 'ecrm-restore-'));
+    const [a, b] = await Promise.all([ShardServer.listen(), ShardServer.listen()]);
+    const ca = await Connection.connect({ host: '127.0.0.1', port: a.port }, 'shard a');
+    const cb = await Connection.connect({ host: '127.0.0.1', port: b.port }, 'shard b');
+    const pull = (c: Connection) => c.request(Op.pull, new Writer().u32(1).array(Int32Array.of(0, 5, 31)).build()).then((r) => r.f32s());
+    try {
+      await ca.request(Op.configure, new Writer().json(config).build());
+      await ca.request(Op.push, new Writer().u32(1).array(Int32Array.of(5)).array(Float32Array.of(1, 2, 3, 4)).build());
+      const path = join(dir, 'shard-0.bin');
+      await ca.request(Op.checkpoint, new Writer().json({ path }).build());
+      await cb.request(Op.configure, new Writer().json({ ...config, restoring: true }).build());
+      await expect(pull(cb)).rejects.toThrow(/Expected a shard whose checkpoint has been restored \(send restore first\) for request but received a shard configured to be restored/);
+      await cb.request(Op.restore, new Writer().json({ path }).build());
+      expect(Array.from(await pull(cb))).toEqual(Array.from(await pull(ca)));
+    } finally {
+      ca.close();
+      cb.close();
+      a.server.close();
+      b.server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('shard server requests outside their role', () => {
   it('a hedged pull to a server that is not a standing-by spare, and touched slots it keeps no record of, are clear errors', async () => {
     const { ShardServer } = await import('../src/shard.js');
