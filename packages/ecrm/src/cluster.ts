@@ -78,16 +78,16 @@ class Latencies {
     this.#ms.push(ms);
     if (this.#ms.length > HEDGE_HISTORY) this.#ms.shift();
   }
-  /** HEDGE_FACTOR × the recent median, within [HEDGE_MIN_MS, HEDGE_MAX_MS] (the maximum until 8 are known). */
-  lateAfter(): number {
+  /**
+   * check: HEDGE_FACTOR × the recent median, within [HEDGE_MIN_MS, HEDGE_MAX_MS]; hedge: the later
+   * of that and the recent HEDGE_QUANTILE, within HEDGE_MAX_MS. Both the maximum until 8 are known.
+   */
+  lateAfter(): { check: number; hedge: number } {
     const recent = this.#ms.slice().sort((a, b) => a - b);
-    return recent.length < 8 ? HEDGE_MAX_MS : Math.min(HEDGE_MAX_MS, Math.max(HEDGE_MIN_MS, HEDGE_FACTOR * recent[recent.length >> 1]));
-  }
-  /** The later of lateAfter() and the recent HEDGE_QUANTILE, within HEDGE_MAX_MS. */
-  hedgeAfter(): number {
-    const recent = this.#ms.slice().sort((a, b) => a - b);
-    const q = recent.length < 8 ? HEDGE_MAX_MS : recent[Math.min(recent.length - 1, Math.floor(HEDGE_QUANTILE * recent.length))];
-    return Math.min(HEDGE_MAX_MS, Math.max(this.lateAfter(), q));
+    if (recent.length < 8) return { check: HEDGE_MAX_MS, hedge: HEDGE_MAX_MS };
+    const check = Math.min(HEDGE_MAX_MS, Math.max(HEDGE_MIN_MS, HEDGE_FACTOR * recent[recent.length >> 1]));
+    const quantile = recent[Math.min(recent.length - 1, Math.floor(HEDGE_QUANTILE * recent.length))];
+    return { check, hedge: Math.min(HEDGE_MAX_MS, Math.max(check, quantile)) };
   }
 }
 
@@ -369,7 +369,7 @@ export class EmbeddingCluster {
     return this.#retrying('pull', async () => {
       // The last commit's acks are not awaited here: a shard handles requests in order, so the
       // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
-      const late = { check: this.#pulls.lateAfter(), hedge: this.#pulls.hedgeAfter() };
+      const late = this.#pulls.lateAfter();
       const replies = await Promise.allSettled(routes.map((r, s) => {
         if (answered[s]) return null;
         const request = this.#withCommit(s, Op.pull, r.slots.length ? new Writer().u32(step + 1).array(r.slots).build() : null);
@@ -496,7 +496,7 @@ export class EmbeddingCluster {
       const started = performance.now();
       const late = new Set(prepares.flatMap((p, s) => (p ? [s] : [])));
       prepares.forEach((p, s) => p?.then(() => late.delete(s), () => (late.delete(s), abort())));
-      const watch = setTimeout(() => late.forEach((s) => this.#closeIfDying(s)), this.#prepares.lateAfter());
+      const watch = setTimeout(() => late.forEach((s) => this.#closeIfDying(s)), this.#prepares.lateAfter().check);
       // The previous commit's acks arrive alongside: a server that died after it shows up here.
       const [committed, prepared] = await Promise.all([Promise.allSettled(commits), Promise.allSettled(prepares)]);
       clearTimeout(watch);

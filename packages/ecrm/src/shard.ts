@@ -283,9 +283,7 @@ export class ShardServer {
     this.#width = c.dim + this.#sw;
     this.#coded = c.state === 'encoded' ? this.#width : c.dim;
     this.#committed = c.committedStep;
-    this.#stagedRows.clear();
-    this.#stagedDeltas.clear();
-    this.#dropStaging(() => true, 'the server was reconfigured');
+    this.#dropStaged(() => true, 'the server was reconfigured');
     this.#closePeers();
     this.#touched.clear();
     this.#touchedKnown.clear();
@@ -481,8 +479,13 @@ export class ShardServer {
     else waiting.done();
   }
 
-  /** Fails the stage requests `which` selects (an aborted or superseded step). */
-  #dropStaging(which: (step: number) => boolean, why: string): void {
+  /**
+   * Drops what is staged for the steps `which` selects (committed, aborted, or all on a
+   * reconfiguration): rows, deltas, delta errors, and stage requests, which fail saying `why`.
+   */
+  #dropStaged(which: (step: number) => boolean, why: string): void {
+    for (const [t, s] of this.#stagedRows) if (which(s.step)) this.#stagedRows.delete(t);
+    for (const [t, list] of this.#stagedDeltas) if (which(list[0].step)) this.#stagedDeltas.delete(t);
     for (const [txn, w] of this.#staging) {
       if (!which(w.step)) continue;
       this.#staging.delete(txn);
@@ -497,16 +500,12 @@ export class ShardServer {
     for (const d of this.#stagedDeltas.get(txn) ?? []) this.#applyDelta(d);
     // Whatever else is staged at or before this step belongs to aborted attempts (a delta from a
     // shard that died mid-push can arrive after the abort): it must never be applied.
-    for (const [t, s] of this.#stagedRows) if (s.step <= step) this.#stagedRows.delete(t);
-    for (const [t, list] of this.#stagedDeltas) if (list[0].step <= step) this.#stagedDeltas.delete(t);
-    this.#dropStaging((s) => s <= step, `step ${step} was committed`);
+    this.#dropStaged((s) => s <= step, `step ${step} was committed`);
     this.#committed = Math.max(this.#committed, step);
   }
 
   #abort(step: number): void {
-    for (const [t, s] of this.#stagedRows) if (s.step === step) this.#stagedRows.delete(t);
-    for (const [t, list] of this.#stagedDeltas) if (list[0].step === step) this.#stagedDeltas.delete(t);
-    this.#dropStaging((s) => s === step, `step ${step} was aborted`);
+    this.#dropStaged((s) => s === step, `step ${step} was aborted`);
   }
 
   /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */
