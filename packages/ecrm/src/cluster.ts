@@ -259,7 +259,7 @@ export class EmbeddingCluster {
     const storeFloats = this.slots * this.width;
     const order: StandbyOrder = {
       servers: this.#servers.map((s) => s.addr), timeoutMs: this.#o.timeoutMs, storeFloats,
-      code: { mode: this.protection, k: this.k, r: this.r, state: this.#o.state, dim: this.dim },
+      code: { mode: this.protection, k: this.k, r: this.r, state: this.#o.state, dim: this.dim, optimizer: this.#o.optimizer },
     };
     const servers = new Writer().json(order).build();
     await Promise.all(this.#spares.map((s) => s.conn.request(Op.standby, servers)));

@@ -29,6 +29,11 @@ export interface RebuildPlan {
   rangeSlots: number;
   /** Pause between ranges (ms): spaces the sources' range reads out on a busy machine. */
   pauseMs: number;
+  /**
+   * A spare's rehearsal on scratch servers (see #rehearse), for tables of tableSlots slots per
+   * block: its rebuild thread is kept for the real rebuild.
+   */
+  rehearsal?: { tableSlots: number };
 }
 
 export interface ShardConfig {
@@ -84,8 +89,15 @@ export interface StandbyOrder {
   servers: Address[];
   timeoutMs: number;
   storeFloats: number;
-  code?: { mode: CodeMode; k: number; r: number; state: 'encoded' | 'replicated'; dim: number };
+  code?: { mode: CodeMode; k: number; r: number; state: 'encoded' | 'replicated'; dim: number; optimizer?: EmbeddingOptimizer };
 }
+
+/**
+ * A rehearsal (see ShardServer.#rehearse): slots per scratch data block, rows a step draws per
+ * block, takeovers, and steps before the loss, during the rebuild and after the switch-over. Sized
+ * so that V8 compiles the takeover's hot functions within it (~0.3 s of CPU, once per spare).
+ */
+const REHEARSAL = { slots: 2048, draws: 256, rounds: 3, before: 10, during: 30, after: 10 };
 
 /**
  * The coded rows of data block `block` at `slots`, decoded from k other servers (data first, then
@@ -100,25 +112,6 @@ async function decodeBlockRows(code: NonNullable<StandbyOrder['code']>, codec: P
     // A commit the pull already depends on has not reached every server yet.
     if (attempt >= 1000) throw rangeError('degraded read', `servers at committed step ${need}`, `step ${step}`, true);
     await new Promise((r) => setTimeout(r, attempt < 3 ? 0 : 1));
-  }
-}
-
-/**
- * Runs a data shard's handlers (pull, prepare, commit) a few dozen times on a scratch server of a
- * few rows: a spare that takes a data role then serves its first steps with compiled code, not in
- * V8's interpreter (its first prepare took 4-9 ms).
- */
-async function warmDataRole(scratch: ShardServer, dim: number): Promise<void> {
-  const config: ShardConfig = {
-    role: 'data', index: 0, k: 1, r: 0, mode: 'none', state: 'encoded', dim, optimizer: 'rowwise-adagrad', lr: 0.01, eps: 1e-8,
-    totalRows: 256, rowsPerTable: 256, seed: 1, committedStep: -1, parities: [], timeoutMs: 1000,
-  };
-  await scratch.handle(Op.configure, new Reader(new Writer().json(config).build()));
-  const slots = Int32Array.from({ length: 64 }, (_, i) => (i * 7) % 256), grads = new Float32Array(64 * dim).fill(1e-3);
-  for (let step = 0; step < 50; step++) {
-    await scratch.handle(Op.pull, new Reader(new Writer().u32(step + 1).array(slots).build()));
-    await scratch.handle(Op.prepare, new Reader(new Writer().u32(step + 1).u32(step + 1).array(slots).array(grads).build()));
-    await scratch.handle(Op.commit, new Reader(new Writer().u32(step + 1).u32(step + 1).build()));
   }
 }
 
@@ -196,6 +189,8 @@ export class ShardServer {
   #hedgedRows: { need: number; block: number; slots: Int32Array; coded: Float32Array } | null = null;
   /** A spare's store, allocated and faulted in ahead of a failure (fresh pages cost ~2 µs each). */
   #reserve: Float32Array | null = null;
+  /** A spare's rehearsal of a takeover (see #rehearse): rounds done, wall time, and its error if any. */
+  #rehearsal: { rounds: number; ms: number; error: string | null } | null = null;
   /** A spare's rebuild thread, started ahead of a failure (see rebuild-worker.ts); null once used. */
   #rebuildWorker: Worker | null = null;
   #rebuildDone: Promise<unknown> | null = null;
@@ -620,6 +615,7 @@ export class ShardServer {
     return new Writer().json({
       pid: process.pid, cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000, role: c?.role ?? null, index: c?.index ?? null, committedStep: this.#committed,
       rebuilding: this.#present !== null && !this.#initialAbsent, present: this.#present ? this.#present.reduce((a, b) => a + b, 0) : this.#slots, slots: this.#slots, stats: this.stats,
+      rehearsal: this.#rehearsal, rebuildThreadReady: this.#rebuildWorker !== null && this.#rebuildWorker.threadId >= 0,
     }).build();
   }
 
@@ -818,8 +814,89 @@ export class ShardServer {
     if (o.code) {
       this.#standing = { order: o, conns, codec: createCodec(o.code.mode, o.code.k, o.code.r) };
       await warmDegradedReads(o.code, conns).catch(() => undefined);  // only warm-ups
-      await warmDataRole(new ShardServer(this.server), o.code.dim).catch(() => undefined);
+      const started = performance.now();
+      this.#rehearsal = { rounds: 0, ms: 0, error: null };
+      const tableSlots = Math.ceil(o.storeFloats / (o.code.dim + stateWidth(o.code.optimizer ?? 'rowwise-adagrad', o.code.dim)));
+      await this.#rehearse(o.code, tableSlots).catch((e: Error) => (this.#rehearsal!.error = e.message));
+      this.#rehearsal.ms = performance.now() - started;
     }
+  }
+
+  /**
+   * Rehearses taking over a lost data block, before any failure, on scratch servers of this
+   * process (k data and r parity servers of a few thousand rows, on loopback): a stand-in
+   * for one block serves pulls, prefetches and pushes by degraded reads while its rebuild runs on
+   * this spare's own rebuild thread. The real takeover then runs code V8 has compiled already, on
+   * both threads. Traced after a failure, a spare that had warmed only a data role spent ~65 ms of
+   * CPU in V8's optimizing compiler and ran its first steps in the interpreter, all while training
+   * waited on it.
+   */
+  async #rehearse(code: NonNullable<StandbyOrder['code']>, tableSlots: number): Promise<void> {
+    const { k, r, dim } = code;
+    const request = (server: ShardServer, op: number, w: Writer) => server.handle(op, new Reader(w.build()));
+    let seed = 1;
+    const random = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296;
+    // Skewed slots, as embedding lookups are: most of a step's rows are hot ones.
+    const batch = () => Int32Array.from(new Set(Array.from({ length: REHEARSAL.draws }, () => Math.floor(REHEARSAL.slots * random() ** 3))));
+    for (let round = 0; round < REHEARSAL.rounds && this.#rebuildWorker; round++, this.#rehearsal!.rounds++) {
+      const scratch = await Promise.all(Array.from({ length: k + r }, () => ShardServer.listen('127.0.0.1', 0)));
+      const standIn = new ShardServer(this.server);
+      try {
+        const address = (s: ShardServer) => ({ host: '127.0.0.1', port: s.port });
+        const config: ShardConfig = {
+          role: 'data', index: 0, k, r, mode: code.mode, state: code.state, dim, optimizer: code.optimizer ?? 'rowwise-adagrad', lr: 0.01, eps: 1e-8,
+          totalRows: REHEARSAL.slots * k, rowsPerTable: REHEARSAL.slots * k, seed: round + 1, committedStep: -1, parities: scratch.slice(k).map(address), timeoutMs: 5000,
+        };
+        await Promise.all(scratch.map((s, i) => request(s, Op.configure, new Writer().json({ ...config, role: i < k ? 'data' : 'parity', index: i < k ? i : i - k }))));
+        const data = scratch.slice(0, k), parities = scratch.slice(k);
+        let step = 0;
+        // The trainer's side of a step: pull, prefetch of the next rows, prepare and stage, commit.
+        let next = data.map(() => batch());
+        const train = async (steps: number) => {
+          const prefetches: Promise<unknown>[] = [];
+          let failure: unknown = null;
+          for (let i = 0; i < steps; i++, step++) {
+            const slots = next, txn = step + 1;
+            next = data.map(() => batch());
+            await Promise.all(data.map((s, b) => request(s, Op.pull, new Writer().u32(step + 1).array(slots[b]))));
+            // The next rows, asked for while this step computes: its pull may find them on their way.
+            const lost = data.indexOf(standIn);
+            if (lost >= 0) prefetches.push(Promise.resolve(request(standIn, Op.prefetch, new Writer().array(next[lost]))).catch((e) => (failure ??= e)));
+            await Promise.all([
+              ...data.map((s, b) => request(s, Op.prepare, new Writer().u32(step + 1).u32(txn).array(slots[b]).array(new Float32Array(slots[b].length * dim).fill(1e-3)))),
+              ...parities.map((p) => request(p, Op.stage, new Writer().u32(step + 1).u32(txn).array(Int32Array.from(data.keys())))),
+            ]);
+            await Promise.all([...data, ...parities].map((s) => request(s, Op.commit, new Writer().u32(step + 1).u32(txn))));
+          }
+          await Promise.all(prefetches);
+          if (failure) throw failure;
+        };
+        await train(REHEARSAL.before);
+        const lost = round % k, sources = Array.from({ length: k + r }, (_, b) => b).filter((b) => b !== lost).slice(0, k);
+        standIn.#rebuildWorker = this.#rebuildWorker;
+        const plan: RebuildPlan = { sources: sources.map((b) => ({ block: b, ...address(scratch[b]) })), rangeSlots: 64, pauseMs: 1, rehearsal: { tableSlots } };
+        await request(standIn, Op.configure, new Writer().json({ ...config, index: lost, committedStep: step - 1, rebuild: plan }));
+        data[lost] = standIn;
+        const rebuilt = request(standIn, Op.rebuild, new Writer());
+        await train(REHEARSAL.during);
+        await rebuilt;
+        await train(REHEARSAL.after);  // switched over: untouched rows are computed when first asked for
+      } finally {
+        standIn.#closeSources();
+        standIn.#closePeers();
+        for (const s of scratch) s.close();
+      }
+    }
+  }
+
+  /** Stops listening and closes the connections this server opened (scratch servers, tests). */
+  close(): void {
+    this.#closeSources();
+    this.#closePeers();
+    this.#closeStandby();
+    this.#dropRebuildWorker();
+    this.server.close();
+    this.unix?.close();
   }
 
   #dropRebuildWorker(): void {
@@ -868,7 +945,7 @@ export class ShardServer {
     const c = this.#cfg;
     const touched = await (this.#touchedLearned ?? this.#learnTouched());
     const job: RebuildJob = {
-      role: c, mode: c.mode as RebuildJob['mode'], sources: plan.sources, slots: this.#slots, rangeSlots: plan.rangeSlots, pauseMs: plan.pauseMs, timeoutMs: c.timeoutMs,
+      role: c, mode: c.mode as RebuildJob['mode'], sources: plan.sources, slots: this.#slots, rangeSlots: plan.rangeSlots, pauseMs: plan.pauseMs, timeoutMs: c.timeoutMs, rehearsal: plan.rehearsal,
       // A snapshot: slots updated later are made present (decoded) before their update.
       touched: touched ? touched.slice() : null,
     };
@@ -876,23 +953,25 @@ export class ShardServer {
     const ready = this.#rebuildWorker;
     this.#rebuildWorker = null;
     const worker = ready && ready.threadId >= 0 ? ready : startRebuildWorker();
+    const onMessage = (m: RebuildMessage) => {
+      if (m.kind === 'done') return;
+      if (!this.#present) return;  // reconfigured meanwhile
+      this.#install(m.slots ?? rangeSlots(m.start, m.count), m.step, m.coded, m.states);
+      this.stats.ranges++;
+      this.stats.rebuiltSlots += m.slots?.length ?? m.count;
+      this.stats.retries += m.retries;
+    };
+    let onDone: (m: RebuildMessage) => void = () => undefined, onError: (e: Error) => void = () => undefined, onExit: (code: number) => void = () => undefined;
     try {
       await new Promise<void>((resolve, reject) => {
-        worker.on('message', (m: RebuildMessage) => {
-          if (m.kind === 'done') {
-            resolve();
-            return;
-          }
-          if (!this.#present) return;  // reconfigured meanwhile
-          this.#install(m.slots ?? rangeSlots(m.start, m.count), m.step, m.coded, m.states);
-          this.stats.ranges++;
-          this.stats.rebuiltSlots += m.slots?.length ?? m.count;
-          this.stats.retries += m.retries;
-        });
-        worker.on('error', reject);
-        worker.on('exit', (code) => reject(new Error(`Expected the rebuild worker to finish but received exit code ${code}`)));
+        onDone = (m) => m.kind === 'done' && resolve();
+        onError = reject;
+        onExit = (code) => reject(new Error(`Expected the rebuild worker to finish but received exit code ${code}`));
+        worker.on('message', onMessage).on('message', onDone).on('error', onError).on('exit', onExit);
         worker.postMessage(job);
       });
+      // Degraded reads still under way finish before their connections close.
+      await Promise.allSettled(new Set(this.#fetching.values()));
       // Switch-over: requests no longer touch the sources. Every slot is local now, or (with a
       // touched set) every absent slot holds its initial row, computed when first needed.
       if (touched) this.#initialAbsent = true;
@@ -900,6 +979,9 @@ export class ShardServer {
       this.#pending.clear();
     } finally {
       this.#closeSources();
+      worker.off('message', onMessage).off('message', onDone).off('error', onError).off('exit', onExit);
+      // A rehearsal's thread (the spare's own) waits for the real job; the real job's is done.
+      if (!plan.rehearsal || worker !== ready) void worker.terminate();
     }
   }
 }
