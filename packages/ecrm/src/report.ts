@@ -183,7 +183,7 @@ export function comparisonTable(rows: ComparisonRow[]): string {
     const failed = r.result.failures.length > 0;
     lines.push(`| ${[
       r.label, fmt(r.steadyThroughput), `${fmt(r.overheadPct, 1)}%`, `${fmt(r.cpuMsPerStep, 1)} (${fmt(r.shardCpuMsPerStep, 1)})`, `${fmt(r.medianStepMs, 1)} ms`, `${fmt(r.maxStepMs, 0)} ms`,
-      failed ? `${fmt(r.serveMs)} ms` : '-', failed ? `${fmt(r.recoveryCostMs)} ms` : '-', failed ? `${fmt(r.lostMs)} ms` : '-', failed ? `${fmt(r.recoveryMs)} ms` : '-', failed ? `${fmt(r.recoveryStepMs)} ms` : '-', failed ? fmt(r.recoveryThroughput) : '-',
+      failed ? `${fmt(r.serveMs)} ms` : '-', failed ? `${fmt(r.recoveryCostMs)} ms` : '-', failed ? `${fmt(r.lostMs)} ms` : '-', failed ? `${fmt(r.recoveryMs)} ms` : '-', failed ? `${fmt(r.recoveryStepMs)} ms (${fmt(r.recoveryStepMs / r.medianStepMs, 1)}× step)` : '-', failed ? fmt(r.recoveryThroughput) : '-',
       String(r.lostSteps), `${fmt(r.checkpointMs)} ms`, fmt(r.evalLoss, 4), fmt(r.evalAuc, 4),
     ].join(' | ')} |`);
   }
@@ -209,6 +209,12 @@ export function comparisonSummary(rows: ComparisonRow[]): string {
   if (none) {
     lines.push(`- by median step: ecrm xor ${fmt(xor.medianStepMs, 1)} vs no-FT ${fmt(none.medianStepMs, 1)} ms (+${fmt(100 * (xor.medianStepMs / none.medianStepMs - 1), 1)}%); ` +
       `by CPU: ${fmt(xor.cpuMsPerStep, 1)} vs ${fmt(none.cpuMsPerStep, 1)} ms/step (+${fmt(100 * (xor.cpuMsPerStep / none.cpuMsPerStep - 1), 1)}%, shards ${fmt(xor.shardCpuMsPerStep, 1)} vs ${fmt(none.shardCpuMsPerStep, 1)})`);
+  }
+  if (xor.result.failures.length) {
+    // A step always takes a step's time: the pause is the wait beyond it.
+    const beyond = xor.recoveryStepMs - xor.medianStepMs;
+    lines.push(`- training pause (ecrm xor): the longest gap between two steps was ${fmt(xor.recoveryStepMs)} ms, ${fmt(xor.recoveryStepMs / xor.medianStepMs, 1)}× the median step: ` +
+      `${fmt(beyond)} ms without progress beyond a normal step (${beyond <= xor.medianStepMs ? 'within' : 'more than'} one step)`);
   }
   for (const c of rows.filter((r) => r.label.startsWith('checkpoint') && r.result.failures.length)) {
     lines.push(`- ${c.label} vs ecrm xor: recovery time ${fmt(c.recoveryCostMs)} vs ${fmt(xor.recoveryCostMs)} ms (${fmt(ratio(c.recoveryCostMs, xor.recoveryCostMs), 1)}× faster); ` +
