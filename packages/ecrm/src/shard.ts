@@ -971,7 +971,7 @@ export class ShardServer {
         worker.postMessage(job);
       });
       // Degraded reads still under way finish before their connections close.
-      await Promise.allSettled(new Set(this.#fetching.values()));
+      while (this.#fetching.size > 0) await Promise.allSettled(new Set(this.#fetching.values()));
       // Switch-over: requests no longer touch the sources. Every slot is local now, or (with a
       // touched set) every absent slot holds its initial row, computed when first needed.
       if (touched) this.#initialAbsent = true;
