@@ -765,23 +765,30 @@ export class ShardServer {
     // (a rebuild's touched slots, a degraded read's); the rest slot by slot below.
     const rowWidth = c.role === 'data' ? this.#width : cw;
     if (states.length === 0 && rowWidth === cw) {
-      const single: number[] = [];
+      // Scattered slots are collected into typed arrays (a JS array of indices cost ~100 ns a
+      // slot on a rebuild's ranges of touched slots).
+      const at = new Int32Array(slots.length), targets = new Int32Array(slots.length);
+      let n = 0;
       for (let i = 0; i < slots.length;) {
-        let j = i;
-        while (j < slots.length && slots[j] === slots[i] + (j - i) && !present[slots[j]] && !pending?.has(slots[j])) j++;
-        if (j - i >= 2) {
-          this.#store.set(coded.subarray(i * cw, j * cw), slots[i] * cw);
-          present.fill(1, slots[i], slots[i] + (j - i));
-          i = j;
-        } else {
-          if (!present[slots[i]] && !pending?.has(slots[i])) single.push(i);
+        const first = slots[i];
+        if (present[first] || pending?.has(first)) {
           i++;
+          continue;
         }
+        let j = i + 1;
+        while (j < slots.length && slots[j] === first + (j - i) && !present[slots[j]] && !pending?.has(slots[j])) j++;
+        if (j - i >= 2) {
+          this.#store.set(coded.subarray(i * cw, j * cw), first * cw);
+          present.fill(1, first, first + (j - i));
+        } else {
+          at[n] = i;
+          targets[n++] = first;
+        }
+        i = j;
       }
-      if (single.length > 0) {
-        const at = Int32Array.from(single), targets = at.map((i) => slots[i]);
-        scatterRowsSync(bits(this.#store), cw, targets, gatherRowsSync(bits(coded), cw, at));
-        for (const t of targets) present[t] = 1;
+      if (n > 0) {
+        scatterRowsSync(bits(this.#store), cw, targets.subarray(0, n), gatherRowsSync(bits(coded), cw, at.subarray(0, n)));
+        for (let m = 0; m < n; m++) present[targets[m]] = 1;
       }
     }
     for (let i = 0; i < slots.length; i++) {
