@@ -345,7 +345,7 @@ export class ShardServer {
   /** The coded part (or the state part) of `n` full rows, contiguous. */
   #codedOf(rows: Float32Array, n: number, part = READ_CODED): Float32Array {
     const w = this.#width, cw = part === READ_CODED ? this.#coded : this.#sw, from = part === READ_CODED ? 0 : this.#cfg.dim;
-    if (part === READ_CODED && cw === w) return rows.slice(0, n * w);
+    if (part === READ_CODED && cw === w) return rows.length === n * w ? rows : rows.slice(0, n * w);
     return f32words(gatherRowsSync(bits(rows.subarray(0, n * w)), w, rangeSlots(0, n), { col: from, cols: cw }));
   }
 
@@ -353,13 +353,13 @@ export class ShardServer {
     for (const s of slots) if (s < 0 || s >= this.#slots) throw rangeError('slots', `slots in [0, ${this.#slots - 1}]`, s);
   }
 
-  async #pull(body: Reader): Promise<Buffer> {
+  async #pull(body: Reader): Promise<Buffer[]> {
     body.u32();
     const slots = body.i32s();
     this.#checkSlots(slots);
     await this.#ensure(slots);
     const out = gatherRowsSync(bits(this.#store), this.#width, slots, { cols: this.#cfg.dim });
-    return new Writer().array(f32words(out)).build();
+    return new Writer().array(f32words(out)).parts;  // fresh rows: written from where they are, not joined first
   }
 
   /** Copies of the committed rows at `slots`, packed ([slots × width]). */
@@ -540,11 +540,11 @@ export class ShardServer {
     if (this.#replicas.length) scatterRowsSync(bits(this.#replicas[d.dataIndex]), sw, slots, state);
   }
 
-  async #read(body: Reader): Promise<Buffer> {
+  async #read(body: Reader): Promise<Buffer[]> {
     const part = body.u32(), which = body.u32(), slots = body.i32s();
     this.#checkSlots(slots);
     await this.#ensure(slots);
-    return new Writer().u32(this.#committed + 1).array(this.#readNow(part, which, slots)).build();
+    return new Writer().u32(this.#committed + 1).array(this.#readNow(part, which, slots)).parts;
   }
 
   /**
@@ -922,7 +922,7 @@ export class ShardServer {
    * decoded from the other servers at the committed step the pull needs, as the shard's reply
    * would hold them (weights only). Whichever answer comes first serves the trainer.
    */
-  async #hedgedPull(body: Reader): Promise<Buffer> {
+  async #hedgedPull(body: Reader): Promise<Buffer[]> {
     const need = body.u32() - 1, block = body.u32(), slots = body.i32s();
     const s = this.#standing;
     if (!s || this.#config) throw rangeError('hedged pull', 'a spare standing by for a protected cluster', this.#config ? 'a server with a role' : 'a spare without standby orders', true);
@@ -932,7 +932,7 @@ export class ShardServer {
     const width = coded.length / Math.max(1, slots.length);
     if (code.state === 'encoded') this.#hedgedRows = { need, block, slots, coded };
     const weights = width === code.dim ? coded : f32words(gatherRowsSync(bits(coded), width, rangeSlots(0, slots.length), { cols: code.dim }));
-    return new Writer().array(weights).build();
+    return new Writer().array(weights).parts;
   }
 
   #closeSources(): void {
