@@ -226,11 +226,15 @@ describe('a standby spare', () => {
   it('rehearses a takeover on scratch servers before any failure, and keeps its rebuild thread for the real one', async () => {
     // The compiled server (built by the global setup): its rebuild thread loads dist/rebuild-worker.js.
     const { ShardServer } = await import('../dist/shard.js');
-    for (const code of [{ mode: 'xor', k: 2, r: 1 }, { mode: 'rs', k: 3, r: 2 }]) {
+    const codes = [
+      { mode: 'xor', k: 2, r: 1, state: 'encoded' }, { mode: 'rs', k: 3, r: 2, state: 'encoded' },
+      { mode: 'xor', k: 2, r: 1, state: 'replicated' }, { mode: 'sum', k: 3, r: 1, state: 'encoded', optimizer: 'adagrad' },
+    ];
+    for (const code of codes) {
       const spare = await ShardServer.listen();
       const c = await Connection.connect({ host: '127.0.0.1', port: spare.port }, 'spare');
       try {
-        const order = { servers: [], timeoutMs: 2000, storeFloats: 0, code: { ...code, state: 'encoded', dim: 4 } };
+        const order = { servers: [], timeoutMs: 2000, storeFloats: 0, code: { ...code, dim: 4 } };
         await c.request(Op.standby, new Writer().json(order).build());
         const status = (await c.request(Op.status)).json<{ rehearsal: { rounds: number; ms: number; error: string | null }; rebuildThreadReady: boolean }>();
         expect(status.rehearsal).toMatchObject({ rounds: 3, error: null });
