@@ -98,6 +98,7 @@ export interface StandbyOrder {
  * so that V8 compiles the takeover's hot functions within it (~0.3 s of CPU, once per spare).
  */
 const REHEARSAL = { slots: 2048, draws: 256, rounds: 3, before: 10, during: 30, after: 10 };
+const REHEARSAL_TIMEOUT_MS = 30_000;
 
 /**
  * The coded rows of data block `block` at `slots`, decoded from k other servers (data first, then
@@ -824,7 +825,20 @@ export class ShardServer {
       const started = performance.now();
       this.#rehearsal = { rounds: 0, ms: 0, error: null };
       const tableSlots = Math.ceil(o.storeFloats / (o.code.dim + stateWidth(o.code.optimizer ?? 'rowwise-adagrad', o.code.dim)));
-      await this.#rehearse(o.code, tableSlots).catch((e: Error) => (this.#rehearsal!.error = e.message));
+      // Bounded: a rehearsal stuck on an overloaded machine must not hold up the cluster's start.
+      // Its rebuild thread is then replaced, so the real rebuild never queues behind it.
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        this.#rehearse(o.code, tableSlots).then(() => 'done' as const, (e: Error) => e),
+        new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), REHEARSAL_TIMEOUT_MS))),
+      ]);
+      clearTimeout(timer);
+      if (outcome instanceof Error) this.#rehearsal.error = outcome.message;
+      if (outcome === 'late') {
+        this.#rehearsal.error = `the rehearsal took longer than ${REHEARSAL_TIMEOUT_MS} ms`;
+        this.#dropRebuildWorker();
+        this.#rebuildWorker = startRebuildWorker();
+      }
       this.#rehearsal.ms = performance.now() - started;
     }
   }
@@ -845,7 +859,9 @@ export class ShardServer {
     const random = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296;
     // Skewed slots, as embedding lookups are: most of a step's rows are hot ones.
     const batch = () => Int32Array.from(new Set(Array.from({ length: REHEARSAL.draws }, () => Math.floor(REHEARSAL.slots * random() ** 3))));
-    for (let round = 0; round < REHEARSAL.rounds && this.#rebuildWorker; round++, this.#rehearsal!.rounds++) {
+    // The rounds stop if the thread is replaced (a rehearsal given up on, see #openStandby).
+    const worker = this.#rebuildWorker;
+    for (let round = 0; round < REHEARSAL.rounds && worker && this.#rebuildWorker === worker; round++, this.#rehearsal!.rounds++) {
       const scratch = await Promise.all(Array.from({ length: k + r }, () => ShardServer.listen('127.0.0.1', 0)));
       const standIn = new ShardServer(this.server);
       try {
@@ -880,7 +896,7 @@ export class ShardServer {
         };
         await train(REHEARSAL.before);
         const lost = round % k, sources = Array.from({ length: k + r }, (_, b) => b).filter((b) => b !== lost).slice(0, k);
-        standIn.#rebuildWorker = this.#rebuildWorker;
+        standIn.#rebuildWorker = worker;
         const plan: RebuildPlan = { sources: sources.map((b) => ({ block: b, ...address(scratch[b]) })), rangeSlots: 64, pauseMs: 1, rehearsal: { tableSlots } };
         await request(standIn, Op.configure, new Writer().json({ ...config, index: lost, committedStep: step - 1, rebuild: plan }));
         data[lost] = standIn;
