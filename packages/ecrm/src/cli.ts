@@ -2,7 +2,7 @@
 // server for another host.
 import { writeFile } from 'node:fs/promises';
 import { FileBatches, readCriteoTsv } from './data.js';
-import { comparisonSummary, comparisonTable, runComparison, summarize, throughputChart } from './report.js';
+import { comparisonSummary, comparisonTable, interleavedOverheadTable, runComparison, runInterleavedOverhead, summarize, throughputChart } from './report.js';
 import { ShardServer } from './shard.js';
 import { randomFailure, trainDlrm, type FtMode } from './train.js';
 import { describe } from './validate.js';
@@ -11,6 +11,10 @@ const USAGE = `Usage:
   kintsugi ecrm [report] [options]   train DLRM under each fault-tolerance mode with a shard failure;
                                      print the comparison and write a throughput plot (SVG)
   kintsugi ecrm train [options]      one run: --mode none|checkpoint|cpr|ecrm [--code xor|rs|sum]
+  kintsugi ecrm overhead [options]   steady-state overhead with the modes' steps interleaved: all
+                                     clusters up at once, one step each in turn (--modes: none
+                                     first, then ECRM modes; --steps timed rounds, default 300;
+                                     --warmup N, default 20)
   kintsugi ecrm serve [--host H] [--port P]   a shard server (configured by the trainer over TCP)
 
 Options:
@@ -84,9 +88,9 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
       process.stdout.write(`ECRM_LISTENING ${shard.port}\n`);
       await new Promise(() => undefined); // serves until killed
     }
-    if (command !== 'report' && command !== 'train') throw new UsageError(`Expected report, train or serve for the ecrm command but received ${describe(command)}`);
+    if (command !== 'report' && command !== 'train' && command !== 'overhead') throw new UsageError(`Expected report, train, overhead or serve for the ecrm command but received ${describe(command)}`);
     const quick = flags.has('quick');
-    const steps = int(flags, 'steps', quick ? 60 : 160, 8);
+    const steps = int(flags, 'steps', command === 'overhead' ? (quick ? 60 : 300) : quick ? 60 : 160, 8);
     const k = int(flags, 'k', 4, 2);
     const seed = int(flags, 'seed', 1, 0);
     const every = int(flags, 'checkpoint-every', 20);
@@ -97,6 +101,13 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
       : { step: int(flags, 'fail-step', every * Math.floor(steps / 2 / every) + Math.floor(every / 2), 0), server: int(flags, 'fail-server', 1, 0), when: choice(flags, 'fail-when', ['step', 'prepare', 'after-first-delta'] as const, 'step') };
     if (failure.server >= k) throw new UsageError(`Expected a data shard in [0, ${k - 1}] for --fail-server but received ${failure.server}`);
     const common = { steps, batchSize: int(flags, 'batch', 256), rowsPerTable: int(flags, 'rows', 2000, 2), dim: int(flags, 'dim', 16), k, seed };
+    if (command === 'overhead') {
+      const modes = (flags.get('modes') ?? 'none,xor,xor-replicated,rs,sum').split(',');
+      const rows = await runInterleavedOverhead({ ...common, modes, warmup: int(flags, 'warmup', 20, 0) });
+      process.stdout.write(`DLRM (13 dense, 26 tables × ${common.rowsPerTable} rows × ${common.dim}), batch ${common.batchSize}, k = ${k}; ` +
+        `${steps} rounds of one step per mode after ${int(flags, 'warmup', 20, 0)} warm-up steps, no failure\n\n${interleavedOverheadTable(rows)}\n`);
+      return 0;
+    }
     if (command === 'train') {
       const mode = choice(flags, 'mode', ['none', 'checkpoint', 'cpr', 'ecrm'] as const, 'ecrm') as FtMode;
       const criteo = flags.get('criteo');

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 import { lineChart, type Series } from './svg.js';
-import { trainDlrm, type Failure, type TrainOptions, type TrainResult } from './train.js';
+import { interleavedStepTimes, modeLabel, trainDlrm, type Failure, type TrainOptions, type TrainResult } from './train.js';
 
 export interface ComparisonRow {
   label: string;
@@ -152,6 +152,17 @@ async function settle(): Promise<void> {
 }
 const SETTLE_MS = 250;
 
+/** The training options of no FT and of the ECRM tokens (null for the checkpointing ones). */
+function codeOf(token: string): Pick<TrainOptions, 'mode' | 'code' | 'state' | 'r'> | null {
+  switch (token) {
+    case 'none': return { mode: 'none' };
+    case 'xor': case 'sum': return { mode: 'ecrm', code: token };
+    case 'xor-replicated': return { mode: 'ecrm', code: 'xor', state: 'replicated' };
+    case 'rs': return { mode: 'ecrm', code: 'rs', r: 2 };
+    default: return null;
+  }
+}
+
 function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
   const base: Omit<TrainOptions, 'mode'> = { steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed, rebuild: o.rebuild };
   const fail = [o.failure];
@@ -162,12 +173,57 @@ function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
     // checkpoint gets is one every step (half a step lost on average).
     case 'checkpoint-tuned': return { ...base, mode: 'checkpoint', checkpointEvery: 1, failures: fail };
     case 'cpr': return { ...base, mode: 'cpr', checkpointEvery: o.checkpointEvery, failures: fail };
-    case 'xor': case 'sum': return { ...base, mode: 'ecrm', code: token, failures: fail };
-    case 'xor-replicated': return { ...base, mode: 'ecrm', code: 'xor', state: 'replicated', failures: fail };
+    case 'xor': case 'sum': case 'xor-replicated': return { ...base, ...codeOf(token)!, failures: fail };
     // Two simultaneous losses: the failed shard and its neighbour, killed at the same step.
-    case 'rs': return { ...base, mode: 'ecrm', code: 'rs', r: 2, failures: [o.failure, { ...o.failure, server: (o.failure.server + 1) % o.k }] };
+    case 'rs': return { ...base, ...codeOf(token)!, failures: [o.failure, { ...o.failure, server: (o.failure.server + 1) % o.k }] };
     default: throw new RangeError(`Expected a comparison mode for a mode but received ${JSON.stringify(token)}`);
   }
+}
+
+export interface InterleavedOverheadOptions {
+  /** No FT first (the baseline), then ECRM tokens: xor, xor-replicated, rs, sum. */
+  modes: string[];
+  steps: number;
+  warmup?: number;
+  batchSize: number;
+  rowsPerTable: number;
+  dim: number;
+  k: number;
+  seed: number;
+}
+
+export interface InterleavedOverheadRow {
+  label: string;
+  medianStepMs: number;
+  /** Median over the rounds of this mode's step time ÷ the baseline's in the same round, − 1. */
+  overheadPct: number;
+  /** The same ratio's first and third quartiles (%). */
+  quartilesPct: [number, number];
+}
+
+/**
+ * Steady-state overhead with the modes' steps interleaved (see interleavedStepTimes): all clusters
+ * up at once, one step each in turn. Robust to the VM's slow spells, which sequential runs are not.
+ */
+export async function runInterleavedOverhead(o: InterleavedOverheadOptions): Promise<InterleavedOverheadRow[]> {
+  if (o.modes[0] !== 'none') throw new RangeError(`Expected 'none' (the baseline) as the first mode but received ${JSON.stringify(o.modes[0])}`);
+  const jobs = o.modes.map((token): TrainOptions => {
+    const code = codeOf(token);
+    if (!code) throw new RangeError(`Expected one of none, xor, xor-replicated, rs, sum for a mode but received ${JSON.stringify(token)}`);
+    return { ...code, steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed };
+  });
+  const times = await interleavedStepTimes(jobs, o.steps, o.warmup);
+  const quantile = (xs: number[], q: number) => xs.slice().sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
+  return jobs.map((job, j) => {
+    const ratios = times[j].map((t, r) => 100 * (t / times[0][r] - 1));
+    return { label: modeLabel({ ...job, k: o.k }), medianStepMs: quantile(times[j], 0.5), overheadPct: quantile(ratios, 0.5), quartilesPct: [quantile(ratios, 0.25), quantile(ratios, 0.75)] };
+  });
+}
+
+export function interleavedOverheadTable(rows: InterleavedOverheadRow[]): string {
+  const lines = ['| mode | median step | overhead (median of per-round ratios) | quartiles |', '|---|---|---|---|'];
+  for (const r of rows) lines.push(`| ${r.label} | ${fmt(r.medianStepMs, 2)} ms | ${fmt(r.overheadPct, 1)}% | ${fmt(r.quartilesPct[0], 1)}% … ${fmt(r.quartilesPct[1], 1)}% |`);
+  return lines.join('\n');
 }
 
 const fmt = (v: number, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '-');

@@ -106,15 +106,28 @@ export function modeLabel(o: Pick<TrainOptions, 'mode' | 'code' | 'r' | 'state' 
   return 'no fault tolerance';
 }
 
-export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
+/** What a training job runs on: its data, shard cluster, model and dense optimizer. */
+interface Job {
+  mode: FtMode;
+  source: BatchSource;
+  cluster: EmbeddingCluster;
+  model: DLRM;
+  opt: DenseAdagrad;
+  steps: number;
+  /** The batch loaded ahead (its rows hinted to the cluster), and the last step whose dense update was taken. */
+  next: { step: number; batch: ReturnType<BatchSource['batch']>; lookup: ReturnType<typeof lookupRows> } | null;
+  denseStepped: number;
+}
+
+/** Checks a job's options and starts its cluster and model. */
+async function startJob(options: TrainOptions): Promise<Job> {
   const mode = oneOf(options.mode, 'options.mode', ['none', 'checkpoint', 'cpr', 'ecrm'] as const);
   const steps = integer(options.steps, 'options.steps', 1);
   const k = options.k ?? 4, dim = options.dim ?? 16, seed = options.seed ?? 1;
   const source = options.source ?? new SyntheticCriteo({ rowsPerTable: options.rowsPerTable ?? 2000, batchSize: options.batchSize ?? 256, seed });
   const rows = source.rowsPerTable;
-  const every = options.checkpointEvery ?? 20;
-  if (mode === 'checkpoint' || mode === 'cpr') integer(every, 'options.checkpointEvery', 1);
-  const failures = [...(options.failures ?? [])];
+  if (mode === 'checkpoint' || mode === 'cpr') integer(options.checkpointEvery ?? 20, 'options.checkpointEvery', 1);
+  const failures = options.failures ?? [];
   const inPush = failures.find((f) => f.when && f.when !== 'step');
   if (failures.filter((f) => f.when && f.when !== 'step').length > 1) throw rangeError('options.failures', 'at most one failure inside a push', failures.length, true);
   const cluster = await EmbeddingCluster.start({
@@ -124,9 +137,57 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
     timeoutMs: options.timeoutMs, rebuild: options.rebuild, hedgePulls: options.hedgePulls,
     crash: inPush ? { shard: inPush.server, step: inPush.step, when: inPush.when as 'prepare' | 'after-first-delta' } : undefined,
   });
-  const dir = mode === 'checkpoint' || mode === 'cpr' ? await mkdtemp(join(tmpdir(), 'ecrm-ckpt-')) : null;
   const model = new DLRM({ dim, seed: seed + 1 });
-  const opt = new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02);
+  return { mode, source, cluster, model, opt: new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02), steps, next: null, denseStepped: -1 };
+}
+
+/**
+ * One training step: pull the batch's rows, forward and backward, push the embedding gradients
+ * with the dense update taken beside the push. Returns the loss.
+ */
+async function trainStep(job: Job, step: number): Promise<number> {
+  const { cluster, model, opt, source, steps } = job;
+  const load = (s: number) => {
+    const batch = source.batch(s);
+    return { step: s, batch, lookup: lookupRows(batch, source.rowsPerTable) };
+  };
+  const { batch, lookup } = job.next?.step === step ? job.next : load(step);
+  job.next = null;
+  // The next batch is made during the push (it hides there) or, while a shard is being
+  // rebuilt, during the pull: once the pull is answered the rebuilding shard is told the
+  // next batch's rows, and decodes those it lacks while this step computes.
+  const pulled = cluster.pull(step, lookup.rows);
+  if (cluster.rebuilding && step + 1 < steps) job.next = load(step + 1);
+  const table = await pulled;
+  const prefetched = cluster.rebuilding && step + 1 < steps;
+  if (prefetched) {
+    job.next ??= load(step + 1);  // this pull found the failure
+    cluster.prefetch(job.next.lookup.rows);
+  }
+  opt.zeroGrad();
+  const logits = await model.forward(batch, lookup, table);
+  const { loss, grad } = binaryCrossEntropyWithLogits(logits, new Tensor(batch.labels, [batch.size, 1]));
+  const tableGrad = await model.backward(grad);
+  const pushed = cluster.push(step, lookup.rows, tableGrad);
+  // The dense update runs while the shards apply this one (and stage their parity deltas).
+  // When an unprotected push fails after it, CPR redoes the step against the restored
+  // shard: the dense step already taken for it is not taken again.
+  if (job.denseStepped !== step) opt.step();
+  job.denseStepped = step;
+  if (!job.next && step + 1 < steps) job.next = load(step + 1);
+  // Kept by the cluster: a failure this push finds has the replacement decode them at once.
+  if (job.next && !prefetched) cluster.prefetch(job.next.lookup.rows);
+  await pushed;
+  return loss;
+}
+
+export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
+  const job = await startJob(options);
+  const { mode, source, cluster, model, opt, steps } = job;
+  const k = options.k ?? 4;
+  const every = options.checkpointEvery ?? 20;
+  const failures = [...(options.failures ?? [])];
+  const dir = mode === 'checkpoint' || mode === 'cpr' ? await mkdtemp(join(tmpdir(), 'ecrm-ckpt-')) : null;
   const result: TrainResult = {
     mode, label: modeLabel({ ...options, k }), batchSize: source.batch(0).size, records: [], events: cluster.events, failures: [],
     checkpointMs: 0, checkpoints: 0, rebuildAfterTrainingMs: 0, hedges: { sent: 0, won: 0 }, cpuMsPerStep: NaN, trainerCpuMsPerStep: NaN, wallMs: 0, evalLoss: NaN, evalAuc: NaN,
@@ -138,12 +199,6 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
     const start = performance.now();
     let step = 0, frontier = 0;
     let pendingRecovery: TrainResult['failures'][number] | null = null;
-    const load = (s: number) => {
-      const batch = source.batch(s);
-      return { step: s, batch, lookup: lookupRows(batch, rows) };
-    };
-    let next: ReturnType<typeof load> | null = null;
-    let denseStepped = -1;
     while (step < steps) {
       // Each injected failure fires once (a redo after a restart passes its step again).
       for (const f of failures.filter((f) => f.step === step && (f.when ?? 'step') === 'step')) {
@@ -153,33 +208,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
       }
       const t0 = performance.now();
       try {
-        const { batch, lookup } = next?.step === step ? next : load(step);
-        next = null;
-        // The next batch is made during the push (it hides there) or, while a shard is being
-        // rebuilt, during the pull: once the pull is answered the rebuilding shard is told the
-        // next batch's rows, and decodes those it lacks while this step computes.
-        const pulled = cluster.pull(step, lookup.rows);
-        if (cluster.rebuilding && step + 1 < steps) next = load(step + 1);
-        const table = await pulled;
-        const prefetched = cluster.rebuilding && step + 1 < steps;
-        if (prefetched) {
-          next ??= load(step + 1);  // this pull found the failure
-          cluster.prefetch(next.lookup.rows);
-        }
-        opt.zeroGrad();
-        const logits = await model.forward(batch, lookup, table);
-        const { loss, grad } = binaryCrossEntropyWithLogits(logits, new Tensor(batch.labels, [batch.size, 1]));
-        const tableGrad = await model.backward(grad);
-        const pushed = cluster.push(step, lookup.rows, tableGrad);
-        // The dense update runs while the shards apply this one (and stage their parity deltas).
-        // When an unprotected push fails after it, CPR redoes the step against the restored
-        // shard: the dense step already taken for it is not taken again.
-        if (denseStepped !== step) opt.step();
-        denseStepped = step;
-        if (!next && step + 1 < steps) next = load(step + 1);
-        // Kept by the cluster: a failure this push finds has the replacement decode them at once.
-        if (next && !prefetched) cluster.prefetch(next.lookup.rows);
-        await pushed;
+        const loss = await trainStep(job, step);
         const t = performance.now() - start;
         const record = { step, t, ms: performance.now() - t0, loss, redo: step < frontier };
         result.records.push(record);
@@ -204,7 +233,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
         const failure = { at: performance.now() - start, server: e.servers, servedAt: NaN, resumedAt: NaN, lostSteps: 0 };
         result.failures.push(failure);
         pendingRecovery = failure;
-        next = null;
+        job.next = null;
         const lostData = e.servers.filter((s) => s < k);
         if (mode === 'checkpoint') {
           // A restart: the whole job relaunches and loads the last checkpoint; lost steps are redone.
@@ -212,7 +241,7 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
           await cluster.restore(dir);
           failure.servedAt = performance.now() - start;
           opt.restore(mlpCheckpoint);
-          denseStepped = -1;
+          job.denseStepped = -1;
           failure.lostSteps = step - checkpointStep;
           step = checkpointStep;
         } else {
@@ -254,6 +283,38 @@ export async function trainDlrm(options: TrainOptions): Promise<TrainResult> {
   } finally {
     await cluster.close();
     if (dir) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Step times of several jobs trained side by side: every job's cluster is up at once and they take
+ * turns, one step each, the order rotating every round, so a slow spell of the machine falls on
+ * all of them alike (sequential runs on a noisy VM differ by more than the overheads being
+ * measured). `warmup` steps each first, then `steps` timed rounds: times[job][round], ms. No
+ * failures are injected; checkpointing modes are refused (their checkpoints are not steps).
+ */
+export async function interleavedStepTimes(jobs: TrainOptions[], steps: number, warmup = 20): Promise<number[][]> {
+  integer(steps, 'steps', 1);
+  integer(warmup, 'warmup', 0);
+  for (const [i, o] of jobs.entries()) {
+    if (o.mode === 'checkpoint' || o.mode === 'cpr') throw rangeError(`jobs[${i}].mode`, "'none' or 'ecrm' (checkpointing is measured by trainDlrm)", o.mode);
+    if (o.failures?.length) throw rangeError(`jobs[${i}].failures`, 'none (steady state only)', o.failures.length);
+  }
+  const started: Job[] = [];
+  try {
+    for (const o of jobs) started.push(await startJob({ ...o, steps: warmup + steps }));
+    const times = started.map(() => new Array<number>(steps).fill(NaN));
+    for (let round = 0; round < warmup + steps; round++) {
+      for (let i = 0; i < started.length; i++) {
+        const j = (i + round) % started.length;
+        const t0 = performance.now();
+        await trainStep(started[j], round);
+        if (round >= warmup) times[j][round - warmup] = performance.now() - t0;
+      }
+    }
+    return times;
+  } finally {
+    await Promise.all(started.map((j) => j.cluster.close()));
   }
 }
 

@@ -32,13 +32,24 @@ describe('kintsugi ecrm', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('measures the steady-state overhead with the modes\' steps interleaved', async () => {
+    const r = await run(['overhead', '--modes', 'none,xor,rs', '--steps', '8', '--warmup', '2', '--batch', '64', '--rows', '300', '--dim', '8']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/8 rounds of one step per mode after 2 warm-up steps, no failure/);
+    expect(r.out).toMatch(/\| no fault tolerance \| \d+\.\d\d ms \| 0\.0% \|/);
+    expect(r.out).toMatch(/\| ecrm xor k=4 r=1 \| \d+\.\d\d ms \| -?\d+\.\d% \| -?\d+\.\d% … -?\d+\.\d% \|/);
+    expect(r.out).toMatch(/\| ecrm rs k=4 r=2 \| \d+\.\d\d ms \|/);
+  });
+
   it('rejects bad options with usage and exit code 2', async () => {
     const r = await run(['--steps', 'many']);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/Expected an integer >= 8 for --steps but received "many"/);
     expect((await run(['--modes', 'none,raid5', '--steps', '8'])).err).toMatch(/Expected one of none, .* for a mode but received "raid5"/);
     expect((await run(['--rebuild-range-slots', '0', '--steps', '8'])).err).toMatch(/Expected an integer >= 1 for --rebuild-range-slots but received "0"/);
-    expect((await run(['frobnicate'])).err).toMatch(/Expected report, train or serve for the ecrm command but received "frobnicate"/);
+    expect((await run(['frobnicate'])).err).toMatch(/Expected report, train, overhead or serve for the ecrm command but received "frobnicate"/);
+    expect((await run(['overhead', '--modes', 'xor,none', '--steps', '8'])).err).toMatch(/Expected 'none' \(the baseline\) as the first mode but received "xor"/);
+    expect((await run(['overhead', '--modes', 'none,checkpoint', '--steps', '8'])).err).toMatch(/Expected one of none, xor, xor-replicated, rs, sum for a mode but received "checkpoint"/);
     expect((await run(['--help'])).out).toMatch(/Usage:/);
   });
 });
