@@ -114,8 +114,9 @@ interface Job {
   model: DLRM;
   opt: DenseAdagrad;
   steps: number;
-  /** The batch loaded ahead (its rows hinted to the cluster), and the last step whose dense update was taken. */
+  /** The batch loaded ahead (its rows hinted to the cluster). */
   next: { step: number; batch: ReturnType<BatchSource['batch']>; lookup: ReturnType<typeof lookupRows> } | null;
+  /** The last step whose dense update was taken (a step redone after a failure takes it once). */
   denseStepped: number;
 }
 
