@@ -74,6 +74,8 @@ export { initialWeight };
 
 /** Requests that read or write rows: refused by a shard still waiting for its restore. */
 const ROW_OPS = new Set<number>([Op.pull, Op.push, Op.prepare, Op.read, Op.readRange, Op.checkpoint, Op.prefetch]);
+/** Slots per chunk of a parity server's initial encode. */
+const INITIAL_PARITY_CHUNK = 16384;
 /** Range copy buffers kept for reuse (one per rebuild reading from this server, with slack). */
 const RANGE_COPIES_KEPT = 4;
 /** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
@@ -336,10 +338,22 @@ export class ShardServer {
 
   /** Parity of the initial tables, computed here from the same deterministic initialisation. */
   #initialParity(): void {
-    const c = this.#cfg;
-    const data = Array.from({ length: c.k }, (_, s) => bytes(this.#codedOf(this.#initialRows(s), this.#slots)));
-    this.#store = table(this.#slots * this.#coded);
-    bytes(this.#store).set(this.#codec!.encode(data)[c.index]);
+    const c = this.#cfg, w = this.#width, cw = this.#coded;
+    this.#store = table(this.#slots * cw);
+    // In chunks of slots: a parity row depends only on the data rows of its slot, so this is the
+    // parity of the whole tables, without k of them in memory at once (a parity server held
+    // k + 2 tables' worth while it started: 350 MB for 44 MB shards).
+    const chunk = Math.min(this.#slots, INITIAL_PARITY_CHUNK);
+    const rows = Array.from({ length: c.k }, () => new Float32Array(chunk * w));
+    for (let start = 0; start < this.#slots; start += chunk) {
+      const n = Math.min(chunk, this.#slots - start);
+      const data = rows.map((r, s) => {
+        r.fill(0, 0, n * w);  // the state starts at zero, and slots past the last row stay zero
+        initialRowsInto(this.#layout(s), start, n, r, w);
+        return bytes(this.#codedOf(r, n));
+      });
+      bytes(this.#store).set(this.#codec!.encode(data)[c.index], start * cw * 4);
+    }
     this.#replicas = c.state === 'replicated' ? Array.from({ length: c.k }, () => table(this.#slots * this.#sw)) : [];
   }
 
