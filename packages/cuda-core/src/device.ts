@@ -18,7 +18,6 @@ export function cpuInfo(): ReturnType<typeof native.cpuInfo> {
   return native.cpuInfo();
 }
 
-/** Threads the native kernels use (KINTSUGI_NUM_THREADS sets the initial value). */
 /**
  * Whether the addon set glibc's malloc to keep freed memory for reuse (up to 64 MiB; its mmap and
  * trim thresholds at glibc's own ceilings, 32 and 64 MiB). Kernels write into fresh typed arrays,
@@ -30,6 +29,7 @@ export function mallocTuning(): MallocTuning {
   return native.mallocTuning();
 }
 
+/** Threads the native kernels use (KINTSUGI_NUM_THREADS sets the initial value). */
 export function numThreads(): number {
   return native.numThreads();
 }

@@ -103,9 +103,10 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
     const common = { steps, batchSize: int(flags, 'batch', 256), rowsPerTable: int(flags, 'rows', 2000, 2), dim: int(flags, 'dim', 16), k, seed };
     if (command === 'overhead') {
       const modes = (flags.get('modes') ?? 'none,xor,xor-replicated,rs,sum').split(',');
-      const rows = await runInterleavedOverhead({ ...common, modes, warmup: int(flags, 'warmup', 20, 0) });
+      const warmup = int(flags, 'warmup', 20, 0);
+      const rows = await runInterleavedOverhead({ ...common, modes, warmup });
       process.stdout.write(`DLRM (13 dense, 26 tables × ${common.rowsPerTable} rows × ${common.dim}), batch ${common.batchSize}, k = ${k}; ` +
-        `${steps} rounds of one step per mode after ${int(flags, 'warmup', 20, 0)} warm-up steps, no failure\n\n${interleavedOverheadTable(rows)}\n`);
+        `${steps} rounds of one step per mode after ${warmup} warm-up steps, no failure\n\n${interleavedOverheadTable(rows)}\n`);
       return 0;
     }
     if (command === 'train') {

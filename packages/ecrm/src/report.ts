@@ -128,9 +128,8 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
       o.log?.(`  ${formatRow(row)}`);
     }
   }
-  const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
   const rows = runs.map((list) => {
-    const m = (key: keyof ComparisonRow) => median(list.map((r) => r[key] as number));
+    const m = (key: keyof ComparisonRow) => quantile(list.map((r) => r[key] as number), 0.5);
     return {
       ...list[0], steadyThroughput: m('steadyThroughput'), serveMs: m('serveMs'), recoveryMs: m('recoveryMs'), recoveryCostMs: m('recoveryCostMs'), recoveryStepMs: m('recoveryStepMs'), detectedPauseMs: m('detectedPauseMs'), lostMs: m('lostMs'), recoveryThroughput: m('recoveryThroughput'),
       maxStepMs: m('maxStepMs'), medianStepMs: m('medianStepMs'), cpuMsPerStep: m('cpuMsPerStep'), shardCpuMsPerStep: m('shardCpuMsPerStep'), checkpointMs: m('checkpointMs'), evalLoss: m('evalLoss'), evalAuc: m('evalAuc'),
@@ -213,7 +212,6 @@ export async function runInterleavedOverhead(o: InterleavedOverheadOptions): Pro
     return { ...code, steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed };
   });
   const times = await interleavedStepTimes(jobs, o.steps, o.warmup);
-  const quantile = (xs: number[], q: number) => xs.slice().sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
   return jobs.map((job, j) => {
     const ratios = times[j].map((t, r) => 100 * (t / times[0][r] - 1));
     return { label: modeLabel({ ...job, k: o.k }), medianStepMs: quantile(times[j], 0.5), overheadPct: quantile(ratios, 0.5), quartilesPct: [quantile(ratios, 0.25), quantile(ratios, 0.75)] };
@@ -227,6 +225,8 @@ export function interleavedOverheadTable(rows: InterleavedOverheadRow[]): string
 }
 
 const fmt = (v: number, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '-');
+/** The q-quantile of xs, the element at ⌊q × n⌋ of the sorted values (q = 0.5: the median, upper for even n). */
+const quantile = (xs: number[], q: number) => xs.slice().sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
 
 function formatRow(r: ComparisonRow): string {
   return `${r.label}: ${fmt(r.steadyThroughput)} samples/s, ${fmt(r.cpuMsPerStep, 1)} CPU ms/step, serving after ${fmt(r.serveMs)} ms, recovery time ${fmt(r.recoveryCostMs)} ms, rebuilt after ${fmt(r.recoveryMs)} ms, lost ${fmt(r.lostMs)} ms, longest pause ${fmt(r.recoveryStepMs)} ms (${fmt(r.detectedPauseMs)} ms after detection), AUC ${fmt(r.evalAuc, 4)}${r.result.hedges?.sent ? `, pulls hedged ${r.result.hedges.sent} (the spare first ${r.result.hedges.won})` : ''}`;

@@ -897,8 +897,8 @@ export class ShardServer {
             next = data.map(() => batch());
             await Promise.all(data.map((s, b) => request(s, Op.pull, new Writer().u32(step + 1).array(slots[b]))));
             // The next rows, asked for while this step computes: its pull may find them on their way.
-            const lost = data.indexOf(standIn);
-            if (lost >= 0) prefetches.push(Promise.resolve(request(standIn, Op.prefetch, new Writer().array(next[lost]))).catch((e) => (failure ??= e)));
+            const replaced = data.indexOf(standIn);
+            if (replaced >= 0) prefetches.push(Promise.resolve(request(standIn, Op.prefetch, new Writer().array(next[replaced]))).catch((e) => (failure ??= e)));
             await Promise.all([
               ...data.map((s, b) => request(s, Op.prepare, new Writer().u32(step + 1).u32(txn).array(slots[b]).array(new Float32Array(slots[b].length * dim).fill(1e-3)))),
               ...parities.map((p) => request(p, Op.stage, new Writer().u32(step + 1).u32(txn).array(Int32Array.from(data.keys())))),
