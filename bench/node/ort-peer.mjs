@@ -2,7 +2,7 @@
 // Kintsugi's CPU kernels against onnxruntime-node (CPU execution provider), measured interleaved in
 // one process: MatMul, every ResNet-18 convolution, and the ParM MNIST MLP.
 //
-//   node bench/node/ort-peer.mjs [--quick] [--sync] [--threads N] [--json out.json] [--only matmul,conv,pass,mlp]
+//   node bench/node/ort-peer.mjs [--quick] [--sync] [--threads N] [--json out.json] [--only matmul,conv,pass,mlp] [--layers NAME,...] [--batches 1,32]
 //
 // --quick: fewer repetitions, conv at batch 1 only. --sync: call our *Sync kernels throughout, on the
 // JS thread as onnxruntime-node's run() does, to separate kernel speed from the off-thread hand-off.
@@ -23,7 +23,7 @@ import { model, node, floatTensor, floatValue } from './onnx.mjs';
 
 function parseArgs(argv) {
   const sections = ['matmul', 'conv', 'pass', 'mlp'];
-  const args = { quick: false, sync: false, threads: os.cpus().length, json: null, only: sections };
+  const args = { quick: false, sync: false, threads: os.cpus().length, json: null, only: sections, layers: null, batches: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -39,8 +39,15 @@ function parseArgs(argv) {
     else if (a === '--only') {
       args.only = value().split(',');
       for (const s of args.only) if (!sections.includes(s)) throw new RangeError(`Expected a list of ${sections.join(', ')} for --only but received ${s}`);
+    } else if (a === '--layers') {
+      // Conv layers whose name contains one of these (e.g. downsample,layer4); no "sum" rows then.
+      args.layers = value().split(',').filter(Boolean);
+      if (args.layers.length === 0) throw new RangeError(`Expected a comma-separated list of layer names for --layers but received ${argv[i]}`);
+    } else if (a === '--batches') {
+      args.batches = value().split(',').map(Number);
+      if (!args.batches.every((b) => Number.isInteger(b) && b >= 1)) throw new RangeError(`Expected a list of positive integers for --batches but received ${argv[i]}`);
     } else if (a === '--help' || a === '-h') {
-      console.log(`node bench/node/ort-peer.mjs [--quick] [--sync] [--threads N] [--json out.json] [--only ${sections.join(',')}]`);
+      console.log(`node bench/node/ort-peer.mjs [--quick] [--sync] [--threads N] [--json out.json] [--only ${sections.join(',')}] [--layers NAME,...] [--batches 1,32]`);
       process.exit(0);
     } else throw new RangeError(`Unknown argument ${a}`);
   }
@@ -248,12 +255,14 @@ function convCase(L, batch) {
 }
 
 async function benchConv() {
-  const batches = args.quick ? [1] : [1, 32];
+  const batches = args.batches ?? (args.quick ? [1] : [1, 32]);
+  const layers = args.layers ? RESNET18.filter((L) => args.layers.some((name) => L.name.includes(name))) : RESNET18;
+  if (layers.length === 0) throw new RangeError(`Expected --layers to name some of ${RESNET18.map((L) => L.name).join(', ')} but received ${args.layers.join(',')}`);
   const out = [];
   for (const batch of batches) {
     // Σ over the 20 convs of (occurrences × per-layer statistic), per thread count.
     const sums = new Map(threadCounts.map((t) => [t, { flops: 0, ours: { medianMs: 0, minMs: 0, maxMs: 0 }, ort: { medianMs: 0, minMs: 0, maxMs: 0 }, maxRelErr: 0 }]));
-    for (const L of RESNET18) {
+    for (const L of layers) {
       const { xShape, wShape, options, p, yShape, convNode } = convCase(L, batch);
       const X = Tensor.random(xShape, 3), W = Tensor.random(wShape, 4);
       const bytes = model({
@@ -303,7 +312,7 @@ async function benchConv() {
         ortOut = null;
       }
     }
-    for (const [threads, sum] of sums) {
+    for (const [threads, sum] of layers === RESNET18 ? sums : []) {
       out.push(record({
         section: 'conv', layer: 'sum of all 20 convs', count: 20, batch, shape: `ResNet-18 convs, batch ${batch}`, threads, impl: 'conv2d', flops: sum.flops,
         ours: { ...sum.ours, reps: null }, ort: { ...sum.ort, reps: null },
@@ -326,7 +335,9 @@ async function benchConv() {
 // at more than one thread comes once, before each pass.
 
 async function benchConvPass() {
-  const batches = args.quick ? [1] : [1, 32];
+  const batches = args.batches ?? (args.quick ? [1] : [1, 32]);
+  const layers = args.layers ? RESNET18.filter((L) => args.layers.some((name) => L.name.includes(name))) : RESNET18;
+  if (layers.length === 0) throw new RangeError(`Expected --layers to name some of ${RESNET18.map((L) => L.name).join(', ')} but received ${args.layers.join(',')}`);
   const out = [];
   for (const batch of batches) {
     const layers = RESNET18.flatMap((L) => Array.from({ length: L.count }, () => L));

@@ -119,14 +119,39 @@ async function decodeBlockRows(code: NonNullable<StandbyOrder['code']>, codec: P
 }
 
 /**
- * Runs a degraded read's code (a stripe read from the sources, decoded) a few times on two rows:
- * the first one after a failure then finds it compiled, here and in the sources, instead of paying
- * for that inside the step that found the failure.
+ * Runs the code a failure first runs, before any failure: a degraded read (a stripe read from the
+ * sources, decoded here) a few times on two rows, then every server's side of the reads a
+ * takeover asks of its sources, often enough for V8 to optimize it: reads of listed slots (a
+ * rebuild's 16,384 and hottest 4,096, a degraded read's hundreds), contiguous ranges, touched
+ * sets. Otherwise the sources run those in the interpreter while their compiler works beside
+ * training: on the 2-core VM, a failure at step 370 of the report's job cost the 5 steps after it
+ * 32-50 ms beyond their median (8-22 ms warmed), and the longest pause from the detection was
+ * 30-37 ms (21-28 ms warmed), over 4 failure runs each, interleaved. Only reads: no server's state
+ * changes.
  */
-async function warmDegradedReads(code: NonNullable<StandbyOrder['code']>, conns: Connection[]): Promise<void> {
+async function warmReads(code: NonNullable<StandbyOrder['code']>, conns: Connection[], slotsPerBlock: number, done: { rounds: number }): Promise<void> {
   const codec = createCodec(code.mode, code.k, code.r);
   for (let i = 0; i < 8; i++) await decodeBlockRows(code, codec, 0, Int32Array.of(0, 1), conns);
+  const replicated = code.state === 'replicated';
+  for (let round = 0; round < WARM_READS.rounds && slotsPerBlock > 0; round++, done.rounds++) {
+    const n = Math.min(slotsPerBlock, WARM_READS.sizes[round % WARM_READS.sizes.length]);
+    // Spread and ascending, as a touched set's slots are.
+    const stride = Math.max(1, Math.floor(slotsPerBlock / n));
+    const slots = Int32Array.from({ length: n }, (_, j) => (j * stride + round) % slotsPerBlock);
+    const start = (round * 997) % Math.max(1, slotsPerBlock - n + 1);
+    await Promise.all(conns.map((conn, b) => {
+      const parity = b >= code.k;
+      const reads = [conn.request(Op.read, new Writer().u32(READ_CODED).u32(0).array(slots).build())];
+      if (replicated) reads.push(conn.request(Op.read, new Writer().u32(READ_STATE).u32(0).array(slots).build()));
+      if (round % 4 === 0) reads.push(conn.request(Op.readRange, new Writer().u32(READ_CODED).u32(0).u32(start).u32(n).build()));
+      if (round % 8 === 0) reads.push(conn.request(Op.touched, new Writer().u32(parity ? 0 : b).build()));
+      return Promise.all(reads);
+    }));
+  }
 }
+
+/** The warm-up reads of warmReads: rounds, and slots per read (cycled through). */
+const WARM_READS = { rounds: 40, sizes: [16384, 4096, 512, 256] };
 
 /** A rebuild thread waiting for its job; a failure before the job shows when the job is posted. */
 function startRebuildWorker(): Worker {
@@ -194,6 +219,8 @@ export class ShardServer {
   #reserve: Float32Array | null = null;
   /** A spare's rehearsal of a takeover (see #rehearse): rounds done, wall time, and its error if any. */
   #rehearsal: { rounds: number; ms: number; error: string | null } | null = null;
+  /** A standby spare's warm-up of the servers' reads (see warmReads). */
+  #warmReads: { rounds: number; ms: number; error: string | null } | null = null;
   /** A spare's rebuild thread, started ahead of a failure (see rebuild-worker.ts); null once used. */
   #rebuildWorker: Worker | null = null;
   #rebuildDone: Promise<unknown> | null = null;
@@ -630,7 +657,7 @@ export class ShardServer {
     return new Writer().json({
       pid: process.pid, cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000, role: c?.role ?? null, index: c?.index ?? null, committedStep: this.#committed,
       rebuilding: this.#present !== null && !this.#initialAbsent, present: this.#present ? this.#present.reduce((a, b) => a + b, 0) : this.#slots, slots: this.#slots, stats: this.stats,
-      rehearsal: this.#rehearsal, rebuildThreadReady: this.#rebuildWorker !== null && this.#rebuildWorker.threadId >= 0,
+      rehearsal: this.#rehearsal, warmReads: this.#warmReads, rebuildThreadReady: this.#rebuildWorker !== null && this.#rebuildWorker.threadId >= 0,
     }).build();
   }
 
@@ -835,10 +862,16 @@ export class ShardServer {
     o.servers.forEach((a, i) => this.#standby.set(describeAddress(a), conns[i]));
     if (o.code) {
       this.#standing = { order: o, conns, codec: createCodec(o.code.mode, o.code.k, o.code.r) };
-      await warmDegradedReads(o.code, conns).catch(() => undefined);  // only warm-ups
+      const tableSlots = Math.ceil(o.storeFloats / (o.code.dim + stateWidth(o.code.optimizer ?? 'rowwise-adagrad', o.code.dim)));
+      // Only a warm-up: a failure here leaves the code to compile after a failure, nothing worse.
+      if (conns.length > 0) {
+        const started = performance.now();
+        this.#warmReads = { rounds: 0, ms: 0, error: null };
+        await warmReads(o.code, conns, tableSlots, this.#warmReads).catch((e: Error) => (this.#warmReads!.error = e.message));
+        this.#warmReads.ms = performance.now() - started;
+      }
       const started = performance.now();
       this.#rehearsal = { rounds: 0, ms: 0, error: null };
-      const tableSlots = Math.ceil(o.storeFloats / (o.code.dim + stateWidth(o.code.optimizer ?? 'rowwise-adagrad', o.code.dim)));
       // Bounded: a rehearsal stuck on an overloaded machine must not hold up the cluster's start.
       // Its rebuild thread is then replaced, so the real rebuild never queues behind it.
       let timer: NodeJS.Timeout | undefined;

@@ -246,4 +246,36 @@ describe('a standby spare', () => {
       }
     }
   });
+
+  it("warms the servers' side of a takeover's reads before any failure, leaving their rows as they were", async () => {
+    const { ShardServer, READ_FULL, READ_CODED } = await import('../dist/shard.js');
+    const k = 2, r = 1, dim = 4, rowsPerTable = 300;
+    const servers = await Promise.all(Array.from({ length: k + r }, () => ShardServer.listen()));
+    const address = (s: { port: number }) => ({ host: '127.0.0.1', port: s.port });
+    const conns = await Promise.all(servers.map((s, i) => Connection.connect(address(s), `server ${i}`)));
+    const spare = await ShardServer.listen();
+    const c = await Connection.connect(address(spare), 'spare');
+    try {
+      const config = {
+        k, r, mode: 'xor', state: 'encoded', dim, optimizer: 'rowwise-adagrad', lr: 0.01, eps: 1e-8,
+        totalRows: rowsPerTable * 2, rowsPerTable, seed: 3, committedStep: -1, parities: servers.slice(k).map(address), timeoutMs: 5000,
+      };
+      await Promise.all(conns.map((conn, i) => conn.request(Op.configure, new Writer().json({ ...config, role: i < k ? 'data' : 'parity', index: i < k ? i : i - k }).build())));
+      const slots = Int32Array.from({ length: rowsPerTable }, (_, s) => s);
+      const snapshot = () => Promise.all(conns.map((conn, i) => conn.request(Op.read, new Writer().u32(i < k ? READ_FULL : READ_CODED).u32(0).array(slots).build()).then((reply) => Buffer.from(reply.buf))));
+      const before = await snapshot();
+      const order = { servers: servers.map(address), timeoutMs: 5000, storeFloats: rowsPerTable * (dim + 1), code: { mode: 'xor', k, r, state: 'encoded', dim } };
+      await c.request(Op.standby, new Writer().json(order).build());
+      const status = (await c.request(Op.status)).json<{ warmReads: { rounds: number; ms: number; error: string | null } }>();
+      expect(status.warmReads).toMatchObject({ rounds: 40, error: null });
+      expect(status.warmReads.ms).toBeGreaterThan(0);
+      const after = await snapshot();
+      after.forEach((b, i) => expect(b.equals(before[i])).toBe(true));
+    } finally {
+      c.close();
+      spare.close();
+      for (const conn of conns) conn.close();
+      for (const s of servers) s.close();
+    }
+  });
 });
