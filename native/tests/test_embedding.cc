@@ -363,6 +363,18 @@ TEST(gather_and_scatter_rows_match_plain_loops) {
         kintsugi::scatter_rows({table_rows, width, rows.data(), count}, src.data(), use_xor, got.data());
         CHECK(got == want) << "scatter xor=" << use_xor << " width " << width << " count " << count;
       }
+      // With a present mask: rows already present are skipped, each other row takes its first entry.
+      std::vector<uint8_t> present(static_cast<size_t>(table_rows), 0), want_present(static_cast<size_t>(table_rows), 0);
+      for (int64_t r = 0; r < table_rows; r += 3) present[size_t(r)] = want_present[size_t(r)] = 1;
+      std::vector<uint32_t> got = table, want = table;
+      for (int64_t i = 0; i < count; ++i) {
+        const int32_t r = rows[size_t(i)];
+        if (want_present[size_t(r)]) continue;
+        want_present[size_t(r)] = 1;
+        for (int64_t j = 0; j < width; ++j) want[size_t(r * width + j)] = src[size_t(i * width + j)];
+      }
+      kintsugi::scatter_rows({table_rows, width, rows.data(), count}, src.data(), false, got.data(), present.data());
+      CHECK(got == want && present == want_present) << "scatter with present, width " << width << " count " << count;
     }
   }
 }

@@ -41,6 +41,9 @@ struct RowSet {
 // out[i, 0:cols] = table[rows[i], col:col + cols].
 void gather_rows(const RowSet& set, const uint32_t* table, int64_t col, int64_t cols, uint32_t* out);
 // table[rows[i], :] = src[i, :] (copy; a repeated row ends with its last entry) or ^= (xor).
-void scatter_rows(const RowSet& set, const uint32_t* src, bool xor_into, uint32_t* table);
+// With `present` (a byte per table row), a copy skips the rows whose byte is set and sets the
+// bytes of those it writes: rows arriving from two places (a rebuild, a degraded read) are each
+// installed once, by whichever comes first, and a repeated row keeps its first entry.
+void scatter_rows(const RowSet& set, const uint32_t* src, bool xor_into, uint32_t* table, uint8_t* present = nullptr);
 
 }  // namespace kintsugi

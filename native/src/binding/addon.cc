@@ -1022,7 +1022,8 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   });
 }
 
-// scatterRows(async, table: Int32Array, width, rows: Int32Array, src: Int32Array, xor: boolean)
+// scatterRows(async, table: Int32Array, width, rows: Int32Array, src: Int32Array, xor: boolean,
+//             present: Uint8Array | null)
 Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
     Args a(info, 1);
@@ -1031,10 +1032,19 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
     bool xor_into = a.boolean(4, "xor");
     check_min_length(S, int64_t(m.rows.size()) * m.width);
     check_no_overlap(m.table, S);
+    uint8_t* present = nullptr;
+    std::vector<Napi::Value> keep{m.table.value, S.value};
+    auto P = a.array<uint8_t>(5, "present", /*nullable=*/true);
+    if (P.present()) {
+      if (P.length != m.table_rows)
+        throw_expected(ErrorKind::Range, "a present mask of " + std::to_string(m.table_rows) + " bytes (one per table row)", "present", std::to_string(P.length) + " bytes");
+      present = P.data;
+      keep.push_back(P.value);
+    }
     auto s = reinterpret_cast<const uint32_t*>(S.data);
     auto t = reinterpret_cast<uint32_t*>(m.table.data);
     Napi::Value table = m.table.value;
-    return Job{[m = std::move(m), s, xor_into, t] { scatter_rows(m.set(), s, xor_into, t); }, table, {table, S.value}};
+    return Job{[m = std::move(m), s, xor_into, t, present] { scatter_rows(m.set(), s, xor_into, t, present); }, table, std::move(keep)};
   });
 }
 

@@ -141,7 +141,7 @@ export interface NativeAddon {
   embeddingBagForward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, Float32Array], Float32Array>;
   embeddingBagBackward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, number, Float32Array], Float32Array>;
   gatherRows: Call<[Int32Array, number, Int32Array, number, number, Int32Array], Int32Array>;
-  scatterRows: Call<[Int32Array, number, Int32Array, Int32Array, boolean], Int32Array>;
+  scatterRows: Call<[Int32Array, number, Int32Array, Int32Array, boolean, Uint8Array | null], Int32Array>;
   largePages(bytes: number): ArrayBuffer;
   adviseHugePages(view: ArrayBufferView): boolean;
   sgemmChecked: Call<[Layout, boolean, boolean, number, number, number, number, Float32Array, number, Float32Array, number, Float32Array, number,

@@ -114,12 +114,24 @@ export function gatherRowsSync(table: Int32Array, width: number, rows: Int32Arra
   return native.gatherRows(false, table, w, rows, col, cols, out);
 }
 
+export interface ScatterRowsOptions {
+  /** XOR the rows in (table[rows[i]] ^= src[i]) instead of copying them. */
+  xor?: boolean;
+  /**
+   * A byte per table row: a copy skips the rows whose byte is set and sets the bytes of those it
+   * writes (rows arriving from two places are each installed once, by whichever comes first; a
+   * repeated row keeps its first entry). Not with `xor`.
+   */
+  present?: Uint8Array;
+}
+
 /** table[rows[i]] = src[i] (a repeated row keeps its last entry), or ^= src[i] with `xor`. */
-export function scatterRowsSync(table: Int32Array, width: number, rows: Int32Array, src: Int32Array, options: { xor?: boolean } = {}): Int32Array {
+export function scatterRowsSync(table: Int32Array, width: number, rows: Int32Array, src: Int32Array, options: ScatterRowsOptions = {}): Int32Array {
   const w = rowArgs(table, width, rows);
   if (!(src instanceof Int32Array)) throw typeError('src', 'an Int32Array of rows', src);
-  const o = plainObject(options, 'options') as { xor?: boolean };
-  return native.scatterRows(false, table, w, rows, src, o.xor === true);
+  const o = plainObject(options, 'options') as ScatterRowsOptions;
+  if (o.present !== undefined && !(o.present instanceof Uint8Array)) throw typeError('options.present', 'a Uint8Array with a byte per table row', o.present);
+  return native.scatterRows(false, table, w, rows, src, o.xor === true, o.present ?? null);
 }
 
 /**

@@ -512,6 +512,24 @@ describe('row moves', () => {
     expect(Array.from(xored.subarray(width, 2 * width))).toEqual(Array.from(table.subarray(width, 2 * width)));  // untouched row
   });
 
+  it('a present mask installs each row once, by its first entry, and marks it', () => {
+    const width = 3, table = new Int32Array(6 * width).fill(-1);
+    const present = Uint8Array.of(0, 1, 0, 0, 0, 0);  // row 1 was installed before
+    const rows = Int32Array.of(1, 4, 2, 4), src = Int32Array.from({ length: rows.length * width }, (_, i) => i + 1);
+    scatterRowsSync(table, width, rows, src, { present });
+    expect(Array.from(present)).toEqual([0, 1, 1, 0, 1, 0]);
+    expect(Array.from(table.subarray(width, 2 * width))).toEqual([-1, -1, -1]);  // skipped: present already
+    expect(Array.from(table.subarray(4 * width, 5 * width))).toEqual([4, 5, 6]);  // the first entry of row 4
+    expect(Array.from(table.subarray(2 * width, 3 * width))).toEqual([7, 8, 9]);
+    expect(Array.from(table.subarray(0, width))).toEqual([-1, -1, -1]);  // not listed
+    // A second install of the same rows changes nothing.
+    scatterRowsSync(table, width, rows, new Int32Array(src.length), { present });
+    expect(Array.from(table.subarray(4 * width, 5 * width))).toEqual([4, 5, 6]);
+    expect(() => scatterRowsSync(table, width, rows, src, { present: new Uint8Array(5) })).toThrow('Expected a present mask of 6 bytes (one per table row) for present but received 5 bytes');
+    expect(() => scatterRowsSync(table, width, rows, src, { present, xor: true })).toThrow(TypeError);
+    expect(() => scatterRowsSync(table, width, rows, src, { present: [0, 0] as unknown as Uint8Array })).toThrow(TypeError);
+  });
+
   it('large-page tables are zeroed, writable, usable by the row kernels and checked', () => {
     const t = largePageFloat32Array(3 * 1024 * 1024 + 5);  // not a whole number of huge pages
     expect(t.length).toBe(3 * 1024 * 1024 + 5);

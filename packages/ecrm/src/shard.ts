@@ -802,10 +802,17 @@ export class ShardServer {
   #install(slots: Int32Array, step: number, coded: Float32Array, states: Float32Array[]): void {
     const c = this.#cfg, present = this.#present!, cw = this.#coded, sw = this.#sw;
     const pending = this.#pending.size > 0 ? this.#pending : null;
-    // Runs of consecutive absent slots with no deltas waiting are installed with one copy each
-    // (what a rebuild range almost always is); whole rows scattered at once with one kernel call
-    // (a rebuild's touched slots, a degraded read's); the rest slot by slot below.
     const rowWidth = c.role === 'data' ? this.#width : cw;
+    if (states.length === 0 && rowWidth === cw && !pending) {
+      // The common case, in one native pass: absent slots take their row and are marked present
+      // (the loop below cost ~1 ms of the main thread's CPU per rebuild read of 16,384 slots; the
+      // recovery time did not change measurably, 5 interleaved pairs at step 370: 38-73 against
+      // 26-86 ms).
+      scatterRowsSync(bits(this.#store), cw, slots, bits(coded), { present });
+      return;
+    }
+    // Deltas waiting (a parity's rebuild): runs of consecutive absent slots without deltas are
+    // installed with one copy each, other such slots with one scatter; the rest slot by slot below.
     if (states.length === 0 && rowWidth === cw) {
       // Scattered slots are collected into typed arrays (a JS array of indices cost ~100 ns a
       // slot on a rebuild's ranges of touched slots).
