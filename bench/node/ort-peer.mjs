@@ -336,8 +336,6 @@ async function benchConv() {
 
 async function benchConvPass() {
   const batches = args.batches ?? (args.quick ? [1] : [1, 32]);
-  const layers = args.layers ? RESNET18.filter((L) => args.layers.some((name) => L.name.includes(name))) : RESNET18;
-  if (layers.length === 0) throw new RangeError(`Expected --layers to name some of ${RESNET18.map((L) => L.name).join(', ')} but received ${args.layers.join(',')}`);
   const out = [];
   for (const batch of batches) {
     const layers = RESNET18.flatMap((L) => Array.from({ length: L.count }, () => L));

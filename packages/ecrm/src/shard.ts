@@ -124,10 +124,9 @@ async function decodeBlockRows(code: NonNullable<StandbyOrder['code']>, codec: P
  * takeover asks of its sources, often enough for V8 to optimize it: reads of listed slots (a
  * rebuild's 16,384 and hottest 4,096, a degraded read's hundreds), contiguous ranges, touched
  * sets. Otherwise the sources run those in the interpreter while their compiler works beside
- * training: on the 2-core VM, a failure at step 370 of the report's job cost the 5 steps after it
- * 32-50 ms beyond their median (8-22 ms warmed), and the longest pause from the detection was
- * 30-37 ms (21-28 ms warmed), over 4 failure runs each, interleaved. Only reads: no server's state
- * changes.
+ * training: on the 2-core VM, over 5 interleaved pairs of failure runs at step 370 of the report's
+ * job, the recovery time went from 44-87 ms (median 63) to 44-64 ms (median 47), and the longest
+ * pause from the detection from 25-37 to 23-36 ms. Only reads: no server's state changes.
  */
 async function warmReads(code: NonNullable<StandbyOrder['code']>, conns: Connection[], slotsPerBlock: number, done: { rounds: number }): Promise<void> {
   const codec = createCodec(code.mode, code.k, code.r);
