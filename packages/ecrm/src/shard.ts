@@ -322,11 +322,7 @@ export class ShardServer {
       this.#reserve = null;
       this.#replicas = c.role === 'parity' && c.state === 'replicated' ? Array.from({ length: c.k }, () => table(this.#slots * this.#sw)) : [];
       this.#present = new Uint8Array(this.#slots);
-      const hedged = this.#hedgedRows;
-      this.#hedgedRows = null;
-      if (hedged && c.role === 'data' && hedged.block === c.index && hedged.need === c.committedStep && hedged.coded.length === hedged.slots.length * this.#coded) {
-        this.#install(hedged.slots, hedged.need, hedged.coded, []);
-      }
+      this.#installHedged();
       // Connected before the reply: the first degraded read may arrive right after it.
       this.#closeSources();
       this.#sources = await Promise.all(c.rebuild.sources.map(async (s) => {
@@ -345,6 +341,7 @@ export class ShardServer {
       if (c.role === 'data') this.#store = c.restoring ? table(this.#slots * this.#width) : this.#initialRows(c.index);
       else this.#initialParity();
     }
+    this.#hedgedRows = null;  // installed above, or not this role's
     this.#awaitingRestore = c.role === 'data' && !c.rebuild && c.restoring === true;
     this.#closeStandby();  // this server has a role now: what the rebuild did not take is not needed
     if (!c.rebuild) this.#dropRebuildWorker();
@@ -999,9 +996,27 @@ export class ShardServer {
     integer(block, 'block', 0, code.k - 1);
     const coded = await decodeBlockRows(code, s.codec, block, slots, s.conns, need);
     const width = coded.length / Math.max(1, slots.length);
-    if (code.state === 'encoded') this.#hedgedRows = { need, block, slots, coded };
+    if (code.state === 'encoded') {
+      this.#hedgedRows = { need, block, slots, coded };
+      this.#installHedged();  // the takeover came first: this server holds the block already
+    }
     const weights = width === code.dim ? coded : f32words(gatherRowsSync(bits(coded), width, rangeSlots(0, slots.length), { cols: code.dim }));
     return new Writer().array(weights).parts;
+  }
+
+  /**
+   * Installs a hedged pull's decoded rows when this server has taken over their block at the
+   * committed step they were read at, and has applied no commit since: the step's push then
+   * finds them present instead of decoding them again. The pull and the takeover (its configure)
+   * race: whichever comes second installs.
+   */
+  #installHedged(): void {
+    const h = this.#hedgedRows, c = this.#config;
+    if (!h || !c || !this.#present) return;
+    this.#hedgedRows = null;
+    if (c.role === 'data' && h.block === c.index && h.need === c.committedStep && this.#committed === h.need && h.coded.length === h.slots.length * this.#coded) {
+      this.#install(h.slots, h.need, h.coded, []);
+    }
   }
 
   #closeSources(): void {

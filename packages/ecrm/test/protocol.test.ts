@@ -247,6 +247,51 @@ describe('a standby spare', () => {
     }
   });
 
+  it("installs a hedged pull's decoded rows when it takes over their block, whichever comes first", async () => {
+    const { ShardServer, READ_FULL } = await import('../dist/shard.js');
+    const k = 2, r = 1, dim = 4, rowsPerTable = 300;
+    const servers = await Promise.all(Array.from({ length: k + r }, () => ShardServer.listen()));
+    const address = (s: { port: number }) => ({ host: '127.0.0.1', port: s.port });
+    const conns = await Promise.all(servers.map((s, i) => Connection.connect(address(s), `server ${i}`)));
+    const spare = await ShardServer.listen();
+    const c = await Connection.connect(address(spare), 'spare');
+    try {
+      const config = {
+        k, r, mode: 'xor', state: 'encoded', dim, optimizer: 'rowwise-adagrad', lr: 0.01, eps: 1e-8,
+        totalRows: rowsPerTable * 2, rowsPerTable, seed: 5, committedStep: -1, parities: servers.slice(k).map(address), timeoutMs: 5000,
+      };
+      await Promise.all(conns.map((conn, i) => conn.request(Op.configure, new Writer().json({ ...config, role: i < k ? 'data' : 'parity', index: i < k ? i : i - k }).build())));
+      const order = { servers: servers.map(address), timeoutMs: 5000, storeFloats: rowsPerTable * (dim + 1), code: { mode: 'xor', k, r, state: 'encoded', dim } };
+      await c.request(Op.standby, new Writer().json(order).build());
+      const slots = Int32Array.of(3, 17, 42, 299);
+      // The pull is hedged to the spare, and block 0's takeover arrives in the same read: the
+      // spare takes the role while the hedge's reads are out, and installs the rows when they come.
+      const plan = { sources: [{ block: 1, ...address(servers[1]) }, { block: 2, ...address(servers[2]) }], rangeSlots: 64, pauseMs: 0 };
+      const raw = net.connect(spare.port, '127.0.0.1');
+      await new Promise((resolve) => raw.once('connect', resolve));
+      const replies: number[] = [];
+      const decoder = new FrameDecoder((op) => replies.push(op));
+      raw.on('data', (chunk) => decoder.push(chunk));
+      raw.write(Buffer.concat([
+        encodeFrame(Op.hedgedPull, 1, new Writer().u32(0).u32(0).array(slots).build()),
+        encodeFrame(Op.configure, 2, new Writer().json({ ...config, role: 'data', index: 0, rebuild: plan }).build()),
+      ]));
+      for (let i = 0; i < 500 && replies.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      raw.destroy();
+      expect(replies).toEqual([Op.reply, Op.reply]);
+      const status = (await c.request(Op.status)).json<{ present: number; stats: { degradedReads: number } }>();
+      expect(status.present).toBe(slots.length);
+      const read = (conn: Connection) => conn.request(Op.read, new Writer().u32(READ_FULL).u32(0).array(slots).build()).then((reply) => Buffer.from(reply.buf));
+      expect((await read(c)).equals(await read(conns[0]))).toBe(true);
+      expect(status.stats.degradedReads).toBe(0);  // present: no decode again
+    } finally {
+      c.close();
+      spare.close();
+      for (const conn of conns) conn.close();
+      for (const s of servers) s.close();
+    }
+  });
+
   it("warms the servers' side of a takeover's reads before any failure, leaving their rows as they were", async () => {
     const { ShardServer, READ_FULL, READ_CODED } = await import('../dist/shard.js');
     const k = 2, r = 1, dim = 4, rowsPerTable = 300;
