@@ -222,6 +222,33 @@ describe('shard server requests outside their role', () => {
   });
 });
 
+/**
+ * k = 2 data and r = 1 parity servers of 300 slots a block (xor, encoded state) and a spare, all
+ * in this process, configured; `order` is the spare's standby order for them (not yet sent).
+ */
+async function codedServers(seed: number) {
+  const { ShardServer } = await import('../dist/shard.js');
+  const k = 2, r = 1, dim = 4, rowsPerTable = 300;
+  const servers = await Promise.all(Array.from({ length: k + r }, () => ShardServer.listen()));
+  const address = (s: { port: number }) => ({ host: '127.0.0.1', port: s.port });
+  const conns = await Promise.all(servers.map((s, i) => Connection.connect(address(s), `server ${i}`)));
+  const spare = await ShardServer.listen();
+  const c = await Connection.connect(address(spare), 'spare');
+  const config = {
+    k, r, mode: 'xor', state: 'encoded', dim, optimizer: 'rowwise-adagrad', lr: 0.01, eps: 1e-8,
+    totalRows: rowsPerTable * k, rowsPerTable, seed, committedStep: -1, parities: servers.slice(k).map(address), timeoutMs: 5000,
+  };
+  await Promise.all(conns.map((conn, i) => conn.request(Op.configure, new Writer().json({ ...config, role: i < k ? 'data' : 'parity', index: i < k ? i : i - k }).build())));
+  const order = { servers: servers.map(address), timeoutMs: 5000, storeFloats: rowsPerTable * (dim + 1), code: { mode: 'xor', k, r, state: 'encoded', dim } };
+  const close = () => {
+    c.close();
+    spare.close();
+    for (const conn of conns) conn.close();
+    for (const s of servers) s.close();
+  };
+  return { k, rowsPerTable, servers, address, conns, spare, c, config, order, close };
+}
+
 describe('a standby spare', () => {
   it('rehearses a takeover on scratch servers before any failure, and keeps its rebuild thread for the real one', async () => {
     // The compiled server (built by the global setup): its rebuild thread loads dist/rebuild-worker.js.
@@ -248,20 +275,9 @@ describe('a standby spare', () => {
   });
 
   it("installs a hedged pull's decoded rows when it takes over their block, whichever comes first", async () => {
-    const { ShardServer, READ_FULL } = await import('../dist/shard.js');
-    const k = 2, r = 1, dim = 4, rowsPerTable = 300;
-    const servers = await Promise.all(Array.from({ length: k + r }, () => ShardServer.listen()));
-    const address = (s: { port: number }) => ({ host: '127.0.0.1', port: s.port });
-    const conns = await Promise.all(servers.map((s, i) => Connection.connect(address(s), `server ${i}`)));
-    const spare = await ShardServer.listen();
-    const c = await Connection.connect(address(spare), 'spare');
+    const { READ_FULL } = await import('../dist/shard.js');
+    const { servers, address, conns, spare, c, config, order, close } = await codedServers(5);
     try {
-      const config = {
-        k, r, mode: 'xor', state: 'encoded', dim, optimizer: 'rowwise-adagrad', lr: 0.01, eps: 1e-8,
-        totalRows: rowsPerTable * 2, rowsPerTable, seed: 5, committedStep: -1, parities: servers.slice(k).map(address), timeoutMs: 5000,
-      };
-      await Promise.all(conns.map((conn, i) => conn.request(Op.configure, new Writer().json({ ...config, role: i < k ? 'data' : 'parity', index: i < k ? i : i - k }).build())));
-      const order = { servers: servers.map(address), timeoutMs: 5000, storeFloats: rowsPerTable * (dim + 1), code: { mode: 'xor', k, r, state: 'encoded', dim } };
       await c.request(Op.standby, new Writer().json(order).build());
       const slots = Int32Array.of(3, 17, 42, 299);
       // The pull is hedged to the spare, and block 0's takeover arrives in the same read: the
@@ -285,31 +301,17 @@ describe('a standby spare', () => {
       expect((await read(c)).equals(await read(conns[0]))).toBe(true);
       expect(status.stats.degradedReads).toBe(0);  // present: no decode again
     } finally {
-      c.close();
-      spare.close();
-      for (const conn of conns) conn.close();
-      for (const s of servers) s.close();
+      close();
     }
   });
 
   it("warms the servers' side of a takeover's reads before any failure, leaving their rows as they were", async () => {
-    const { ShardServer, READ_FULL, READ_CODED } = await import('../dist/shard.js');
-    const k = 2, r = 1, dim = 4, rowsPerTable = 300;
-    const servers = await Promise.all(Array.from({ length: k + r }, () => ShardServer.listen()));
-    const address = (s: { port: number }) => ({ host: '127.0.0.1', port: s.port });
-    const conns = await Promise.all(servers.map((s, i) => Connection.connect(address(s), `server ${i}`)));
-    const spare = await ShardServer.listen();
-    const c = await Connection.connect(address(spare), 'spare');
+    const { READ_FULL, READ_CODED } = await import('../dist/shard.js');
+    const { k, rowsPerTable, conns, c, order, close } = await codedServers(3);
     try {
-      const config = {
-        k, r, mode: 'xor', state: 'encoded', dim, optimizer: 'rowwise-adagrad', lr: 0.01, eps: 1e-8,
-        totalRows: rowsPerTable * 2, rowsPerTable, seed: 3, committedStep: -1, parities: servers.slice(k).map(address), timeoutMs: 5000,
-      };
-      await Promise.all(conns.map((conn, i) => conn.request(Op.configure, new Writer().json({ ...config, role: i < k ? 'data' : 'parity', index: i < k ? i : i - k }).build())));
       const slots = Int32Array.from({ length: rowsPerTable }, (_, s) => s);
       const snapshot = () => Promise.all(conns.map((conn, i) => conn.request(Op.read, new Writer().u32(i < k ? READ_FULL : READ_CODED).u32(0).array(slots).build()).then((reply) => Buffer.from(reply.buf))));
       const before = await snapshot();
-      const order = { servers: servers.map(address), timeoutMs: 5000, storeFloats: rowsPerTable * (dim + 1), code: { mode: 'xor', k, r, state: 'encoded', dim } };
       await c.request(Op.standby, new Writer().json(order).build());
       const status = (await c.request(Op.status)).json<{ warmReads: { rounds: number; ms: number; error: string | null } }>();
       expect(status.warmReads).toMatchObject({ rounds: 40, error: null });
@@ -317,10 +319,7 @@ describe('a standby spare', () => {
       const after = await snapshot();
       after.forEach((b, i) => expect(b.equals(before[i])).toBe(true));
     } finally {
-      c.close();
-      spare.close();
-      for (const conn of conns) conn.close();
-      for (const s of servers) s.close();
+      close();
     }
   });
 });
