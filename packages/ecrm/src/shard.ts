@@ -799,42 +799,23 @@ export class ShardServer {
     const c = this.#cfg, present = this.#present!, cw = this.#coded, sw = this.#sw;
     const pending = this.#pending.size > 0 ? this.#pending : null;
     const rowWidth = c.role === 'data' ? this.#width : cw;
-    if (states.length === 0 && rowWidth === cw && !pending) {
-      // The common case, in one native pass: absent slots take their row and are marked present
-      // (the loop below cost ~1 ms of the main thread's CPU per rebuild read of 16,384 slots; the
-      // recovery time did not change measurably, 5 interleaved pairs at step 370: 38-73 against
-      // 26-86 ms).
-      scatterRowsSync(bits(this.#store), cw, slots, bits(coded), { present });
-      return;
-    }
-    // Deltas waiting (a parity's rebuild): runs of consecutive absent slots without deltas are
-    // installed with one copy each, other such slots with one scatter; the rest slot by slot below.
     if (states.length === 0 && rowWidth === cw) {
-      // Scattered slots are collected into typed arrays (a JS array of indices cost ~100 ns a
-      // slot on a rebuild's ranges of touched slots).
+      // Absent slots take their row and are marked present in one native pass (a JS loop over a
+      // rebuild read's 16,384 slots cost ~1 ms of the main thread's CPU; the recovery time did not
+      // change measurably, 5 interleaved pairs at step 370: 38-73 against 26-86 ms). With deltas
+      // waiting (a parity's rebuild), only the slots without any: the rest go slot by slot below.
+      if (!pending) {
+        scatterRowsSync(bits(this.#store), cw, slots, bits(coded), { present });
+        return;
+      }
       const at = new Int32Array(slots.length), targets = new Int32Array(slots.length);
       let n = 0;
-      for (let i = 0; i < slots.length;) {
-        const first = slots[i];
-        if (present[first] || pending?.has(first)) {
-          i++;
-          continue;
-        }
-        let j = i + 1;
-        while (j < slots.length && slots[j] === first + (j - i) && !present[slots[j]] && !pending?.has(slots[j])) j++;
-        if (j - i >= 2) {
-          this.#store.set(coded.subarray(i * cw, j * cw), first * cw);
-          present.fill(1, first, first + (j - i));
-        } else {
-          at[n] = i;
-          targets[n++] = first;
-        }
-        i = j;
+      for (let i = 0; i < slots.length; i++) {
+        if (pending.has(slots[i])) continue;
+        at[n] = i;
+        targets[n++] = slots[i];
       }
-      if (n > 0) {
-        scatterRowsSync(bits(this.#store), cw, targets.subarray(0, n), gatherRowsSync(bits(coded), cw, at.subarray(0, n)));
-        for (let m = 0; m < n; m++) present[targets[m]] = 1;
-      }
+      if (n > 0) scatterRowsSync(bits(this.#store), cw, targets.subarray(0, n), gatherRowsSync(bits(coded), cw, at.subarray(0, n)), { present });
     }
     for (let i = 0; i < slots.length; i++) {
       const s = slots[i];
