@@ -25,16 +25,16 @@ export interface BlockLayout {
 
 /**
  * Writes the initial weights of `count` slots from `start` of a data block into `out`, row n at
- * n × width (weights first; the rest of each row, the optimizer state, is left as it is: zero
+ * at + n × width (weights first; the rest of each row, the optimizer state, is left as it is: zero
  * initially). Slots past the last row stay untouched (zero), as in every server's tables.
  */
-export function initialRowsInto(b: BlockLayout, start: number, count: number, out: Float32Array, width: number): void {
+export function initialRowsInto(b: BlockLayout, start: number, count: number, out: Float32Array, width: number, at = 0): void {
   const scale = Math.sqrt(1 / b.rowsPerTable);
   for (let n = 0; n < count; n++) {
     const g = (start + n) * b.k + b.index;
     if (g >= b.totalRows) break;
     // initialWeight, with the row's hash taken once for its dim weights.
     const h = hash2(b.seed, g);
-    for (let j = 0; j < b.dim; j++) out[n * width + j] = unitWeight(h, j) * scale;
+    for (let j = 0; j < b.dim; j++) out[at + n * width + j] = unitWeight(h, j) * scale;
   }
 }

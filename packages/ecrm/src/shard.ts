@@ -199,8 +199,15 @@ export class ShardServer {
   // Rebuild state: which slots hold current data; ranges being fetched; deltas for absent slots.
   #present: Uint8Array | null = null;
   #pending = new Map<number, StagedDelta[]>();
-  /** Absent slots whose degraded read is under way (a prefetch's, a pull's): later requests wait for it. */
-  #fetching = new Map<number, Promise<void>>();
+  /**
+   * Degraded reads under way (a prefetch's, a pull's), by id, and per slot the id of the one
+   * fetching it (0: none): later requests for those slots wait for it. Typed arrays rather than a
+   * Map and Sets of slots: a step's thousands of entries would be promoted out of the young
+   * generation and bring on full collections of the spare's heap just as it takes over.
+   */
+  #fetches = new Map<number, Promise<void>>();
+  #fetchingBy: Uint32Array | null = null;
+  #fetchId = 0;
   /** Per source: the connection for degraded reads (the rebuild worker has its own, so a read for
    * training never queues behind a range's bytes). */
   #sources: { block: number; conn: Connection }[] = [];
@@ -322,6 +329,7 @@ export class ShardServer {
       this.#reserve = null;
       this.#replicas = c.role === 'parity' && c.state === 'replicated' ? Array.from({ length: c.k }, () => table(this.#slots * this.#sw)) : [];
       this.#present = new Uint8Array(this.#slots);
+      this.#fetchingBy = new Uint32Array(this.#slots);
       this.#installHedged();
       // Connected before the reply: the first degraded read may arrive right after it.
       this.#closeSources();
@@ -338,6 +346,7 @@ export class ShardServer {
       this.#touchedLearned = this.#learnTouched();
     } else {
       this.#present = null;
+      this.#fetchingBy = null;
       if (c.role === 'data') this.#store = c.restoring ? table(this.#slots * this.#width) : this.#initialRows(c.index);
       else this.#initialParity();
     }
@@ -643,6 +652,7 @@ export class ShardServer {
     bytes(this.#store).set(buf.subarray(4));
     this.#awaitingRestore = false;
     this.#present = null;
+    this.#fetchingBy = null;
     // Any row may differ from its initial value now.
     if (this.#cfg.role === 'data') this.#touched.set(this.#cfg.index, new Uint8Array(this.#slots).fill(1));
     return new Writer().u32(this.#committed + 1).build();
@@ -692,23 +702,41 @@ export class ShardServer {
       if (absent.length > 0) this.#installInitial(absent);
       return;
     }
-    const missing = new Set<number>(), waits = new Set<Promise<void>>();
-    for (const s of slots) {
-      if (present[s]) continue;
-      const under = this.#fetching.get(s);
-      if (under) waits.add(under);
-      else missing.add(s);
+    const by = this.#fetchingBy!;
+    const id = this.#nextFetchId();
+    const waits: Promise<void>[] = [];
+    const missing = new Int32Array(slots.length);
+    let n = 0;
+    for (let i = 0; i < slots.length; i++) {
+      const s = slots[i];
+      if (present[s] || by[s] === id) continue;  // present, or listed already (a repeated slot)
+      if (by[s] !== 0) {
+        const under = this.#fetches.get(by[s])!;
+        if (!waits.includes(under)) waits.push(under);
+        continue;
+      }
+      by[s] = id;
+      missing[n++] = s;
     }
-    if (missing.size > 0) {
+    if (n > 0) {
+      const listed = missing.subarray(0, n);
       this.stats.degradedReads++;
-      this.stats.degradedSlots += missing.size;
-      const fetch = this.#fetch(Int32Array.from(missing)).finally(() => {
-        for (const s of missing) if (this.#fetching.get(s) === fetch) this.#fetching.delete(s);
+      this.stats.degradedSlots += n;
+      const fetch = this.#fetch(listed).finally(() => {
+        for (let i = 0; i < n; i++) if (by[listed[i]] === id) by[listed[i]] = 0;
+        this.#fetches.delete(id);
       });
-      for (const s of missing) this.#fetching.set(s, fetch);
-      waits.add(fetch);
+      this.#fetches.set(id, fetch);
+      waits.push(fetch);
     }
     await Promise.all(waits);
+  }
+
+  /** An id no degraded read under way holds (ids wrap around after 2^32 - 1). */
+  #nextFetchId(): number {
+    do this.#fetchId = this.#fetchId === 0xffffffff ? 1 : this.#fetchId + 1;
+    while (this.#fetches.has(this.#fetchId));
+    return this.#fetchId;
   }
 
   /**
@@ -747,7 +775,7 @@ export class ShardServer {
   #installInitial(slots: Int32Array): void {
     const c = this.#cfg, cw = this.#coded, layout = this.#layout(c.index);
     const coded = new Float32Array(slots.length * cw);
-    slots.forEach((s, n) => initialRowsInto(layout, s, 1, coded.subarray(n * cw), cw));
+    for (let n = 0; n < slots.length; n++) initialRowsInto(layout, slots[n], 1, coded, cw, n * cw);
     const states = c.state === 'replicated' ? [new Float32Array(slots.length * this.#sw)] : [];
     this.stats.initialSlots += slots.length;
     this.#install(slots, this.#committed, coded, states);
@@ -1043,11 +1071,12 @@ export class ShardServer {
         worker.postMessage(job);
       });
       // Degraded reads still under way finish before their connections close.
-      while (this.#fetching.size > 0) await Promise.allSettled(new Set(this.#fetching.values()));
+      while (this.#fetches.size > 0) await Promise.allSettled([...this.#fetches.values()]);
       // Switch-over: requests no longer touch the sources. Every slot is local now, or (with a
       // touched set) every absent slot holds its initial row, computed when first needed.
       if (touched) this.#initialAbsent = true;
       else this.#present = null;
+      this.#fetchingBy = null;
       this.#pending.clear();
     } finally {
       this.#closeSources();
