@@ -305,6 +305,42 @@ describe('a standby spare', () => {
     }
   });
 
+  it('decodes a slot once: a pull waits for the degraded read a prefetch started, and a repeated slot is read once', async () => {
+    const { READ_FULL } = await import('../dist/shard.js');
+    const { servers, address, conns, spare, c, config, order, close } = await codedServers(7);
+    try {
+      await c.request(Op.standby, new Writer().json(order).build());
+      // The takeover, then, as soon as it is answered, a prefetch and a pull in one write: the pull
+      // asks again for two slots the prefetch is decoding (or has decoded) and for a new one, twice.
+      const plan = { sources: [{ block: 1, ...address(servers[1]) }, { block: 2, ...address(servers[2]) }], rangeSlots: 64, pauseMs: 0 };
+      const raw = net.connect(spare.port, '127.0.0.1');
+      await new Promise((resolve) => raw.once('connect', resolve));
+      const replies: number[] = [];
+      const decoder = new FrameDecoder((op, id) => {
+        replies.push(op);
+        if (id === 1) {
+          raw.write(Buffer.concat([
+            encodeFrame(Op.prefetch, 2, new Writer().array(Int32Array.of(3, 17, 42)).build()),
+            encodeFrame(Op.pull, 3, new Writer().u32(0).array(Int32Array.of(17, 42, 99, 99)).build()),
+          ]));
+        }
+      });
+      raw.on('data', (chunk) => decoder.push(chunk));
+      raw.write(encodeFrame(Op.configure, 1, new Writer().json({ ...config, role: 'data', index: 0, rebuild: plan }).build()));
+      for (let i = 0; i < 500 && replies.length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      raw.destroy();
+      expect(replies).toEqual([Op.reply, Op.reply, Op.reply]);
+      const status = (await c.request(Op.status)).json<{ present: number; stats: { degradedReads: number; degradedSlots: number } }>();
+      expect(status.stats).toMatchObject({ degradedReads: 2, degradedSlots: 4 });
+      expect(status.present).toBe(4);
+      const slots = Int32Array.of(3, 17, 42, 99);
+      const read = (conn: Connection) => conn.request(Op.read, new Writer().u32(READ_FULL).u32(0).array(slots).build()).then((reply) => Buffer.from(reply.buf));
+      expect((await read(c)).equals(await read(conns[0]))).toBe(true);
+    } finally {
+      close();
+    }
+  });
+
   it("warms the servers' side of a takeover's reads before any failure, leaving their rows as they were", async () => {
     const { READ_FULL, READ_CODED } = await import('../dist/shard.js');
     const { k, rowsPerTable, conns, c, order, close } = await codedServers(3);
