@@ -364,6 +364,10 @@ export class EmbeddingCluster {
 
   /** The current weights of the rows ([rows × dim]); transparently survives server failures. */
   async pull(step: number, rows: Int32Array): Promise<Float32Array> {
+    // The hinted rows are asked for now: a replacement that takes over during this pull gets them
+    // through the pull (its hedge, or the pull retried), and is not sent them again as a hint,
+    // which could start a second decode of the rows a hedge is still decoding.
+    if (rows === this.#hint) this.#hint = null;
     const routes = this.#route(rows);
     const out = new Float32Array(rows.length * this.dim);
     // Shards that answered keep their rows when the pull is retried after a failure (nothing is
