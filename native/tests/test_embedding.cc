@@ -402,4 +402,105 @@ TEST(row_moves_reject_bad_rows_and_columns) {
         "Expected a row width of at least 1 word for width but received 0");
 }
 
+// ---- pairwise dots (DLRM's interaction) ----
+
+// Double-accumulating reference: out[s, p] over the lower triangle (with the diagonal if self), and
+// grad_z[s, i] = sum over pairs (i, j) of g * z[j] + sum over pairs (k, i) of g * z[k].
+static void reference_pairwise_dots(const kintsugi::PairwiseDotsArgs& a, const std::vector<float>& z, const std::vector<float>& gout,
+                             std::vector<float>& out, std::vector<float>& gz) {
+  const int64_t V = a.vectors, d = a.dim, P = a.pairs();
+  out.assign(size_t(a.n * P), 0.0f);
+  gz.assign(size_t(a.n * V * d), 0.0f);
+  for (int64_t s = 0; s < a.n; ++s) {
+    std::vector<double> acc(size_t(V * d), 0.0);
+    int64_t p = 0;
+    for (int64_t i = 0; i < V; ++i)
+      for (int64_t j = 0; j < (a.self ? i + 1 : i); ++j, ++p) {
+        double dot = 0;
+        for (int64_t c = 0; c < d; ++c) dot += double(z[size_t((s * V + i) * d + c)]) * z[size_t((s * V + j) * d + c)];
+        out[size_t(s * P + p)] = float(dot);
+        const double g = gout[size_t(s * P + p)];
+        for (int64_t c = 0; c < d; ++c) {
+          acc[size_t(i * d + c)] += g * z[size_t((s * V + j) * d + c)];
+          acc[size_t(j * d + c)] += g * z[size_t((s * V + i) * d + c)];
+        }
+      }
+    for (int64_t e = 0; e < V * d; ++e) gz[size_t(s * V * d + e)] = float(acc[size_t(e)]);
+  }
+}
+
+TEST(pairwise_dots_match_reference_on_edge_shapes) {
+  const int default_threads = kintsugi::num_threads();
+  struct Shape { int64_t n, vectors, dim; };
+  for (Shape sh : {Shape{1, 1, 1}, Shape{1, 2, 1}, Shape{3, 5, 7}, Shape{2, 27, 16}, Shape{5, 17, 33}, Shape{300, 27, 16},
+                   Shape{4, 9, 513}, Shape{0, 27, 16}, Shape{3, 0, 4}, Shape{3, 4, 0}})
+    for (bool self : {false, true})
+      for (int threads : {1, 2, 3}) {
+        kintsugi::set_num_threads(threads);
+        kintsugi::PairwiseDotsArgs a;
+        a.n = sh.n, a.vectors = sh.vectors, a.dim = sh.dim, a.self = self;
+        const int64_t P = a.pairs();
+        const auto z = harness::random_floats(size_t(a.n * a.vectors * a.dim), uint32_t(7 + a.dim));
+        const auto gout = harness::random_floats(size_t(a.n * P), uint32_t(11 + a.vectors));
+        std::vector<float> want, want_gz;
+        reference_pairwise_dots(a, z, gout, want, want_gz);
+        std::vector<float> got(want.size() + 1, 42.0f), gz(want_gz.size() + 1, 42.0f);
+        kintsugi::pairwise_dots_forward(a, z.data(), got.data());
+        kintsugi::pairwise_dots_backward(a, z.data(), gout.data(), gz.data());
+        // Forward: a dot of `dim` products of values in [-1, 1]; backward: 2 * vectors such terms.
+        CHECK(harness::worst_error(got.data(), want.data(), want.size(), 1e-6 * double(a.dim + 1), 1e-5) <= 1.0)
+            << "forward " << a.n << "x" << a.vectors << "x" << a.dim << " self " << self << " threads " << threads;
+        CHECK(harness::worst_error(gz.data(), want_gz.data(), want_gz.size(), 2e-6 * double(a.vectors * a.dim + 1), 1e-5) <= 1.0)
+            << "backward " << a.n << "x" << a.vectors << "x" << a.dim << " self " << self << " threads " << threads;
+        CHECK(got.back() == 42.0f && gz.back() == 42.0f) << "wrote past the end";
+      }
+  kintsugi::set_num_threads(default_threads);
+}
+
+TEST(pairwise_dots_are_bitwise_the_same_at_any_thread_count) {
+  const int default_threads = kintsugi::num_threads();
+  kintsugi::PairwiseDotsArgs a;
+  a.n = 257, a.vectors = 27, a.dim = 16;
+  const auto z = harness::random_floats(size_t(a.n * a.vectors * a.dim), 5);
+  const auto gout = harness::random_floats(size_t(a.n * a.pairs()), 6);
+  std::vector<float> out1(size_t(a.n * a.pairs())), gz1(z.size()), out2 = out1, gz2 = gz1;
+  kintsugi::set_num_threads(1);
+  kintsugi::pairwise_dots_forward(a, z.data(), out1.data());
+  kintsugi::pairwise_dots_backward(a, z.data(), gout.data(), gz1.data());
+  kintsugi::set_num_threads(2);
+  kintsugi::pairwise_dots_forward(a, z.data(), out2.data());
+  kintsugi::pairwise_dots_backward(a, z.data(), gout.data(), gz2.data());
+  kintsugi::set_num_threads(default_threads);
+  CHECK(out1 == out2 && gz1 == gz2);
+}
+
+TEST(pairwise_dots_propagate_nan_and_inf) {
+  kintsugi::PairwiseDotsArgs a;
+  a.n = 2, a.vectors = 4, a.dim = 3;
+  std::vector<float> z = harness::random_floats(size_t(a.n * a.vectors * a.dim), 9);
+  z[size_t(1 * 3 + 2)] = std::numeric_limits<float>::quiet_NaN();  // sample 0, vector 1
+  z[size_t((4 + 3) * 3)] = std::numeric_limits<float>::infinity();  // sample 1, vector 3
+  std::vector<float> gout(size_t(a.n * a.pairs()), 0.0f);  // zero gradients still carry NaN * 0
+  std::vector<float> out(gout.size()), gz(z.size());
+  kintsugi::pairwise_dots_forward(a, z.data(), out.data());
+  kintsugi::pairwise_dots_backward(a, z.data(), gout.data(), gz.data());
+  // Sample 0: pairs (1,0), (2,1), (3,1) hold vector 1 -> NaN; (2,0), (3,0), (3,2) stay finite.
+  CHECK(std::isnan(out[0]) && std::isfinite(out[1]) && std::isnan(out[2]) && std::isfinite(out[3]) && std::isnan(out[4]) && std::isfinite(out[5]));
+  // Sample 1: pairs with vector 3, (3,0), (3,1), (3,2), are Inf or NaN; the others finite.
+  for (int p = 0; p < 3; ++p) CHECK(std::isfinite(out[size_t(6 + p)])) << p;
+  for (int p = 3; p < 6; ++p) CHECK(!std::isfinite(out[size_t(6 + p)])) << p;
+  // Every other vector's gradient takes 0 * NaN (or 0 * Inf) from the bad vector; its own does not
+  // (without self it is in no pair with itself).
+  for (int i = 0; i < 4; ++i) CHECK(std::isnan(gz[size_t(i * 3 + 2)]) == (i != 1)) << "sample 0 vector " << i;
+  CHECK(std::isnan(gz[size_t((4 + 0) * 3)]));
+}
+
+TEST(pairwise_dots_reject_negative_extents) {
+  kintsugi::PairwiseDotsArgs a;
+  a.n = 1, a.vectors = -2, a.dim = 4;
+  float x = 0;
+  CHECK_THROWS_KIND(kintsugi::pairwise_dots_forward(a, &x, &x), kintsugi::ErrorKind::Range);
+  CHECK_THROWS_KIND(kintsugi::pairwise_dots_backward(a, &x, &x, &x), kintsugi::ErrorKind::Range);
+}
+
 TEST_MAIN()

@@ -47,3 +47,26 @@ void gather_rows(const RowSet& set, const uint32_t* table, int64_t col, int64_t 
 void scatter_rows(const RowSet& set, const uint32_t* src, bool xor_into, uint32_t* table, uint8_t* present = nullptr);
 
 }  // namespace kintsugi
+
+namespace kintsugi {
+
+// The dot-product interaction of recommendation models (DLRM): for each of n samples, the pairwise
+// dots of its `vectors` vectors of `dim` floats (the bottom MLP's output and one embedding per
+// sparse feature). Pairs run over the lower triangle row by row — (1,0), (2,0), (2,1), (3,0), … —
+// and with `self` include the diagonal — (0,0), (1,0), (1,1), … — as DLRM's interaction does.
+struct PairwiseDotsArgs {
+  int64_t n = 0, vectors = 0, dim = 0;
+  bool self = false;
+  int64_t pairs() const { return self ? vectors * (vectors + 1) / 2 : vectors * (vectors - 1) / 2; }
+};
+
+// Throws Range errors for negative extents.
+void check_pairwise_dots(const PairwiseDotsArgs& args);
+// out[s, p(i, j)] = sum_c z[s, i, c] * z[s, j, c]; z is [n, vectors, dim], out [n, pairs]. Each dot
+// sums c in ascending order, so results do not depend on the thread count.
+void pairwise_dots_forward(const PairwiseDotsArgs& args, const float* z, float* out);
+// The backward: grad_z[s, i, :] = sum_j (G + G^T)[i, j] * z[s, j, :] (j ascending), where G holds
+// grad_out[s] at the pairs' places. grad_z ([n, vectors, dim]) is overwritten.
+void pairwise_dots_backward(const PairwiseDotsArgs& args, const float* z, const float* grad_out, float* grad_z);
+
+}  // namespace kintsugi

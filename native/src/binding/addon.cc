@@ -874,6 +874,54 @@ Napi::Value EmbeddingBagBackward(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- pairwise dots (DLRM's interaction) ----
+PairwiseDotsArgs read_pairwise_dots(const Args& a, size_t i) {
+  PairwiseDotsArgs d;
+  d.n = a.integer(i, "n", 0, kMaxDim);
+  d.vectors = a.integer(i + 1, "vectors", 0, 1 << 16);
+  d.dim = a.integer(i + 2, "dim", 0, kMaxDim);
+  d.self = a.boolean(i + 3, "self");
+  if (double(d.n) * double(d.vectors) * double(d.dim) > 9.0e15 || double(d.n) * double(d.pairs()) > 9.0e15)
+    throw_expected(ErrorKind::Range, "fewer than 2^53 elements", "n x vectors x dim", "more");
+  return d;
+}
+
+// pairwiseDotsForward(async, z, n, vectors, dim, self, out)
+Napi::Value PairwiseDotsForward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto Z = a.array<float>(0, "z");
+    PairwiseDotsArgs d = read_pairwise_dots(a, 1);
+    auto O = a.array<float>(5, "out");
+    check_min_length(Z, d.n * d.vectors * d.dim);
+    check_min_length(O, d.n * d.pairs());
+    check_no_overlap(O, Z);
+    const float* z = Z.data;
+    float* o = O.data;
+    return Job{[d, z, o] { pairwise_dots_forward(d, z, o); }, O.value, {Z.value, O.value}};
+  });
+}
+
+// pairwiseDotsBackward(async, z, gradOut, n, vectors, dim, self, gradZ)
+Napi::Value PairwiseDotsBackward(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto Z = a.array<float>(0, "z");
+    auto G = a.array<float>(1, "gradOut");
+    PairwiseDotsArgs d = read_pairwise_dots(a, 2);
+    auto O = a.array<float>(6, "gradZ");
+    check_min_length(Z, d.n * d.vectors * d.dim);
+    check_min_length(G, d.n * d.pairs());
+    check_min_length(O, d.n * d.vectors * d.dim);
+    check_no_overlap(O, Z);
+    check_no_overlap(O, G);
+    const float* z = Z.data;
+    const float* g = G.data;
+    float* o = O.data;
+    return Job{[d, z, g, o] { pairwise_dots_backward(d, z, g, o); }, O.value, {Z.value, G.value, O.value}};
+  });
+}
+
 // reluForward(async, x, y): y = max(x, +0) elementwise.
 Napi::Value ReluForward(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
@@ -1128,7 +1176,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
         {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
-        {"reluForward", ReluForward}, {"reluBackward", ReluBackward}, {"addInto", AddInto}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages}, {"adviseHugePages", AdviseHugePages},
+        {"reluForward", ReluForward}, {"reluBackward", ReluBackward}, {"addInto", AddInto}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"pairwiseDotsForward", PairwiseDotsForward}, {"pairwiseDotsBackward", PairwiseDotsBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages}, {"adviseHugePages", AdviseHugePages},
         {"sgemmChecked", SgemmChecked}, {"abftGroupWidth", AbftGroupWidth}, {"abftGroupSums", AbftGroupSums}, {"abftRowCheck", AbftRowCheck}, {"sgemmRowChecked", SgemmRowChecked},
         {"_throwNativeError", ThrowNativeError}, {"_setFaultInjection", SetFaultInjection},
     };

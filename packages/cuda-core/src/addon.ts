@@ -140,6 +140,8 @@ export interface NativeAddon {
   batchNormBackward: Call<[Float32Array, number, number, number, number, number, boolean, Float32Array, Float32Array, Float64Array, Float32Array, Float32Array, Float32Array], Float32Array>;
   embeddingBagForward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, Float32Array], Float32Array>;
   embeddingBagBackward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, number, Float32Array], Float32Array>;
+  pairwiseDotsForward: Call<[Float32Array, number, number, number, boolean, Float32Array], Float32Array>;
+  pairwiseDotsBackward: Call<[Float32Array, Float32Array, number, number, number, boolean, Float32Array], Float32Array>;
   gatherRows: Call<[Int32Array, number, Int32Array, number, number, Int32Array], Int32Array>;
   scatterRows: Call<[Int32Array, number, Int32Array, Int32Array, boolean, Uint8Array | null], Int32Array>;
   largePages(bytes: number): ArrayBuffer;

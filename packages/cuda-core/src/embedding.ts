@@ -85,6 +85,77 @@ export function embeddingBagBackwardSync(gradOut: Tensor<'float32'>, indices: In
   return p.into;
 }
 
+// The pairwise-dot interaction of recommendation models (DLRM): each sample's vectors (the bottom
+// MLP's output and one embedding per sparse feature) dotted pairwise over the lower triangle, row
+// by row — (1,0), (2,0), (2,1), (3,0), … — with `self` also the diagonal — (0,0), (1,0), (1,1), ….
+
+export interface PairwiseDotsOptions {
+  /** Include each vector's dot with itself (DLRM's "interaction itself"). Default false. */
+  self?: boolean;
+  /** Where to write the result (a contiguous float32 tensor of the result's shape); a new one otherwise. */
+  out?: Tensor<'float32'>;
+}
+
+/** Pairs per sample for `vectors` vectors: v(v−1)/2, or v(v+1)/2 with `self`. */
+export function pairwiseDotCount(vectors: number, self = false): number {
+  return self ? (vectors * (vectors + 1)) / 2 : (vectors * (vectors - 1)) / 2;
+}
+
+function outTensor(out: unknown, shape: number[]): Tensor<'float32'> {
+  if (out === undefined) return Tensor.zeros(shape, 'float32');
+  const o = checkTensor(out, 'options.out', ['float32']);
+  if (o.shape.length !== shape.length || o.shape.some((v, i) => v !== shape[i])) throw rangeError('options.out', `shape [${shape}]`, `shape [${o.shape}]`, true);
+  if (!o.isContiguous) throw rangeError('options.out', 'a contiguous Tensor', `strides [${o.strides}]`, true);
+  return o;
+}
+
+function dotsPlan(z: unknown, options: unknown) {
+  const Z = checkTensor(z, 'z', ['float32'], 3);
+  const o = plainObject(options, 'options') as PairwiseDotsOptions;
+  if (o.self !== undefined && typeof o.self !== 'boolean') throw typeError('options.self', 'a boolean', o.self);
+  const self = o.self === true;
+  const [n, vectors, dim] = Z.shape;
+  return { Z, n, vectors, dim, self, pairs: pairwiseDotCount(vectors, self), o };
+}
+
+function forwardDotsPlan(z: unknown, options: unknown) {
+  const p = dotsPlan(z, options);
+  const out = outTensor(p.o.out, [p.n, p.pairs]);
+  return { args: [p.Z.contiguousData(), p.n, p.vectors, p.dim, p.self, out.data] as const, out };
+}
+
+/** out[s, pair(i, j)] = z[s, i] · z[s, j] for z [n, vectors, dim]; out is [n, pairs]. */
+export async function pairwiseDots(z: Tensor<'float32'>, options: PairwiseDotsOptions = {}): Promise<Tensor<'float32'>> {
+  const p = forwardDotsPlan(z, options);
+  await native.pairwiseDotsForward(true, ...p.args);
+  return p.out;
+}
+export function pairwiseDotsSync(z: Tensor<'float32'>, options: PairwiseDotsOptions = {}): Tensor<'float32'> {
+  const p = forwardDotsPlan(z, options);
+  native.pairwiseDotsForward(false, ...p.args);
+  return p.out;
+}
+
+function backwardDotsPlan(z: unknown, gradOut: unknown, options: unknown) {
+  const p = dotsPlan(z, options);
+  const G = checkTensor(gradOut, 'gradOut', ['float32'], 2);
+  if (G.shape[0] !== p.n || G.shape[1] !== p.pairs) throw rangeError('gradOut', `shape [${p.n}, ${p.pairs}] (samples, pairs)`, `shape [${G.shape}]`, true);
+  const out = outTensor(p.o.out, [p.n, p.vectors, p.dim]);
+  return { args: [p.Z.contiguousData(), G.contiguousData(), p.n, p.vectors, p.dim, p.self, out.data] as const, out };
+}
+
+/** The gradient of z [n, vectors, dim] from the gradient of pairwiseDots' output [n, pairs]. */
+export async function pairwiseDotsBackward(z: Tensor<'float32'>, gradOut: Tensor<'float32'>, options: PairwiseDotsOptions = {}): Promise<Tensor<'float32'>> {
+  const p = backwardDotsPlan(z, gradOut, options);
+  await native.pairwiseDotsBackward(true, ...p.args);
+  return p.out;
+}
+export function pairwiseDotsBackwardSync(z: Tensor<'float32'>, gradOut: Tensor<'float32'>, options: PairwiseDotsOptions = {}): Tensor<'float32'> {
+  const p = backwardDotsPlan(z, gradOut, options);
+  native.pairwiseDotsBackward(false, ...p.args);
+  return p.out;
+}
+
 // Row moves over tables of fixed-width rows (an embedding row with its optimizer state, a parity
 // row), by 32-bit word so every bit survives: pass Int32Array views of float tables. The rows may
 // be scattered over a table far larger than the caches; the native loop overlaps their misses.

@@ -4,7 +4,7 @@ export { gemm, gemmSync, sgemm, sgemmSync, PackedWeights, type GemmOptions, type
 export { conv2d, conv2dSync, PackedConv2dWeights, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dOutputShape, type Conv2dLayout, type Conv2dOptions, type Conv2dForwardOptions, type Conv2dBackwardOptions, type Conv2dGradients } from './conv.js';
 export { rowSums, rowSumsSync, colSums, colSumsSync, weightedRowSums, weightedRowSumsSync, weightedColSums, weightedColSumsSync } from './checksum.js';
 export { xorEncode, xorEncodeSync, xorInto, xorIntoSync, sumEncode, sumEncodeSync, sumDecode, sumDecodeSync, ReedSolomonCode } from './parity.js';
-export { embeddingBag, embeddingBagSync, embeddingBagBackward, embeddingBagBackwardSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, type EmbeddingBagOptions, type EmbeddingBagBackwardOptions, type GatherRowsOptions, type ScatterRowsOptions } from './embedding.js';
+export { embeddingBag, embeddingBagSync, embeddingBagBackward, embeddingBagBackwardSync, pairwiseDots, pairwiseDotsSync, pairwiseDotsBackward, pairwiseDotsBackwardSync, pairwiseDotCount, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, type EmbeddingBagOptions, type EmbeddingBagBackwardOptions, type PairwiseDotsOptions, type GatherRowsOptions, type ScatterRowsOptions } from './embedding.js';
 export {
   gemmChecked, gemmCheckedSync, abftGroupWidth, abftGroupSums, abftRowCheck, abftRowCheckSync, gemmRowChecked, gemmRowCheckedSync, _setFaultInjection,
   type AbftCheck, type AbftAction, type AbftTileEvent, type AbftGemmReport, type AbftGroupSums, type GemmCheckedOptions, type RowCheck,

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   colSums, colSumsSync, conv2d, conv2dBackward, conv2dBackwardSync, conv2dParams, conv2dSync, embeddingBag, embeddingBagBackward,
-  embeddingBagBackwardSync, embeddingBagSync, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, mallocTuning, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
+  embeddingBagBackwardSync, embeddingBagSync, pairwiseDots, pairwiseDotsSync, pairwiseDotsBackward, pairwiseDotsBackwardSync, pairwiseDotCount, gatherRowsSync, scatterRowsSync, largePageFloat32Array, sharedLargePageFloat32Array, mallocTuning, gemm, gemmSync, PackedConv2dWeights, PackedWeights, rowSums, rowSumsSync, sgemm, sgemmSync, sumDecode,
   sumEncode, sumEncodeSync, ReedSolomonCode, setNumThreads, numThreads, setSpinMicros, spinMicros, Tensor, weightedColSums, weightedRowSums, xorEncode, xorEncodeSync, xorInto,
 } from '../src/index.js';
 import { convBackwardRef, convRef, gemmRef, worstError } from './reference.js';
@@ -489,6 +489,89 @@ describe('embedding bags', () => {
     embeddingBagBackwardSync(gradOut, indices, offsets, { into });
     expect(into.get(3, 0)).toBeCloseTo(1 + 2 * gradOut.get(0, 0), 5);
     expect(into.get(1, 0)).toBe(1);
+  });
+});
+
+describe('pairwise dots (DLRM interaction)', () => {
+  // Float64 reference over the pairs in order: (1,0), (2,0), (2,1), … (with self: (0,0), (1,0), (1,1), …).
+  function ref(z: Tensor<'float32'>, g: Tensor<'float32'>, self: boolean) {
+    const [n, V, d] = z.shape, P = pairwiseDotCount(V, self);
+    const out = new Float64Array(n * P), gz = new Float64Array(n * V * d);
+    const at = (s: number, i: number, c: number) => z.data[(s * V + i) * d + c];
+    for (let s = 0; s < n; s++) {
+      let p = 0;
+      for (let i = 0; i < V; i++)
+        for (let j = 0; j < (self ? i + 1 : i); j++, p++) {
+          let dot = 0;
+          for (let c = 0; c < d; c++) dot += at(s, i, c) * at(s, j, c);
+          out[s * P + p] = dot;
+          const gv = g.data[s * P + p];
+          for (let c = 0; c < d; c++) {
+            gz[(s * V + i) * d + c] += gv * at(s, j, c);
+            gz[(s * V + j) * d + c] += gv * at(s, i, c);
+          }
+        }
+    }
+    return { out, gz };
+  }
+
+  it('forward and backward match a float64 reference on edge and DLRM shapes, with and without self', async () => {
+    const shapes = [[1, 1, 1], [1, 2, 1], [3, 5, 7], [2, 27, 16], [5, 17, 33], [64, 27, 16], [2, 9, 130], [0, 27, 16], [3, 4, 0]];
+    for (const [n, V, d] of shapes) {
+      for (const self of [false, true]) {
+        const z = Tensor.random([n, V, d], 50 + V);
+        const P = pairwiseDotCount(V, self);
+        const g = Tensor.random([n, P], 60 + d);
+        const want = ref(z, g, self);
+        const out = await pairwiseDots(z, { self });
+        expect(out.shape).toEqual([n, P]);
+        expect(worstError(out.data, want.out, 1e-6 * (d + 1), 1e-5)).toBeLessThanOrEqual(1);
+        const gz = await pairwiseDotsBackward(z, g, { self });
+        expect(gz.shape).toEqual([n, V, d]);
+        expect(worstError(gz.data, want.gz, 2e-6 * (V * d + 1), 1e-5)).toBeLessThanOrEqual(1);
+        // The sync calls give the same bits, and out= writes in place.
+        expect(pairwiseDotsSync(z, { self }).data).toEqual(out.data);
+        const into = Tensor.zeros([n, V, d]);
+        expect(pairwiseDotsBackwardSync(z, g, { self, out: into })).toBe(into);
+        expect(into.data).toEqual(gz.data);
+      }
+    }
+  });
+
+  it('are bitwise the same on 1 and 2 threads, and NaN reaches every dot and gradient it is in', async () => {
+    const before = numThreads();
+    const z = Tensor.random([300, 27, 16], 70), g = Tensor.random([300, pairwiseDotCount(27)], 71);
+    try {
+      setNumThreads(1);
+      const a = [pairwiseDotsSync(z).data, pairwiseDotsBackwardSync(z, g).data];
+      setNumThreads(2);
+      const b = [await pairwiseDots(z), await pairwiseDotsBackward(z, g)].map((t) => t.data);
+      expect(b[0]).toEqual(a[0]);
+      expect(b[1]).toEqual(a[1]);
+    } finally {
+      setNumThreads(before);
+    }
+    const w = Tensor.random([1, 3, 2], 72);
+    w.data[2 * 2 + 1] = NaN; // vector 2
+    const out = pairwiseDotsSync(w); // pairs (1,0), (2,0), (2,1)
+    expect([Number.isNaN(out.data[0]), Number.isNaN(out.data[1]), Number.isNaN(out.data[2])]).toEqual([false, true, true]);
+    // 0 * NaN is NaN in the gradients of vectors 0 and 1 (column 1); vector 2 is in no pair with itself.
+    const gz = pairwiseDotsBackwardSync(w, Tensor.zeros([1, 3]));
+    expect([Number.isNaN(gz.data[1]), Number.isNaN(gz.data[3]), Number.isNaN(gz.data[5])]).toEqual([true, true, false]);
+    expect([Number.isNaN(gz.data[0]), Number.isNaN(gz.data[2])]).toEqual([false, false]);
+  });
+
+  it('reject bad shapes, dtypes and options with clear errors', async () => {
+    const z = Tensor.random([2, 4, 3], 73);
+    expect(() => pairwiseDotsSync(Tensor.random([8, 3], 74))).toThrow(/a 3-D Tensor for z/);
+    expect(() => pairwiseDotsSync(Tensor.zeros([2, 4, 3], 'int32') as unknown as Tensor<'float32'>)).toThrow(/dtype float32/);
+    expect(() => pairwiseDotsSync(z, { self: 1 as unknown as boolean })).toThrow(/options.self/);
+    expect(() => pairwiseDotsSync(z, { out: Tensor.zeros([2, 5]) })).toThrow(/shape \[2,6\] for options.out/);
+    await expect(pairwiseDotsBackward(z, Tensor.zeros([2, 10]))).rejects.toThrow(/shape \[2, 6\] \(samples, pairs\) for gradOut/);
+    expect(() => pairwiseDotsBackwardSync(z, Tensor.zeros([2, 10]), { self: true, out: Tensor.zeros([2, 4, 4]) })).toThrow(/options.out/);
+    const gone = Tensor.random([2, 4, 3], 75);
+    gone.dispose();
+    expect(() => pairwiseDotsSync(gone)).toThrow(/a live Tensor/);
   });
 });
 
