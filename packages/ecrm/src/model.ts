@@ -2,7 +2,7 @@
 // through embedding bags, pairwise dot products of all those vectors, then the top MLP to a click
 // logit. The embedding rows live on the shard servers; a step works on a compact table of just the
 // rows its batch touches (a batch touches few rows: ~8,900 of 200M in MLPerf's DLRM).
-import { embeddingBagBackwardSync, embeddingBagSync, Tensor } from '@kintsugi/cuda-core';
+import { embeddingBagBackwardSync, embeddingBagSync, pairwiseDotsBackwardSync, pairwiseDotsSync, Tensor } from '@kintsugi/cuda-core';
 import { Linear, ReLU, Rng, Sequential, type Module } from '@kintsugi/cuda-core/nn';
 import { DENSE_FEATURES, SPARSE_FEATURES, type Batch } from './data.js';
 import { integer } from './validate.js';
@@ -86,19 +86,14 @@ export class DLRM {
     }
     this.#z = z;
     this.#n = n;
-    const width = d + this.pairs;
+    // The pairwise dots run natively (as JavaScript loops they were about half of a step's
+    // trainer CPU); the top MLP's input is [x_s, dots_s] per sample.
+    const width = d + this.pairs, P = this.pairs;
+    const dots = pairwiseDotsSync(new Tensor(z, [n, V, d])).data;
     const inter = new Float32Array(n * width);
     for (let s = 0; s < n; s++) {
-      const o = s * width, zs = s * V * d;
-      inter.set(xd.subarray(s * d, (s + 1) * d), o);
-      let p = o + d;
-      for (let i = 1; i < V; i++) {
-        for (let j = 0; j < i; j++) {
-          let dot = 0;
-          for (let c = 0; c < d; c++) dot += z[zs + i * d + c] * z[zs + j * d + c];
-          inter[p++] = dot;
-        }
-      }
+      inter.set(xd.subarray(s * d, (s + 1) * d), s * width);
+      inter.set(dots.subarray(s * P, (s + 1) * P), s * width + d);
     }
     return this.top.forward(new Tensor(inter, [n, width]));
   }
@@ -109,21 +104,13 @@ export class DLRM {
     if (!z || !lookup) throw new Error('DLRM.backward needs a preceding forward');
     const n = this.#n, d = this.dim, V = this.vectors, width = d + this.pairs;
     const gi = (await this.top.backward(gradLogits)).contiguousData();
-    const gz = new Float32Array(n * V * d);
+    const P = this.pairs, gDots = new Float32Array(n * P);
+    for (let s = 0; s < n; s++) gDots.set(gi.subarray(s * width + d, (s + 1) * width), s * P);
+    const gz = pairwiseDotsBackwardSync(new Tensor(z, [n, V, d]), new Tensor(gDots, [n, P])).data;
+    // x_s also feeds the top MLP directly.
     for (let s = 0; s < n; s++) {
       const o = s * width, zs = s * V * d;
       for (let c = 0; c < d; c++) gz[zs + c] += gi[o + c];
-      let p = o + d;
-      for (let i = 1; i < V; i++) {
-        for (let j = 0; j < i; j++) {
-          const g = gi[p++];
-          if (g === 0) continue;
-          for (let c = 0; c < d; c++) {
-            gz[zs + i * d + c] += g * z[zs + j * d + c];
-            gz[zs + j * d + c] += g * z[zs + i * d + c];
-          }
-        }
-      }
     }
     const gx = new Float32Array(n * d), ge = new Float32Array(n * (V - 1) * d);
     for (let s = 0; s < n; s++) {

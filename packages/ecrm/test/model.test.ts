@@ -1,0 +1,40 @@
+// DLRM's backward against finite differences of its loss: the gradient of the embedding rows a
+// batch looks up, which flows through the pairwise-dot interaction and the embedding bags.
+import { describe, expect, it } from 'vitest';
+import { Tensor } from '@kintsugi/cuda-core';
+import { binaryCrossEntropyWithLogits } from '@kintsugi/cuda-core/nn';
+import { DLRM, lookupRows, SyntheticCriteo } from '../src/index.js';
+
+describe('DLRM', () => {
+  it('returns the lookup rows\' gradient of the loss (checked against central differences)', async () => {
+    const dim = 4;
+    const batch = new SyntheticCriteo({ rowsPerTable: 40, batchSize: 6, seed: 2 }).batch(0);
+    const lookup = lookupRows(batch, 40);
+    const model = new DLRM({ dim, seed: 3 });
+    const table = new Float32Array(lookup.rows.length * dim);
+    let s = 1;
+    for (let i = 0; i < table.length; i++) {
+      s = (s * 1103515245 + 12345) >>> 0;
+      table[i] = ((s >>> 8) / 2 ** 24 - 0.5) * 1.5;
+    }
+    const labels = new Tensor(batch.labels, [batch.size, 1]);
+    const loss = async (t: Float32Array) => binaryCrossEntropyWithLogits(await model.forward(batch, lookup, t), labels);
+    const { grad } = await loss(table);
+    const analytic = await model.backward(grad);
+    expect(analytic.length).toBe(table.length);
+    // The entries with the largest gradients (rows shared by several samples among them).
+    const order = Array.from(analytic.keys()).sort((a, b) => Math.abs(analytic[b]) - Math.abs(analytic[a])).slice(0, 12);
+    const h = 1e-2;
+    for (const i of order) {
+      const keep = table[i];
+      table[i] = keep + h;
+      const up = (await loss(table)).loss;
+      table[i] = keep - h;
+      const down = (await loss(table)).loss;
+      table[i] = keep;
+      const numeric = (up - down) / (2 * h);
+      expect(Math.abs(numeric - analytic[i])).toBeLessThan(0.03 * Math.abs(analytic[i]) + 2e-4);
+    }
+    expect(Math.abs(analytic[order[0]])).toBeGreaterThan(1e-3); // the check is not vacuous
+  });
+});
