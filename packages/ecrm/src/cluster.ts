@@ -319,17 +319,18 @@ export class EmbeddingCluster {
   /** Groups global rows by data shard: per shard, the slots and the positions in the request. */
   #route(rows: Int32Array): { slots: Int32Array; at: Int32Array }[] {
     const counts = new Int32Array(this.k);
-    for (const g of rows) {
+    for (let i = 0; i < rows.length; i++) {
+      const g = rows[i];
       if (g < 0 || g >= this.#o.totalRows) throw rangeError('rows', `global rows in [0, ${this.#o.totalRows - 1}]`, g);
       counts[g % this.k]++;
     }
     const out = Array.from(counts, (n) => ({ slots: new Int32Array(n), at: new Int32Array(n) }));
     const fill = new Int32Array(this.k);
-    rows.forEach((g, i) => {
-      const s = g % this.k, n = fill[s]++;
+    for (let i = 0; i < rows.length; i++) {
+      const g = rows[i], s = g % this.k, n = fill[s]++;
       out[s].slots[n] = (g - s) / this.k;
       out[s].at[n] = i;
-    });
+    }
     return out;
   }
 
