@@ -362,6 +362,16 @@ TEST(gather_and_scatter_rows_match_plain_loops) {
           }
         kintsugi::scatter_rows({table_rows, width, rows.data(), count}, src.data(), use_xor, got.data());
         CHECK(got == want) << "scatter xor=" << use_xor << " width " << width << " count " << count;
+        // With counts: the same rows, and every row written counted once per entry, saturating.
+        std::vector<uint8_t> counts(static_cast<size_t>(table_rows), 0), want_counts(static_cast<size_t>(table_rows), 0);
+        for (int64_t r = 0; r < table_rows; r += 7) counts[size_t(r)] = want_counts[size_t(r)] = 254;
+        for (int64_t i = 0; i < count; ++i) {
+          uint8_t& c = want_counts[size_t(rows[size_t(i)])];
+          if (c < 255) ++c;
+        }
+        std::vector<uint32_t> counted = table;
+        kintsugi::scatter_rows({table_rows, width, rows.data(), count}, src.data(), use_xor, counted.data(), nullptr, counts.data());
+        CHECK(counted == want && counts == want_counts) << "scatter with counts xor=" << use_xor << " width " << width << " count " << count;
       }
       // With a present mask: rows already present are skipped, each other row takes its first entry.
       std::vector<uint8_t> present(static_cast<size_t>(table_rows), 0), want_present(static_cast<size_t>(table_rows), 0);

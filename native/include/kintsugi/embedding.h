@@ -44,7 +44,10 @@ void gather_rows(const RowSet& set, const uint32_t* table, int64_t col, int64_t 
 // With `present` (a byte per table row), a copy skips the rows whose byte is set and sets the
 // bytes of those it writes: rows arriving from two places (a rebuild, a degraded read) are each
 // installed once, by whichever comes first, and a repeated row keeps its first entry.
-void scatter_rows(const RowSet& set, const uint32_t* src, bool xor_into, uint32_t* table, uint8_t* present = nullptr);
+// With `counts` (a byte per table row), every row written has its byte incremented, saturating at
+// 255: how often each row was updated, kept in the same pass over the rows.
+void scatter_rows(const RowSet& set, const uint32_t* src, bool xor_into, uint32_t* table, uint8_t* present = nullptr,
+                  uint8_t* counts = nullptr);
 
 }  // namespace kintsugi
 

@@ -1071,7 +1071,7 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
 }
 
 // scatterRows(async, table: Int32Array, width, rows: Int32Array, src: Int32Array, xor: boolean,
-//             present: Uint8Array | null)
+//             present: Uint8Array | null, counts: Uint8Array | null)
 Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {
     Args a(info, 1);
@@ -1089,10 +1089,21 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
       present = P.data;
       keep.push_back(P.value);
     }
+    uint8_t* counts = nullptr;
+    auto C = a.array<uint8_t>(6, "counts", /*nullable=*/true);
+    if (C.present()) {
+      if (C.length != m.table_rows)
+        throw_expected(ErrorKind::Range, "counts of " + std::to_string(m.table_rows) + " bytes (one per table row)", "counts", std::to_string(C.length) + " bytes");
+      check_no_overlap(C, P);
+      check_no_overlap(C, m.table);
+      check_no_overlap(C, S);
+      counts = C.data;
+      keep.push_back(C.value);
+    }
     auto s = reinterpret_cast<const uint32_t*>(S.data);
     auto t = reinterpret_cast<uint32_t*>(m.table.data);
     Napi::Value table = m.table.value;
-    return Job{[m = std::move(m), s, xor_into, t, present] { scatter_rows(m.set(), s, xor_into, t, present); }, table, std::move(keep)};
+    return Job{[m = std::move(m), s, xor_into, t, present, counts] { scatter_rows(m.set(), s, xor_into, t, present, counts); }, table, std::move(keep)};
   });
 }
 

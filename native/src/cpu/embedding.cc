@@ -187,16 +187,20 @@ void gather_rows(const RowSet& s, const uint32_t* table, int64_t col, int64_t co
   }
 }
 
-void scatter_rows(const RowSet& s, const uint32_t* src, bool xor_into, uint32_t* table, uint8_t* present) {
+void scatter_rows(const RowSet& s, const uint32_t* src, bool xor_into, uint32_t* table, uint8_t* present, uint8_t* counts) {
   check_row_set(s, "scatter_rows");
   if (present && xor_into) throw_expected(ErrorKind::Type, "copies (a present mask skips rows already written)", "xor", "true with a present mask");
   const int64_t w = s.width;
   for (int64_t i = 0; i < s.count; ++i) {
-    if (i + kPrefetchAhead < s.count) prefetch_row(table + s.rows[i + kPrefetchAhead] * w, w, 1);
+    if (i + kPrefetchAhead < s.count) {
+      prefetch_row(table + s.rows[i + kPrefetchAhead] * w, w, 1);
+      if (counts) __builtin_prefetch(counts + s.rows[i + kPrefetchAhead], 1);
+    }
     if (present) {
       if (present[s.rows[i]]) continue;
       present[s.rows[i]] = 1;
     }
+    if (counts) counts[s.rows[i]] += counts[s.rows[i]] < 255;
     uint32_t* to = table + s.rows[i] * w;
     const uint32_t* from = src + i * w;
     if (xor_into) {

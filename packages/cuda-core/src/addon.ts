@@ -143,7 +143,7 @@ export interface NativeAddon {
   pairwiseDotsForward: Call<[Float32Array, number, number, number, boolean, Float32Array], Float32Array>;
   pairwiseDotsBackward: Call<[Float32Array, Float32Array, number, number, number, boolean, Float32Array], Float32Array>;
   gatherRows: Call<[Int32Array, number, Int32Array, number, number, Int32Array], Int32Array>;
-  scatterRows: Call<[Int32Array, number, Int32Array, Int32Array, boolean, Uint8Array | null], Int32Array>;
+  scatterRows: Call<[Int32Array, number, Int32Array, Int32Array, boolean, Uint8Array | null, Uint8Array | null], Int32Array>;
   largePages(bytes: number): ArrayBuffer;
   adviseHugePages(view: ArrayBufferView): boolean;
   sgemmChecked: Call<[Layout, boolean, boolean, number, number, number, number, Float32Array, number, Float32Array, number, Float32Array, number,

@@ -194,6 +194,11 @@ export interface ScatterRowsOptions {
    * repeated row keeps its first entry). Not with `xor`.
    */
   present?: Uint8Array;
+  /**
+   * A byte per table row: every row written has its byte incremented, saturating at 255 (how often
+   * each row was updated, counted in the same pass).
+   */
+  counts?: Uint8Array;
 }
 
 /** table[rows[i]] = src[i] (a repeated row keeps its last entry), or ^= src[i] with `xor`. */
@@ -202,7 +207,8 @@ export function scatterRowsSync(table: Int32Array, width: number, rows: Int32Arr
   if (!(src instanceof Int32Array)) throw typeError('src', 'an Int32Array of rows', src);
   const o = plainObject(options, 'options') as ScatterRowsOptions;
   if (o.present !== undefined && !(o.present instanceof Uint8Array)) throw typeError('options.present', 'a Uint8Array with a byte per table row', o.present);
-  return native.scatterRows(false, table, w, rows, src, o.xor === true, o.present ?? null);
+  if (o.counts !== undefined && !(o.counts instanceof Uint8Array)) throw typeError('options.counts', 'a Uint8Array with a byte per table row', o.counts);
+  return native.scatterRows(false, table, w, rows, src, o.xor === true, o.present ?? null, o.counts ?? null);
 }
 
 /**

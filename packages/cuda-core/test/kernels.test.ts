@@ -613,6 +613,22 @@ describe('row moves', () => {
     expect(() => scatterRowsSync(table, width, rows, src, { present: [0, 0] as unknown as Uint8Array })).toThrow(TypeError);
   });
 
+  it('counts tally every row written, saturating at 255, beside a copy, an xor or a present mask', () => {
+    const width = 2, table = new Int32Array(5 * width);
+    const counts = Uint8Array.of(0, 254, 0, 255, 0);
+    const rows = Int32Array.of(1, 1, 3, 2), src = Int32Array.from({ length: rows.length * width }, (_, i) => i + 1);
+    scatterRowsSync(table, width, rows, src, { xor: true, counts });
+    expect(Array.from(counts)).toEqual([0, 255, 1, 255, 0]);
+    expect(Array.from(table.subarray(width, 2 * width))).toEqual([1 ^ 3, 2 ^ 4]);
+    const present = Uint8Array.of(0, 0, 1, 0, 0);  // row 2 is present: not written, not counted
+    scatterRowsSync(table, width, Int32Array.of(2, 4), Int32Array.of(9, 9, 8, 8), { present, counts });
+    expect(Array.from(counts)).toEqual([0, 255, 1, 255, 1]);
+    expect(() => scatterRowsSync(table, width, rows, src, { counts: new Uint8Array(4) })).toThrow('Expected counts of 5 bytes (one per table row) for counts but received 4 bytes');
+    expect(() => scatterRowsSync(table, width, rows, src, { counts: [0] as unknown as Uint8Array })).toThrow(/options.counts/);
+    const shared = new Uint8Array(table.buffer, 0, 5);
+    expect(() => scatterRowsSync(table, width, rows, src, { counts: shared })).toThrow(/memory not shared with table/);
+  });
+
   it('large-page tables are zeroed, writable, usable by the row kernels and checked', () => {
     const t = largePageFloat32Array(3 * 1024 * 1024 + 5);  // not a whole number of huge pages
     expect(t.length).toBe(3 * 1024 * 1024 + 5);

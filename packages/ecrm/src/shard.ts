@@ -430,13 +430,19 @@ export class ShardServer {
   }
 
   #writeRows(slots: Int32Array, rows: Float32Array): void {
-    this.#markTouched(this.#cfg.index, slots);
-    scatterRowsSync(bits(this.#store), this.#width, slots, bits(rows));
+    // The scatter counts the updates in the same pass (its prefetches cover the counts too).
+    scatterRowsSync(bits(this.#store), this.#width, slots, bits(rows), { counts: this.#touchedCounts(this.#cfg.index) });
+  }
+
+  /** A block's updates seen per slot (a byte per slot, saturating at 255). */
+  #touchedCounts(block: number): Uint8Array {
+    let set = this.#touched.get(block);
+    if (!set) this.#touched.set(block, (set = new Uint8Array(this.#slots)));
+    return set;
   }
 
   #markTouched(block: number, slots: Int32Array): void {
-    let set = this.#touched.get(block);
-    if (!set) this.#touched.set(block, (set = new Uint8Array(this.#slots)));
+    const set = this.#touchedCounts(block);
     // Updates seen, saturating: the rebuild reads the most updated (the hottest) rows first.
     for (let i = 0; i < slots.length; i++) {
       const s = slots[i];
@@ -561,8 +567,11 @@ export class ShardServer {
 
   /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */
   #applyDelta(d: StagedDelta, onlyAbsent = false): void {
-    if (!onlyAbsent) this.#markTouched(d.dataIndex, d.slots);
     const cw = this.#coded, sw = this.#sw, present = this.#present;
+    // Every slot of the delta counts as updated, applied now or held for a slot not rebuilt yet;
+    // the common case (an xor applied whole) counts in the scatter's own pass.
+    const countInScatter = !onlyAbsent && !present && this.#codec!.mode === 'xor';
+    if (!onlyAbsent && !countInScatter) this.#markTouched(d.dataIndex, d.slots);
     const words = (b: Uint8Array) => (b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength >> 2) : new Int32Array(b.slice().buffer));
     let slots = d.slots, delta = words(d.delta), state = bits(d.state);
     if (present) {
@@ -586,7 +595,7 @@ export class ShardServer {
     }
     if (slots.length === 0) return;
     const store = bits(this.#store);
-    if (this.#codec!.mode === 'xor') scatterRowsSync(store, cw, slots, delta, { xor: true });
+    if (this.#codec!.mode === 'xor') scatterRowsSync(store, cw, slots, delta, { xor: true, counts: countInScatter ? this.#touchedCounts(d.dataIndex) : undefined });
     else {
       // Gather the touched parity rows, apply the delta in one kernel call, scatter them back.
       const rows = gatherRowsSync(store, cw, slots);
