@@ -538,6 +538,46 @@ TEST(embedding_bags_match_cpu_with_repeated_rows_and_empty_bags) {
   CHECK_THROWS_KIND(cu::embedding_bag_forward(kDev, bad, d.as<float>(), d.as<float>(), nullptr), ErrorKind::Range);
 }
 
+// ---- pairwise dots (DLRM's interaction) ----
+
+TEST(pairwise_dots_give_the_cpus_bits) {
+  struct Shape { int64_t n, vectors, dim; };
+  for (Shape sh : {Shape{1, 1, 1}, Shape{1, 2, 1}, Shape{3, 5, 7}, Shape{256, 27, 16}, Shape{5, 17, 33}, Shape{2, 64, 130}, Shape{3, 4, 0}})
+    for (bool self : {false, true}) {
+      kintsugi::PairwiseDotsArgs a;
+      a.n = sh.n, a.vectors = sh.vectors, a.dim = sh.dim, a.self = self;
+      const size_t zn = size_t(a.n * a.vectors * a.dim), pn = size_t(a.n * a.pairs());
+      auto z = harness::random_floats(zn, uint32_t(3 + a.vectors));
+      // A NaN in one sample (the GPU's NaNs carry another payload: compared as NaN, not by bits).
+      const bool with_nan = zn > 5 && a.n > 1;
+      if (with_nan) z[5] = std::numeric_limits<float>::quiet_NaN();
+      const auto g = harness::random_floats(pn, uint32_t(4 + a.dim));
+      std::vector<float> want(pn), want_gz(zn);
+      kintsugi::pairwise_dots_forward(a, z.data(), want.data());
+      kintsugi::pairwise_dots_backward(a, z.data(), g.data(), want_gz.data());
+      DevBuf dz(std::max<size_t>(zn, 1) * 4), dg(std::max<size_t>(pn, 1) * 4), dout(std::max<size_t>(pn, 1) * 4), dgz(std::max<size_t>(zn, 1) * 4);
+      if (zn) dz.upload(z);
+      if (pn) dg.upload(g);
+      cu::pairwise_dots_forward(kDev, a, dz.as<float>(), dout.as<float>(), nullptr);
+      cu::pairwise_dots_backward(kDev, a, dz.as<float>(), dg.as<float>(), dgz.as<float>(), nullptr);
+      const auto got = dout.download<float>(pn), got_gz = dgz.download<float>(zn);
+      auto same = [](const std::vector<float>& x, const std::vector<float>& y) {
+        for (size_t i = 0; i < x.size(); ++i)
+          if (std::isnan(x[i]) ? !std::isnan(y[i]) : std::memcmp(&x[i], &y[i], 4) != 0) return false;
+        return true;
+      };
+      CHECK(same(got, want)) << "forward " << a.n << "x" << a.vectors << "x" << a.dim << " self " << self << " NaN " << with_nan;
+      CHECK(same(got_gz, want_gz)) << "backward " << a.n << "x" << a.vectors << "x" << a.dim << " self " << self << " NaN " << with_nan;
+      CHECK(dout.guard_intact() && dgz.guard_intact());
+    }
+  kintsugi::PairwiseDotsArgs bad;
+  bad.n = 2, bad.vectors = -1, bad.dim = 4;
+  DevBuf d(64);
+  CHECK_THROWS_KIND(cu::pairwise_dots_forward(kDev, bad, d.as<float>(), d.as<float>(), nullptr), ErrorKind::Range);
+  bad.vectors = 3;
+  CHECK_THROWS_KIND(cu::pairwise_dots_forward(kDev, bad, d.as<float>(), nullptr, nullptr), ErrorKind::Type);
+}
+
 }  // namespace
 
 int main() {

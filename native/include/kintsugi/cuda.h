@@ -127,5 +127,10 @@ void sum_decode(int device, const float* parity, const float* const* available, 
 void embedding_bag_forward(int device, const EmbeddingBagArgs& args, const float* table, float* out, Stream stream);
 void embedding_bag_backward(int device, const EmbeddingBagArgs& args, const float* grad_out, float scale,
                             float* grad_table, Stream stream);
+// DLRM's pairwise-dot interaction (see embedding.h); z, out, grad_out and grad_z in device memory.
+// Results are the CPU's bits (the same operations in the same order, without fused multiply-adds).
+void pairwise_dots_forward(int device, const PairwiseDotsArgs& args, const float* z, float* out, Stream stream);
+void pairwise_dots_backward(int device, const PairwiseDotsArgs& args, const float* z, const float* grad_out, float* grad_z,
+                            Stream stream);
 
 }  // namespace kintsugi::cuda

@@ -752,6 +752,39 @@ Napi::Value EmbeddingBag(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- Pairwise dots (DLRM's interaction), on device buffers.
+// cudaPairwiseDots(pass, device, stream|null, n, vectors, dim, self, z, zOffset, gradOut|null, gradOutOffset, dst, dstOffset)
+//   forward: dst = out [n, pairs];  backward: gradOut [n, pairs], dst = gradZ [n, vectors, dim].
+Napi::Value PairwiseDots(const Napi::CallbackInfo& info) {
+  return run_call(info, true, [&] {
+    Args a(info);
+    const bool forward = a.choice(0, "pass", {"forward", "backward"}) == "forward";
+    const int device = read_device(a, 1);
+    auto stream = read_stream(a, 2, device);
+    PairwiseDotsArgs d;
+    d.n = a.integer(3, "n", 0, kMaxDim);
+    d.vectors = a.integer(4, "vectors", 0, 1 << 16);
+    d.dim = a.integer(5, "dim", 0, kMaxDim);
+    d.self = a.boolean(6, "self");
+    const int64_t z_bytes = product_bytes(d.n * d.vectors, d.dim, 4, "n x vectors x dim");
+    const int64_t pair_bytes = product_bytes(d.n, d.pairs(), 4, "n x pairs");
+    Region Z = read_region(a, 7, "z", device, z_bytes, 4);
+    Region G = forward ? Region{} : read_region(a, 9, "gradOut", device, pair_bytes, 4);
+    Region D = read_region(a, 11, forward ? "out" : "gradZ", device, forward ? pair_bytes : z_bytes, 4);
+    check_disjoint(D, forward ? "out" : "gradZ", Z, "z");
+    if (!forward) check_disjoint(D, "gradZ", G, "gradOut");
+    return Job{[=] {
+                 cuda::Stream s = raw(stream);
+                 if (forward)
+                   cuda::pairwise_dots_forward(device, d, static_cast<const float*>(Z.ptr), static_cast<float*>(D.ptr), s);
+                 else
+                   cuda::pairwise_dots_backward(device, d, static_cast<const float*>(Z.ptr), static_cast<const float*>(G.ptr), static_cast<float*>(D.ptr), s);
+                 cuda::stream_synchronize(device, s);
+               },
+               info.Env().Undefined(), {}};
+  });
+}
+
 // ---- Checksum-protected GEMM (ABFT) ----
 // Report layout (Float64Array), as sgemmChecked's plus the fault flag: [checks, maxRatio,
 // eventCount, faultFired, then per event 11 values: row0, col0, rows, cols, residual, bound, row,
@@ -915,7 +948,7 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
       {"cudaUpload", Copy<true>}, {"cudaDownload", Copy<false>}, {"cudaCopyDevice", CopyDevice}, {"cudaMemset", Memset},
       {"cudaConvert", Convert}, {"cudaGemm", Gemm}, {"cublasStatus", CublasStatus}, {"cudaConv2d", Conv2d},
       {"cudaChecksum", Checksum}, {"cudaXorEncode", XorEncode}, {"cudaSumEncode", SumEncode}, {"cudaSumDecode", SumDecode},
-      {"cudaEmbeddingBag", EmbeddingBag}, {"cudaAbftWorkspaceBytes", AbftWorkspaceBytes}, {"cudaGemmChecked", GemmChecked},
+      {"cudaEmbeddingBag", EmbeddingBag}, {"cudaPairwiseDots", PairwiseDots}, {"cudaAbftWorkspaceBytes", AbftWorkspaceBytes}, {"cudaGemmChecked", GemmChecked},
       {"cudaAbftWeightSums", AbftWeightSums}, {"cudaFlipBit", FlipBit},
   };
   for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));

@@ -72,6 +72,10 @@ void embedding_bag_forward(int, const EmbeddingBagArgs&, const float*, float*, S
 void embedding_bag_backward(int, const EmbeddingBagArgs&, const float*, float, float*, Stream) {
   KINTSUGI_NO_CUDA(embedding_bag_backward);
 }
+void pairwise_dots_forward(int, const PairwiseDotsArgs&, const float*, float*, Stream) { KINTSUGI_NO_CUDA(pairwise_dots_forward); }
+void pairwise_dots_backward(int, const PairwiseDotsArgs&, const float*, const float*, float*, Stream) {
+  KINTSUGI_NO_CUDA(pairwise_dots_backward);
+}
 
 double abft_bound_factor(DType, int64_t, AbftScheme) { KINTSUGI_NO_CUDA(abft_bound_factor); }
 void validate_gemm_checked(const GemmArgs&, const CudaAbftOptions&) { KINTSUGI_NO_CUDA(validate_gemm_checked); }

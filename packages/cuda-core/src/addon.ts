@@ -187,6 +187,8 @@ export interface NativeAddon {
     parity: NativeCudaBuffer, parityOffset: number, out: NativeCudaBuffer, outOffset: number): Promise<void>;
   cudaEmbeddingBag(pass: 'forward' | 'backward', device: number, stream: Maybe<NativeCudaStream>, rows: number, dim: number, indices: Int32Array, offsets: Int32Array,
     weights: Maybe<Float32Array>, mode: BagMode, scale: number, src: NativeCudaBuffer, srcOffset: number, dst: NativeCudaBuffer, dstOffset: number): Promise<void>;
+  cudaPairwiseDots(pass: 'forward' | 'backward', device: number, stream: Maybe<NativeCudaStream>, n: number, vectors: number, dim: number, self: boolean,
+    z: NativeCudaBuffer, zOffset: number, gradOut: Maybe<NativeCudaBuffer>, gradOutOffset: number, dst: NativeCudaBuffer, dstOffset: number): Promise<void>;
   cudaAbftWorkspaceBytes(scheme: 'global' | 'thread', k: number, maxEvents: number, hasWeightSums: boolean): number;
   cudaGemmChecked(phase: 'launch' | 'finish', device: number, stream: Maybe<NativeCudaStream>, scheme: 'global' | 'thread', check: 'one-sided' | 'two-sided',
     tolerance: number, correct: boolean, transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,

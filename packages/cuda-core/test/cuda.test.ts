@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 
 import {
   colSums, conv2d, conv2dBackward, cublasStatus, CudaEvent, cudaChecksum, cudaConv2d, cudaConv2dBackward, CudaStream, CudaUnavailableError,
-  cudaEmbeddingBag, cudaEmbeddingBagBackward, cudaGemm, cudaMemoryInfo, cudaProperties, cudaStatus, cudaSumDecode, cudaSumEncode, cudaXorEncode,
-  DeviceTensor, embeddingBag, gemm, rowSums, synchronize, Tensor, timeCuda, xorEncode, _native,
+  cudaEmbeddingBag, cudaEmbeddingBagBackward, cudaPairwiseDots, cudaPairwiseDotsBackward, cudaGemm, cudaMemoryInfo, cudaProperties, cudaStatus, cudaSumDecode, cudaSumEncode, cudaXorEncode,
+  DeviceTensor, embeddingBag, gemm, pairwiseDotsBackwardSync, pairwiseDotsSync, rowSums, synchronize, Tensor, timeCuda, xorEncode, _native,
 } from '../src/index.js';
 import { worstError } from './reference.js';
 
@@ -242,6 +242,24 @@ gpu('checksums, parity and embedding bags against the CPU', () => {
     const row3 = (await gt.download()).data.subarray(3 * 24, 4 * 24);
     for (let j = 0; j < 24; j++) expect(row3[j]).toBeCloseTo(0.5 * (2 * grad.data[j] + grad.data[3 * 24 + j]), 5);
     await expect(cudaEmbeddingBag(dt, new Int32Array([50]), new Int32Array([0, 1]))).rejects.toThrow(RangeError);
+  });
+  it('pairwise dots give the CPU\'s values, with and without self, and check shapes', async () => {
+    for (const [n, v, d] of [[1, 1, 1], [3, 5, 7], [256, 27, 16], [2, 40, 130]]) {
+      for (const self of [false, true]) {
+        const z = Tensor.random([n, v, d], 11 + v);
+        const dz = await DeviceTensor.from(z);
+        const out = pairwiseDotsSync(z, { self });
+        const got = (await (await cudaPairwiseDots(dz, { self })).download()).data as Float32Array;
+        expect(worstError(got, out.data, 1e-6, 1e-6)).toBeLessThanOrEqual(1);
+        const g = Tensor.random(out.shape, 12 + d);
+        const want = pairwiseDotsBackwardSync(z, g, { self });
+        const gz = (await (await cudaPairwiseDotsBackward(dz, await DeviceTensor.from(g), { self })).download()).data as Float32Array;
+        expect(worstError(gz, want.data, 1e-6, 1e-6)).toBeLessThanOrEqual(1);
+      }
+    }
+    const dz = await DeviceTensor.from(Tensor.random([2, 4, 3], 13));
+    await expect(cudaPairwiseDotsBackward(dz, await DeviceTensor.from(Tensor.random([2, 5], 14)))).rejects.toThrow(/shape \[2, 6\] \(samples, pairs\) for gradOut/);
+    await expect(cudaPairwiseDots(dz, { out: DeviceTensor.empty([2, 5]) })).rejects.toThrow(/options.out/);
   });
   it('times kernels with events', async () => {
     const a = DeviceTensor.zeros([512, 512]);

@@ -3,6 +3,7 @@
 // and return at once; coding and embedding calls resolve when done (they stage small tables).
 import { native } from '../addon.js';
 import { conv2dParams, type Conv2dOptions } from '../conv.js';
+import { pairwiseDotCount } from '../embedding.js';
 import { boolean, finiteNumber, integer, oneOf, plainObject, rangeError, typeError } from '../validate.js';
 import { checkDeviceTensor, CudaEvent, cudaDevice, DeviceTensor, streamHandle, type CudaStream } from './memory.js';
 
@@ -197,6 +198,46 @@ export async function cudaEmbeddingBagBackward(gradOut: DeviceTensor, indices: I
   await native.cudaEmbeddingBag('backward', T.device, streamHandle(options.stream, T.device), T.shape[0], T.shape[1], indices, offsets, options.weights ?? null,
     options.mode ?? 'sum', scale, G.buffer, 0, T.buffer, 0);
   return T;
+}
+
+export interface CudaPairwiseDotsOptions {
+  /** Include each vector's dot with itself. Default false. */
+  self?: boolean;
+  out?: DeviceTensor;
+  stream?: CudaStream | null;
+}
+
+function dotsShape(z: DeviceTensor, options: CudaPairwiseDotsOptions) {
+  const Z = checkDeviceTensor(z, 'z', ['float32'], 3);
+  if (options.self !== undefined && typeof options.self !== 'boolean') throw typeError('options.self', 'a boolean', options.self);
+  const self = options.self === true;
+  const [n, vectors, dim] = Z.shape;
+  return { Z, n, vectors, dim, self, pairs: pairwiseDotCount(vectors, self) };
+}
+
+function deviceOut(out: DeviceTensor | undefined, shape: number[], device: number): DeviceTensor {
+  if (out === undefined) return DeviceTensor.empty(shape, { device });
+  const o = checkDeviceTensor(out, 'options.out', ['float32'], shape.length);
+  if (o.shape.some((v, i) => v !== shape[i])) throw rangeError('options.out', `shape [${shape}]`, `shape [${o.shape}]`, true);
+  return o;
+}
+
+/** pairwiseDots on the GPU: out[s, pair(i, j)] = z[s, i] · z[s, j] for z [n, vectors, dim]. The CPU's bits. */
+export async function cudaPairwiseDots(z: DeviceTensor, options: CudaPairwiseDotsOptions = {}): Promise<DeviceTensor> {
+  const p = dotsShape(z, options);
+  const out = deviceOut(options.out, [p.n, p.pairs], p.Z.device);
+  await native.cudaPairwiseDots('forward', p.Z.device, streamHandle(options.stream, p.Z.device), p.n, p.vectors, p.dim, p.self, p.Z.buffer, 0, null, 0, out.buffer, 0);
+  return out;
+}
+
+/** The gradient of z [n, vectors, dim] from the gradient of cudaPairwiseDots' output [n, pairs]. */
+export async function cudaPairwiseDotsBackward(z: DeviceTensor, gradOut: DeviceTensor, options: CudaPairwiseDotsOptions = {}): Promise<DeviceTensor> {
+  const p = dotsShape(z, options);
+  const G = checkDeviceTensor(gradOut, 'gradOut', ['float32'], 2);
+  if (G.shape[0] !== p.n || G.shape[1] !== p.pairs) throw rangeError('gradOut', `shape [${p.n}, ${p.pairs}] (samples, pairs)`, `shape [${G.shape}]`, true);
+  const out = deviceOut(options.out, [p.n, p.vectors, p.dim], p.Z.device);
+  await native.cudaPairwiseDots('backward', p.Z.device, streamHandle(options.stream, p.Z.device), p.n, p.vectors, p.dim, p.self, p.Z.buffer, 0, G.buffer, 0, out.buffer, 0);
+  return out;
 }
 
 export interface CudaTiming {
