@@ -482,6 +482,24 @@ TEST(pairwise_dots_are_bitwise_the_same_at_any_thread_count) {
   kintsugi::pairwise_dots_backward(a, z.data(), gout.data(), gz2.data());
   kintsugi::set_num_threads(default_threads);
   CHECK(out1 == out2 && gz1 == gz2);
+  // Every ISA path gives the same bits too (no fused multiply-adds in any of them).
+  for (kintsugi::Isa isa : harness::supported_isas()) {
+    harness::IsaScope scope(isa);
+    for (bool self : {false, true}) {
+      a.self = self;
+      std::vector<float> want(size_t(a.n * a.pairs())), got = want, want_gz(z.size()), got_gz = want_gz;
+      const auto g = harness::random_floats(want.size(), 8);
+      {
+        harness::IsaScope portable(kintsugi::Isa::Portable);
+        kintsugi::pairwise_dots_forward(a, z.data(), want.data());
+        kintsugi::pairwise_dots_backward(a, z.data(), g.data(), want_gz.data());
+      }
+      kintsugi::set_isa_limit(isa);
+      kintsugi::pairwise_dots_forward(a, z.data(), got.data());
+      kintsugi::pairwise_dots_backward(a, z.data(), g.data(), got_gz.data());
+      CHECK(got == want && got_gz == want_gz) << "isa " << int(isa) << " self " << self;
+    }
+  }
 }
 
 TEST(pairwise_dots_propagate_nan_and_inf) {

@@ -1,0 +1,102 @@
+// The per-sample loops of the pairwise-dot interaction (interaction.cc), compiled once for any x86-64
+// and once with AVX-512 (interaction_avx512.cc): the inner loops run over contiguous pairs or
+// columns, so the compiler vectorises them at the width each file is built for. Both files are
+// built without contraction into fused multiply-adds, so every ISA gives the same bits (and the
+// GPU's kernels, which use the same operations in the same order, give them too).
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "kintsugi/embedding.h"
+
+namespace kintsugi {
+namespace detail {
+
+// Defined in interaction_avx512.cc (x86-64 builds only).
+void pairwise_dots_forward_avx512(const PairwiseDotsArgs& a, const float* z, float* out, int64_t s0, int64_t s1, float* zt);
+void pairwise_dots_backward_avx512(const PairwiseDotsArgs& a, const float* z, const float* grad_out, float* grad_z, int64_t s0,
+                                   int64_t s1, float* g);
+
+}  // namespace detail
+
+namespace {  // each including file gets its own copy, built for its own ISA
+
+// Pairs (forward) and columns (backward) are computed 16 at a time in fixed-length loops, whose
+// accumulators the compiler keeps in registers (one AVX-512 vector, or four SSE ones); each output
+// element still sums in the same order (ascending columns, ascending partner vectors).
+constexpr int64_t kChunk = 16;
+
+inline int64_t padded_vectors(int64_t vectors) { return (vectors + kChunk - 1) / kChunk * kChunk; }
+
+// Samples [s0, s1); zt: dim * padded_vectors(vectors) floats of scratch.
+[[gnu::always_inline]] inline void pairwise_forward_samples(const PairwiseDotsArgs& a, const float* z, float* out, int64_t s0,
+                                                            int64_t s1, float* zt) {
+  const int64_t V = a.vectors, d = a.dim, P = a.pairs(), Vp = padded_vectors(V);
+  std::fill(zt, zt + d * Vp, 0.0f);
+  for (int64_t s = s0; s < s1; ++s) {
+    const float* zs = z + s * V * d;
+    for (int64_t j = 0; j < V; ++j)
+      for (int64_t c = 0; c < d; ++c) zt[c * Vp + j] = zs[j * d + c];  // zt[c][j] = z[s, j, c]
+    float* o = out + s * P;
+    for (int64_t i = a.self ? 0 : 1; i < V; ++i) {
+      const int64_t count = a.self ? i + 1 : i;
+      const float* zi = zs + i * d;
+      for (int64_t j0 = 0; j0 < count; j0 += kChunk) {
+        float acc[kChunk] = {};
+        for (int64_t c = 0; c < d; ++c) {
+          const float x = zi[c];
+          const float* row = zt + c * Vp + j0;
+          for (int64_t j = 0; j < kChunk; ++j) acc[j] += x * row[j];
+        }
+        std::copy(acc, acc + std::min(kChunk, count - j0), o + j0);
+      }
+      o += count;
+    }
+  }
+}
+
+// Samples [s0, s1); g: vectors * vectors floats of scratch (G + G^T of one sample).
+[[gnu::always_inline]] inline void pairwise_backward_samples(const PairwiseDotsArgs& a, const float* z, const float* grad_out,
+                                                             float* grad_z, int64_t s0, int64_t s1, float* g) {
+  const int64_t V = a.vectors, d = a.dim, P = a.pairs();
+  for (int64_t s = s0; s < s1; ++s) {
+    std::fill(g, g + V * V, 0.0f);
+    const float* go = grad_out + s * P;
+    for (int64_t i = a.self ? 0 : 1; i < V; ++i)
+      for (int64_t j = 0; j < (a.self ? i + 1 : i); ++j) {
+        const float v = *go++;
+        g[i * V + j] += v;
+        g[j * V + i] += v;
+      }
+    const float* zs = z + s * V * d;
+    float* gz = grad_z + s * V * d;
+    for (int64_t i = 0; i < V; ++i) {
+      // Zero weights are not skipped (a NaN or Inf in z reaches every gradient of a pair it is
+      // in), but without `self` the diagonal is no pair: a vector's own values stay out.
+      int64_t c0 = 0;
+      for (; c0 + kChunk <= d; c0 += kChunk) {
+        float acc[kChunk] = {};
+        for (int64_t j = 0; j < V; ++j) {
+          if (j == i && !a.self) continue;
+          const float w = g[i * V + j];
+          const float* zj = zs + j * d + c0;
+          for (int64_t c = 0; c < kChunk; ++c) acc[c] += w * zj[c];
+        }
+        std::copy(acc, acc + kChunk, gz + i * d + c0);
+      }
+      if (c0 < d) {
+        float* gi = gz + i * d;
+        std::fill(gi + c0, gi + d, 0.0f);
+        for (int64_t j = 0; j < V; ++j) {
+          if (j == i && !a.self) continue;
+          const float w = g[i * V + j];
+          const float* zj = zs + j * d;
+          for (int64_t c = c0; c < d; ++c) gi[c] += w * zj[c];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kintsugi
