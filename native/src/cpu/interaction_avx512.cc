@@ -13,8 +13,7 @@ void pairwise_dots_forward_avx512(const PairwiseDotsArgs& a, const float* z, flo
   std::fill(zt, zt + d * Vp, 0.0f);
   for (int64_t s = s0; s < s1; ++s) {
     const float* zs = z + s * V * d;
-    for (int64_t j = 0; j < V; ++j)
-      for (int64_t c = 0; c < d; ++c) zt[c * Vp + j] = zs[j * d + c];
+    transpose_sample(zs, V, d, Vp, zt);
     float* o = out + s * P;
     for (int64_t i = a.self ? 0 : 1; i < V; ++i) {
       const int64_t count = a.self ? i + 1 : i;
@@ -34,14 +33,7 @@ void pairwise_dots_backward_avx512(const PairwiseDotsArgs& a, const float* z, co
                                    int64_t s1, float* g) {
   const int64_t V = a.vectors, d = a.dim, P = a.pairs();
   for (int64_t s = s0; s < s1; ++s) {
-    std::fill(g, g + V * V, 0.0f);
-    const float* go = grad_out + s * P;
-    for (int64_t i = a.self ? 0 : 1; i < V; ++i)
-      for (int64_t j = 0; j < (a.self ? i + 1 : i); ++j) {
-        const float v = *go++;
-        g[i * V + j] += v;
-        g[j * V + i] += v;
-      }
+    symmetric_pair_grads(grad_out + s * P, V, a.self, g);
     const float* zs = z + s * V * d;
     float* gz = grad_z + s * V * d;
     for (int64_t i = 0; i < V; ++i)

@@ -1,8 +1,7 @@
-// The per-sample loops of the pairwise-dot interaction (interaction.cc), compiled once for any x86-64
-// and once with AVX-512 (interaction_avx512.cc): the inner loops run over contiguous pairs or
-// columns, so the compiler vectorises them at the width each file is built for. Both files are
-// built without contraction into fused multiply-adds, so every ISA gives the same bits (and the
-// GPU's kernels, which use the same operations in the same order, give them too).
+// The per-sample loops of the pairwise-dot interaction (interaction.cc), for any x86-64 (and other
+// CPUs), and their shared pieces, which interaction_avx512.cc's AVX-512 loops use too. Both files
+// are built without contraction into fused multiply-adds and sum in the same order, so every ISA
+// gives the same bits (and so do the GPU's kernels, which use the same operations in that order).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -28,6 +27,23 @@ constexpr int64_t kChunk = 16;
 
 inline int64_t padded_vectors(int64_t vectors) { return (vectors + kChunk - 1) / kChunk * kChunk; }
 
+// zt[c][j] = zs[j][c] (vectors padded to Vp, the padding left as it is: zero).
+[[gnu::always_inline]] inline void transpose_sample(const float* zs, int64_t V, int64_t d, int64_t Vp, float* zt) {
+  for (int64_t j = 0; j < V; ++j)
+    for (int64_t c = 0; c < d; ++c) zt[c * Vp + j] = zs[j * d + c];
+}
+
+// g = G + G^T for one sample (V x V), G holding the sample's pair gradients at the pairs' places.
+[[gnu::always_inline]] inline void symmetric_pair_grads(const float* go, int64_t V, bool self, float* g) {
+  std::fill(g, g + V * V, 0.0f);
+  for (int64_t i = self ? 0 : 1; i < V; ++i)
+    for (int64_t j = 0; j < (self ? i + 1 : i); ++j) {
+      const float v = *go++;
+      g[i * V + j] += v;
+      g[j * V + i] += v;
+    }
+}
+
 // Samples [s0, s1); zt: dim * padded_vectors(vectors) floats of scratch.
 [[gnu::always_inline]] inline void pairwise_forward_samples(const PairwiseDotsArgs& a, const float* z, float* out, int64_t s0,
                                                             int64_t s1, float* zt) {
@@ -35,8 +51,7 @@ inline int64_t padded_vectors(int64_t vectors) { return (vectors + kChunk - 1) /
   std::fill(zt, zt + d * Vp, 0.0f);
   for (int64_t s = s0; s < s1; ++s) {
     const float* zs = z + s * V * d;
-    for (int64_t j = 0; j < V; ++j)
-      for (int64_t c = 0; c < d; ++c) zt[c * Vp + j] = zs[j * d + c];  // zt[c][j] = z[s, j, c]
+    transpose_sample(zs, V, d, Vp, zt);
     float* o = out + s * P;
     for (int64_t i = a.self ? 0 : 1; i < V; ++i) {
       const int64_t count = a.self ? i + 1 : i;
@@ -60,14 +75,7 @@ inline int64_t padded_vectors(int64_t vectors) { return (vectors + kChunk - 1) /
                                                              float* grad_z, int64_t s0, int64_t s1, float* g) {
   const int64_t V = a.vectors, d = a.dim, P = a.pairs();
   for (int64_t s = s0; s < s1; ++s) {
-    std::fill(g, g + V * V, 0.0f);
-    const float* go = grad_out + s * P;
-    for (int64_t i = a.self ? 0 : 1; i < V; ++i)
-      for (int64_t j = 0; j < (a.self ? i + 1 : i); ++j) {
-        const float v = *go++;
-        g[i * V + j] += v;
-        g[j * V + i] += v;
-      }
+    symmetric_pair_grads(grad_out + s * P, V, a.self, g);
     const float* zs = z + s * V * d;
     float* gz = grad_z + s * V * d;
     for (int64_t i = 0; i < V; ++i) {
