@@ -163,7 +163,7 @@ export class EmbeddingCluster {
   /** A recovery started between requests (#recoverNow), awaited by the next attempt. */
   #recovering: Promise<void> | null = null;
   #onServed: (() => void)[] = [];
-  /** Commits sent whose acks are still to be collected (with the next push). */
+  /** Commits sent (one-way), whose writes are still to be collected (with the next push). */
   #commits: { server: number; done: Promise<unknown> }[] = [];
   /** Per server: the last commit, not sent yet. A data shard's goes out in one write with its next
    * request (the next pull), which it handles after it: one message and wake-up fewer; a parity
@@ -338,7 +338,11 @@ export class EmbeddingCluster {
     const commit = this.#unsentCommit[s];
     if (!commit) return;
     this.#unsentCommit[s] = null;
-    const done = this.#servers[s].conn.request(Op.commit, commit);
+    // One-way: a server handles a connection's frames in order, so the commit is applied before
+    // anything sent after it, and a commit it could not apply fails its next request (no ack to
+    // write and read each step: 14.3 and 13.9 % overhead against 15.5 and 16.1 %, 2 interleaved
+    // pairs). `done` settles once the frame is handed to the kernel, or fails with the connection.
+    const done = this.#servers[s].conn.send(Op.commit, commit);
     done.catch(() => undefined);
     this.#commits.push({ server: s, done });
   }
@@ -375,8 +379,8 @@ export class EmbeddingCluster {
     // committed in between): only the lost shards' rows are asked for again.
     const answered = new Array<boolean>(this.k).fill(false);
     return this.#retrying('pull', async () => {
-      // The last commit's acks are not awaited here: a shard handles requests in order, so the
-      // commit is applied before this pull, and the parity's commit overlaps the trainer's compute.
+      // The last commit is not awaited here: a shard handles requests in order, so the commit is
+      // applied before this pull, and the parity's commit overlaps the trainer's compute.
       const late = this.#pulls.lateAfter();
       const replies = await Promise.allSettled(routes.map((r, s) => {
         if (answered[s]) return null;
@@ -505,7 +509,7 @@ export class EmbeddingCluster {
       const late = new Set(prepares.flatMap((p, s) => (p ? [s] : [])));
       prepares.forEach((p, s) => p?.then(() => late.delete(s), () => (late.delete(s), abort())));
       const watch = setTimeout(() => late.forEach((s) => this.#closeIfDying(s)), this.#prepares.lateAfter().check);
-      // The previous commit's acks arrive alongside: a server that died after it shows up here.
+      // The previous commits' writes settle alongside: a connection that failed since shows up here.
       const [committed, prepared] = await Promise.all([Promise.allSettled(commits), Promise.allSettled(prepares)]);
       clearTimeout(watch);
       const took = performance.now() - started;
@@ -518,7 +522,7 @@ export class EmbeddingCluster {
       }
       this.#prepares.add(took);
       // Every server commits every step, so all hold the same committed step (what rebuild reads
-      // check). The acks are awaited with the next request: the commit costs no round trip. Data
+      // check). The commit is one-way and costs no round trip. Data
       // shards get theirs with their next request (the pull, which must see it anyway); parity
       // servers once that pull's replies are in, so their deltas are applied while the trainer
       // computes rather than beside the pulls on shared cores.

@@ -189,6 +189,11 @@ export class ShardServer {
   #committed = -1;
   /** Configured with `restoring`: the rows hold nothing until a restore. */
   #awaitingRestore = false;
+  /**
+   * Commits arrive one-way (no ack): one this server could not apply leaves its rows out of step, so
+   * every later request but a status probe fails with its error, and the trainer sees it there.
+   */
+  #commitError: Error | null = null;
   #stagedRows = new Map<number, { step: number; slots: Int32Array; rows: Float32Array }>();
   #stagedDeltas = new Map<number, StagedDelta[]>();
   /** A delta that could not be staged, by transaction: the trainer's stage request reports it. */
@@ -273,6 +278,7 @@ export class ShardServer {
   }
 
   handle(op: number, body: Reader): Reply | Promise<Reply> {
+    if (this.#commitError && op !== Op.status) throw this.#commitError;
     if (this.#awaitingRestore && ROW_OPS.has(op)) throw rangeError('request', 'a shard whose checkpoint has been restored (send restore first)', 'a shard configured to be restored', true);
     switch (op) {
       case Op.configure: return this.#configure(body.json<ShardConfig>());
@@ -281,7 +287,7 @@ export class ShardServer {
       case Op.prepare: return this.#prepare(body);
       case Op.delta: return this.#delta(body);
       case Op.stage: return this.#stage(body);
-      case Op.commit: return this.#commit(body.u32() - 1, body.u32());
+      case Op.commit: return this.#commitOrFail(body);
       case Op.abort: return this.#abort(body.u32() - 1);
       case Op.read: return this.#read(body);
       case Op.readRange: return this.#readRange(body);
@@ -549,6 +555,15 @@ export class ShardServer {
       w.fail(new Error(`Expected the deltas of step ${w.step} to be staged but ${why}`));
     }
     for (const [txn, e] of this.#deltaErrors) if (which(e.step)) this.#deltaErrors.delete(txn);
+  }
+
+  #commitOrFail(body: Reader): void {
+    try {
+      this.#commit(body.u32() - 1, body.u32());
+    } catch (e) {
+      this.#commitError = new Error(`Expected this server to apply every commit but one failed: ${(e as Error).message}`);
+      throw this.#commitError;
+    }
   }
 
   #commit(step: number, txn: number): void {

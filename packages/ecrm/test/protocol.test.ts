@@ -174,6 +174,22 @@ describe('a parity server\'s stage request', () => {
       shard.server.close();
     }
   });
+
+  it('a one-way commit it cannot apply fails every later request but a status probe', async () => {
+    const { ShardServer } = await import('../src/shard.js');
+    const shard = await ShardServer.listen();
+    const trainer = await Connection.connect({ host: '127.0.0.1', port: shard.port }, 'parity 0');
+    try {
+      await trainer.request(Op.configure, new Writer().json(parityConfig).build());
+      await trainer.send(Op.commit, new Writer().u32(1).build());  // no transaction id: it cannot be applied
+      await expect(trainer.request(Op.stage, stage(1, 2, []))).rejects.toThrow(/Expected this server to apply every commit but one failed: /);
+      await expect(trainer.request(Op.read, new Writer().u32(0).u32(0).array(Int32Array.of(1)).build())).rejects.toThrow(/apply every commit/);
+      expect((await trainer.request(Op.status)).json<{ pid: number }>().pid).toBe(process.pid);
+    } finally {
+      trainer.close();
+      shard.server.close();
+    }
+  });
 });
 
 describe('a data shard configured to be restored', () => {
