@@ -583,10 +583,10 @@ export class ShardServer {
   /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */
   #applyDelta(d: StagedDelta, onlyAbsent = false): void {
     const cw = this.#coded, sw = this.#sw, present = this.#present;
-    // Every slot of the delta counts as updated, applied now or held for a slot not rebuilt yet;
-    // the common case (an xor applied whole) counts in the scatter's own pass.
-    const countInScatter = !onlyAbsent && !present && this.#codec!.mode === 'xor';
-    if (!onlyAbsent && !countInScatter) this.#markTouched(d.dataIndex, d.slots);
+    // Every slot of the delta counts as updated, applied now or held for a slot not rebuilt yet; a
+    // delta applied whole (no rebuild under way) is counted by the scatter that writes it.
+    const counts = !onlyAbsent && !present ? this.#touchedCounts(d.dataIndex) : undefined;
+    if (!onlyAbsent && !counts) this.#markTouched(d.dataIndex, d.slots);
     const words = (b: Uint8Array) => (b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength >> 2) : new Int32Array(b.slice().buffer));
     let slots = d.slots, delta = words(d.delta), state = bits(d.state);
     if (present) {
@@ -610,12 +610,12 @@ export class ShardServer {
     }
     if (slots.length === 0) return;
     const store = bits(this.#store);
-    if (this.#codec!.mode === 'xor') scatterRowsSync(store, cw, slots, delta, { xor: true, counts: countInScatter ? this.#touchedCounts(d.dataIndex) : undefined });
+    if (this.#codec!.mode === 'xor') scatterRowsSync(store, cw, slots, delta, { xor: true, counts });
     else {
       // Gather the touched parity rows, apply the delta in one kernel call, scatter them back.
       const rows = gatherRowsSync(store, cw, slots);
       this.#codec!.apply(this.#cfg.index, d.dataIndex, new Uint8Array(delta.buffer, delta.byteOffset, delta.byteLength), new Uint8Array(rows.buffer));
-      scatterRowsSync(store, cw, slots, rows);
+      scatterRowsSync(store, cw, slots, rows, { counts });
     }
     if (this.#replicas.length) scatterRowsSync(bits(this.#replicas[d.dataIndex]), sw, slots, state);
   }

@@ -215,17 +215,10 @@ function dotsShape(z: DeviceTensor, options: CudaPairwiseDotsOptions) {
   return { Z, n, vectors, dim, self, pairs: pairwiseDotCount(vectors, self) };
 }
 
-function deviceOut(out: DeviceTensor | undefined, shape: number[], device: number): DeviceTensor {
-  if (out === undefined) return DeviceTensor.empty(shape, { device });
-  const o = checkDeviceTensor(out, 'options.out', ['float32'], shape.length);
-  if (o.shape.some((v, i) => v !== shape[i])) throw rangeError('options.out', `shape [${shape}]`, `shape [${o.shape}]`, true);
-  return o;
-}
-
 /** pairwiseDots on the GPU: out[s, pair(i, j)] = z[s, i] · z[s, j] for z [n, vectors, dim]. The CPU's bits. */
 export async function cudaPairwiseDots(z: DeviceTensor, options: CudaPairwiseDotsOptions = {}): Promise<DeviceTensor> {
   const p = dotsShape(z, options);
-  const out = deviceOut(options.out, [p.n, p.pairs], p.Z.device);
+  const out = outputOf(options.out, [p.n, p.pairs], p.Z, 'options.out');
   await native.cudaPairwiseDots('forward', p.Z.device, streamHandle(options.stream, p.Z.device), p.n, p.vectors, p.dim, p.self, p.Z.buffer, 0, null, 0, out.buffer, 0);
   return out;
 }
@@ -235,7 +228,7 @@ export async function cudaPairwiseDotsBackward(z: DeviceTensor, gradOut: DeviceT
   const p = dotsShape(z, options);
   const G = checkDeviceTensor(gradOut, 'gradOut', ['float32'], 2);
   if (G.shape[0] !== p.n || G.shape[1] !== p.pairs) throw rangeError('gradOut', `shape [${p.n}, ${p.pairs}] (samples, pairs)`, `shape [${G.shape}]`, true);
-  const out = deviceOut(options.out, [p.n, p.vectors, p.dim], p.Z.device);
+  const out = outputOf(options.out, [p.n, p.vectors, p.dim], p.Z, 'options.out');
   await native.cudaPairwiseDots('backward', p.Z.device, streamHandle(options.stream, p.Z.device), p.n, p.vectors, p.dim, p.self, p.Z.buffer, 0, G.buffer, 0, out.buffer, 0);
   return out;
 }
