@@ -2,6 +2,7 @@
 // server for another host.
 import { writeFile } from 'node:fs/promises';
 import { FileBatches, readCriteoTsv } from './data.js';
+import { DLRM_ARCHITECTURES, type DlrmArchitecture } from './model.js';
 import { comparisonSummary, comparisonTable, interleavedOverheadTable, runComparison, runInterleavedOverhead, summarize, throughputChart } from './report.js';
 import { ShardServer } from './shard.js';
 import { randomFailure, trainDlrm, type FtMode } from './train.js';
@@ -23,6 +24,8 @@ Options:
   --batch N            batch size (default 256)
   --rows N             rows per table, 26 tables (default 2000)
   --dim N              embedding dimension (default 16)
+  --arch A             the MLPs: kaggle (DLRM's reference for Criteo Kaggle: bottom 13-512-256-64-16,
+                       top 512-256-1; default) or small (one 64-wide hidden layer each)
   --k N                data shards (default 4)
   --seed N             (default 1)
   --fail-step N|random step at which a data shard is killed (default: mid-run, half a
@@ -101,7 +104,10 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
       // By default mid-way between two checkpoints: a checkpoint's expected lost work.
       : { step: int(flags, 'fail-step', every * Math.floor(steps / 2 / every) + Math.floor(every / 2), 0), server: int(flags, 'fail-server', 1, 0), when: choice(flags, 'fail-when', ['step', 'prepare', 'after-first-delta'] as const, 'step') };
     if (failure.server >= k) throw new UsageError(`Expected a data shard in [0, ${k - 1}] for --fail-server but received ${failure.server}`);
-    const common = { steps, batchSize: int(flags, 'batch', 256), rowsPerTable: int(flags, 'rows', 2000, 2), dim: int(flags, 'dim', 16), k, seed };
+    const arch = choice(flags, 'arch', Object.keys(DLRM_ARCHITECTURES) as DlrmArchitecture[], 'kaggle');
+    const common = { steps, batchSize: int(flags, 'batch', 256), rowsPerTable: int(flags, 'rows', 2000, 2), dim: int(flags, 'dim', 16), arch, k, seed };
+    const layers = DLRM_ARCHITECTURES[arch];
+    const model = `DLRM ${arch} (bottom 13-${[...layers.bottom, common.dim].join('-')}, top ${[...layers.top, 1].join('-')}; 26 tables × ${common.rowsPerTable} rows × ${common.dim})`;
     if (command === 'overhead') {
       const modes = (flags.get('modes') ?? 'none,xor,xor-replicated,rs,sum').split(',');
       // Steady state: until the servers' per-step code is optimised (a few hundred steps), V8's
@@ -109,7 +115,7 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
       // warm-up steps, 13.0% after 300.
       const warmup = int(flags, 'warmup', 300, 0);
       const rows = await runInterleavedOverhead({ ...common, modes, warmup });
-      process.stdout.write(`DLRM (13 dense, 26 tables × ${common.rowsPerTable} rows × ${common.dim}), batch ${common.batchSize}, k = ${k}; ` +
+      process.stdout.write(`${model}, batch ${common.batchSize}, k = ${k}; ` +
         `${steps} rounds of one step per mode after ${warmup} warm-up steps, no failure\n\n${interleavedOverheadTable(rows)}\n`);
       return 0;
     }
@@ -134,7 +140,7 @@ export async function ecrmCommand(argv: string[]): Promise<number> {
     });
     const svg = flags.get('svg') ?? 'ecrm-throughput.svg';
     await writeFile(svg, throughputChart(rows));
-    process.stdout.write(`DLRM (13 dense, 26 tables × ${common.rowsPerTable} rows × ${common.dim}), batch ${common.batchSize}, ${steps} steps, k = ${k}; ` +
+    process.stdout.write(`${model}, batch ${common.batchSize}, ${steps} steps, k = ${k}; ` +
       `data shard ${failure.server} killed at step ${failure.step} (${failure.when ?? 'step'})\n\n${comparisonTable(rows)}\n\n${comparisonSummary(rows)}\n\nplot: ${svg}\n`);
     const json = flags.get('json');
     if (json) await writeFile(json, JSON.stringify(rows.map(({ result, ...r }) => ({ ...r, failures: result.failures, events: result.events })), null, 2));

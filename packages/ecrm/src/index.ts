@@ -3,10 +3,10 @@
 // under a per-step two-phase commit; a lost shard is rebuilt on a spare while training goes on.
 export { XorParityGroup, createCodec, codeModes, type CodeMode, type ParityCodec } from './codec.js';
 export {
-  SyntheticCriteo, parseCriteoTsv, readCriteoTsv, toCriteoTsv, FileBatches, sliceBatch, auc, hash2,
+  SyntheticCriteo, spreadRank, parseCriteoTsv, readCriteoTsv, toCriteoTsv, FileBatches, sliceBatch, auc, hash2,
   DENSE_FEATURES, SPARSE_FEATURES, type Batch, type BatchSource, type SyntheticOptions,
 } from './data.js';
-export { DLRM, lookupRows, type DlrmOptions, type Lookup } from './model.js';
+export { DLRM, DLRM_ARCHITECTURES, lookupRows, type DlrmArchitecture, type DlrmOptions, type Lookup } from './model.js';
 export { DenseAdagrad, adagradRow, stateWidth, embeddingOptimizers, type EmbeddingOptimizer } from './optim.js';
 export { Connection, FrameDecoder, Reader, Writer, Op, serve, encodeFrame, MAX_FRAME } from './protocol.js';
 export { ShardServer, initialWeight, type ShardConfig, type Address, type RebuildPlan } from './shard.js';

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 import { lineChart, type Series } from './svg.js';
+import type { DlrmArchitecture } from './model.js';
 import { interleavedStepTimes, modeLabel, trainDlrm, type Failure, type TrainOptions, type TrainResult } from './train.js';
 
 export interface ComparisonRow {
@@ -97,6 +98,7 @@ export interface ComparisonOptions {
   batchSize: number;
   rowsPerTable: number;
   dim: number;
+  arch?: DlrmArchitecture;
   k: number;
   seed: number;
   failure: Failure;
@@ -163,7 +165,7 @@ function codeOf(token: string): Pick<TrainOptions, 'mode' | 'code' | 'state' | '
 }
 
 function comparisonRun(o: ComparisonOptions, token: string): TrainOptions {
-  const base: Omit<TrainOptions, 'mode'> = { steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed, rebuild: o.rebuild };
+  const base: Omit<TrainOptions, 'mode'> = { steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, arch: o.arch, k: o.k, seed: o.seed, rebuild: o.rebuild };
   const fail = [o.failure];
   switch (token) {
     case 'none': return { ...base, mode: 'none' };
@@ -187,6 +189,7 @@ export interface InterleavedOverheadOptions {
   batchSize: number;
   rowsPerTable: number;
   dim: number;
+  arch?: DlrmArchitecture;
   k: number;
   seed: number;
 }
@@ -209,7 +212,7 @@ export async function runInterleavedOverhead(o: InterleavedOverheadOptions): Pro
   const jobs = o.modes.map((token): TrainOptions => {
     const code = codeOf(token);
     if (!code) throw new RangeError(`Expected one of none, xor, xor-replicated, rs, sum for a mode but received ${JSON.stringify(token)}`);
-    return { ...code, steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, k: o.k, seed: o.seed };
+    return { ...code, steps: o.steps, batchSize: o.batchSize, rowsPerTable: o.rowsPerTable, dim: o.dim, arch: o.arch, k: o.k, seed: o.seed };
   });
   const times = await interleavedStepTimes(jobs, o.steps, o.warmup);
   return jobs.map((job, j) => {

@@ -14,7 +14,7 @@ import { binaryCrossEntropyWithLogits, Rng } from '@kintsugi/cuda-core/nn';
 import type { CodeMode } from './codec.js';
 import { EmbeddingCluster, ShardLostError, type ClusterEvent } from './cluster.js';
 import { auc, SPARSE_FEATURES, SyntheticCriteo, type BatchSource } from './data.js';
-import { DLRM, lookupRows } from './model.js';
+import { DLRM, DLRM_ARCHITECTURES, lookupRows, type DlrmArchitecture } from './model.js';
 import { DenseAdagrad, type EmbeddingOptimizer } from './optim.js';
 import { integer, oneOf, rangeError } from './validate.js';
 
@@ -40,6 +40,8 @@ export interface TrainOptions {
   batchSize?: number;
   rowsPerTable?: number;
   dim?: number;
+  /** The MLPs' hidden layers (DLRM_ARCHITECTURES; default 'small'). */
+  arch?: DlrmArchitecture;
   k?: number;
   seed?: number;
   lr?: number;
@@ -138,7 +140,8 @@ async function startJob(options: TrainOptions): Promise<Job> {
     timeoutMs: options.timeoutMs, rebuild: options.rebuild, hedgePulls: options.hedgePulls,
     crash: inPush ? { shard: inPush.server, step: inPush.step, when: inPush.when as 'prepare' | 'after-first-delta' } : undefined,
   });
-  const model = new DLRM({ dim, seed: seed + 1 });
+  const arch = DLRM_ARCHITECTURES[oneOf(options.arch ?? 'small', 'options.arch', Object.keys(DLRM_ARCHITECTURES) as DlrmArchitecture[])];
+  const model = new DLRM({ dim, seed: seed + 1, bottom: [...arch.bottom], top: [...arch.top] });
   return { mode, source, cluster, model, opt: new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02), steps, ahead: new Map(), denseStepped: -1 };
 }
 

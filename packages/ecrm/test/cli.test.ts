@@ -22,7 +22,7 @@ describe('kintsugi ecrm', () => {
     const svg = join(dir, 'plot.svg');
     const r = await run(['--modes', 'none,checkpoint,xor', '--steps', '24', '--batch', '64', '--rows', '300', '--dim', '8', '--checkpoint-every', '8', '--svg', svg, '--rebuild-range-slots', '64', '--rebuild-pause-ms', '1']);
     expect(r.code, r.err).toBe(0);
-    expect(r.out).toMatch(/data shard 1 killed at step 12/);
+    expect(r.out).toMatch(/^DLRM kaggle \(bottom 13-512-256-64-8, top 512-256-1; 26 tables × 300 rows × 8\), batch 64, 24 steps, k = 4; data shard 1 killed at step 12/);
     expect(r.out).toMatch(/\| no fault tolerance \| \d+ \|/);
     expect(r.out).toMatch(/\| checkpoint every 8 \| \d+ \| -?\d+\.\d% .*\| 4 \|/); // 4 steps redone
     expect(r.out).toMatch(/\| ecrm xor k=4 r=1 \| \d+ \| -?\d+\.\d% .*\| 0 \|/);
@@ -33,8 +33,9 @@ describe('kintsugi ecrm', () => {
   });
 
   it('measures the steady-state overhead with the modes\' steps interleaved', async () => {
-    const r = await run(['overhead', '--modes', 'none,xor,rs', '--steps', '8', '--warmup', '2', '--batch', '64', '--rows', '300', '--dim', '8']);
+    const r = await run(['overhead', '--modes', 'none,xor,rs', '--steps', '8', '--warmup', '2', '--batch', '64', '--rows', '300', '--dim', '8', '--arch', 'small']);
     expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^DLRM small \(bottom 13-64-8, top 64-1; 26 tables × 300 rows × 8\), batch 64, k = 4;/);
     expect(r.out).toMatch(/8 rounds of one step per mode after 2 warm-up steps, no failure/);
     expect(r.out).toMatch(/\| no fault tolerance \| \d+\.\d\d ms \| 0\.0% \|/);
     expect(r.out).toMatch(/\| ecrm xor k=4 r=1 \| \d+\.\d\d ms \| -?\d+\.\d% \| -?\d+\.\d% … -?\d+\.\d% \|/);
@@ -47,6 +48,7 @@ describe('kintsugi ecrm', () => {
     expect(r.err).toMatch(/Expected an integer >= 8 for --steps but received "many"/);
     expect((await run(['--modes', 'none,raid5', '--steps', '8'])).err).toMatch(/Expected one of none, .* for a mode but received "raid5"/);
     expect((await run(['--rebuild-range-slots', '0', '--steps', '8'])).err).toMatch(/Expected an integer >= 1 for --rebuild-range-slots but received "0"/);
+    expect((await run(['--arch', 'huge', '--steps', '8'])).err).toMatch(/Expected one of kaggle, small for --arch but received "huge"/);
     expect((await run(['frobnicate'])).err).toMatch(/Expected report, train, overhead or serve for the ecrm command but received "frobnicate"/);
     expect((await run(['overhead', '--modes', 'xor,none', '--steps', '8'])).err).toMatch(/Expected 'none' \(the baseline\) as the first mode but received "xor"/);
     expect((await run(['overhead', '--modes', 'none,checkpoint', '--steps', '8'])).err).toMatch(/Expected one of none, xor, xor-replicated, rs, sum for a mode but received "checkpoint"/);

@@ -2,7 +2,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { auc, parseCriteoTsv, readCriteoTsv, SyntheticCriteo, toCriteoTsv } from '../src/index.js';
+import { auc, parseCriteoTsv, readCriteoTsv, spreadRank, SyntheticCriteo, toCriteoTsv } from '../src/index.js';
 
 describe('Criteo-shaped data', () => {
   const gen = new SyntheticCriteo({ rowsPerTable: 1000, batchSize: 512, seed: 3 });
@@ -22,6 +22,12 @@ describe('Criteo-shaped data', () => {
     // The hidden model separates clicks: its own logit has a high AUC.
     const scores = Array.from({ length: 512 }, (_, s) => Array.from({ length: 8 }, (_, t) => gen.truth(t, a.sparse[s * 26 + t])).reduce((x, y) => x + y, 0));
     expect(auc(scores, a.labels)).toBeGreaterThan(0.65);
+  });
+
+  it('spreads ranks over a table exactly (rank × 2654435761 mod rows, past 2^53)', () => {
+    for (const [rank, rows] of [[0, 7], [6, 7], [2 ** 28 - 1, 2 ** 28], [123456789, 200000003], [99999, 100000], [2 ** 27 + 5, 2 ** 28 - 57]]) {
+      expect(spreadRank(rank, rows)).toBe(Number((BigInt(rank) * 2654435761n) % BigInt(rows)));
+    }
   });
 
   it('round-trips through the Criteo TSV format', async () => {

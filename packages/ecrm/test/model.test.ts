@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor } from '@kintsugi/cuda-core';
 import { binaryCrossEntropyWithLogits } from '@kintsugi/cuda-core/nn';
-import { DLRM, lookupRows, SyntheticCriteo } from '../src/index.js';
+import { DLRM, DLRM_ARCHITECTURES, lookupRows, SyntheticCriteo, trainDlrm } from '../src/index.js';
 
 describe('DLRM', () => {
   it('returns the lookup rows\' gradient of the loss (checked against central differences)', async () => {
@@ -36,5 +36,29 @@ describe('DLRM', () => {
       expect(Math.abs(numeric - analytic[i])).toBeLessThan(0.03 * Math.abs(analytic[i]) + 2e-4);
     }
     expect(Math.abs(analytic[order[0]])).toBeGreaterThan(1e-3); // the check is not vacuous
+  });
+
+  it('deduplicates a batch\'s lookups in first-use order (against a Map)', () => {
+    // Tables of 3 rows: almost every lookup repeats one (the open-addressing table's probe chains).
+    for (const [rows, size] of [[3, 50], [1000, 257], [2 ** 22, 64]]) {
+      const batch = new SyntheticCriteo({ rowsPerTable: rows, batchSize: size, seed: 5 }).batch(2);
+      const { rows: got, local } = lookupRows(batch, rows);
+      const seen = new Map<number, number>();
+      const want: number[] = [];
+      batch.sparse.forEach((r, i) => {
+        const g = (i % 26) * rows + r;
+        if (!seen.has(g)) seen.set(g, want.push(g) - 1);
+        expect(local[i]).toBe(seen.get(g));
+      });
+      expect(Array.from(got)).toEqual(want);
+    }
+  });
+
+  it('builds DLRM\'s reference Criteo Kaggle MLPs (13-512-256-64-16, 367-512-256-1)', async () => {
+    const { bottom, top } = DLRM_ARCHITECTURES.kaggle;
+    const model = new DLRM({ dim: 16, bottom: [...bottom], top: [...top] });
+    const shapes = model.parameters().map((p) => p.value.shape.join('x'));
+    expect(shapes).toEqual(['512x13', '512', '256x512', '256', '64x256', '64', '16x64', '16', '512x367', '512', '256x512', '256', '1x256', '1']);
+    await expect(trainDlrm({ mode: 'none', steps: 1, arch: 'huge' as 'small' })).rejects.toThrow("Expected one of 'kaggle' | 'small' for options.arch but received \"huge\"");
   });
 });
