@@ -13,4 +13,11 @@ void relu_backward(const float* dy, const float* y, int64_t n, float* dx);
 // a += b.
 void add_into(float* a, const float* b, int64_t n);
 
+// One element-wise Adagrad step over n parameters, in double precision with float32 storage,
+// rounding where JavaScript's Float32Array assignments round (the same bits as
+// `g' = g + wd·w; s += g'²; w -= lr·g' / (√s + eps)` written over Float32Arrays):
+//   g' = g + wd·w (just g when wd == 0), s = f32(s + g'²), w = f32(w − lr·g' / (√s + eps)).
+// No fused multiply-adds (this file is built with -ffp-contract=off).
+void adagrad_update(float* w, const float* g, float* s, int64_t n, double lr, double eps, double wd);
+
 }  // namespace kintsugi

@@ -966,6 +966,25 @@ Napi::Value AddInto(const Napi::CallbackInfo& info) {
   });
 }
 
+// adagradUpdate(async, w, g, s, lr, eps, weightDecay): one element-wise Adagrad step in place on w
+// and s (see adagrad_update); the three arrays have one length and do not overlap.
+Napi::Value AdagradUpdate(const Napi::CallbackInfo& info) {
+  return run_call(info, read_async(info), [&] {
+    Args a(info, 1);
+    auto W = a.array<float>(0, "weights"), G = a.array<float>(1, "grads"), S = a.array<float>(2, "state");
+    if (G.length != W.length) throw_expected(ErrorKind::Range, std::to_string(W.length) + " elements (as weights)", "grads", std::to_string(G.length));
+    if (S.length != W.length) throw_expected(ErrorKind::Range, std::to_string(W.length) + " elements (as weights)", "state", std::to_string(S.length));
+    check_no_overlap(W, G);
+    check_no_overlap(W, S);
+    check_no_overlap(S, G);
+    const double lr = a.number(3, "lr"), eps = a.number(4, "eps"), wd = a.number(5, "weightDecay");
+    float *w = W.data, *s = S.data;
+    const float* g = G.data;
+    const int64_t n = W.length;
+    return Job{[w, g, s, n, lr, eps, wd] { adagrad_update(w, g, s, n, lr, eps, wd); }, W.value, {W.value, G.value, S.value}};
+  });
+}
+
 // Reads (n, c, hw, eps, momentum, training) starting at argument `i` and checks them.
 BatchNormArgs read_batch_norm(const Args& a, size_t i) {
   BatchNormArgs b;
@@ -1187,7 +1206,7 @@ class KintsugiAddon : public Napi::Addon<KintsugiAddon> {
         {"conv2dBackwardData", Conv2dBackwardData}, {"conv2dBackwardWeight", Conv2dBackwardWeight},
         {"checksum", Checksum}, {"xorEncode", XorEncode}, {"xorInto", XorInto}, {"sumEncode", SumEncode}, {"sumDecode", SumDecode},
         {"rsEncode", RsEncode}, {"rsDecode", RsDecode}, {"rsUpdateParity", RsUpdateParity},
-        {"reluForward", ReluForward}, {"reluBackward", ReluBackward}, {"addInto", AddInto}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"pairwiseDotsForward", PairwiseDotsForward}, {"pairwiseDotsBackward", PairwiseDotsBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages}, {"adviseHugePages", AdviseHugePages},
+        {"reluForward", ReluForward}, {"reluBackward", ReluBackward}, {"addInto", AddInto}, {"adagradUpdate", AdagradUpdate}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"embeddingBagForward", EmbeddingBagForward}, {"embeddingBagBackward", EmbeddingBagBackward}, {"pairwiseDotsForward", PairwiseDotsForward}, {"pairwiseDotsBackward", PairwiseDotsBackward}, {"gatherRows", GatherRows}, {"scatterRows", ScatterRows}, {"largePages", LargePages}, {"adviseHugePages", AdviseHugePages},
         {"sgemmChecked", SgemmChecked}, {"abftGroupWidth", AbftGroupWidth}, {"abftGroupSums", AbftGroupSums}, {"abftRowCheck", AbftRowCheck}, {"sgemmRowChecked", SgemmRowChecked},
         {"_throwNativeError", ThrowNativeError}, {"_setFaultInjection", SetFaultInjection},
     };

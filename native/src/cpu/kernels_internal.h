@@ -94,6 +94,10 @@ template <typename F> auto translate_bad_alloc(const char* what, F&& fn) -> decl
 }
 #endif
 
+// Element-wise Adagrad (elementwise.cc) on whole groups of 8 with AVX-512, in double like the
+// portable loop: returns how many leading elements it did (the caller finishes the rest).
+int64_t adagrad_update_avx512(float* w, const float* g, float* s, int64_t n, double lr, double eps, double wd);
+
 }  // namespace detail
 
 namespace conv_internal {

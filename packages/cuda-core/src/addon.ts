@@ -136,6 +136,7 @@ export interface NativeAddon {
   reluForward: Call<[Float32Array, Float32Array], Float32Array>;
   reluBackward: Call<[Float32Array, Float32Array, Float32Array], Float32Array>;
   addInto: Call<[Float32Array, Float32Array], Float32Array>;
+  adagradUpdate: Call<[Float32Array, Float32Array, Float32Array, number, number, number], Float32Array>;
   batchNormForward: Call<[Float32Array, number, number, number, number, number, boolean, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float64Array], Float32Array>;
   batchNormBackward: Call<[Float32Array, number, number, number, number, number, boolean, Float32Array, Float32Array, Float64Array, Float32Array, Float32Array, Float32Array], Float32Array>;
   embeddingBagForward: Call<[Float32Array, number, number, Int32Array, Int32Array, Maybe<Float32Array>, BagMode, Float32Array], Float32Array>;

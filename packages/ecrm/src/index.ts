@@ -6,8 +6,8 @@ export {
   SyntheticCriteo, spreadRank, parseCriteoTsv, readCriteoTsv, toCriteoTsv, FileBatches, sliceBatch, auc, hash2,
   DENSE_FEATURES, SPARSE_FEATURES, type Batch, type BatchSource, type SyntheticOptions,
 } from './data.js';
-export { DLRM, DLRM_ARCHITECTURES, lookupRows, type DlrmArchitecture, type DlrmOptions, type Lookup } from './model.js';
-export { DenseAdagrad, adagradRow, stateWidth, embeddingOptimizers, type EmbeddingOptimizer } from './optim.js';
+export { DLRM, DLRM_ARCHITECTURES, DenseAdagrad, lookupRows, type DlrmArchitecture, type DlrmOptions, type Lookup } from './model.js';
+export { adagradRow, stateWidth, embeddingOptimizers, type EmbeddingOptimizer } from './optim.js';
 export { Connection, FrameDecoder, Reader, Writer, Op, serve, encodeFrame, MAX_FRAME } from './protocol.js';
 export { ShardServer, initialWeight, type ShardConfig, type Address, type RebuildPlan } from './shard.js';
 export { EmbeddingCluster, ShardLostError, SHARD_MAIN, type ClusterOptions, type ClusterEvent, type Protection, type Health } from './cluster.js';

@@ -3,7 +3,7 @@
 // logit. The embedding rows live on the shard servers; a step works on a compact table of just the
 // rows its batch touches (a batch touches few rows: ~8,900 of 200M in MLPerf's DLRM).
 import { embeddingBagBackwardSync, embeddingBagSync, pairwiseDotsBackwardSync, pairwiseDotsSync, Tensor } from '@kintsugi/cuda-core';
-import { Linear, ReLU, Rng, Sequential, type Module } from '@kintsugi/cuda-core/nn';
+import { adagradUpdate, Linear, ReLU, Rng, Sequential, type Module } from '@kintsugi/cuda-core/nn';
 import { DENSE_FEATURES, SPARSE_FEATURES, type Batch } from './data.js';
 import { integer } from './validate.js';
 
@@ -137,5 +137,29 @@ export class DLRM {
     }
     await this.bottom.backward(new Tensor(gx, [n, d]));
     return embeddingBagBackwardSync(new Tensor(ge, [n * (V - 1), d]), lookup.local, lookup.offsets, { rows: lookup.rows }).data;
+  }
+}
+
+/** Element-wise Adagrad over dense parameters (the MLPs), with state that can be saved. */
+export class DenseAdagrad {
+  readonly state: Float32Array[];
+  constructor(readonly params: { value: { data: Float32Array }; grad: { data: Float32Array } }[], readonly lr: number, readonly eps = 1e-10) {
+    this.state = params.map((p) => new Float32Array(p.value.data.length));
+  }
+  zeroGrad(): void {
+    for (const p of this.params) p.grad.data.fill(0);
+  }
+  /** One step, natively (the same bits as the loop `s += g²; w −= lr·g / (√s + eps)` in
+   * JavaScript, which took ~2.4 ms a step for the reference model's 475,000 MLP weights). */
+  step(): void {
+    this.params.forEach((p, i) => adagradUpdate(p.value.data, p.grad.data, this.state[i], this.lr, this.eps));
+  }
+  /** Weights and state, copied (a trainer checkpoint). */
+  snapshot(): Float32Array[] {
+    return [...this.params.map((p) => p.value.data.slice()), ...this.state.map((s) => s.slice())];
+  }
+  restore(snapshot: Float32Array[]): void {
+    this.params.forEach((p, i) => p.value.data.set(snapshot[i]));
+    this.state.forEach((s, i) => s.set(snapshot[this.params.length + i]));
   }
 }

@@ -1,6 +1,7 @@
 // Adagrad as the embedding shards and the trainer apply it. The state lives beside the weights so it
 // can be encoded, replicated and checkpointed with them (nn's optimizers keep theirs private). The
-// formulas are those of @kintsugi/cuda-core/nn's Adagrad and RowwiseAdagrad.
+// formulas are those of @kintsugi/cuda-core/nn's Adagrad and RowwiseAdagrad. (The MLPs' optimizer,
+// DenseAdagrad, is in model.ts: shard processes load this file without the nn module.)
 import { oneOf } from './validate.js';
 
 export type EmbeddingOptimizer = 'rowwise-adagrad' | 'adagrad';
@@ -30,33 +31,5 @@ export function adagradRow(kind: EmbeddingOptimizer, row: Float32Array, dim: num
     const gj = g[gOffset + j];
     row[r + dim + j] += gj * gj;
     row[r + j] -= (lr * gj) / (Math.sqrt(row[r + dim + j]) + eps);
-  }
-}
-
-/** Element-wise Adagrad over dense parameters (the MLPs), with state that can be saved. */
-export class DenseAdagrad {
-  readonly state: Float32Array[];
-  constructor(readonly params: { value: { data: Float32Array }; grad: { data: Float32Array } }[], readonly lr: number, readonly eps = 1e-10) {
-    this.state = params.map((p) => new Float32Array(p.value.data.length));
-  }
-  zeroGrad(): void {
-    for (const p of this.params) p.grad.data.fill(0);
-  }
-  step(): void {
-    this.params.forEach((p, i) => {
-      const w = p.value.data, g = p.grad.data, s = this.state[i];
-      for (let j = 0; j < w.length; j++) {
-        s[j] += g[j] * g[j];
-        w[j] -= (this.lr * g[j]) / (Math.sqrt(s[j]) + this.eps);
-      }
-    });
-  }
-  /** Weights and state, copied (a trainer checkpoint). */
-  snapshot(): Float32Array[] {
-    return [...this.params.map((p) => p.value.data.slice()), ...this.state.map((s) => s.slice())];
-  }
-  restore(snapshot: Float32Array[]): void {
-    this.params.forEach((p, i) => p.value.data.set(snapshot[i]));
-    this.state.forEach((s, i) => s.set(snapshot[this.params.length + i]));
   }
 }

@@ -14,8 +14,8 @@ import { binaryCrossEntropyWithLogits, Rng } from '@kintsugi/cuda-core/nn';
 import type { CodeMode } from './codec.js';
 import { EmbeddingCluster, ShardLostError, type ClusterEvent } from './cluster.js';
 import { auc, SPARSE_FEATURES, SyntheticCriteo, type BatchSource } from './data.js';
-import { DLRM, DLRM_ARCHITECTURES, lookupRows, type DlrmArchitecture } from './model.js';
-import { DenseAdagrad, type EmbeddingOptimizer } from './optim.js';
+import { DenseAdagrad, DLRM, DLRM_ARCHITECTURES, lookupRows, type DlrmArchitecture } from './model.js';
+import type { EmbeddingOptimizer } from './optim.js';
 import { integer, oneOf, rangeError } from './validate.js';
 
 export type FtMode = 'none' | 'checkpoint' | 'cpr' | 'ecrm';

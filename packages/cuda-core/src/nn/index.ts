@@ -20,4 +20,4 @@ export { saveModel, loadModel, loadModelFile, loadWeights, loadStateDict, encode
 export { mlp, cnn, resnetSmall, buildModel, modelNames, type ModelName } from './models.js';
 export { trainStep, trainEpoch, evaluate, predict, type StepStats, type EpochProgress, type EpochResult, type TrainEpochOptions } from './train.js';
 export { Rng, manualSeed, globalRng } from './rng.js';
-export { matmul, SYNC_FLOPS } from './ops.js';
+export { matmul, adagradUpdate, SYNC_FLOPS } from './ops.js';

@@ -3,6 +3,7 @@
 // as sparse optimizers do in PyTorch/FBGEMM, so a step costs O(touched rows), not O(table).
 import { finiteNumber, integer, plainObject, rangeError, typeError } from '../validate.js';
 import { Parameter } from './module.js';
+import { adagradUpdate } from './ops.js';
 
 function paramList(params: Iterable<Parameter>): Parameter[] {
   const list = [...params];
@@ -187,6 +188,10 @@ export class Adagrad extends AdagradBase {
   protected update(p: Parameter, index: number): void {
     const w = p.value.data, g = p.grad.data, s = this.#sum[index];
     const { lr, eps, weightDecay: wd } = this;
+    if (p.rows === null) {
+      adagradUpdate(w, g, s, lr, eps, wd);
+      return;
+    }
     forEachRange(p, (start, end) => {
       for (let i = start; i < end; i++) {
         const gi = g[i] + wd * w[i];

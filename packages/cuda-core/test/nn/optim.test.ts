@@ -1,7 +1,7 @@
 // Optimizer updates against hand-computed values, sparse-row behaviour, and the schedules.
 import { describe, expect, it } from 'vitest';
-import { Tensor } from '../../src/index.js';
-import { Adagrad, Adam, CosineLR, EmbeddingBag, Parameter, RowwiseAdagrad, SGD, StepLR } from '../../src/nn/index.js';
+import { setIsaLimit, Tensor } from '../../src/index.js';
+import { adagradUpdate, Adagrad, Adam, CosineLR, EmbeddingBag, Parameter, RowwiseAdagrad, SGD, StepLR } from '../../src/nn/index.js';
 
 function param(values: number[], grad: number[], shape = [values.length]): Parameter {
   const p = new Parameter(Tensor.fromArray(values, shape));
@@ -52,6 +52,55 @@ describe('optimizers', () => {
     close(p.value.data, [-0.5, 0.5]);
     opt.step(); // s = [8, 2]
     close(p.value.data, [-0.5 - 1 / Math.sqrt(8), 0.5 + 0.5 / Math.sqrt(2)]);
+  });
+
+  it('the native Adagrad step gives the bits of the same loop in JavaScript, on every ISA path', () => {
+    // The loop it replaces: doubles, rounded to float32 by each Float32Array store.
+    const jsStep = (w: Float32Array, g: Float32Array, s: Float32Array, lr: number, eps: number, wd: number) => {
+      for (let i = 0; i < w.length; i++) {
+        const gi = wd === 0 ? g[i] : g[i] + wd * w[i];
+        s[i] += gi * gi;
+        w[i] -= (lr * gi) / (Math.sqrt(s[i]) + eps);
+      }
+    };
+    let seed = 9;
+    const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * scale);
+    const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+    try {
+      for (const isa of ['avx512', 'avx2', 'portable'] as const) {
+        setIsaLimit(isa);
+        // Odd lengths around the 8-wide groups, and a gradient spread over many binades.
+        for (const n of [0, 1, 7, 8, 9, 17, 1001]) {
+          for (const [lr, eps, wd] of [[0.02, 1e-10, 0], [0.5, 1e-8, 0.01], [3, 0, -0.2]]) {
+            const w = random(n, 4), g = random(n, 1).map((v, i) => v * 10 ** ((i % 9) - 4)), s = random(n, 2).map(Math.abs);
+            const w2 = w.slice(), s2 = s.slice();
+            adagradUpdate(w, g, s, lr, eps, wd);
+            jsStep(w2, g, s2, lr, eps, wd);
+            expect(bits(w), `${isa} n=${n} wd=${wd}`).toEqual(bits(w2));
+            expect(bits(s)).toEqual(bits(s2));
+          }
+        }
+        // NaN and Inf: a NaN gradient poisons its weight and state only; an infinite one sends the
+        // state to Inf and the step to Inf / Inf = NaN; a zero state and gradient with eps = 0 is 0 / 0.
+        const w = Float32Array.from([1, 1, 1, 1, 1, 1, 1, 1, 1]), s = new Float32Array(9);
+        const g = Float32Array.from([NaN, 1, Infinity, 0, 1, 1, 1, 1, -Infinity]);
+        adagradUpdate(w, g, s, 0.1, 0, 0);
+        const moved = Math.fround(1 - 0.1);
+        expect(Array.from(w)).toEqual([NaN, moved, NaN, NaN, moved, moved, moved, moved, NaN]);
+        expect(Array.from(s)).toEqual([NaN, 1, Infinity, 0, 1, 1, 1, 1, Infinity]);
+      }
+    } finally {
+      setIsaLimit('avx512');
+    }
+  });
+
+  it('the native Adagrad step refuses arrays of other lengths, shared memory and bad numbers', () => {
+    const w = new Float32Array(8), g = new Float32Array(8), s = new Float32Array(8);
+    expect(() => adagradUpdate(w, new Float32Array(7), s, 0.1, 1e-10)).toThrow(/Expected 8 elements \(as weights\) for grads but received 7/);
+    expect(() => adagradUpdate(w, g, new Float32Array(9), 0.1, 1e-10)).toThrow(/Expected 8 elements \(as weights\) for state but received 9/);
+    expect(() => adagradUpdate(w, w.subarray(0), s, 0.1, 1e-10)).toThrow(/overlap/);
+    expect(() => adagradUpdate(w, g, s, NaN, 1e-10)).toThrow(/lr/);
+    expect(() => adagradUpdate(w, g, new Float64Array(8) as unknown as Float32Array, 0.1, 1e-10)).toThrow(/state/);
   });
 
   it('row-wise Adagrad keeps one accumulator per row and updates only the rows a bag touched', async () => {
