@@ -41,6 +41,13 @@ export interface LinearOptions {
   rng?: Rng;
 }
 
+let ones: Tensor<'float32'> | null = null;
+/** A [1, n] row of ones (one kept and grown, viewed at the length asked for). */
+function onesRow(n: number): Tensor<'float32'> {
+  if (!ones || ones.data.length < n) ones = new Tensor(new Float32Array(Math.max(n, 256)).fill(1), [1, Math.max(n, 256)]);
+  return new Tensor(ones.data.subarray(0, n), [1, n]);
+}
+
 /** y = x Wᵀ + b with W: [out, in] (PyTorch's layout, so weights move between the two as they are). */
 export class Linear extends Module {
   readonly weight: Parameter;
@@ -89,8 +96,9 @@ export class Linear extends Module {
     }
     await matmul(g, x, { transA: true, out: this.weight.grad, beta: 1 });
     if (this.bias) {
-      const gd = g.contiguousData(), bg = this.bias.grad.data, m = this.outFeatures;
-      for (let r = 0; r < g.shape[0]; r++) for (let j = 0; j < m; j++) bg[j] += gd[r * m + j];
+      // The bias gradient, dy's column sums, as a GEMM 1s[1, N] · dy (accumulated, beta = 1): in a
+      // JavaScript loop it took ~0.8 ms a step for DLRM's reference MLPs at batch 256.
+      await matmul(onesRow(g.shape[0]), g, { out: new Tensor(this.bias.grad.data, [1, this.outFeatures]), beta: 1 });
     }
     return matmul(g, this.weight.value);
   }

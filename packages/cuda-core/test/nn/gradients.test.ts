@@ -27,6 +27,18 @@ describe('finite-difference gradient checks', () => {
     await expectGradientsMatch(new Linear(3, 6, { bias: false }), randomTensor([2, 3], 3));
   });
 
+  it('Linear accumulates its bias gradient: dy\'s column sums, added over backward calls', async () => {
+    for (const n of [1, 300, 700]) {
+      const layer = new Linear(3, 5);
+      const x = randomTensor([n, 3], 4), dy = randomTensor([n, 5], 5);
+      await layer.forward(x);
+      await layer.backward(dy);
+      await layer.backward(dy);
+      const want = Array.from({ length: 5 }, (_, j) => 2 * Array.from({ length: n }, (_, r) => dy.data[r * 5 + j]).reduce((a, b) => a + b, 0));
+      want.forEach((v, j) => expect(layer.bias!.grad.data[j]).toBeCloseTo(v, 3));
+    }
+  });
+
   it('Conv2d: 3×3 padding 1, 3×3 stride 2, 1×1', async () => {
     manualSeed(2);
     await expectGradientsMatch(new Conv2d(2, 3, 3, { padding: 1 }), randomTensor([2, 2, 5, 5], 4));
