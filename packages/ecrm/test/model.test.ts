@@ -1,7 +1,7 @@
 // DLRM's backward against finite differences of its loss: the gradient of the embedding rows a
 // batch looks up, which flows through the pairwise-dot interaction and the embedding bags.
 import { describe, expect, it } from 'vitest';
-import { Tensor } from '@kintsugi/cuda-core';
+import { setSpinMicros, spinMicros, Tensor } from '@kintsugi/cuda-core';
 import { binaryCrossEntropyWithLogits } from '@kintsugi/cuda-core/nn';
 import { DLRM, DLRM_ARCHITECTURES, lookupRows, SyntheticCriteo, trainDlrm } from '../src/index.js';
 
@@ -54,11 +54,24 @@ describe('DLRM', () => {
     }
   });
 
+  it('trains with the kernel pool not spinning, and gives the setting back', async () => {
+    setSpinMicros(777);
+    try {
+      let during = -1;
+      await trainDlrm({ mode: 'none', steps: 2, batchSize: 8, rowsPerTable: 50, dim: 4, evalBatches: 1, onStep: () => (during = spinMicros()) });
+      expect(during).toBe(0);
+      expect(spinMicros()).toBe(777);
+    } finally {
+      setSpinMicros(1000);
+    }
+  });
+
   it('builds DLRM\'s reference Criteo Kaggle MLPs (13-512-256-64-16, 367-512-256-1)', async () => {
     const { bottom, top } = DLRM_ARCHITECTURES.kaggle;
     const model = new DLRM({ dim: 16, bottom: [...bottom], top: [...top] });
     const shapes = model.parameters().map((p) => p.value.shape.join('x'));
     expect(shapes).toEqual(['512x13', '512', '256x512', '256', '64x256', '64', '16x64', '16', '512x367', '512', '256x512', '256', '1x256', '1']);
+    await expect(trainDlrm({ mode: 'none', steps: 1, poolSpinMicros: -1 })).rejects.toThrow(/options.poolSpinMicros/);
     await expect(trainDlrm({ mode: 'none', steps: 1, arch: 'huge' as 'small' })).rejects.toThrow("Expected one of 'kaggle' | 'small' for options.arch but received \"huge\"");
   });
 });
