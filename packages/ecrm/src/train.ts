@@ -136,6 +136,9 @@ async function startJob(options: TrainOptions): Promise<Job> {
   const source = options.source ?? new SyntheticCriteo({ rowsPerTable: options.rowsPerTable ?? 2000, batchSize: options.batchSize ?? 256, seed });
   const rows = source.rowsPerTable;
   if (mode === 'checkpoint' || mode === 'cpr') integer(options.checkpointEvery ?? 20, 'options.checkpointEvery', 1);
+  const arch = DLRM_ARCHITECTURES[oneOf(options.arch ?? 'small', 'options.arch', Object.keys(DLRM_ARCHITECTURES) as DlrmArchitecture[])];
+  // Built before the cluster: a bad option must not leave shard processes behind.
+  const model = new DLRM({ dim, seed: seed + 1, bottom: [...arch.bottom], top: [...arch.top] });
   const failures = options.failures ?? [];
   const inPush = failures.find((f) => f.when && f.when !== 'step');
   if (failures.filter((f) => f.when && f.when !== 'step').length > 1) throw rangeError('options.failures', 'at most one failure inside a push', failures.length, true);
@@ -146,8 +149,6 @@ async function startJob(options: TrainOptions): Promise<Job> {
     timeoutMs: options.timeoutMs, rebuild: options.rebuild, hedgePulls: options.hedgePulls,
     crash: inPush ? { shard: inPush.server, step: inPush.step, when: inPush.when as 'prepare' | 'after-first-delta' } : undefined,
   });
-  const arch = DLRM_ARCHITECTURES[oneOf(options.arch ?? 'small', 'options.arch', Object.keys(DLRM_ARCHITECTURES) as DlrmArchitecture[])];
-  const model = new DLRM({ dim, seed: seed + 1, bottom: [...arch.bottom], top: [...arch.top] });
   return { mode, source, cluster, model, opt: new DenseAdagrad(model.parameters(), options.mlpLr ?? 0.02), steps, ahead: new Map(), denseStepped: -1 };
 }
 
