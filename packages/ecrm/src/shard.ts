@@ -13,10 +13,11 @@ import { Worker } from 'node:worker_threads';
 import { bits, bytes, createCodec, f32words, type CodeMode, type ParityCodec } from './codec.js';
 import { initialRowsInto, initialWeight, type BlockLayout } from './initial.js';
 import { adagradRow, stateWidth, type EmbeddingOptimizer } from './optim.js';
-import { gatherRowsSync, largePageFloat32Array, scatterRowsSync } from '@kintsugi/cuda-core';
+import { gatherRowsSync, scatterRowsSync, sharedLargePageFloat32Array } from '@kintsugi/cuda-core';
 import { Connection, describeAddress, Op, Reader, serve, Writer, type Address, type PooledReply, type Reply } from './protocol.js';
+import type { GatherJob, GatherResult } from './gather-worker.js';
 import type { RebuildJob, RebuildMessage } from './rebuild-worker.js';
-import { decodeStripe, READ_CODED, READ_FULL, READ_STATE, readStripe, stripeParts } from './stripe.js';
+import { decodeStripe, READ_BACKGROUND, READ_CODED, READ_FULL, READ_STATE, readStripe, stripeParts } from './stripe.js';
 
 export type { Address } from './protocol.js';
 import { integer, oneOf, rangeError } from './validate.js';
@@ -78,8 +79,11 @@ const ROW_OPS = new Set<number>([Op.pull, Op.push, Op.prepare, Op.read, Op.readR
 const INITIAL_PARITY_CHUNK = 16384;
 /** Range copy buffers kept for reuse (one per rebuild reading from this server, with slack). */
 const RANGE_COPIES_KEPT = 4;
-/** A shard's table: on huge pages, since rows are read and written at random (see largePageFloat32Array). */
-const table = (floats: number) => (floats > 0 ? largePageFloat32Array(floats) : new Float32Array(0));
+/**
+ * A shard's table: on huge pages, since rows are read and written at random, and shared, so that
+ * the background reader's thread reads it in place (see sharedLargePageFloat32Array).
+ */
+const table = (floats: number) => (floats > 0 ? sharedLargePageFloat32Array(floats) : new Float32Array(0));
 function rangeSlots(start: number, count: number): Int32Array {
   const out = new Int32Array(count);
   for (let i = 0; i < count; i++) out[i] = start + i;
@@ -140,9 +144,11 @@ async function warmReads(code: NonNullable<StandbyOrder['code']>, conns: Connect
     const start = (round * 997) % Math.max(1, slotsPerBlock - n + 1);
     await Promise.all(conns.map((conn, b) => {
       const parity = b >= code.k;
-      const reads = [conn.request(Op.read, new Writer().u32(READ_CODED).u32(0).array(slots).build())];
+      // Every other round as a rebuild reads (on the source's background thread).
+      const flags = READ_CODED | (round % 2 ? READ_BACKGROUND : 0);
+      const reads = [conn.request(Op.read, new Writer().u32(flags).u32(0).array(slots).build())];
       if (replicated) reads.push(conn.request(Op.read, new Writer().u32(READ_STATE).u32(0).array(slots).build()));
-      if (round % 4 === 0) reads.push(conn.request(Op.readRange, new Writer().u32(READ_CODED).u32(0).u32(start).u32(n).build()));
+      if (round % 4 === 0) reads.push(conn.request(Op.readRange, new Writer().u32(READ_CODED | (round % 8 ? READ_BACKGROUND : 0)).u32(0).u32(start).u32(n).build()));
       if (round % 8 === 0) reads.push(conn.request(Op.touched, new Writer().u32(parity ? 0 : b).build()));
       return Promise.all(reads);
     }));
@@ -151,6 +157,41 @@ async function warmReads(code: NonNullable<StandbyOrder['code']>, conns: Connect
 
 /** The warm-up reads of warmReads: rounds, and slots per read (cycled through). */
 const WARM_READS = { rounds: 40, sizes: [16384, 4096, 512, 256] };
+
+/**
+ * The process's background reader (gather-worker.ts), shared by its servers: started with the first
+ * role that a rebuild may read from, so that its start-up is not in a failure's steps.
+ */
+let backgroundReader: { worker: Worker; waiting: Map<number, (rows: Float32Array | null) => void>; next: number } | null = null;
+
+function startBackgroundReader(): void {
+  if (backgroundReader) return;
+  const worker = new Worker(new URL('./gather-worker.js', import.meta.url));
+  const reader = { worker, waiting: new Map<number, (rows: Float32Array | null) => void>(), next: 0 };
+  worker.unref();
+  worker.on('message', (r: GatherResult) => {
+    reader.waiting.get(r.id)?.(r.rows);
+    reader.waiting.delete(r.id);
+  });
+  // A failed thread fails nothing: its reads are served on the main thread, and the next one starts it again.
+  worker.on('error', () => {
+    if (backgroundReader === reader) backgroundReader = null;
+    for (const done of reader.waiting.values()) done(null);
+    reader.waiting.clear();
+  });
+  backgroundReader = reader;
+}
+
+/** Rows gathered on the background thread, or null if it could not (read on the main thread then). */
+function gatherInBackground(job: Omit<GatherJob, 'id'>): Promise<Float32Array | null> {
+  const reader = backgroundReader;
+  if (!reader) return Promise.resolve(null);
+  const id = reader.next++;
+  return new Promise((done) => {
+    reader.waiting.set(id, done);
+    reader.worker.postMessage({ ...job, id } satisfies GatherJob);
+  });
+}
 
 /** A rebuild thread waiting for its job; a failure before the job shows when the job is posted. */
 function startRebuildWorker(): Worker {
@@ -187,6 +228,12 @@ export class ShardServer {
   /** Parity with replicated state: each data shard's state, slots × state width. */
   #replicas: Float32Array[] = [];
   #committed = -1;
+  /**
+   * Bumped by everything that writes the store or the replicas: a background read keeps what the
+   * reader thread gathered only if this is unchanged when it arrives (nothing was written while
+   * the thread read; see #readInBackground).
+   */
+  #epoch = 0;
   /** Configured with `restoring`: the rows hold nothing until a restore. */
   #awaitingRestore = false;
   /**
@@ -249,7 +296,9 @@ export class ShardServer {
   #initialAbsent = false;
   /** A replacement's touched set, being learned from its sources (see #learnTouched). */
   #touchedLearned: Promise<Uint8Array | null> | null = null;
-  stats = { degradedReads: 0, degradedSlots: 0, initialSlots: 0, prefetches: 0, ranges: 0, rebuiltSlots: 0, retries: 0 };
+  /** backgroundReads: rebuild reads served by the background thread; backgroundRereads: those read
+   * again here because the store was written meanwhile. */
+  stats = { degradedReads: 0, degradedSlots: 0, initialSlots: 0, prefetches: 0, ranges: 0, rebuiltSlots: 0, retries: 0, backgroundReads: 0, backgroundRereads: 0 };
   /** Range replies' copy buffers, back from the socket (see #readRange). */
   readonly #rangeCopies: Buffer[] = [];
 
@@ -307,6 +356,7 @@ export class ShardServer {
   }
 
   async #configure(c: ShardConfig): Promise<Buffer> {
+    this.#epoch++;
     oneOf(c.role, 'config.role', ['data', 'parity'] as const);
     integer(c.k, 'config.k', 1, 254);
     integer(c.r, 'config.r', 0, 4);
@@ -315,6 +365,7 @@ export class ShardServer {
     integer(c.index, 'config.index', 0, (c.role === 'data' ? c.k : c.r) - 1);
     this.#config = c;
     this.#codec = c.mode === 'none' ? null : createCodec(c.mode, c.k, c.r);
+    if (this.#codec) startBackgroundReader();  // a rebuild may read from this server
     this.#slots = Math.ceil(c.totalRows / c.k);
     this.#sw = stateWidth(c.optimizer, c.dim);
     this.#width = c.dim + this.#sw;
@@ -436,6 +487,7 @@ export class ShardServer {
   }
 
   #writeRows(slots: Int32Array, rows: Float32Array): void {
+    this.#epoch++;
     // The scatter counts the updates in the same pass (its prefetches cover the counts too).
     scatterRowsSync(bits(this.#store), this.#width, slots, bits(rows), { counts: this.#touchedCounts(this.#cfg.index) });
   }
@@ -582,6 +634,7 @@ export class ShardServer {
 
   /** Folds a committed delta into the parity rows; slots not yet rebuilt keep it for later. */
   #applyDelta(d: StagedDelta, onlyAbsent = false): void {
+    this.#epoch++;
     const cw = this.#coded, sw = this.#sw, present = this.#present;
     // Every slot of the delta counts as updated, applied now or held for a slot not rebuilt yet; a
     // delta applied whole (no rebuild under way) is counted by the scatter that writes it.
@@ -621,19 +674,44 @@ export class ShardServer {
   }
 
   async #read(body: Reader): Promise<Buffer[]> {
-    const part = body.u32(), which = body.u32(), slots = body.i32s();
+    const flags = body.u32(), part = flags & ~READ_BACKGROUND, which = body.u32(), slots = body.i32s();
     this.#checkSlots(slots);
+    const rows = flags & READ_BACKGROUND ? await this.#readInBackground(part, { slots, start: 0, count: slots.length }) : null;
+    if (rows) return new Writer().u32(this.#committed + 1).array(rows).parts;
     await this.#ensure(slots);
     return new Writer().u32(this.#committed + 1).array(this.#readNow(part, which, slots)).parts;
+  }
+
+  /**
+   * A rebuild's read on the background reader's thread: the rows of the part if they are rows of
+   * the store as it stands (a complete server's coded rows, or its full data rows), gathered while
+   * the main thread goes on; null when the part is anything else, the thread is not there, or
+   * something wrote the store meanwhile (the read is then served here, from the store as it is
+   * now). Commits come once a step, and a data shard's store is written only by them, so most
+   * reads land between two: measured by the recovery they save (see the README).
+   */
+  async #readInBackground(part: number, what: { slots: Int32Array | null; start: number; count: number }): Promise<Float32Array | null> {
+    const c = this.#cfg, w = this.#width;
+    const whole = c.role === 'parity' ? part === READ_CODED : part === READ_FULL || (part === READ_CODED && this.#coded === w);
+    if (this.#present || !whole || !backgroundReader) return null;
+    const epoch = this.#epoch, store = this.#store;
+    const rows = await gatherInBackground({ store, width: c.role === 'parity' ? this.#coded : w, ...what });
+    const kept = rows && this.#epoch === epoch && this.#store === store ? rows : null;
+    if (kept) this.stats.backgroundReads++;
+    else this.stats.backgroundRereads++;
+    return kept;
   }
 
   /**
    * A contiguous range of slots (the rebuild's unit): where the part is stored contiguously the
    * reply is built straight from the store, without a per-slot gather.
    */
-  async #readRange(body: Reader): Promise<PooledReply> {
-    const part = body.u32(), which = body.u32(), start = body.u32(), count = body.u32();
+  async #readRange(body: Reader): Promise<PooledReply | Buffer[]> {
+    const flags = body.u32(), part = flags & ~READ_BACKGROUND, which = body.u32(), start = body.u32(), count = body.u32();
     if (start + count > this.#slots) throw rangeError('range', `slots in [0, ${this.#slots - 1}]`, `${start}..${start + count - 1}`);
+    // The background thread's rows are a fresh copy already.
+    const rows = flags & READ_BACKGROUND ? await this.#readInBackground(part, { slots: null, start, count }) : null;
+    if (rows) return new Writer().u32(this.#committed + 1).array(rows).parts;
     if (this.#present) await this.#ensure(rangeSlots(start, count));
     const c = this.#cfg, w = this.#width;
     let out: Float32Array;
@@ -679,6 +757,7 @@ export class ShardServer {
 
   async #restore(path: string): Promise<Buffer> {
     const buf = await readFile(path);
+    this.#epoch++;
     const expected = this.#store.byteLength + 4;
     if (buf.length !== expected) throw rangeError(`checkpoint ${path}`, `${expected} bytes`, buf.length, true);
     this.#committed = buf.readInt32LE(0);
@@ -806,6 +885,7 @@ export class ShardServer {
 
   /** Installs the initial rows of a data block's slots (ones never updated). */
   #installInitial(slots: Int32Array): void {
+    this.#epoch++;
     const c = this.#cfg, cw = this.#coded, layout = this.#layout(c.index);
     const coded = new Float32Array(slots.length * cw);
     for (let n = 0; n < slots.length; n++) initialRowsInto(layout, slots[n], 1, coded, cw, n * cw);
@@ -857,6 +937,7 @@ export class ShardServer {
 
   /** Installs decoded rows (read at committed `step`) into the slots still absent. */
   #install(slots: Int32Array, step: number, coded: Float32Array, states: Float32Array[]): void {
+    this.#epoch++;
     const c = this.#cfg, present = this.#present!, cw = this.#coded, sw = this.#sw;
     const pending = this.#pending.size > 0 ? this.#pending : null;
     const rowWidth = c.role === 'data' ? this.#width : cw;

@@ -8,6 +8,11 @@ import { rangeError } from './validate.js';
 export const READ_CODED = 0;
 export const READ_STATE = 1;
 export const READ_FULL = 2;
+/**
+ * Or'ed into a read's part: a background read (a rebuild's), which a source may serve from its
+ * idle-priority thread (see gather-worker.ts); degraded reads leave it out, they are latency first.
+ */
+export const READ_BACKGROUND = 0x100;
 
 /** One read of a stripe: a source block and which part of its rows (coded rows, or state). */
 export interface Part {
@@ -50,10 +55,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 export async function readStripe(
   parts: Part[], source: (part: Part, index: number) => Connection, what: { slots: Int32Array } | { start: number; count: number }, onRetry: () => void,
+  background = false,
 ): Promise<{ step: number; data: Float32Array[] }> {
   for (let attempt = 0; ; attempt++) {
     const replies = await Promise.all(parts.map((p, i) => {
-      const w = new Writer().u32(p.part).u32(p.which);
+      const w = new Writer().u32(p.part | (background ? READ_BACKGROUND : 0)).u32(p.which);
       return 'slots' in what
         ? source(p, i).request(Op.read, w.array(what.slots).build())
         : source(p, i).request(Op.readRange, w.u32(what.start).u32(what.count).build());

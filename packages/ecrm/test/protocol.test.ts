@@ -375,3 +375,39 @@ describe('a standby spare', () => {
     }
   });
 });
+
+describe('background reads (a rebuild\'s, served by a source\'s idle-priority thread)', () => {
+  it('give the rows and step of a foreground read, and are read again when a commit lands meanwhile', async () => {
+    const { READ_CODED, READ_BACKGROUND } = await import('../dist/stripe.js');
+    const { rowsPerTable, conns, close } = await codedServers(5);
+    const data = conns[0];
+    const slots = Int32Array.of(7, 0, 299, 7, 150, 3);
+    const read = (flags: number) => data.request(Op.read, new Writer().u32(flags).u32(0).array(slots).build()).then((r) => ({ step: r.u32() - 1, rows: Array.from(r.f32s()) }));
+    const range = (flags: number) => data.request(Op.readRange, new Writer().u32(flags).u32(0).u32(10).u32(rowsPerTable - 10).build()).then((r) => ({ step: r.u32() - 1, rows: Array.from(r.f32s()) }));
+    try {
+      const before = await read(READ_CODED);
+      expect(before.step).toBe(-1);
+      expect(await read(READ_CODED | READ_BACKGROUND)).toEqual(before);
+      for (const conn of conns.slice(1)) expect(await conn.request(Op.readRange, new Writer().u32(READ_CODED | READ_BACKGROUND).u32(0).u32(0).u32(rowsPerTable).build()).then((r) => r.u32())).toBe(0);
+      expect(await range(READ_CODED | READ_BACKGROUND)).toEqual(await range(READ_CODED));
+      // A push to the slots: prepared, then the background read and the commit back to back. The
+      // commit is applied while the thread gathers, so the read must come back at the new step
+      // with the new rows (read again on the main thread), never the old rows under the new step.
+      const grads = Float32Array.from({ length: 3 * 4 }, (_, i) => (i % 5) - 2);
+      await data.request(Op.prepare, new Writer().u32(1).u32(1).array(Int32Array.of(7, 150, 299)).array(grads).build());
+      data.cork();
+      const during = read(READ_CODED | READ_BACKGROUND);
+      void data.send(Op.commit, new Writer().u32(1).u32(1).build());
+      data.uncork();
+      const after = await during;
+      expect(after.step).toBe(0);
+      expect(after).toEqual(await read(READ_CODED));
+      expect(after.rows).not.toEqual(before.rows);
+      const stats = (await data.request(Op.status)).json<{ stats: { backgroundReads: number; backgroundRereads: number } }>().stats;
+      expect(stats.backgroundReads).toBeGreaterThanOrEqual(2);
+      expect(stats.backgroundRereads).toBeGreaterThanOrEqual(1);
+    } finally {
+      close();
+    }
+  });
+});
