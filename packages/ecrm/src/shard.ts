@@ -984,6 +984,8 @@ export class ShardServer {
     integer(o.storeFloats, 'standby.storeFloats', 0, 2 ** 31 - 1);
     this.#reserve = o.storeFloats > 0 ? table(o.storeFloats).fill(0) : null;
     this.#rebuildWorker ??= startRebuildWorker();
+    // Started now, not with the role a takeover gives: a thread's start-up would land in the failure's steps.
+    startBackgroundReader();
     const conns = await Promise.all(o.servers.map((a) => Connection.connect(a, `server ${describeAddress(a)}`, o.timeoutMs)));
     o.servers.forEach((a, i) => this.#standby.set(describeAddress(a), conns[i]));
     if (o.code) {
