@@ -113,6 +113,9 @@ export interface ComparisonOptions {
   log?: (line: string) => void;
 }
 
+/** Steps of the untimed run before a comparison (see runComparison). */
+const WARMUP_RUN_STEPS = 40;
+
 export const comparisonModes = ['none', 'checkpoint', 'checkpoint-tuned', 'cpr', 'xor', 'xor-replicated', 'rs', 'sum'] as const;
 
 export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow[]> {
@@ -120,6 +123,10 @@ export async function runComparison(o: ComparisonOptions): Promise<ComparisonRow
     if (!(comparisonModes as readonly string[]).includes(m)) throw new RangeError(`Expected one of ${comparisonModes.join(', ')} for a mode but received ${JSON.stringify(m)}`);
   }
   const runs: ComparisonRow[][] = o.modes.map(() => []);
+  // An untimed run first: the trainer's code is compiled by V8 during the first job it runs, which
+  // made the first mode (no FT) look slowest (`--quick`: xor at −28 % "overhead").
+  o.log?.('warming up ...');
+  await trainDlrm({ ...comparisonRun(o, 'none'), steps: Math.min(o.steps, WARMUP_RUN_STEPS), evalBatches: 1 });
   for (let rep = 0; rep < (o.repeat ?? 1); rep++) {
     for (const [i, token] of o.modes.entries()) {
       o.log?.(`running ${token}${o.repeat && o.repeat > 1 ? ` (${rep + 1}/${o.repeat})` : ''} ...`);
