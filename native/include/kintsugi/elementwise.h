@@ -17,7 +17,7 @@ void add_into(float* a, const float* b, int64_t n);
 // rounding where JavaScript's Float32Array assignments round (the same bits as
 // `g' = g + wd·w; s += g'²; w -= lr·g' / (√s + eps)` written over Float32Arrays):
 //   g' = g + wd·w (just g when wd == 0), s = f32(s + g'²), w = f32(w − lr·g' / (√s + eps)).
-// No fused multiply-adds (this file is built with -ffp-contract=off).
+// No fused multiply-adds (elementwise.cc and elementwise_avx512.cc are built with -ffp-contract=off).
 void adagrad_update(float* w, const float* g, float* s, int64_t n, double lr, double eps, double wd);
 
 }  // namespace kintsugi
