@@ -40,8 +40,6 @@ void register_cuda(Napi::Env env, Napi::Object exports);  // cuda.cc
 
 namespace {
 
-constexpr int64_t kMaxDim = 2147483647;  // keeps every extent product inside int64
-
 // The PackedMatrix constructor of this environment (each worker_thread has its own).
 Napi::FunctionReference& packed_ctor(Napi::Env env);
 
@@ -875,17 +873,6 @@ Napi::Value EmbeddingBagBackward(const Napi::CallbackInfo& info) {
 }
 
 // ---- pairwise dots (DLRM's interaction) ----
-PairwiseDotsArgs read_pairwise_dots(const Args& a, size_t i) {
-  PairwiseDotsArgs d;
-  d.n = a.integer(i, "n", 0, kMaxDim);
-  d.vectors = a.integer(i + 1, "vectors", 0, 1 << 16);
-  d.dim = a.integer(i + 2, "dim", 0, kMaxDim);
-  d.self = a.boolean(i + 3, "self");
-  if (double(d.n) * double(d.vectors) * double(d.dim) > 9.0e15 || double(d.n) * double(d.pairs()) > 9.0e15)
-    throw_expected(ErrorKind::Range, "fewer than 2^53 elements", "n x vectors x dim", "more");
-  return d;
-}
-
 // pairwiseDotsForward(async, z, n, vectors, dim, self, out)
 Napi::Value PairwiseDotsForward(const Napi::CallbackInfo& info) {
   return run_call(info, read_async(info), [&] {

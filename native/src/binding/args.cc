@@ -73,7 +73,6 @@ std::string Args::choice(size_t i, const char* name, const std::vector<std::stri
 }
 
 namespace {
-constexpr int64_t kMaxExtent = 2147483647;
 
 int64_t int_field(const Napi::Object& o, const char* name, int64_t min, int64_t max) {
   Napi::Value v = o.Get(name);
@@ -92,11 +91,11 @@ Conv2dParams read_conv_params(const Args& a, size_t i) {
   if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) throw_expected(ErrorKind::Type, "a conv2d parameter object", "params", describe(v));
   auto o = v.As<Napi::Object>();
   Conv2dParams p;
-  p.n = int_field(o, "n", 1, kMaxExtent);
-  p.c_in = int_field(o, "cIn", 1, kMaxExtent);
-  p.h = int_field(o, "h", 1, kMaxExtent);
-  p.w = int_field(o, "w", 1, kMaxExtent);
-  p.c_out = int_field(o, "cOut", 1, kMaxExtent);
+  p.n = int_field(o, "n", 1, kMaxDim);
+  p.c_in = int_field(o, "cIn", 1, kMaxDim);
+  p.h = int_field(o, "h", 1, kMaxDim);
+  p.w = int_field(o, "w", 1, kMaxDim);
+  p.c_out = int_field(o, "cOut", 1, kMaxDim);
   p.kh = int_field(o, "kh", 1, 65535);
   p.kw = int_field(o, "kw", 1, 65535);
   p.stride_h = int_field(o, "strideH", 1, 65535);
@@ -105,7 +104,7 @@ Conv2dParams read_conv_params(const Args& a, size_t i) {
   p.pad_w = int_field(o, "padW", 0, 65535);
   p.dilation_h = int_field(o, "dilationH", 1, 65535);
   p.dilation_w = int_field(o, "dilationW", 1, 65535);
-  p.groups = int_field(o, "groups", 1, kMaxExtent);
+  p.groups = int_field(o, "groups", 1, kMaxDim);
   Napi::Value layout = o.Get("layout");
   if (!layout.IsUndefined()) {
     const std::string name = layout.IsString() ? layout.As<Napi::String>().Utf8Value() : std::string();
@@ -123,5 +122,16 @@ Conv2dParams read_conv_params(const Args& a, size_t i) {
 }
 
 bool read_async(const Napi::CallbackInfo& info) { return info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value(); }
+
+PairwiseDotsArgs read_pairwise_dots(const Args& a, size_t i) {
+  PairwiseDotsArgs d;
+  d.n = a.integer(i, "n", 0, kMaxDim);
+  d.vectors = a.integer(i + 1, "vectors", 0, 1 << 16);
+  d.dim = a.integer(i + 2, "dim", 0, kMaxDim);
+  d.self = a.boolean(i + 3, "self");
+  if (double(d.n) * double(d.vectors) * double(d.dim) > 9.0e15 || double(d.n) * double(d.pairs()) > 9.0e15)
+    throw_expected(ErrorKind::Range, "fewer than 2^53 elements", "n x vectors x dim", "more");
+  return d;
+}
 
 }  // namespace kintsugi::binding

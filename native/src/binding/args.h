@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kintsugi/conv.h"
+#include "kintsugi/embedding.h"
 #include "kintsugi/error.h"
 
 namespace kintsugi::binding {
@@ -118,10 +119,17 @@ template <typename T> void check_min_length(const Array<T>& a, int64_t need) {
     throw_expected(ErrorKind::Range, "at least " + std::to_string(need) + " elements", a.name, std::to_string(a.length) + " elements");
 }
 
+// The largest extent (rows, columns, batch, ...) a call accepts: keeps every product of two
+// extents inside int64.
+inline constexpr int64_t kMaxDim = 2147483647;
+
 // Whether a call's first argument asks for the Promise form.
 bool read_async(const Napi::CallbackInfo& info);
 
 // A conv2d parameter object {n, cIn, h, w, cOut, kh, kw, strideH, ...} at argument i, checked.
 Conv2dParams read_conv_params(const Args& a, size_t i);
+
+// The pairwise dots' (n, vectors, dim, self) at arguments i..i+3, checked.
+PairwiseDotsArgs read_pairwise_dots(const Args& a, size_t i);
 
 }  // namespace kintsugi::binding

@@ -26,7 +26,6 @@ namespace kintsugi::binding {
 
 namespace {
 
-constexpr int64_t kMaxDim = 2147483647;
 // Type tags tell our handles apart without keeping constructors per environment.
 const napi_type_tag kBufferTag = {0x6b696e7473756769ull, 0x6375646162756631ull};
 const napi_type_tag kStreamTag = {0x6b696e7473756769ull, 0x6375646173747231ull};
@@ -761,11 +760,7 @@ Napi::Value PairwiseDots(const Napi::CallbackInfo& info) {
     const bool forward = a.choice(0, "pass", {"forward", "backward"}) == "forward";
     const int device = read_device(a, 1);
     auto stream = read_stream(a, 2, device);
-    PairwiseDotsArgs d;
-    d.n = a.integer(3, "n", 0, kMaxDim);
-    d.vectors = a.integer(4, "vectors", 0, 1 << 16);
-    d.dim = a.integer(5, "dim", 0, kMaxDim);
-    d.self = a.boolean(6, "self");
+    const PairwiseDotsArgs d = read_pairwise_dots(a, 3);
     const int64_t z_bytes = product_bytes(d.n * d.vectors, d.dim, 4, "n x vectors x dim");
     const int64_t pair_bytes = product_bytes(d.n, d.pairs(), 4, "n x pairs");
     Region Z = read_region(a, 7, "z", device, z_bytes, 4);

@@ -4,7 +4,7 @@
 // against A and B's offline row sums. @kintsugi/abft builds its schemes on these.
 import { native } from './addon.js';
 import { gemmPlan, operand, runsInline, type GemmOptions } from './gemm.js';
-import { checkTensor, Tensor } from './tensor.js';
+import { checkTensor, outputTensor, Tensor } from './tensor.js';
 import { boolean, finiteNumber, integer, oneOf, plainObject, rangeError, typeError } from './validate.js';
 
 export type AbftCheck = 'one-sided' | 'two-sided';
@@ -133,14 +133,7 @@ function plan(a: unknown, b: unknown, options: unknown, sync: boolean) {
     groups = g.sums;
     width = g.width;
   }
-  let out: Tensor<'float32'>;
-  if (o.out !== undefined) {
-    out = checkTensor(o.out, 'options.out', ['float32'], 2);
-    if (out.shape[0] !== m || out.shape[1] !== n) throw rangeError('options.out', `shape [${m}, ${n}]`, `shape [${out.shape}]`, true);
-    if (!out.isContiguous) throw rangeError('options.out', 'a contiguous Tensor', `strides [${out.strides}]`, true);
-  } else {
-    out = Tensor.zeros([m, n], 'float32');
-  }
+  const out = outputTensor(o.out, 'options.out', [m, n]);
   const opA = operand(A), opB = operand(B);
   const inline = sync || runsInline(m, n, k);
   const report = inline && maxEvents === DEFAULT_MAX_EVENTS ? inlineReport : new Float64Array(3 + EVENT_FIELDS * maxEvents);

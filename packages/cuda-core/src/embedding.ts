@@ -1,7 +1,7 @@
 // Embedding bags (the sparse side of recommendation models): gather-sum forward and the
 // scatter-add backward, with CSR-style offsets (bags + 1 entries, first 0, last = indices.length).
 import { native, type BagMode } from './addon.js';
-import { checkTensor, Tensor } from './tensor.js';
+import { checkTensor, outputTensor, Tensor } from './tensor.js';
 import { finiteNumber, oneOf, plainObject, rangeError, typeError } from './validate.js';
 
 export interface EmbeddingBagOptions {
@@ -101,14 +101,6 @@ export function pairwiseDotCount(vectors: number, self = false): number {
   return self ? (vectors * (vectors + 1)) / 2 : (vectors * (vectors - 1)) / 2;
 }
 
-function outTensor(out: unknown, shape: number[]): Tensor<'float32'> {
-  if (out === undefined) return Tensor.zeros(shape, 'float32');
-  const o = checkTensor(out, 'options.out', ['float32']);
-  if (o.shape.length !== shape.length || o.shape.some((v, i) => v !== shape[i])) throw rangeError('options.out', `shape [${shape}]`, `shape [${o.shape}]`, true);
-  if (!o.isContiguous) throw rangeError('options.out', 'a contiguous Tensor', `strides [${o.strides}]`, true);
-  return o;
-}
-
 function dotsPlan(z: unknown, options: unknown) {
   const Z = checkTensor(z, 'z', ['float32'], 3);
   const o = plainObject(options, 'options') as PairwiseDotsOptions;
@@ -120,7 +112,7 @@ function dotsPlan(z: unknown, options: unknown) {
 
 function forwardDotsPlan(z: unknown, options: unknown) {
   const p = dotsPlan(z, options);
-  const out = outTensor(p.o.out, [p.n, p.pairs]);
+  const out = outputTensor(p.o.out, 'options.out', [p.n, p.pairs]);
   return { args: [p.Z.contiguousData(), p.n, p.vectors, p.dim, p.self, out.data] as const, out };
 }
 
@@ -140,7 +132,7 @@ function backwardDotsPlan(z: unknown, gradOut: unknown, options: unknown) {
   const p = dotsPlan(z, options);
   const G = checkTensor(gradOut, 'gradOut', ['float32'], 2);
   if (G.shape[0] !== p.n || G.shape[1] !== p.pairs) throw rangeError('gradOut', `shape [${p.n}, ${p.pairs}] (samples, pairs)`, `shape [${G.shape}]`, true);
-  const out = outTensor(p.o.out, [p.n, p.vectors, p.dim]);
+  const out = outputTensor(p.o.out, 'options.out', [p.n, p.vectors, p.dim]);
   return { args: [p.Z.contiguousData(), G.contiguousData(), p.n, p.vectors, p.dim, p.self, out.data] as const, out };
 }
 

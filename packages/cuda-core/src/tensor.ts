@@ -244,6 +244,18 @@ export function checkTensor<D extends DType>(value: unknown, name: string, dtype
   return value as Tensor<D>;
 }
 
+/**
+ * A kernel's float32 output: `out` checked to be a live, contiguous tensor of exactly `shape`, or,
+ * when undefined, a new zeroed one.
+ */
+export function outputTensor(out: unknown, name: string, shape: readonly number[]): Tensor<'float32'> {
+  if (out === undefined) return Tensor.zeros(shape, 'float32');
+  const o = checkTensor(out, name, ['float32'], shape.length);
+  if (o.shape.some((v, i) => v !== shape[i])) throw rangeError(name, `shape [${shape}]`, `shape [${o.shape}]`, true);
+  if (!o.isContiguous) throw rangeError(name, 'a contiguous Tensor', `strides [${o.strides}]`, true);
+  return o;
+}
+
 // xorshift32: small, fast and reproducible.
 export function fillUniform(out: Float32Array | Float64Array, seed: number, lo = -1, hi = 1): void {
   let s = seed >>> 0 || 0x9e3779b9;

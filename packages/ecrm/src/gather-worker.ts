@@ -18,10 +18,10 @@ export interface GatherJob {
   count: number;
 }
 
+/** The rows, or null if the thread could not gather them (the main thread reads them then). */
 export interface GatherResult {
   id: number;
   rows: Float32Array | null;
-  error?: string;
 }
 
 runInBackground();
@@ -31,7 +31,7 @@ parentPort!.on('message', (job: GatherJob) => {
       ? f32words(gatherRowsSync(bits(job.store), job.width, job.slots))
       : job.store.slice(job.start * job.width, (job.start + job.count) * job.width);
     parentPort!.postMessage({ id: job.id, rows } satisfies GatherResult, [rows.buffer as ArrayBuffer]);
-  } catch (e) {
-    parentPort!.postMessage({ id: job.id, rows: null, error: (e as Error).message } satisfies GatherResult);
+  } catch {
+    parentPort!.postMessage({ id: job.id, rows: null } satisfies GatherResult);
   }
 });
